@@ -38,7 +38,7 @@ test: setup browser check-clean check-sync
 	$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider
 
 experiment: setup
-	$(PY) -m miscnn_lite.cli experiment --out $(RESULTS)
+	$(VENV)/bin/miscnn-lite experiment --out $(RESULTS)
 
 clean:
 	rm -rf $(RESULTS) .pytest_cache
