@@ -26,7 +26,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 check-clean: setup
-	$(VENV)/bin/nbdev-clean
+	$(VENV)/bin/nbdev-clean && $(VENV)/bin/nbdev-clean --fname experiments
 	git diff --exit-code --stat -- '*.ipynb' || (echo "Notebooks are not clean: run nbdev-clean and commit." && exit 1)
 
 check-sync: setup
