@@ -1,0 +1,123 @@
+"""Heavier checks of miscnn_lite.augmentation: alignment of image and label under every spatial
+transform, multi-channel consistency, reproducibility across threads, no leak into numpy's global
+random state, and the transform registry."""
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from miscnn_lite import augmentation as aug
+from miscnn_lite.augmentation import (AugmentationPipeline, ClusterIntensityShift, Compose, ElasticDeformation,
+                                      Mirror, Rotation, Scaling, SliceInterpolation, SliceSkipping,
+                                      augmentation_from_dict, ct_augmentation, kmeans_1d)
+
+
+def _blobs(shape=(12, 40, 40), seed=0):
+    "A label of random boxes and an image equal to it (so alignment can be checked voxel by voxel)."
+    rng = np.random.default_rng(seed)
+    label = np.zeros(shape, np.uint8)
+    for c in (1, 2, 1, 2):
+        z, y, x = (rng.integers(0, s - s // 3) for s in shape)
+        label[z:z + shape[0] // 3, y:y + shape[1] // 3, x:x + shape[2] // 3] = c
+    return label.astype(np.float32), label
+
+
+@pytest.mark.parametrize("transform", [Rotation(max_angle_deg=16, order=0), Scaling(order=0),
+                                       ElasticDeformation(deformation_scale=(0.1, 0.25), order=0),
+                                       Rotation(max_angle_deg=16, out_of_plane_deg=10, order=0),
+                                       Mirror(axes=(0, 1, 2)),
+                                       aug.Spatial(p_rotation=1, p_scale=1, p_elastic=1, order=0)])
+def test_spatial_transforms_keep_image_and_label_aligned(transform):
+    image, label = _blobs()
+    for seed in range(3):
+        im2, lb2 = transform(image, label, np.random.default_rng(seed))
+        assert im2.shape == image.shape and lb2.shape == label.shape and lb2.dtype == np.uint8
+        # an image that equals its label stays equal to it (nearest neighbour on both), up to border voxels
+        inner = (slice(None), slice(4, -4), slice(4, -4))
+        assert np.mean(np.rint(im2[inner]) == lb2[inner]) > 0.98
+
+
+def test_channels_move_together():
+    image, label = _blobs()
+    two = np.stack([image, 10 * image + 1], axis=-1)
+    out, _ = ElasticDeformation(deformation_scale=(0.2, 0.25), order=1)(two, label, np.random.default_rng(0))
+    np.testing.assert_allclose(out[..., 1], 10 * out[..., 0] + 1, atol=1e-4)
+
+
+def test_same_seed_same_batch_across_threads():
+    image, label = _blobs()
+    images, labels = np.stack([image] * 2), np.stack([label] * 2)
+    pipeline = ct_augmentation(3, batch_ratio=1.0, elastic=True)
+    sequential = [pipeline(images, labels, np.random.default_rng(s)) for s in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda s: pipeline(images, labels, np.random.default_rng(s)), range(8)))
+    for (a_img, a_lab), (b_img, b_lab) in zip(sequential, threaded):
+        np.testing.assert_array_equal(a_img, b_img)
+        np.testing.assert_array_equal(a_lab, b_lab)
+    assert len({a.tobytes() for a, _ in sequential}) > 1
+
+
+def test_global_random_state_untouched():
+    image, label = _blobs()
+    np.random.seed(123); random.seed(123)
+    expected = (np.random.random(), random.random())
+    np.random.seed(123); random.seed(123)
+    ct_augmentation(3, batch_ratio=1.0)(np.stack([image] * 3), np.stack([label] * 3), np.random.default_rng(0))
+    assert (np.random.random(), random.random()) == expected
+
+
+def test_every_registered_transform_round_trips_and_keeps_shapes():
+    image, label = _blobs()
+    for name, cls in aug._registry().items():
+        t = cls(p=1.0)
+        again = augmentation_from_dict(t.to_dict())
+        assert again == t, name
+        a = t(image, label, np.random.default_rng(0))
+        b = again(image, label, np.random.default_rng(0))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[0].shape == image.shape and a[0].dtype == np.float32, name
+        assert a[1].shape == label.shape and set(np.unique(a[1])) <= {0, 1, 2}, name
+        two_d = t(image[:1], label[:1], np.random.default_rng(0))          # a single slice works too
+        assert two_d[0].shape == image[:1].shape, name
+
+
+def test_label_none_and_channel_axis_preserved():
+    image, _ = _blobs()
+    out, lab = Compose([Rotation(), SliceSkipping(), ClusterIntensityShift(p=1)])(image[..., None], None,
+                                                                                np.random.default_rng(0))
+    assert out.shape == image.shape + (1,) and lab is None
+
+
+def test_kmeans_matches_scipy_on_separated_clusters():
+    vq = pytest.importorskip("scipy.cluster.vq")
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(m, 0.05, n) for m, n in ((-1, 300), (0.2, 200), (1.5, 100))])
+    centres, assign = kmeans_1d(values, 3)
+    ref, _ = vq.kmeans2(values[:, None], np.array([[-1.0], [0.0], [1.0]]), minit="matrix", iter=50)
+    np.testing.assert_allclose(centres, np.sort(ref[:, 0]), atol=1e-6)
+    assert np.bincount(assign).tolist() == [300, 200, 100]
+
+
+def test_slice_interpolation_is_linear_between_kept_slices():
+    ramp = (np.arange(10, dtype=np.float32) ** 2)[:, None, None] * np.ones((10, 2, 2), np.float32)
+    out, _ = SliceInterpolation(factors=(3,))(ramp, None, np.random.default_rng(0))
+    kept = [z for z in range(10) if np.isclose(out[z, 0, 0], ramp[z, 0, 0])]
+    for a, b in zip(kept, kept[1:]):
+        for z in range(a, b + 1):
+            t = (z - a) / (b - a)
+            np.testing.assert_allclose(out[z, 0, 0], (1 - t) * ramp[a, 0, 0] + t * ramp[b, 0, 0], rtol=1e-5)
+
+
+def test_bad_inputs():
+    image, label = _blobs()
+    with pytest.raises(ValueError, match="p=-0.1 is not a probability"):
+        Mirror(p=-0.1)
+    with pytest.raises(ValueError, match="batch_ratio: 2"):
+        AugmentationPipeline([], batch_ratio=2)
+    with pytest.raises(ValueError, match="does not match the image grid"):
+        Rotation()(image, label[:-1], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="expected a batch"):
+        ct_augmentation(3)(image[0, 0], None, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="n_clusters=0"):
+        ClusterIntensityShift(n_clusters=0)
