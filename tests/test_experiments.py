@@ -1,0 +1,67 @@
+"""The papermill experiments run end to end on tiny phantoms, and bad parameters fail before any work."""
+import json
+
+import pandas as pd
+import pytest
+
+from miscnn_lite.experiments import ExperimentFailed, experiments_dir, load_parameters, run_notebook
+
+TINY_CV = dict(n_cases=4, n_folds=2, epochs=1, iterations=2, phantom_shape=[24, 48, 48], patch_shape=[16, 32, 32],
+               base_filters=4, depth=2)
+
+
+def test_phantom_data_notebook(tmp_path):
+    out = run_notebook(experiments_dir() / "phantom_data.ipynb", tmp_path / "phantom_data.ipynb",
+                       dict(out_dir=str(tmp_path), n_cases=2, phantom_shape=[16, 48, 48]))
+    assert out.exists()
+    table = pd.read_csv(tmp_path / "dataset.csv")
+    assert list(table["case"]) == ["case_00000", "case_00001"]
+    assert (tmp_path / "figures" / "case_slice.png").stat().st_size > 1000
+    assert sorted(p.name for p in (tmp_path / "preprocessed").glob("*.npz")) == ["case_00000.npz", "case_00001.npz"]
+    pre = pd.read_csv(tmp_path / "preprocessed.csv")
+    assert pre["mean"].abs().max() < 1.5          # z-scored with dataset statistics
+
+
+def test_kits19_cv_runs_and_resumes(tmp_path):
+    nb = experiments_dir() / "kits19_cv.ipynb"
+    run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **TINY_CV))
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics.columns) == ["fold", "case", "label", "metric", "value"]
+    assert sorted(metrics["fold"].unique()) == [0, 1]
+    assert set(metrics["label"]) == {"kidney", "tumor", "kidney+tumor"}
+    folds = json.loads((tmp_path / "folds.json").read_text())["folds"]
+    val_cases = sorted(c for f in folds for c in f["val"])
+    assert sorted(metrics["case"].unique()) == val_cases == [f"case_{i:05d}" for i in range(4)]
+    for k, fold in enumerate(folds):
+        for case in fold["val"]:
+            assert (tmp_path / f"fold_{k}" / "predictions" / f"{case}.nii.gz").exists()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["config"]["n_folds"] == 2 and manifest["folds"] == folds
+    assert (tmp_path / "figures" / "metrics_boxplot.png").exists()
+    # a second run reuses the folds and skips finished folds: identical metrics
+    before = (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns
+    run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV))
+    assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), metrics)
+
+
+def test_bad_parameters_fail_before_work(tmp_path):
+    nb = experiments_dir() / "kits19_cv.ipynb"
+    with pytest.raises(ValueError, match="Did you mean 'epochs'"):
+        run_notebook(nb, tmp_path / "x.ipynb", {"epoch": 3, "out_dir": str(tmp_path)})
+    with pytest.raises(ValueError, match="expected int"):
+        run_notebook(nb, tmp_path / "x.ipynb", {"epochs": "many"})
+    assert not any(tmp_path.iterdir())            # nothing was written
+
+
+def test_failing_run_keeps_executed_notebook(tmp_path):
+    nb = experiments_dir() / "kits19_cv.ipynb"
+    with pytest.raises(ExperimentFailed, match="analysis_mode"):
+        run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), analysis_mode="4d", n_cases=2))
+    assert (tmp_path / "cv.failed.ipynb").exists() and not (tmp_path / "cv.ipynb").exists()
+
+
+@pytest.mark.parametrize("preset", sorted((experiments_dir() / "presets").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_are_valid_parameters(preset):
+    from miscnn_lite.experiments import check_parameters
+    check_parameters(experiments_dir() / "kits19_cv.ipynb", load_parameters(preset))
