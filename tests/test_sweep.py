@@ -1,0 +1,55 @@
+"""`miscnn-lite sweep`: a grid of papermill jobs on a Dask LocalCluster and on local processes."""
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from miscnn_lite.experiments import run_sweep
+
+
+def demo_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('epochs = 3  # training epochs\nout_dir = "results"  # output folder')
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        'import json, pathlib\nassert epochs > 0, "epochs must be positive"\n'
+        'pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n'
+        'pathlib.Path(out_dir, "result.json").write_text(json.dumps({"kidney_dice": epochs / 10}))')
+    nb.cells = [params, body]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "python3"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_sweep_on_dask_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    nb = demo_notebook(tmp_path / "demo.ipynb")
+    spec = {"notebook": str(nb), "grid": {"epochs": [1, -1, 5]}}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        table = run_sweep(spec, tmp_path / "sweep", scheduler=cluster.scheduler_address)
+    assert list(table["status"]) == ["ok", "failed", "ok"]
+    assert table.loc[0, "kidney_dice"] == pytest.approx(0.1) and table.loc[2, "kidney_dice"] == pytest.approx(0.5)
+    assert "epochs must be positive" in table.loc[1, "error"]
+    assert Path(table.loc[1, "notebook"]).name == "run.failed.ipynb"
+    saved = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
+    assert list(saved["status"]) == ["ok", "failed", "ok"]
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000
+
+
+def test_sweep_command_line_with_processes(tmp_path):
+    nb = demo_notebook(tmp_path / "demo.ipynb")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"notebook": str(nb), "base": {"epochs": 2}, "grid": {"epochs": [2, 3]}}))
+    exe = Path(sys.executable).parent / "miscnn-lite"
+    r = subprocess.run([str(exe), "sweep", str(grid), "--out", str(tmp_path / "out"), "--workers", "2"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(tmp_path / "out" / "sweep.csv")
+    assert list(table["kidney_dice"]) == [0.2, 0.3]
+    r = subprocess.run([str(exe), "sweep", str(grid), "--out", str(tmp_path / "o2"), "--scheduler", "tcp://127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
