@@ -55,3 +55,23 @@ def test_phantoms_command(tmp_path):
     assert cases == ["case_00000", "case_00001"]
     r = run("info", tmp_path / "ph")
     assert r.returncode == 0 and "case_00001" in r.stdout
+
+
+def test_preprocess_command(tmp_path):
+    for i in range(2):
+        label = np.zeros((6, 16, 16), np.uint8)
+        label[2:4, 4:10, 4:10] = 1
+        image = (np.arange(6 * 16 * 16).reshape(6, 16, 16) % 500 - 200).astype(np.int16)
+        save_case(case_from_arrays(image, label, spacing=(2.0, 0.8, 0.8), case_id=f"case_{i:05d}"), tmp_path / "data")
+    r = run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "pre", "--spacing", 4.0, 0.8, 0.8, "--quiet")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "pre" / "case_00001.npz") as z:
+        assert z["image"].shape == (3, 16, 16) and z["label"].shape == (3, 16, 16)
+        image = z["image"]
+    # clipped to -79..304 HU, then z-scored with dataset statistics (before the 2x slice resampling)
+    assert abs(image.mean()) < 0.1 and 0.8 < image.std() < 1.1
+    import json
+    steps = json.loads((tmp_path / "pre" / "pipeline.json").read_text())["steps"]
+    assert [s["step"] for s in steps] == ["ClipHU", "ZScore", "Resample"]
+    r = run("preprocess", "--data", tmp_path / "nothing", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "does not exist" in r.stderr
