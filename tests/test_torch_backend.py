@@ -1,0 +1,33 @@
+"""The model and loss tests again on other Keras backends, each in a fresh subprocess.
+
+KERAS_BACKEND must be set before keras is first imported, and this pytest process has already
+imported it with the default (TensorFlow) backend, so each backend gets its own interpreter.
+`MISCNN_EXPECT_BACKEND` makes tests/test_models.py check that the subprocess really uses it.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ["tests/test_models.py", "tests/test_losses.py"]
+
+
+def run_tests_on(backend: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KERAS_BACKEND": backend, "MISCNN_EXPECT_BACKEND": backend,
+           "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, "-m", "pytest", *FILES, "-q", "-x", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_models_and_losses_on_backend(backend):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed here (pip install {backend} to run these tests on it)")
+    proc = run_tests_on(backend)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"tests failed on KERAS_BACKEND={backend}:\n{tail}"
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail
