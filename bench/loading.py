@@ -78,17 +78,18 @@ def input_wait_fraction(tmp, steps, epochs):
 
 
 EPOCH_SCRIPT = """
-import json, resource, sys
+import json, sys
+from pathlib import Path
 from miscnn_lite.loading import PreprocessedCache, PatchBatches
-import numpy as np
+def status(key):   # VmHWM (peak RSS) is reset by exec, unlike getrusage's ru_maxrss, which keeps the parent's
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1])
 root, n = sys.argv[1], int(sys.argv[2])
-cache = PreprocessedCache(root)
-entries = [e for e in cache.prepare(sorted(__import__('pathlib').Path(sys.argv[3]).iterdir())[:n])]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+entries = PreprocessedCache(root).prepare(sorted(Path(sys.argv[3]).iterdir())[:n])
+before = status("VmRSS:")
 loader = PatchBatches(entries, (32, 64, 64), batch_size=2, iterations=int(sys.argv[4]), seed=0)
 for i in range(len(loader)):
     loader[i]
-print(json.dumps({"before_kb": before, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"before_kb": before, "peak_kb": status("VmHWM:")}))
 """
 
 
@@ -109,25 +110,33 @@ def rss_ratio(tmp, shape, iterations):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller volumes and fewer repeats")
+    ap.add_argument("--parts", default="speedup,wait,rss", help="comma-separated subset of speedup,wait,rss")
     args = ap.parse_args()
+    parts = args.parts.split(",")
     shape = (48, 128, 128) if args.quick else (96, 256, 256)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        t_nii, t_cache = cached_patch_speedup(tmp, shape, (32, 64, 64), 100 if args.quick else 300)
-        print(f"patch via .nii.gz + preprocessing: {t_nii * 1e3:.1f} ms; via cache: {t_cache * 1e3:.3f} ms "
-              f"(volume {shape}, patch 32x64x64)")
-        t_loader, t_premade = input_wait_fraction(tmp, steps=10 if args.quick else 20, epochs=2)
-        print(f"fit step with loader + CT augmentation (2 threads): {t_loader * 1e3:.0f} ms; "
-              f"pre-made tensors: {t_premade * 1e3:.0f} ms")
-        rss = rss_ratio(tmp, shape, 20 if args.quick else 50)
-        for n, r in rss.items():
-            print(f"{n:2d} cases: RSS before epoch {r['before_kb'] / 1024:.0f} MiB, peak {r['peak_kb'] / 1024:.0f} MiB")
-        vol_mib = np.prod(shape) * 4 / 2**20
-        print(f"(one preprocessed volume is {vol_mib:.0f} MiB float32; 20 volumes would be {20 * vol_mib:.0f} MiB)")
-    print(f"cached_patch_speedup: {t_nii / t_cache:.1f}")
-    print(f"input_wait_fraction: {max(0.0, 1 - t_premade / t_loader):.3f}")
-    print(f"rss_ratio_20_vs_5: {rss[20]['peak_kb'] / rss[5]['peak_kb']:.3f}")
-
+        if "speedup" in parts:
+            t_nii, t_cache = cached_patch_speedup(tmp, shape, (32, 64, 64), 100 if args.quick else 300)
+            print(f"patch via .nii.gz + preprocessing: {t_nii * 1e3:.1f} ms; via cache: {t_cache * 1e3:.3f} ms "
+                  f"(volume {shape}, patch 32x64x64)")
+        if "wait" in parts:
+            t_loader, t_premade = input_wait_fraction(tmp, steps=10 if args.quick else 20, epochs=2)
+            print(f"fit step with loader + CT augmentation (2 threads): {t_loader * 1e3:.0f} ms; "
+                  f"pre-made tensors: {t_premade * 1e3:.0f} ms")
+        if "rss" in parts:
+            rss = rss_ratio(tmp, shape, 20 if args.quick else 50)
+            for n, r in rss.items():
+                print(f"{n:2d} cases: RSS before the epoch {r['before_kb'] / 1024:.0f} MiB, "
+                      f"peak {r['peak_kb'] / 1024:.0f} MiB")
+            vol_mib = np.prod(shape) * 2 / 2**20
+            print(f"(one cached volume is {vol_mib:.0f} MiB int16; 20 volumes would be {20 * vol_mib:.0f} MiB)")
+    if "speedup" in parts:
+        print(f"cached_patch_speedup: {t_nii / t_cache:.1f}")
+    if "wait" in parts:
+        print(f"input_wait_fraction: {max(0.0, 1 - t_premade / t_loader):.3f}")
+    if "rss" in parts:
+        print(f"rss_ratio_20_vs_5: {rss[20]['peak_kb'] / rss[5]['peak_kb']:.3f}")
 
 if __name__ == "__main__":
     main()
