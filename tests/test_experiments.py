@@ -38,6 +38,9 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["config"]["n_folds"] == 2 and manifest["folds"] == folds
     assert (tmp_path / "figures" / "metrics_boxplot.png").exists()
+    test_metrics = pd.read_csv(tmp_path / "test_metrics.csv")          # fold ensemble on 2 new phantoms
+    assert sorted(test_metrics["case"].unique()) == ["case_00000", "case_00001"]
+    assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 2
     # a second run reuses the folds and skips finished folds: identical metrics
     before = (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns
     run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV))
