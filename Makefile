@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 RESULTS ?= results
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUTF8 := 1
 
 .PHONY: setup test experiment check-clean check-sync browser clean
 
