@@ -370,6 +370,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io.describe_file': ('io.html#describe_file', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.load_case': ('io.html#load_case', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.load_dicom_series': ('io.html#load_dicom_series', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io.load_mapping': ('io.html#load_mapping', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.load_nifti': ('io.html#load_nifti', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.open_dataset': ('io.html#open_dataset', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.orientation_from_affine': ('io.html#orientation_from_affine', 'miscnn_lite/io.py'),
