@@ -5,7 +5,17 @@ loader_step_ratio = time per training step when `fit` reads patches from the cac
 already in memory. Goal <= 1.10. CPU only here: the GPU part of issue 6 (80x160x160, batch 2,
 base 32, fp32 vs. mixed bf16 on KERAS_BACKEND=torch) needs a GPU session; not measured.
 
-Usage: python bench/training.py [--quick]; ends with `loader_step_ratio: X`.
+Two CPU fixes of this library, each measured against what it replaces, interleaved in one run:
+
+conv_rewrite_speedup = time per training step of a U-Net built from Keras's own `Conv3D` /
+`Conv3DTranspose` / time per step of the same network (same weights) built from `SliceConv3D` /
+`ShuffleConv3DTranspose` (models.py: 3D convolutions as 2D convolutions over depth offsets).
+
+heap_threshold_speedup = time per `fit` step reading a `PatchDataset` with glibc's malloc thresholds
+as TensorFlow's generator dataset leaves them in a fresh process (128 KiB) / the same with the
+`HeapThresholds` callback (training.py) that every `Segmenter.fit` uses.
+
+Usage: python bench/training.py [--quick]; prints the three ratios, `loader_step_ratio` last.
 """
 import argparse
 import os
@@ -19,7 +29,8 @@ import keras
 
 from miscnn_lite.loading import PreprocessedCache, patch_dataset_class
 from miscnn_lite.losses import get_loss
-from miscnn_lite.models import unet
+from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, unet
+from miscnn_lite.training import HeapThresholds, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, _glibc
 from miscnn_lite.phantoms import generate_phantom
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
 
@@ -42,17 +53,67 @@ def main():
             m.compile(keras.optimizers.Adam(1e-3), get_loss("dice_ce"))
             return m
         live, premade = model(), model()
-        live.fit(ds, epochs=1, verbose=0)                                     # compile + warm-up
+        live.fit(ds, epochs=1, verbose=0, callbacks=[HeapThresholds()])                                     # compile + warm-up
         premade.fit(xs, ys, batch_size=2, epochs=1, verbose=0, shuffle=False)
         t_live, t_pre = [], []
         for _ in range(epochs):                                                # interleaved, same load
-            t = time.perf_counter(); live.fit(ds, epochs=1, verbose=0); t_live.append(time.perf_counter() - t)
+            t = time.perf_counter(); live.fit(ds, epochs=1, verbose=0, callbacks=[HeapThresholds()]); t_live.append(time.perf_counter() - t)
             t = time.perf_counter(); premade.fit(xs, ys, batch_size=2, epochs=1, verbose=0, shuffle=False)
             t_pre.append(time.perf_counter() - t)
+        conv_native, conv_ours = conv_rewrite(xs[:2], ys[:2], base, epochs * 3)
+        heap_frozen, heap_fixed = heap_thresholds(ds, model, epochs)
     live_ms, pre_ms = np.median(t_live) / steps * 1e3, np.median(t_pre) / steps * 1e3
     print(f"U-Net depth 3, base {base}, patch {patch}, batch 2, {keras.backend.backend()} backend, CPU")
+    print(f"train step, Keras Conv3D layers: {conv_native * 1e3:.0f} ms; SliceConv3D layers: {conv_ours * 1e3:.0f} ms")
+    print(f"conv_rewrite_speedup: {conv_native / conv_ours:.2f}")
+    if heap_frozen is not None:
+        print(f"fit step, malloc thresholds frozen at 128 KiB: {heap_frozen / steps * 1e3:.0f} ms; "
+              f"with HeapThresholds: {heap_fixed / steps * 1e3:.0f} ms")
+        print(f"heap_threshold_speedup: {heap_frozen / heap_fixed:.2f}")
     print(f"step with live loader: {live_ms:.0f} ms; on pre-made tensors: {pre_ms:.0f} ms")
     print(f"loader_step_ratio: {live_ms / pre_ms:.3f}")
+
+
+def _native(layer):
+    "Keras's own layer with the same configuration (weights are copied by clone_model's caller)."
+    if isinstance(layer, SliceConv3D): return keras.layers.Conv3D.from_config(layer.get_config())
+    if isinstance(layer, ShuffleConv3DTranspose): return keras.layers.Conv3DTranspose.from_config(layer.get_config())
+    return layer.__class__.from_config(layer.get_config())
+
+
+def conv_rewrite(x, y, base, repeats):
+    "Median seconds per train_on_batch: (Keras's Conv3D layers, ours), same weights, interleaved."
+    ours = unet(3, depth=3, base_filters=base)
+    native = keras.models.clone_model(ours, clone_function=_native)
+    native.set_weights(ours.get_weights())
+    assert not any(isinstance(l, SliceConv3D) for l in native.layers)
+    times = {}
+    for m in (native, ours):
+        m.compile(keras.optimizers.Adam(1e-3), get_loss("dice_ce"))
+        m.train_on_batch(x, y)
+    for _ in range(repeats):
+        for name, m in (("native", native), ("ours", ours)):
+            t = time.perf_counter(); m.train_on_batch(x, y); times.setdefault(name, []).append(time.perf_counter() - t)
+    return np.median(times["native"]), np.median(times["ours"])
+
+
+class _FrozenThresholds(keras.callbacks.Callback):
+    "The state TensorFlow's generator dataset leaves a fresh process in: both thresholds 128 KiB."
+    def on_train_batch_begin(self, batch, logs=None):
+        _glibc().mallopt(M_MMAP_THRESHOLD, 128 << 10); _glibc().mallopt(M_TRIM_THRESHOLD, 128 << 10)
+
+
+def heap_thresholds(ds, model, epochs):
+    "Median seconds per fit epoch: (thresholds frozen at 128 KiB, HeapThresholds); (None, None) without glibc."
+    if _glibc() is None: return None, None
+    m = model()
+    m.fit(ds, epochs=1, verbose=0, callbacks=[HeapThresholds()])
+    times = {}
+    for _ in range(epochs):
+        for name, cb in (("frozen", _FrozenThresholds()), ("fixed", HeapThresholds())):
+            t = time.perf_counter(); m.fit(ds, epochs=1, verbose=0, callbacks=[cb])
+            times.setdefault(name, []).append(time.perf_counter() - t)
+    return np.median(times["frozen"]), np.median(times["fixed"])
 
 
 if __name__ == "__main__":

@@ -4,16 +4,16 @@
 __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLINGS', 'SliceConv3D', 'ShuffleConv3DTranspose',
            'normalization_layer', 'activation_layer', 'conv_norm_act', 'conv_block', 'unet', 'standard_unet',
            'nnunet_like', 'residual_unet', 'dense_unet', 'msd_net', 'average_ensemble', 'stacking_ensemble',
-           'downsampling_factor', 'check_model', 'load_model']
+           'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'load_model']
 
-# %% ../nbs/06_models.ipynb #7c0c5bb7
+# %% ../nbs/06_models.ipynb #fc8f8018
 from pathlib import Path
 
 import numpy as np
 import keras
 from keras import layers, ops
 
-# %% ../nbs/06_models.ipynb #5301c699
+# %% ../nbs/06_models.ipynb #cd8fa509
 def _tensorflow_backend() -> bool:
     return keras.backend.backend() == "tensorflow"
 
@@ -69,7 +69,7 @@ class ShuffleConv3DTranspose(layers.Conv3DTranspose):
         if self.use_bias: y = y + self.bias
         return y if self.activation is None else self.activation(y)
 
-# %% ../nbs/06_models.ipynb #8fbc11c3
+# %% ../nbs/06_models.ipynb #b5d6b066
 NORMALIZATIONS = ("batch", "instance", "none")
 ACTIVATIONS = ("relu", "leaky_relu")
 BLOCKS = ("plain", "residual", "dense")
@@ -122,7 +122,7 @@ def conv_norm_act(x, filters: int, ndim: int, normalization="batch", activation=
     if norm is not None: x = norm(x)
     return activation_layer(activation)(x) if act else x
 
-# %% ../nbs/06_models.ipynb #f7a4725f
+# %% ../nbs/06_models.ipynb #b3790d4e
 def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalization="batch",
                activation="relu", dropout=0.0, strides=1):
     """One U-Net level's convolutions: (batch, *spatial, C) -> (batch, *spatial / strides, filters).
@@ -148,7 +148,7 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
         x = conv_norm_act(layers.Concatenate()(feats), filters, kernel_size=1, **kw)
     return layers.Dropout(dropout)(x) if dropout > 0 else x
 
-# %% ../nbs/06_models.ipynb #8f5928a5
+# %% ../nbs/06_models.ipynb #e9a48cb8
 def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout):
     if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
         raise ValueError(f"n_classes={n_classes!r}: need an int >= 2 (background counts as a class; "
@@ -218,7 +218,7 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
     out = _softmax_head(x, n_classes, ndim, "output")
     return keras.Model(inputs, [out] + aux[::-1] if aux else out, name=name)
 
-# %% ../nbs/06_models.ipynb #1424ebf7
+# %% ../nbs/06_models.ipynb #7b755dfe
 def standard_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "The paper's 3D U-Net with batch norm: filters 32..512, depth 4 (5 levels), ≈ 22.6 M parameters."
     return unet(n_classes, in_channels, ndim, **{**dict(depth=4, base_filters=32, max_filters=512,
@@ -241,7 +241,7 @@ def dense_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs
     "Standard U-Net with dense blocks (MIScnn's 'dense' variant)."
     return standard_unet(n_classes, in_channels, ndim, **{**dict(block="dense", name="dense_unet"), **kwargs})
 
-# %% ../nbs/06_models.ipynb #54a824e8
+# %% ../nbs/06_models.ipynb #247585a2
 def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 100, width: int = 1,
             max_dilation: int = 10, normalization: str = "none", activation: str = "relu",
             name: str = "msd_net") -> keras.Model:
@@ -260,7 +260,7 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
         x = layers.Concatenate()([x, new])
     return keras.Model(inputs, _softmax_head(x, n_classes, ndim, "output"), name=name)
 
-# %% ../nbs/06_models.ipynb #2c59ea26
+# %% ../nbs/06_models.ipynb #4033534b
 def _members(models, top_k=None, scores=None):
     "Check members share one input/output contract; keep the `top_k` best by `scores`."
     models = list(models)
@@ -329,7 +329,33 @@ def stacking_ensemble(models, top_k: int | None = None, scores=None, name: str =
     combiner.set_weights([kernel, np.zeros(n_classes, "float32")])
     return keras.Model(x, y, name=name)
 
-# %% ../nbs/06_models.ipynb #e228374f
+# %% ../nbs/06_models.ipynb #920f25c1
+@keras.saving.register_keras_serializable(package="miscnn_lite")
+class DropDepth(layers.Layer):
+    "(batch, 1, h, w, C) -> (batch, h, w, C): remove the depth axis of a one-slice patch."
+    def call(self, x): return ops.squeeze(x, axis=1)
+    def compute_output_shape(self, shape): return (shape[0],) + tuple(shape[2:])
+
+
+@keras.saving.register_keras_serializable(package="miscnn_lite")
+class AddDepth(layers.Layer):
+    "(batch, h, w, C) -> (batch, 1, h, w, C): give a 2D output back its depth axis."
+    def call(self, x): return ops.expand_dims(x, axis=1)
+    def compute_output_shape(self, shape): return (shape[0], 1) + tuple(shape[1:])
+
+
+def slice_model(network: keras.Model, name: str | None = None) -> keras.Model:
+    """A 2D `network` (batch, h, w, C) -> (batch, h, w, n) as a volume model for one-slice
+    patches: (batch, 1, h, w, C) -> (batch, 1, h, w, n). Weights are shared with `network`."""
+    in_shape = tuple(network.inputs[0].shape)
+    if len(in_shape) != 4:
+        raise ValueError(f"slice_model: network '{network.name}' has input shape {in_shape}; expected a 2D network "
+                         "(batch, h, w, channels). Build it with ndim=2.")
+    x = keras.Input((1,) + in_shape[1:], name="slices")
+    outputs = [AddDepth(dtype="float32")(y) for y in keras.tree.flatten(network(DropDepth()(x)))]
+    return keras.Model(x, outputs if len(outputs) > 1 else outputs[0], name=name or f"{network.name}_slices")
+
+# %% ../nbs/06_models.ipynb #3cb2f234
 def downsampling_factor(model: keras.Model, probe: int = 1024) -> int:
     """How many times smaller the coarsest feature map is than the input, per axis (a power of 2
     for U-Nets: 2**depth). Found by tracing a symbolic (probe,)*ndim patch through every layer,
@@ -372,8 +398,9 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
     fixed = [(i, s) for i, s in enumerate(in_shape[1:-1]) if s is not None and s != patch_shape[i]]
     if fixed: raise ValueError(f"{name} only accepts spatial shape {in_shape[1:-1]}, got patch_shape={patch_shape}.")
     f = downsampling_factor(model)
-    if any(p % f for p in patch_shape):
-        ok = tuple(max(f, int(np.ceil(p / f)) * f) for p in patch_shape)
+    free = [s is None for s in in_shape[1:-1]]            # axes the model leaves open (a slice model fixes d = 1)
+    if any(p % f for p, o in zip(patch_shape, free) if o):
+        ok = tuple(max(f, int(np.ceil(p / f)) * f) if o else p for p, o in zip(patch_shape, free))
         raise ValueError(f"patch_shape={patch_shape} is incompatible with {name}: it halves the patch "
                          f"{int(np.log2(f))} times, so every side must be divisible by {f}; e.g. use {ok}.")
     spec = model.compute_output_spec(keras.KerasTensor((1,) + patch_shape + (in_channels,)))
@@ -382,7 +409,7 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
             raise ValueError(f"{name} maps patch {patch_shape} to {tuple(out.shape[1:-1])}; "
                              "segmentation needs the same spatial shape in and out ('same' padding).")
 
-# %% ../nbs/06_models.ipynb #0b4bc0e3
+# %% ../nbs/06_models.ipynb #918777a6
 def load_model(path, compile: bool = False) -> keras.Model:
     """Load a `.keras` model in Keras safe mode (no code from the file is executed).
 
