@@ -48,6 +48,23 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), metrics)
 
 
+@pytest.mark.parametrize("mode", ["2d", "2.5d"])
+def test_kits19_cv_slice_modes(tmp_path, mode):
+    "2D and 2.5D runs train a 2D network on one-slice patches and predict every validation case."
+    params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1)
+    run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
+    config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
+    assert config["patch_shape"] == [1, 32, 32]
+    assert config["sampler"]["slab_neighbours"] == (1 if mode == "2.5d" else 0)
+    from miscnn_lite.training import Segmenter
+    seg = Segmenter.load(tmp_path / "fold_0" / "model")
+    assert tuple(seg.model.inputs[0].shape) == (None, 1, None, None, 3 if mode == "2.5d" else 1)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert sorted(metrics["case"].unique()) == [f"case_{i:05d}" for i in range(4)]
+    assert metrics["value"].notna().all()
+    assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 1
+
+
 def test_bad_parameters_fail_before_work(tmp_path):
     nb = experiments_dir() / "kits19_cv.ipynb"
     with pytest.raises(ValueError, match="Did you mean 'epochs'"):
