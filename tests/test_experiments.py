@@ -85,3 +85,30 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
 def test_presets_are_valid_parameters(preset):
     from miscnn_lite.experiments import check_parameters
     check_parameters(experiments_dir() / "kits19_cv.ipynb", load_parameters(preset))
+
+
+def test_compare_models_on_identical_folds(tmp_path):
+    "Two configurations on the same phantoms and folds: one comparison table with paired tests, one figure per label."
+    tiny = {k: v for k, v in TINY_CV.items() if k not in ("n_cases", "n_folds", "phantom_shape")}
+    params = dict(out_dir=str(tmp_path), n_cases=4, n_folds=2, phantom_shape=[24, 48, 48], base=tiny,
+                  configs={"unet": {}, "unet_2d": {"analysis_mode": "2d", "batch_size": 4}}, baseline="unet")
+    run_notebook(experiments_dir() / "compare_models.ipynb", tmp_path / "compare.ipynb", params)
+    folds = json.loads((tmp_path / "folds.json").read_text())["folds"]
+    for name in ("unet", "unet_2d"):
+        assert json.loads((tmp_path / name / "folds.json").read_text())["folds"] == folds
+        assert json.loads((tmp_path / name / "manifest.json").read_text())["folds"] == folds
+    table = pd.read_csv(tmp_path / "comparison.csv")
+    assert set(table["config"]) == {"unet", "unet_2d"} and set(table["label"]) == {"kidney", "tumor", "kidney+tumor"}
+    assert (table["n_cases"] == 4).all()
+    assert table.loc[table["config"] == "unet", "p_value"].isna().all()       # the baseline is not tested against itself
+    a = pd.read_csv(tmp_path / "unet" / "metrics.csv"); b = pd.read_csv(tmp_path / "unet_2d" / "metrics.csv")
+    kidney = lambda t: t[(t.metric == "DICE") & (t.label == "kidney")].set_index("case")["value"]
+    row = table[(table.config == "unet_2d") & (table.label == "kidney")].iloc[0]
+    assert abs(row["mean_difference"] - (kidney(b) - kidney(a)).mean()) < 1e-9
+    assert (tmp_path / "figures" / "comparison_kidney.png").stat().st_size > 1000
+
+
+def test_compare_models_rejects_shared_parameters(tmp_path):
+    with pytest.raises(ExperimentFailed, match="sets those for every run"):
+        run_notebook(experiments_dir() / "compare_models.ipynb", tmp_path / "c.ipynb",
+                     dict(out_dir=str(tmp_path), configs={"a": {"n_folds": 5}}, baseline="a"))
