@@ -7,7 +7,7 @@ import pytest
 from miscnn_lite.experiments import ExperimentFailed, experiments_dir, load_parameters, run_notebook
 
 TINY_CV = dict(n_cases=4, n_folds=2, epochs=1, iterations=2, phantom_shape=[24, 48, 48], patch_shape=[16, 32, 32],
-               base_filters=4, depth=2)
+               base_filters=4, depth=2, analysis_mode="3d", batch_size=2)
 
 
 def test_phantom_data_notebook(tmp_path):

@@ -27,5 +27,9 @@ def test_ensemble_is_mean_of_member_probabilities(tmp_path):
     (path,) = ensemble_predict(dirs, [case], out=tmp_path / "pred")
     array, affine = load_nifti(path)
     np.testing.assert_array_equal(array, expected)
+    from miscnn_lite.evaluation import keep_largest_components
+    largest = lambda label_map, case: keep_largest_components(label_map, labels={"foreground": (1, 2)})
+    (post,) = ensemble_predict(dirs, [case], postprocess=largest)
+    np.testing.assert_array_equal(post, keep_largest_components(expected, labels={"foreground": (1, 2)}))
     with pytest.raises(FileNotFoundError, match="no fold_K/model"):
         fold_model_dirs(tmp_path / "pred")
