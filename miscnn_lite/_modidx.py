@@ -972,6 +972,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.validation.fold_table': ('validation.html#fold_table', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.holdout': ('validation.html#holdout', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.kfold': ('validation.html#kfold', 'miscnn_lite/validation.py'),
+                                        'miscnn_lite.validation.label_volume_table': ( 'validation.html#label_volume_table',
+                                                                                       'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.leave_one_out': ( 'validation.html#leave_one_out',
                                                                                   'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.load_folds': ('validation.html#load_folds', 'miscnn_lite/validation.py'),
