@@ -7,7 +7,7 @@ import pytest
 from miscnn_lite.experiments import ExperimentFailed, experiments_dir, load_parameters, run_notebook
 
 TINY_CV = dict(n_cases=4, n_folds=2, epochs=1, iterations=2, phantom_shape=[24, 48, 48], patch_shape=[16, 32, 32],
-               base_filters=4, depth=2, analysis_mode="3d", batch_size=2)
+               base_filters=4, depth=2, analysis_mode="3d", batch_size=2, n_test_cases=2)
 
 
 def test_phantom_data_notebook(tmp_path):
@@ -41,6 +41,25 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     test_metrics = pd.read_csv(tmp_path / "test_metrics.csv")          # fold ensemble on 2 new phantoms
     assert sorted(test_metrics["case"].unique()) == ["case_00000", "case_00001"]
     assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 2
+    # the tumor-size step: each fold's volume comes from the other fold, and its predictions are the
+    # saved ones with tumor components below that volume turned into kidney
+    chosen = json.loads((tmp_path / "result.json").read_text())["tumor_min_volume_mm3"]
+    assert set(chosen) == {"0", "1", "all"}
+    from miscnn_lite.evaluation import remove_small_components
+    from miscnn_lite.io import load_prediction, open_dataset
+    from miscnn_lite.validation import tune_min_volume, Fold
+    reader = open_dataset(tmp_path / "phantoms")
+    fold_list = [Fold(**f) for f in folds]
+    _, again = tune_min_volume(tmp_path, reader, fold_list, 2, [0, 10, 25, 50, 75, 100, 150, 200], replace_with=1)
+    assert {str(k): v for k, v in again.items()} == chosen
+    for k, fold in enumerate(folds):
+        for cid in fold["val"]:
+            case = reader.load_case(cid)
+            raw = load_prediction(tmp_path / f"fold_{k}" / "predictions" / f"{cid}.nii.gz", case)
+            post = load_prediction(tmp_path / f"fold_{k}" / "predictions_postprocessed" / f"{cid}.nii.gz", case)
+            assert (post == remove_small_components(raw, chosen[str(k)], case.spacing, [2], replace_with=1)).all()
+    post_metrics = pd.read_csv(tmp_path / "metrics_postprocessed.csv")
+    assert sorted(post_metrics["case"].unique()) == val_cases and len(post_metrics) == len(metrics)
     # a second run reuses the folds and skips finished folds: identical metrics
     before = (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns
     run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV))
