@@ -940,6 +940,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'miscnn_lite.training.append_log': ('training.html#append_log', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.dice_score': ('training.html#dice_score', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.plot_history': ('training.html#plot_history', 'miscnn_lite/training.py'),
+                                      'miscnn_lite.training.poly_learning_rate': ( 'training.html#poly_learning_rate',
+                                                                                   'miscnn_lite/training.py'),
                                       'miscnn_lite.training.predict_command': ('training.html#predict_command', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.read_checkpoint_state': ( 'training.html#read_checkpoint_state',
                                                                                       'miscnn_lite/training.py'),
