@@ -84,6 +84,15 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 1
 
 
+def test_kits19_cv_single_split_skips_tumor_size_step(tmp_path):
+    "A percentage split has one fold: no other folds to choose a threshold on, so the raw scores stand."
+    params = dict(TINY_CV, fold_scheme="split", n_test_cases=0)
+    run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
+    assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
+    assert not (tmp_path / "metrics_postprocessed.csv").exists()
+    assert json.loads((tmp_path / "result.json").read_text())["tumor_min_volume_mm3"] == {"all": 0.0}
+
+
 def test_bad_parameters_fail_before_work(tmp_path):
     nb = experiments_dir() / "kits19_cv.ipynb"
     with pytest.raises(ValueError, match="Did you mean 'epochs'"):
@@ -120,7 +129,7 @@ def test_compare_models_on_identical_folds(tmp_path):
     assert set(table["config"]) == {"unet", "unet_2d"} and set(table["label"]) == {"kidney", "tumor", "kidney+tumor"}
     assert (table["n_cases"] == 4).all()
     assert table.loc[table["config"] == "unet", "p_value"].isna().all()       # the baseline is not tested against itself
-    a = pd.read_csv(tmp_path / "unet" / "metrics.csv"); b = pd.read_csv(tmp_path / "unet_2d" / "metrics.csv")
+    a, b = (pd.read_csv(tmp_path / name / "metrics_postprocessed.csv") for name in ("unet", "unet_2d"))
     kidney = lambda t: t[(t.metric == "DICE") & (t.label == "kidney")].set_index("case")["value"]
     row = table[(table.config == "unet_2d") & (table.label == "kidney")].iloc[0]
     assert abs(row["mean_difference"] - (kidney(b) - kidney(a)).mean()) < 1e-9
