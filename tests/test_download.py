@@ -462,7 +462,10 @@ def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(server, tmp_path):
     part = tmp_path / "case_00000/imaging.nii.gz.part"
     proc = subprocess.Popen([sys.executable, str(ROOT / "data_scripts" / "download_kits19.py"),
                              *cli_args(server, tmp_path, "--cases", "0", "--no-segmentation")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job (`make test &`) starts with SIGINT ignored, and a
+                            # child inherits that; the script must see Ctrl-C as a terminal user would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 20
     while not (part.exists() and part.stat().st_size > 100_000) and time.monotonic() < deadline:
         time.sleep(0.02)
