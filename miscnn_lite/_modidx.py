@@ -957,6 +957,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'miscnn_lite.validation': { 'miscnn_lite.validation.Fold': ('validation.html#fold', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.Fold.__post_init__': ( 'validation.html#fold.__post_init__',
                                                                                        'miscnn_lite/validation.py'),
+                                        'miscnn_lite.validation._as_reader': ('validation.html#_as_reader', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._check_ids': ('validation.html#_check_ids', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._fold_predictions': ( 'validation.html#_fold_predictions',
                                                                                       'miscnn_lite/validation.py'),
