@@ -41,23 +41,28 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     test_metrics = pd.read_csv(tmp_path / "test_metrics.csv")          # fold ensemble on 2 new phantoms
     assert sorted(test_metrics["case"].unique()) == ["case_00000", "case_00001"]
     assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 2
-    # the tumor-size step: each fold's volume comes from the other fold, and its predictions are the
-    # saved ones with tumor components below that volume turned into kidney
-    chosen = json.loads((tmp_path / "result.json").read_text())["tumor_min_volume_mm3"]
+    # the tumor rule: each fold's rule is chosen on the other fold, and its predictions are the saved
+    # ones with all tumor components but the largest (if chosen) and those below the volume turned into kidney
+    chosen = json.loads((tmp_path / "result.json").read_text())["tumor_rule"]
     assert set(chosen) == {"0", "1", "all"}
-    from miscnn_lite.evaluation import remove_small_components
+    from miscnn_lite.evaluation import keep_largest_components, remove_small_components
     from miscnn_lite.io import load_prediction, open_dataset
-    from miscnn_lite.validation import tune_min_volume, Fold
+    from miscnn_lite.validation import tune_postprocessing, Fold
+
+    def apply(m, case, rule):
+        m = keep_largest_components(m, labels=[2], replace_with=1) if rule["largest_only"] else m
+        return remove_small_components(m, rule["min_volume_mm3"], case.spacing, [2], replace_with=1)
+    rules = [{"largest_only": b, "min_volume_mm3": float(v)} for b in (False, True) for v in (0, 10, 25, 50, 75, 100, 150, 200)]
     reader = open_dataset(tmp_path / "phantoms")
     fold_list = [Fold(**f) for f in folds]
-    _, again = tune_min_volume(tmp_path, reader, fold_list, 2, [0, 10, 25, 50, 75, 100, 150, 200], replace_with=1)
-    assert {str(k): v for k, v in again.items()} == chosen
+    _, again = tune_postprocessing(tmp_path, reader, fold_list, {i: lambda m, c, r=r: apply(m, c, r) for i, r in enumerate(rules)}, 2)
+    assert {str(k): rules[i] for k, i in again.items()} == chosen
     for k, fold in enumerate(folds):
         for cid in fold["val"]:
             case = reader.load_case(cid)
             raw = load_prediction(tmp_path / f"fold_{k}" / "predictions" / f"{cid}.nii.gz", case)
             post = load_prediction(tmp_path / f"fold_{k}" / "predictions_postprocessed" / f"{cid}.nii.gz", case)
-            assert (post == remove_small_components(raw, chosen[str(k)], case.spacing, [2], replace_with=1)).all()
+            assert (post == apply(raw, case, chosen[str(k)])).all()
     post_metrics = pd.read_csv(tmp_path / "metrics_postprocessed.csv")
     assert sorted(post_metrics["case"].unique()) == val_cases and len(post_metrics) == len(metrics)
     # a second run reuses the folds and skips finished folds: identical metrics
@@ -84,13 +89,14 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 1
 
 
-def test_kits19_cv_single_split_skips_tumor_size_step(tmp_path):
+def test_kits19_cv_single_split_skips_tumor_rule(tmp_path):
     "A percentage split has one fold: no other folds to choose a threshold on, so the raw scores stand."
     params = dict(TINY_CV, fold_scheme="split", n_test_cases=0)
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
     assert not (tmp_path / "metrics_postprocessed.csv").exists()
-    assert json.loads((tmp_path / "result.json").read_text())["tumor_min_volume_mm3"] == {"all": 0.0}
+    assert json.loads((tmp_path / "result.json").read_text())["tumor_rule"] == {
+        "all": {"largest_only": False, "min_volume_mm3": 0.0}}
 
 
 def test_bad_parameters_fail_before_work(tmp_path):
