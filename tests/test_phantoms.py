@@ -272,9 +272,9 @@ def test_describe_phantoms(tmp_path):
     (lambda p: make_phantom_dataset(p / "a_file.txt", progress=False), NotADirectoryError, "is a file"),
     (lambda p: make_phantom_dataset(p / "ds", layout="msd", progress=False), ValueError, "layout 'msd'"),
     (lambda p: make_phantom_dataset(p / "ds", tumor_probability=-0.1, progress=False), ValueError, "[0, 1]"),
-    (lambda p: make_phantom_dataset(p / "ds", spacing=(0, 1, 1), progress=False), ValueError, "positive voxel sizes"),
+    (lambda p: make_phantom_dataset(p / "ds", spacing=(0, 1, 1), progress=False), ValueError, "must be a positive number of mm"),
     (lambda p: generate_phantom(0, shape=(48, 96, 96, 1)), ValueError, "three voxel counts"),
-    (lambda p: generate_phantom(0, spacing=(-1, 1, 1)), ValueError, "positive voxel sizes"),
+    (lambda p: generate_phantom(0, spacing=(-1, 1, 1)), ValueError, "must be a positive number of mm"),
     (lambda p: generate_phantom("zero"), ValueError, "non-negative int"),
     (lambda p: generate_phantom(0, orientation="SP"), ValueError, "three letters"),
 ])
