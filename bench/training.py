@@ -10,6 +10,8 @@ Two CPU fixes of this library, each measured against what it replaces, interleav
 conv_rewrite_speedup = time per training step of a U-Net built from Keras's own `Conv3D` /
 `Conv3DTranspose` / time per step of the same network (same weights) built from `SliceConv3D` /
 `ShuffleConv3DTranspose` (models.py: 3D convolutions as 2D convolutions over depth offsets).
+strided_conv_speedup, dilated_conv_speedup: the same for `nnunet_like` (strided-convolution
+down-sampling) and a 3D MS-D net (dilated convolutions).
 
 heap_threshold_speedup = time per `fit` step reading a `PatchDataset` with glibc's malloc thresholds
 as TensorFlow's generator dataset leaves them in a fresh process (128 KiB) / the same with the
@@ -29,7 +31,7 @@ import keras
 
 from miscnn_lite.loading import PreprocessedCache, patch_dataset_class
 from miscnn_lite.losses import get_loss
-from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, unet
+from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, msd_net, nnunet_like, unet
 from miscnn_lite.training import HeapThresholds, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, _glibc
 from miscnn_lite.phantoms import generate_phantom
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
@@ -62,12 +64,18 @@ def main():
             t_live.append(time.perf_counter() - t)
             t = time.perf_counter(); premade.fit(xs, ys, batch_size=2, epochs=1, verbose=0, shuffle=False)
             t_pre.append(time.perf_counter() - t)
-        conv_native, conv_ours = conv_rewrite(xs[:2], ys[:2], base, epochs * 3)
+        conv_native, conv_ours = conv_rewrite(xs[:2], ys[:2], lambda: unet(3, depth=3, base_filters=base), epochs * 3)
+        strided = conv_rewrite(xs[:2], ys[:2], lambda: nnunet_like(3, depth=3, base_filters=base), epochs * 3)
+        dilated = conv_rewrite(xs[:2], ys[:2], lambda: msd_net(3, depth=20 if args.quick else 40), epochs * 3)
         heap_frozen, heap_fixed = heap_thresholds(ds, model, epochs)
     live_ms, pre_ms = np.median(t_live) / steps * 1e3, np.median(t_pre) / steps * 1e3
     print(f"U-Net depth 3, base {base}, patch {patch}, batch 2, {keras.backend.backend()} backend, CPU")
     print(f"train step, Keras Conv3D layers: {conv_native * 1e3:.0f} ms; SliceConv3D layers: {conv_ours * 1e3:.0f} ms")
     print(f"conv_rewrite_speedup: {conv_native / conv_ours:.2f}")
+    for name, what, (native, ours) in (("strided_conv_speedup", f"nnunet_like depth 3, base {base}", strided),
+                                       ("dilated_conv_speedup", "3D MS-D net", dilated)):
+        print(f"{what}, train step, Keras Conv3D layers: {native * 1e3:.0f} ms; SliceConv3D layers: {ours * 1e3:.0f} ms")
+        print(f"{name}: {native / ours:.2f}")
     if heap_frozen is not None:
         print(f"fit step, malloc thresholds frozen at 128 KiB: {heap_frozen / steps * 1e3:.0f} ms; "
               f"with HeapThresholds: {heap_fixed / steps * 1e3:.0f} ms")
@@ -83,9 +91,9 @@ def _native(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
-def conv_rewrite(x, y, base, repeats):
-    "Median seconds per train_on_batch: (Keras's Conv3D layers, ours), same weights, interleaved."
-    ours = unet(3, depth=3, base_filters=base)
+def conv_rewrite(x, y, build, repeats):
+    "Median seconds per train_on_batch of `build()`: (Keras's Conv3D layers, ours), same weights, interleaved."
+    ours = build()
     native = keras.models.clone_model(ours, clone_function=_native)
     native.set_weights(ours.get_weights())
     assert not any(isinstance(l, SliceConv3D) for l in native.layers)

@@ -6,46 +6,62 @@ __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLI
            'nnunet_like', 'residual_unet', 'dense_unet', 'msd_net', 'average_ensemble', 'stacking_ensemble',
            'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'load_model']
 
-# %% ../nbs/06_models.ipynb #fc8f8018
+# %% ../nbs/06_models.ipynb #ebe1d2ab
 from pathlib import Path
 
 import numpy as np
 import keras
 from keras import layers, ops
 
-# %% ../nbs/06_models.ipynb #cd8fa509
+# %% ../nbs/06_models.ipynb #0700e024
 def _tensorflow_backend() -> bool:
     return keras.backend.backend() == "tensorflow"
+
+
+def _same_padding(n, k_eff: int, stride: int):
+    "TensorFlow's 'same' padding along an axis of size `n` (int or tensor): (output size, pad before, pad total)."
+    out = (n + stride - 1) // stride
+    total = (out - 1) * stride + k_eff - n
+    total = max(total, 0) if isinstance(total, int) else ops.maximum(total, 0)
+    return out, total // 2, total
 
 
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class SliceConv3D(layers.Conv3D):
     """`keras.layers.Conv3D` computed as 2D convolutions over depth offsets (exact; faster
-    training on TensorFlow CPU). Falls back to `Conv3D` for strides, dilation, 'valid' padding,
-    even or depth-1 kernels and other backends."""
+    training on TensorFlow CPU), strided and dilated ones included. Falls back to `Conv3D` for
+    'valid' padding, groups, channels-first data and other backends."""
 
     def _use_slices(self) -> bool:
-        kd = self.kernel_size[0]
-        return (_tensorflow_backend() and self.padding == "same" and self.groups == 1 and kd % 2 == 1 and kd > 1
-                and tuple(self.strides) == (1, 1, 1) and tuple(self.dilation_rate) == (1, 1, 1)
+        return (_tensorflow_backend() and self.padding == "same" and self.groups == 1
                 and self.data_format == "channels_last")
 
     def convolution_op(self, inputs, kernel):
         if not self._use_slices(): return super().convolution_op(inputs, kernel)
-        kd, kh, kw = self.kernel_size
+        (kd, kh, kw), (sd, sh, sw), (rd, rh, rw) = self.kernel_size, self.strides, self.dilation_rate
         c_in, c_out = kernel.shape[-2], kernel.shape[-1]
         shape = ops.shape(inputs)                                    # dynamic: inputs may be (None, None, ...)
         d, h, w = shape[1], shape[2], shape[3]
         slabs = ops.reshape(ops.transpose(kernel, (1, 2, 3, 0, 4)), (kh, kw, c_in, kd * c_out))
-        z = ops.conv(ops.reshape(inputs, (-1, h, w, c_in)), slabs, padding="same")
-        taps = ops.split(ops.reshape(z, (-1, d, h, w, kd * c_out)), kd, axis=-1)
-        centre = kd // 2
-        out, size = taps[centre], ops.shape(taps[centre])
-        for t, tap in enumerate(taps):
-            shift = t - centre                                       # output slice i reads tap t at slice i + shift
-            if shift == 0: continue
-            padded = ops.pad(tap, [[0, 0], [max(-shift, 0), max(shift, 0)], [0, 0], [0, 0], [0, 0]])
-            out = out + ops.slice(padded, [0, max(shift, 0), 0, 0, 0], size)   # slice, not [...]: its gradient is a cheap pad
+        z = ops.conv(ops.reshape(inputs, (-1, h, w, c_in)), slabs, strides=(sh, sw), padding="same",
+                     dilation_rate=(rh, rw))                         # in-plane stride and dilation: the 2D conv's own
+        zs = ops.shape(z)
+        taps = ops.split(ops.reshape(z, (-1, d, zs[1], zs[2], kd * c_out)), kd, axis=-1)
+        out_d, before, total = _same_padding(d, (kd - 1) * rd + 1, sd)
+        out = None
+        for t, tap in enumerate(taps):                               # output slice j reads tap t at slice j·sd + t·rd − before
+            size = ops.shape(tap)
+            if sd == 1:                                              # `before` is a Python int here
+                shift = t * rd - before
+                padded = ops.pad(tap, [[0, 0], [max(-shift, 0), max(shift, 0)], [0, 0], [0, 0], [0, 0]])
+                piece = ops.slice(padded, [0, max(shift, 0), 0, 0, 0], size)   # slice, not [...]: its gradient is a cheap pad
+            else:                                                    # every sd-th slice of a window: reshape, keep the first
+                padded = ops.pad(tap, [[0, 0], [before, total - before + sd], [0, 0], [0, 0], [0, 0]])
+                window = ops.slice(padded, [0, t * rd, 0, 0, 0], [size[0], out_d * sd, size[2], size[3], size[4]])
+                window = ops.reshape(window, (-1, out_d, sd, size[2], size[3], size[4]))
+                piece = ops.reshape(ops.slice(window, [0, 0, 0, 0, 0, 0], [size[0], out_d, 1, size[2], size[3], size[4]]),
+                                    (-1, out_d, size[2], size[3], size[4]))
+            out = piece if out is None else out + piece
         return out
 
 
@@ -69,7 +85,7 @@ class ShuffleConv3DTranspose(layers.Conv3DTranspose):
         if self.use_bias: y = y + self.bias
         return y if self.activation is None else self.activation(y)
 
-# %% ../nbs/06_models.ipynb #b5d6b066
+# %% ../nbs/06_models.ipynb #6c565aab
 NORMALIZATIONS = ("batch", "instance", "none")
 ACTIVATIONS = ("relu", "leaky_relu")
 BLOCKS = ("plain", "residual", "dense")
@@ -122,7 +138,7 @@ def conv_norm_act(x, filters: int, ndim: int, normalization="batch", activation=
     if norm is not None: x = norm(x)
     return activation_layer(activation)(x) if act else x
 
-# %% ../nbs/06_models.ipynb #b3790d4e
+# %% ../nbs/06_models.ipynb #f844e910
 def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalization="batch",
                activation="relu", dropout=0.0, strides=1):
     """One U-Net level's convolutions: (batch, *spatial, C) -> (batch, *spatial / strides, filters).
@@ -148,7 +164,7 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
         x = conv_norm_act(layers.Concatenate()(feats), filters, kernel_size=1, **kw)
     return layers.Dropout(dropout)(x) if dropout > 0 else x
 
-# %% ../nbs/06_models.ipynb #e9a48cb8
+# %% ../nbs/06_models.ipynb #1829a3bd
 def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout):
     if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
         raise ValueError(f"n_classes={n_classes!r}: need an int >= 2 (background counts as a class; "
@@ -218,7 +234,7 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
     out = _softmax_head(x, n_classes, ndim, "output")
     return keras.Model(inputs, [out] + aux[::-1] if aux else out, name=name)
 
-# %% ../nbs/06_models.ipynb #7b755dfe
+# %% ../nbs/06_models.ipynb #1342b8c3
 def standard_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "The paper's 3D U-Net with batch norm: filters 32..512, depth 4 (5 levels), ≈ 22.6 M parameters."
     return unet(n_classes, in_channels, ndim, **{**dict(depth=4, base_filters=32, max_filters=512,
@@ -241,7 +257,7 @@ def dense_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs
     "Standard U-Net with dense blocks (MIScnn's 'dense' variant)."
     return standard_unet(n_classes, in_channels, ndim, **{**dict(block="dense", name="dense_unet"), **kwargs})
 
-# %% ../nbs/06_models.ipynb #247585a2
+# %% ../nbs/06_models.ipynb #a58d2f4a
 def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 100, width: int = 1,
             max_dilation: int = 10, normalization: str = "none", activation: str = "relu",
             name: str = "msd_net") -> keras.Model:
@@ -260,7 +276,7 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
         x = layers.Concatenate()([x, new])
     return keras.Model(inputs, _softmax_head(x, n_classes, ndim, "output"), name=name)
 
-# %% ../nbs/06_models.ipynb #4033534b
+# %% ../nbs/06_models.ipynb #cffe7db4
 def _members(models, top_k=None, scores=None):
     "Check members share one input/output contract; keep the `top_k` best by `scores`."
     models = list(models)
@@ -329,7 +345,7 @@ def stacking_ensemble(models, top_k: int | None = None, scores=None, name: str =
     combiner.set_weights([kernel, np.zeros(n_classes, "float32")])
     return keras.Model(x, y, name=name)
 
-# %% ../nbs/06_models.ipynb #920f25c1
+# %% ../nbs/06_models.ipynb #ef1e29c6
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class DropDepth(layers.Layer):
     "(batch, 1, h, w, C) -> (batch, h, w, C): remove the depth axis of a one-slice patch."
@@ -355,7 +371,7 @@ def slice_model(network: keras.Model, name: str | None = None) -> keras.Model:
     outputs = [AddDepth(dtype="float32")(y) for y in keras.tree.flatten(network(DropDepth()(x)))]
     return keras.Model(x, outputs if len(outputs) > 1 else outputs[0], name=name or f"{network.name}_slices")
 
-# %% ../nbs/06_models.ipynb #3cb2f234
+# %% ../nbs/06_models.ipynb #12dd51fc
 def downsampling_factor(model: keras.Model, probe: int = 1024) -> int:
     """How many times smaller the coarsest feature map is than the input, per axis (a power of 2
     for U-Nets: 2**depth). Found by tracing a symbolic (probe,)*ndim patch through every layer,
@@ -409,7 +425,7 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
             raise ValueError(f"{name} maps patch {patch_shape} to {tuple(out.shape[1:-1])}; "
                              "segmentation needs the same spatial shape in and out ('same' padding).")
 
-# %% ../nbs/06_models.ipynb #918777a6
+# %% ../nbs/06_models.ipynb #45db75cc
 def load_model(path, compile: bool = False) -> keras.Model:
     """Load a `.keras` model in Keras safe mode (no code from the file is executed).
 
