@@ -64,16 +64,14 @@ def main():
             t_live.append(time.perf_counter() - t)
             t = time.perf_counter(); premade.fit(xs, ys, batch_size=2, epochs=1, verbose=0, shuffle=False)
             t_pre.append(time.perf_counter() - t)
-        conv_native, conv_ours = conv_rewrite(xs[:2], ys[:2], lambda: unet(3, depth=3, base_filters=base), epochs * 3)
-        strided = conv_rewrite(xs[:2], ys[:2], lambda: nnunet_like(3, depth=3, base_filters=base), epochs * 3)
-        dilated = conv_rewrite(xs[:2], ys[:2], lambda: msd_net(3, depth=20 if args.quick else 40), epochs * 3)
+        rewrites = [(name, what, conv_rewrite(xs[:2], ys[:2], build, epochs * 3)) for name, what, build in (
+            ("conv_rewrite_speedup", f"U-Net depth 3, base {base}", lambda: unet(3, depth=3, base_filters=base)),
+            ("strided_conv_speedup", f"nnunet_like depth 3, base {base}", lambda: nnunet_like(3, depth=3, base_filters=base)),
+            ("dilated_conv_speedup", "3D MS-D net", lambda: msd_net(3, depth=20 if args.quick else 40)))]
         heap_frozen, heap_fixed = heap_thresholds(ds, model, epochs)
     live_ms, pre_ms = np.median(t_live) / steps * 1e3, np.median(t_pre) / steps * 1e3
     print(f"U-Net depth 3, base {base}, patch {patch}, batch 2, {keras.backend.backend()} backend, CPU")
-    print(f"train step, Keras Conv3D layers: {conv_native * 1e3:.0f} ms; SliceConv3D layers: {conv_ours * 1e3:.0f} ms")
-    print(f"conv_rewrite_speedup: {conv_native / conv_ours:.2f}")
-    for name, what, (native, ours) in (("strided_conv_speedup", f"nnunet_like depth 3, base {base}", strided),
-                                       ("dilated_conv_speedup", "3D MS-D net", dilated)):
+    for name, what, (native, ours) in rewrites:
         print(f"{what}, train step, Keras Conv3D layers: {native * 1e3:.0f} ms; SliceConv3D layers: {ours * 1e3:.0f} ms")
         print(f"{name}: {native / ours:.2f}")
     if heap_frozen is not None:
