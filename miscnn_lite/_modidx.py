@@ -525,6 +525,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.SegmentationLoss.get_config': ( 'losses.html#segmentationloss.get_config',
                                                                                         'miscnn_lite/losses.py'),
+                                    'miscnn_lite.losses.SegmentationLoss.pooled': ( 'losses.html#segmentationloss.pooled',
+                                                                                    'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.SoftDiceLoss': ('losses.html#softdiceloss', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.SoftDiceLoss.from_sums': ( 'losses.html#softdiceloss.from_sums',
                                                                                    'miscnn_lite/losses.py'),

@@ -5,12 +5,12 @@ __all__ = ['LOSSES', 'one_hot_target', 'confusion_sums', 'class_dice', 'Segmenta
            'JaccardLoss', 'tversky_index', 'TverskyLoss', 'FocalTverskyLoss', 'GeneralizedDiceLoss', 'cross_entropy',
            'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'get_loss', 'DiceMetric', 'per_class_dice_metrics']
 
-# %% ../nbs/07_losses.ipynb #1a684bc5
+# %% ../nbs/07_losses.ipynb #177c6178
 import numpy as np
 import keras
 from keras import ops
 
-# %% ../nbs/07_losses.ipynb #443e8182
+# %% ../nbs/07_losses.ipynb #e7eec51d
 def one_hot_target(y_true, y_pred):
     """Return `y_true` as float one-hot (B, *spatial, C) matching `y_pred` (B, *spatial, C).
 
@@ -45,20 +45,31 @@ def class_dice(y_true, y_pred, smooth: float = 1e-5):
     tp, fp, fn = confusion_sums(y_true, y_pred)
     return (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
 
-# %% ../nbs/07_losses.ipynb #3a990b2a
+# %% ../nbs/07_losses.ipynb #0caeddca
 class SegmentationLoss(keras.losses.Loss):
     """Base class: `y_true` integer map (B, ..., 1) or one-hot (B, ..., C); `y_pred` softmax
-    (B, ..., C). Subclasses implement `from_sums(tp, fp, fn)` -> (B,) or override `call`."""
-    def __init__(self, smooth: float = 1e-5, name=None, **kwargs):
+    (B, ..., C). Subclasses implement `from_sums(tp, fp, fn)` -> (B,) or override `call`.
+
+    batch_dice: pool the sums over the whole batch before the ratio (nnU-Net's `batch_dice`): one
+        overlap score per class for the batch, copied to every sample. A false positive in a patch
+        without that class then costs Dice, and a small object's score no longer hangs on one patch."""
+    def __init__(self, smooth: float = 1e-5, batch_dice: bool = False, name=None, **kwargs):
         super().__init__(name=name or type(self).__name__, **kwargs)
         if smooth < 0: raise ValueError(f"smooth={smooth}: expected a small non-negative number such as 1e-5.")
-        self.smooth = float(smooth)
+        if not isinstance(batch_dice, bool):
+            raise ValueError(f"batch_dice={batch_dice!r}: expected True (sums pooled over the batch) or False (per sample).")
+        self.smooth, self.batch_dice = float(smooth), batch_dice
+
+    def pooled(self, *sums):
+        "The (B, C) sums as they are, or summed over the batch to (1, C) when `batch_dice`."
+        return tuple(ops.sum(v, axis=0, keepdims=True) for v in sums) if self.batch_dice else sums
 
     def call(self, y_true, y_pred):
-        return self.from_sums(*confusion_sums(y_true, y_pred))
+        tp, fp, fn = confusion_sums(y_true, y_pred)
+        return self.from_sums(*self.pooled(tp, fp, fn)) + ops.zeros_like(tp[:, 0])   # (1,) -> (B,) when pooled
 
     def get_config(self):
-        return {**super().get_config(), "smooth": self.smooth}
+        return {**super().get_config(), "smooth": self.smooth, "batch_dice": self.batch_dice}
 
 
 def _register(cls):
@@ -159,7 +170,7 @@ class GeneralizedDiceLoss(SegmentationLoss):
         w = w / ops.sum(w, axis=-1, keepdims=True)
         return 1 - (2 * ops.sum(w * tp, axis=-1) + self.smooth) / (ops.sum(w * (2 * tp + fp + fn), axis=-1) + self.smooth)
 
-# %% ../nbs/07_losses.ipynb #47eec670
+# %% ../nbs/07_losses.ipynb #f244d083
 def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
     "Mean over voxels of -Σ_c w_c·g_c·log(clip(p_c, eps, 1)): (B,). class_weights: C numbers or None (all 1)."
     g = one_hot_target(y_true, y_pred)
@@ -187,18 +198,25 @@ class CrossEntropyLoss(SegmentationLoss):
 
 @_register
 class DiceCELoss(SegmentationLoss):
-    "dice_weight · ClasswiseDiceLoss + ce_weight · cross-entropy (nnU-Net uses 1 and 1)."
-    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5, **kwargs):
+    """dice_weight · (1 - mean_c Dice_c) + ce_weight · cross-entropy (nnU-Net uses 1 and 1).
+
+    include_background: False leaves class 0 out of the Dice mean (nnU-Net's choice; the
+    cross-entropy still covers every class). batch_dice: see `SegmentationLoss`."""
+    def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, include_background: bool = True,
+                 smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
         self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
+        self.include_background = bool(include_background)
 
     def call(self, y_true, y_pred):
-        tp, fp, fn = confusion_sums(y_true, y_pred)
-        dice = ops.mean((2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth), axis=-1)
+        tp, fp, fn = self.pooled(*confusion_sums(y_true, y_pred))
+        dice = (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth)
+        dice = ops.mean(dice if self.include_background else dice[:, 1:], axis=-1)   # (B,), or (1,) pooled
         return self.dice_weight * (1 - dice) + self.ce_weight * cross_entropy(y_true, y_pred)
 
     def get_config(self):
-        return {**super().get_config(), "dice_weight": self.dice_weight, "ce_weight": self.ce_weight}
+        return {**super().get_config(), "dice_weight": self.dice_weight, "ce_weight": self.ce_weight,
+                "include_background": self.include_background}
 
 
 @_register
@@ -212,14 +230,14 @@ class TanimotoCELoss(SegmentationLoss):
     def call(self, y_true, y_pred):
         g = one_hot_target(y_true, y_pred)
         axes = tuple(range(1, len(y_pred.shape) - 1))
-        gp = ops.sum(g * y_pred, axis=axes)
-        tani = (gp + self.smooth) / (ops.sum(y_pred**2, axis=axes) + ops.sum(g * g, axis=axes) - gp + self.smooth)
+        gp, pp, gg = self.pooled(*(ops.sum(a * b, axis=axes) for a, b in ((g, y_pred), (y_pred, y_pred), (g, g))))
+        tani = (gp + self.smooth) / (pp + gg - gp + self.smooth)
         return self.tanimoto_weight * (1 - ops.mean(tani, axis=-1)) + self.ce_weight * cross_entropy(y_true, y_pred)
 
     def get_config(self):
         return {**super().get_config(), "tanimoto_weight": self.tanimoto_weight, "ce_weight": self.ce_weight}
 
-# %% ../nbs/07_losses.ipynb #d91492ef
+# %% ../nbs/07_losses.ipynb #8b40f3ab
 LOSSES = {"dice": ClasswiseDiceLoss, "soft_dice": SoftDiceLoss, "jaccard": JaccardLoss, "tversky": TverskyLoss,
           "focal_tversky": FocalTverskyLoss, "generalized_dice": GeneralizedDiceLoss,
           "cross_entropy": CrossEntropyLoss, "dice_ce": DiceCELoss, "tanimoto_ce": TanimotoCELoss}
@@ -231,7 +249,7 @@ def get_loss(name: str, **kwargs) -> SegmentationLoss:
         raise ValueError(f"loss {name!r} is unknown; expected one of {sorted(LOSSES)}.")
     return LOSSES[name](**kwargs)
 
-# %% ../nbs/07_losses.ipynb #c7c5ff9f
+# %% ../nbs/07_losses.ipynb #7dda592a
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class DiceMetric(keras.metrics.Metric):
     """Hard Dice of one class, accumulated over batches: 2·tp / (2·tp + fp + fn) of argmax predictions.

@@ -54,7 +54,11 @@ def ref_ce(labels, probs, weights=None):
 
 
 def ref_loss(name, labels, probs, **kw):
+    """Per-sample loss (B,). batch_dice=True: sums pooled over the batch, the one value repeated B times."""
+    B = probs.shape[0]
     tp, fp, fn = ref_sums(labels, probs)
+    if kw.get("batch_dice"):
+        tp, fp, fn = (v.sum(0, keepdims=True) for v in (tp, fp, fn))
     s = kw.get("smooth", S)
     if name == "soft_dice":
         return 1 - (2 * tp.sum(1) + s) / (2 * tp.sum(1) + fp.sum(1) + fn.sum(1) + s)
@@ -85,18 +89,20 @@ def ref_loss(name, labels, probs, **kw):
     if name == "cross_entropy":
         return ce
     if name == "dice_ce":
-        dice = ((2 * tp + s) / (2 * tp + fp + fn + s)).mean(1)
+        dice = (2 * tp + s) / (2 * tp + fp + fn + s)
+        dice = (dice if kw.get("include_background", True) else dice[:, 1:]).mean(1)
         return kw.get("dice_weight", 1) * (1 - dice) + kw.get("ce_weight", 1) * ce
     if name == "tanimoto_ce":
-        out = []
-        for bi in range(probs.shape[0]):
-            t = []
+        gp, pp, gg = (np.zeros((B, probs.shape[-1])) for _ in range(3))
+        for bi in range(B):
             for c in range(probs.shape[-1]):
                 g = (labels[bi, ..., 0] == c).astype(np.float64)
                 p = probs[bi, ..., c].astype(np.float64)
-                t.append(((g * p).sum() + s) / ((p * p).sum() + (g * g).sum() - (g * p).sum() + s))
-            out.append(np.mean(t))
-        return kw.get("tanimoto_weight", 0.6) * (1 - np.array(out)) + kw.get("ce_weight", 0.4) * ce
+                gp[bi, c], pp[bi, c], gg[bi, c] = (g * p).sum(), (p * p).sum(), (g * g).sum()
+        if kw.get("batch_dice"):
+            gp, pp, gg = (v.sum(0, keepdims=True) for v in (gp, pp, gg))
+        t = ((gp + s) / (pp + gg - gp + s)).mean(1)
+        return kw.get("tanimoto_weight", 0.6) * (1 - t) + kw.get("ce_weight", 0.4) * ce
     raise KeyError(name)
 
 
@@ -119,7 +125,10 @@ PARAMS = [("soft_dice", {}), ("dice", {}), ("dice", {"class_weights": [0.2, 1, 3
           ("focal_tversky", {"gamma": 2.0, "alpha": 0.7, "beta": 0.3}), ("generalized_dice", {}),
           ("cross_entropy", {}), ("cross_entropy", {"class_weights": [0.5, 1, 2]}), ("dice_ce", {}),
           ("dice_ce", {"dice_weight": 0.3, "ce_weight": 2.0}), ("tanimoto_ce", {}),
-          ("tanimoto_ce", {"tanimoto_weight": 0.5, "ce_weight": 0.5})]
+          ("tanimoto_ce", {"tanimoto_weight": 0.5, "ce_weight": 0.5}),
+          ("dice_ce", {"include_background": False}), ("dice_ce", {"include_background": False, "batch_dice": True}),
+          ("dice", {"batch_dice": True}), ("soft_dice", {"batch_dice": True}), ("tversky", {"batch_dice": True}),
+          ("generalized_dice", {"batch_dice": True}), ("tanimoto_ce", {"batch_dice": True})]
 
 
 @pytest.mark.parametrize("name,kw", PARAMS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(PARAMS)])
@@ -129,6 +138,7 @@ def test_loss_matches_numpy_reference(name, kw, seed, shape, empty):
     loss = get_loss(name, **kw)
     per_sample = np_(get_loss(name, reduction=None, **kw)(labels, probs))
     expected = ref_loss(name, labels, probs, **kw)
+    expected = np.broadcast_to(expected, (probs.shape[0],))     # a pooled (batch_dice) loss: one value per batch
     np.testing.assert_allclose(per_sample, expected, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(float(np_(loss(labels, probs))), expected.mean(), atol=1e-5, rtol=1e-5)
     assert np.isfinite(per_sample).all()
@@ -213,11 +223,26 @@ def test_gradient_is_finite_at_a_perfect_prediction():
         assert all(np.isfinite(np_(w)).all() for w in m.weights), name
 
 
+@pytest.mark.parametrize("name", ["dice", "soft_dice", "jaccard", "tversky", "focal_tversky", "generalized_dice"])
+def test_batch_dice_is_the_loss_of_the_batch_laid_side_by_side(name):
+    """Pooling the sums over the batch = the per-sample loss of one sample made of all patches
+    placed next to each other along an axis (an invariant, independent of the reference above)."""
+    labels, probs = random_case(3, (4, 5, 6, 3), empty=(2,))
+    labels[0, 0, 0, 0] = 2                                   # tumor in sample 0 only: empty in 3 of 4
+    side = lambda a: np.concatenate(list(a), axis=0)[None]   # (B, d, h, w, ·) -> (1, B·d, h, w, ·)
+    pooled = np_(get_loss(name, batch_dice=True, reduction=None)(labels, probs))
+    one = np_(get_loss(name, reduction=None)(side(labels), side(probs)))
+    np.testing.assert_allclose(pooled, np.repeat(one, 4), atol=1e-6)
+    per_sample = np_(get_loss(name, reduction=None)(labels, probs))
+    assert np.ptp(per_sample) > 1e-3                         # pooling really changes the values
+
+
 # ---------------------------------------------------------------- serialisation
 
 @pytest.mark.parametrize("loss", [ClasswiseDiceLoss([1, 2, 3], include_background=False), SoftDiceLoss(smooth=1.0),
                                   JaccardLoss(), TverskyLoss(0.1, 0.9), FocalTverskyLoss(gamma=2), GeneralizedDiceLoss(),
-                                  CrossEntropyLoss([1, 1, 5]), DiceCELoss(0.5, 2), TanimotoCELoss()])
+                                  CrossEntropyLoss([1, 1, 5]), DiceCELoss(0.5, 2), TanimotoCELoss(),
+                                  DiceCELoss(include_background=False, batch_dice=True)])
 def test_loss_round_trips_through_config(loss):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(restored) is type(loss) and restored.get_config() == loss.get_config()
@@ -275,6 +300,8 @@ def test_errors_name_the_problem():
         JaccardLoss(smooth=-1)
     with pytest.raises(ValueError, match="gamma=0"):
         FocalTverskyLoss(gamma=0)
+    with pytest.raises(ValueError, match="batch_dice='yes'"):
+        DiceCELoss(batch_dice="yes")
     with pytest.raises(ValueError, match="alpha=-0.1"):
         TverskyLoss(alpha=-0.1)
     with pytest.raises(ValueError, match="'dice_bce' is unknown"):
