@@ -363,6 +363,8 @@ def test_keep_largest_and_remove_small_match_simpleitk():
         kept = sitk.GetArrayFromImage(sitk.RelabelComponent(components, minimumObjectSize=min_voxels)) > 0
         out = ev.remove_small_components(mask.astype(np.uint8), min_voxels * np.prod(spacing) - 1e-9, spacing)
         np.testing.assert_array_equal(out > 0, kept)
+        fraction = (min_voxels - 1e-9) / mask.sum()                       # the same size, relative to all foreground
+        np.testing.assert_array_equal(ev.remove_small_components(mask.astype(np.uint8), min_fraction=fraction) > 0, kept)
     face = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, False), minimumObjectSize=2)) > 0
     np.testing.assert_array_equal(ev.remove_small_components(mask, 1.5, (1, 1, 1), connectivity=1) > 0, face)
 

@@ -22,9 +22,12 @@ def test_phantom_data_notebook(tmp_path):
     assert pre["mean"].abs().max() < 1.5          # z-scored with dataset statistics
 
 
+RULE_GRID = dict(tumor_min_volumes=[0, 10, 50], tumor_min_fractions=[0, 0.01, 0.05, 0.2], tumor_largest_only=[False, True])
+
+
 def test_kits19_cv_runs_and_resumes(tmp_path):
     nb = experiments_dir() / "kits19_cv.ipynb"
-    run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **TINY_CV))
+    run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **TINY_CV, **RULE_GRID))
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics.columns) == ["fold", "case", "label", "metric", "value"]
     assert sorted(metrics["fold"].unique()) == [0, 1]
@@ -42,7 +45,8 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     assert sorted(test_metrics["case"].unique()) == ["case_00000", "case_00001"]
     assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 2
     # the tumor rule: each fold's rule is chosen on the other fold, and its predictions are the saved
-    # ones with all tumor components but the largest (if chosen) and those below the volume turned into kidney
+    # ones with all tumor components but the largest (if chosen) and those below the volume or below the
+    # fraction of the predicted kidney+tumor volume turned into kidney
     chosen = json.loads((tmp_path / "result.json").read_text())["tumor_rule"]
     assert set(chosen) == {"0", "1", "all"}
     from miscnn_lite.evaluation import keep_largest_components, remove_small_components
@@ -51,8 +55,11 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
 
     def apply(m, case, rule):
         m = keep_largest_components(m, labels=[2], replace_with=1) if rule["largest_only"] else m
-        return remove_small_components(m, rule["min_volume_mm3"], case.spacing, [2], replace_with=1)
-    rules = [{"largest_only": b, "min_volume_mm3": float(v)} for b in (False, True) for v in (0, 10, 25, 50, 75, 100, 150, 200)]
+        m = remove_small_components(m, rule["min_volume_mm3"], case.spacing, [2], replace_with=1)
+        return remove_small_components(m, labels=[2], replace_with=1, min_fraction=rule["min_fraction"])   # of all foreground = kidney+tumor
+    rules = [{"largest_only": b, "min_volume_mm3": float(v), "min_fraction": float(f)}
+             for b in RULE_GRID["tumor_largest_only"] for v in RULE_GRID["tumor_min_volumes"]
+             for f in RULE_GRID["tumor_min_fractions"]]
     reader = open_dataset(tmp_path / "phantoms")
     fold_list = [Fold(**f) for f in folds]
     _, again = tune_postprocessing(tmp_path, reader, fold_list, {i: lambda m, c, r=r: apply(m, c, r) for i, r in enumerate(rules)}, 2)
@@ -67,7 +74,7 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     assert sorted(post_metrics["case"].unique()) == val_cases and len(post_metrics) == len(metrics)
     # a second run reuses the folds and skips finished folds: identical metrics
     before = (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns
-    run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV))
+    run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV, **RULE_GRID))
     assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), metrics)
 
@@ -96,7 +103,7 @@ def test_kits19_cv_single_split_skips_tumor_rule(tmp_path):
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
     assert not (tmp_path / "metrics_postprocessed.csv").exists()
     assert json.loads((tmp_path / "result.json").read_text())["tumor_rule"] == {
-        "all": {"largest_only": False, "min_volume_mm3": 0.0}}
+        "all": {"largest_only": False, "min_volume_mm3": 0.0, "min_fraction": 0.0}}
 
 
 def test_bad_parameters_fail_before_work(tmp_path):
