@@ -5,12 +5,12 @@ __all__ = ['LOSSES', 'one_hot_target', 'confusion_sums', 'class_dice', 'Segmenta
            'JaccardLoss', 'tversky_index', 'TverskyLoss', 'FocalTverskyLoss', 'GeneralizedDiceLoss', 'cross_entropy',
            'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'get_loss', 'DiceMetric', 'per_class_dice_metrics']
 
-# %% ../nbs/07_losses.ipynb #177c6178
+# %% ../nbs/07_losses.ipynb #c16413a0
 import numpy as np
 import keras
 from keras import ops
 
-# %% ../nbs/07_losses.ipynb #e7eec51d
+# %% ../nbs/07_losses.ipynb #f992f8d8
 def one_hot_target(y_true, y_pred):
     """Return `y_true` as float one-hot (B, *spatial, C) matching `y_pred` (B, *spatial, C).
 
@@ -45,7 +45,7 @@ def class_dice(y_true, y_pred, smooth: float = 1e-5):
     tp, fp, fn = confusion_sums(y_true, y_pred)
     return (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
 
-# %% ../nbs/07_losses.ipynb #0caeddca
+# %% ../nbs/07_losses.ipynb #e6c1348f
 class SegmentationLoss(keras.losses.Loss):
     """Base class: `y_true` integer map (B, ..., 1) or one-hot (B, ..., C); `y_pred` softmax
     (B, ..., C). Subclasses implement `from_sums(tp, fp, fn)` -> (B,) or override `call`.
@@ -170,7 +170,7 @@ class GeneralizedDiceLoss(SegmentationLoss):
         w = w / ops.sum(w, axis=-1, keepdims=True)
         return 1 - (2 * ops.sum(w * tp, axis=-1) + self.smooth) / (ops.sum(w * (2 * tp + fp + fn), axis=-1) + self.smooth)
 
-# %% ../nbs/07_losses.ipynb #f244d083
+# %% ../nbs/07_losses.ipynb #0657c9c3
 def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
     "Mean over voxels of -Σ_c w_c·g_c·log(clip(p_c, eps, 1)): (B,). class_weights: C numbers or None (all 1)."
     g = one_hot_target(y_true, y_pred)
@@ -181,7 +181,8 @@ def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
 
 @_register
 class CrossEntropyLoss(SegmentationLoss):
-    "Categorical cross-entropy per sample (mean over voxels), optional class weights."
+    """Categorical cross-entropy per sample (mean over voxels), optional class weights. `batch_dice`
+    changes nothing here: with patches of one size, the batch mean of per-patch means is the pooled mean."""
     def __init__(self, class_weights=None, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
@@ -237,7 +238,7 @@ class TanimotoCELoss(SegmentationLoss):
     def get_config(self):
         return {**super().get_config(), "tanimoto_weight": self.tanimoto_weight, "ce_weight": self.ce_weight}
 
-# %% ../nbs/07_losses.ipynb #8b40f3ab
+# %% ../nbs/07_losses.ipynb #f7765de1
 LOSSES = {"dice": ClasswiseDiceLoss, "soft_dice": SoftDiceLoss, "jaccard": JaccardLoss, "tversky": TverskyLoss,
           "focal_tversky": FocalTverskyLoss, "generalized_dice": GeneralizedDiceLoss,
           "cross_entropy": CrossEntropyLoss, "dice_ce": DiceCELoss, "tanimoto_ce": TanimotoCELoss}
@@ -249,7 +250,7 @@ def get_loss(name: str, **kwargs) -> SegmentationLoss:
         raise ValueError(f"loss {name!r} is unknown; expected one of {sorted(LOSSES)}.")
     return LOSSES[name](**kwargs)
 
-# %% ../nbs/07_losses.ipynb #7dda592a
+# %% ../nbs/07_losses.ipynb #8871e9a4
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class DiceMetric(keras.metrics.Metric):
     """Hard Dice of one class, accumulated over batches: 2·tp / (2·tp + fp + fn) of argmax predictions.

@@ -82,10 +82,12 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
 @pytest.mark.parametrize("mode", ["2d", "2.5d"])
 def test_kits19_cv_slice_modes(tmp_path, mode):
     "2D and 2.5D runs train a 2D network on one-slice patches and predict every validation case."
-    params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1)
+    params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1,
+                  batch_dice=mode == "2d")
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["patch_shape"] == [1, 32, 32]
+    assert config["loss"]["class_name"] == "DiceCELoss" and config["loss"]["config"]["batch_dice"] == (mode == "2d")
     assert config["sampler"]["slab_neighbours"] == (1 if mode == "2.5d" else 0)
     from miscnn_lite.training import Segmenter
     seg = Segmenter.load(tmp_path / "fold_0" / "model")
@@ -120,6 +122,9 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     with pytest.raises(ExperimentFailed, match="analysis_mode"):
         run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), analysis_mode="4d", n_cases=2))
     assert (tmp_path / "cv.failed.ipynb").exists() and not (tmp_path / "cv.ipynb").exists()
+    with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
+        run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2], n_cases=2, n_folds=2,
+                                                    phantom_shape=[16, 48, 48]))
 
 
 @pytest.mark.parametrize("preset", sorted((experiments_dir() / "presets").glob("*.yaml")), ids=lambda p: p.name)
