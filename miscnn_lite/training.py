@@ -294,13 +294,16 @@ class Segmenter:
             learning_rate · (1 − epoch / epochs)^0.9, set at the start of every epoch).
         lr_patience, lr_factor, stop_patience: ReduceLROnPlateau / EarlyStopping (paper: 20, 0.1, 150).
         mixed_precision: None, 'mixed_float16' or 'mixed_bfloat16'. strategy: None, 'mirrored', tf Strategy.
-        seed: seeds data order, patches, augmentation. workers/use_multiprocessing: loader prefetching.
+        seed: seeds data order, patches, augmentation.
+        workers, use_multiprocessing: threads (or processes) that prepare batches ahead. The default 2
+            also avoids a stall of several seconds at the start of some epochs that TensorFlow's own
+            prefetching of a one-worker loader causes (`bench/epoch_start.py`); batches are the same.
     """
     def __init__(self, model, pipeline=None, patch_shape=None, sampler=None, loss="dice_ce", augmentation=None,
                  learning_rate: float = 1e-3, batch_size: int = 2, iterations: int = 150, overlap: float = 0.5,
                  weighting: str = "gaussian", mirror_axes=(), lr_patience: int = 20, lr_factor: float = 0.1,
                  stop_patience: int = 150, mixed_precision: str | None = None, strategy=None, seed: int = 0,
-                 workers: int = 1, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau"):
+                 workers: int = 2, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau"):
         if sampler is None and patch_shape is None:
             raise ValueError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
         self.sampler = sampler or PatchSampler(tuple(patch_shape))
@@ -587,7 +590,7 @@ Segmenter.evaluate = _evaluate
 TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 64, 64), model="unet",
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
-                      foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=1,
+                      foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
                       mixed_precision=None, n_classes=3)
 
 def _read_config(config) -> dict:

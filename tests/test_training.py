@@ -28,11 +28,11 @@ def data(tmp_path_factory):
     return root
 
 
-def train_process(data, out, epochs=4):
+def train_process(data, out, epochs=4, **extra):
     code = textwrap.dedent(f"""
         from miscnn_lite.training import train_command
         train_command({str(data)!r}, {str(out)!r}, config={CFG!r}, progress=False,
-                      **{dict(ARGS, epochs=epochs)!r})
+                      **{dict(ARGS, epochs=epochs, **extra)!r})
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONHASHSEED="0", CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
@@ -91,6 +91,20 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data, reference, tmp_
     opt = np.load(out / "checkpoint" / s["optimizer"])
     assert int(opt["v0000"]) == 4 * ARGS["iterations"]           # Adam's step counter went on from the checkpoint
     assert not list((out / "checkpoint").glob(".tmp-*")), "no temporary files left behind"
+
+
+def test_one_loader_thread_trains_exactly_like_two(data, reference, tmp_path):
+    "workers=1 (TensorFlow prefetches) and the default 2 (Keras's thread enqueuer) feed the same batches."
+    out = tmp_path / "model"
+    proc = train_process(data, out, workers=1)
+    log, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, log
+    assert json.loads((out / "config.json").read_text())["workers"] == 1
+    assert json.loads((reference / "config.json").read_text())["workers"] == 2
+    import pandas as pd
+    one, two = (pd.read_csv(p / "training_log.tsv", sep="\t") for p in (out, reference))
+    np.testing.assert_allclose(one["loss"], two["loss"], rtol=1e-5)
+    np.testing.assert_allclose(one["val_loss"], two["val_loss"], rtol=1e-5)
 
 
 def test_rerun_of_a_finished_run_does_nothing(data, reference):
