@@ -838,7 +838,7 @@ def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, 
     out = check_label_map(label_map, "label_map").copy()
     if min_volume_mm3 > 0 and spacing is None:
         raise ValueError(f"min_volume_mm3={min_volume_mm3} needs the voxel spacing in mm: pass spacing=case.spacing.")
-    voxel_mm3 = float(np.prod(check_spacing_for(spacing, out.ndim))) if min_volume_mm3 > 0 else 1.0
+    voxel_mm3 = float(np.prod(check_spacing_for(spacing, out.ndim))) if spacing is not None else 1.0
     reference = int((out > 0).sum() if fraction_of is None else np.isin(out, np.atleast_1d(fraction_of)).sum())
     min_voxels = max(min_volume_mm3 / voxel_mm3, min_fraction * reference)
     for region in _regions_of(out, labels).values():
