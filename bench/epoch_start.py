@@ -24,8 +24,8 @@ import keras
 import numpy as np
 
 from miscnn_lite import models
-from miscnn_lite.loading import ReaderItem
 from miscnn_lite.io import open_dataset
+from miscnn_lite.loading import ReaderItem
 from miscnn_lite.patching import PatchSampler
 from miscnn_lite.phantoms import make_phantom_dataset
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore

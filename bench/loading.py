@@ -54,6 +54,7 @@ def cached_patch_speedup(tmp, shape, patch, repeat):
 
 def input_wait_fraction(tmp, steps, epochs):
     import keras
+
     from miscnn_lite.augmentation import ct_augmentation
     from miscnn_lite.loading import PatchDataset
     from miscnn_lite.models import unet

@@ -86,7 +86,8 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         nii, npy = Path(tmp) / "imaging.nii.gz", Path(tmp) / "imaging.npy"
-        t = time.perf_counter(); save_nifti(nii, vol, affine_from_spacing(SPACING)); t_write_nii = time.perf_counter() - t
+        t = time.perf_counter(); save_nifti(nii, vol,
+                                            affine_from_spacing(SPACING)); t_write_nii = time.perf_counter() - t
         t = time.perf_counter(); np.save(npy, vol); t_write_npy = time.perf_counter() - t
         t_nii, (loaded, _) = best_of(lambda: load_nifti(nii), args.repeats)
         assert np.array_equal(np.asarray(loaded, np.float32), vol)

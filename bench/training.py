@@ -17,7 +17,13 @@ heap_threshold_speedup = time per `fit` step reading a `PatchDataset` with glibc
 as TensorFlow's generator dataset leaves them in a fresh process (128 KiB) / the same with the
 `HeapThresholds` callback (training.py) that every `Segmenter.fit` uses.
 
-Usage: python bench/training.py [--quick]; prints the three ratios, `loader_step_ratio` last.
+keras_tf_vs_pytorch_step_ratio = time per training step of the U-Net (depth 3, base 8, batch 2, Dice+CE,
+Adam) through Keras on TensorFlow / the same network written in plain PyTorch (`bench/torch_unet.py`,
+equal parameter counts) on the same batch and the same threads, interleaved. The same with the Keras
+model under the `mixed_bfloat16` policy (bf16 convolutions through oneDNN where the CPU has
+avx512_bf16): keras_tf_bf16_vs_pytorch_step_ratio.
+
+Usage: python bench/training.py [--quick] [--only-pytorch]; prints the ratios, `loader_step_ratio` last.
 """
 import argparse
 import os
@@ -26,20 +32,21 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np
 import keras
+import numpy as np
 
 from miscnn_lite.loading import PreprocessedCache, patch_dataset_class
 from miscnn_lite.losses import get_loss
 from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, msd_net, nnunet_like, unet
-from miscnn_lite.training import HeapThresholds, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, _glibc
 from miscnn_lite.phantoms import generate_phantom
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
+from miscnn_lite.training import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, HeapThresholds, _glibc
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only-pytorch", action="store_true", help="only the Keras vs plain PyTorch comparison")
     args = ap.parse_args()
     steps, epochs = (8, 2) if args.quick else (20, 3)
     patch, base = ((32, 32, 32), 8) if args.quick else ((32, 64, 64), 8)
@@ -49,6 +56,12 @@ def main():
         ds = patch_dataset_class()(entries, patch, batch_size=2, iterations=steps, workers=2, seed=0)
         xs = np.concatenate([ds.batch(i)[0] for i in range(steps)])
         ys = np.concatenate([ds.batch(i)[1] for i in range(steps)])
+        vs_torch = pytorch_reference(xs[:2], ys[:2], base, epochs * 3)
+        for name, (ours, theirs) in vs_torch.items():
+            print(f"{name}: Keras {ours * 1e3:.0f} ms, plain PyTorch {theirs * 1e3:.0f} ms per step")
+            print(f"{name}: {ours / theirs:.3f}")
+        if args.only_pytorch:
+            return
 
         def model():
             m = unet(3, depth=3, base_filters=base)
@@ -66,13 +79,15 @@ def main():
             t_pre.append(time.perf_counter() - t)
         rewrites = [(name, what, conv_rewrite(xs[:2], ys[:2], build, epochs * 3)) for name, what, build in (
             ("conv_rewrite_speedup", f"U-Net depth 3, base {base}", lambda: unet(3, depth=3, base_filters=base)),
-            ("strided_conv_speedup", f"nnunet_like depth 3, base {base}", lambda: nnunet_like(3, depth=3, base_filters=base)),
+            ("strided_conv_speedup", f"nnunet_like depth 3, base {base}", lambda: nnunet_like(3, depth=3,
+                                                                                              base_filters=base)),
             ("dilated_conv_speedup", "3D MS-D net", lambda: msd_net(3, depth=20 if args.quick else 40)))]
         heap_frozen, heap_fixed = heap_thresholds(ds, model, epochs)
     live_ms, pre_ms = np.median(t_live) / steps * 1e3, np.median(t_pre) / steps * 1e3
     print(f"U-Net depth 3, base {base}, patch {patch}, batch 2, {keras.backend.backend()} backend, CPU")
     for name, what, (native, ours) in rewrites:
-        print(f"{what}, train step, Keras Conv3D layers: {native * 1e3:.0f} ms; SliceConv3D layers: {ours * 1e3:.0f} ms")
+        print(f"{what}, train step, Keras Conv3D layers: {native * 1e3:.0f} ms; "
+              f"SliceConv3D layers: {ours * 1e3:.0f} ms")
         print(f"{name}: {native / ours:.2f}")
     if heap_frozen is not None:
         print(f"fit step, malloc thresholds frozen at 128 KiB: {heap_frozen / steps * 1e3:.0f} ms; "
@@ -80,6 +95,41 @@ def main():
         print(f"heap_threshold_speedup: {heap_frozen / heap_fixed:.2f}")
     print(f"step with live loader: {live_ms:.0f} ms; on pre-made tensors: {pre_ms:.0f} ms")
     print(f"loader_step_ratio: {live_ms / pre_ms:.3f}")
+
+
+def pytorch_reference(x, y, base, repeats):
+    """Median seconds per training step, interleaved: {ratio name: (Keras, plain PyTorch)} for the
+    Keras U-Net in float32 and under mixed_bfloat16 against `TorchUNet` in float32 on the same batch."""
+    import torch
+    from torch_unet import TorchUNet, dice_ce_loss
+
+    from miscnn_lite.training import with_dtype_policy
+    torch.manual_seed(0)
+    net = TorchUNet(3, 1, depth=3, base_filters=base)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
+    yt = torch.from_numpy(np.asarray(y).reshape(y.shape[:4]).astype(np.int64))
+
+    def torch_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = dice_ce_loss(net(xt), yt)
+        loss.backward()
+        optimizer.step()
+    fp32 = unet(3, depth=3, base_filters=base)
+    models = {"keras_tf_vs_pytorch_step_ratio": fp32,
+              "keras_tf_bf16_vs_pytorch_step_ratio": with_dtype_policy(fp32, "mixed_bfloat16")}
+    keras_trainable = sum(int(np.prod(w.shape)) for w in fp32.trainable_weights)
+    assert keras_trainable == sum(p.numel() for p in net.parameters()), "the two networks differ"
+    for m in models.values():
+        m.compile(keras.optimizers.Adam(1e-3), get_loss("dice_ce"))
+        m.train_on_batch(x, y)
+    torch_step()
+    times = {}
+    for _ in range(repeats):
+        for name, m in models.items():
+            t = time.perf_counter(); m.train_on_batch(x, y); times.setdefault(name, []).append(time.perf_counter() - t)
+        t = time.perf_counter(); torch_step(); times.setdefault("torch", []).append(time.perf_counter() - t)
+    return {name: (np.median(times[name]), np.median(times["torch"])) for name in models}
 
 
 def _native(layer):

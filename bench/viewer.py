@@ -81,7 +81,8 @@ def main():
     viewer.view_buttons.value = "truth | prediction"
     results["redraw_side_by_side_ms"] = time_redraws(viewer, viewer.slice_slider, slices, r)
     viewer.view_buttons.value = "truth"
-    results["redraw_window_change_ms"] = time_redraws(viewer, viewer.width_slider, [400.0 + 10 * k for k in range(1, r + 2)], r)
+    widths = [400.0 + 10 * k for k in range(1, r + 2)]
+    results["redraw_window_change_ms"] = time_redraws(viewer, viewer.width_slider, widths, r)
     viewer.axis_buttons.value = 1
     rows = rng.permutation(np.arange(100, 400)).tolist()
     results["redraw_coronal_overlay_ms"] = time_redraws(viewer, viewer.slice_slider, rows, r)
@@ -91,7 +92,8 @@ def main():
     # the rendering alone (no PNG): where the time goes
     t0 = time.perf_counter()
     for k in range(r):
-        overlay_labels(window_to_uint8(case.image[slices[k % len(slices)]], 40, 400), case.label[slices[k % len(slices)]])
+        overlay_labels(window_to_uint8(case.image[slices[k % len(slices)]], 40, 400),
+                       case.label[slices[k % len(slices)]])
     results["render_only_axial_overlay_ms"] = (time.perf_counter() - t0) * 1e3 / r
     worst = max(v for k, v in results.items() if k.startswith("redraw_") and "side_by_side" not in k
                 and not k.endswith("cpu_ms"))

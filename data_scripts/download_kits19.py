@@ -517,7 +517,8 @@ def download_file(job: DownloadJob, root: Path | str, book: ChecksumBook | None 
     raise _give_up(job, dest, part, book, retries + 1, last_problem)
 
 
-def _give_up(job: DownloadJob, dest: Path, part: Path, book: ChecksumBook, attempts: int, problem: str) -> DownloadError:
+def _give_up(job: DownloadJob, dest: Path, part: Path, book: ChecksumBook, attempts: int,
+             problem: str) -> DownloadError:
     "The error after the last attempt: a checksum mismatch or a transfer that kept failing."
     if problem.startswith("SHA-256"):
         return ChecksumMismatchError(
@@ -640,7 +641,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog, description="Download KiTS19 CT cases into OUT/case_XXXXX/{imaging,segmentation}.nii.gz "
         "(parallel, resumable, checksum-verified).")
     p.add_argument("--cases", default=f"0-{N_LABELLED_CASES - 1}",
-                   help=f"case numbers and ranges, e.g. 0-119 or 0-9,15,20-22 or all (default 0-{N_LABELLED_CASES - 1}: "
+                   help="case numbers and ranges, e.g. 0-119 or 0-9,15,20-22 or all "
+                        f"(default 0-{N_LABELLED_CASES - 1}: "
                         f"the cases with segmentations; KiTS19 has 0..{N_CASES - 1})")
     p.add_argument("--out", type=Path, default=Path("data/kits19"), help="output folder (default data/kits19)")
     p.add_argument("--interpolated", action="store_true",

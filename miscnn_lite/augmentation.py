@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-from dataclasses import asdict, dataclass, field, fields
-from typing import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
+
+from .io import MiscnnError
 
 # %% auto #0
 __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsTransform',
@@ -23,7 +24,7 @@ __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batc
 def _as_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim not in (3, 4):
-        raise ValueError(f"image: expected (D, H, W) or (D, H, W, C), got shape {image.shape}. "
+        raise MiscnnError(f"image: expected (D, H, W) or (D, H, W, C), got shape {image.shape}. "
                          "Augment one sample at a time, or a batch with AugmentationPipeline.")
     return (image[..., None] if image.ndim == 3 else image).astype(np.float32)
 
@@ -33,7 +34,7 @@ def _as_label(label, spatial_shape):
         return None
     label = np.asarray(label)
     if label.shape != tuple(spatial_shape):
-        raise ValueError(f"label: shape {label.shape} does not match the image grid {tuple(spatial_shape)}; "
+        raise MiscnnError(f"label: shape {label.shape} does not match the image grid {tuple(spatial_shape)}; "
                          "expected the (D, H, W) class map of the same voxels.")
     return label
 
@@ -41,7 +42,7 @@ def _as_label(label, spatial_shape):
 def _check_range(value, name, low=-np.inf, high=np.inf):
     lo, hi = value
     if not low <= lo <= hi <= high:
-        raise ValueError(f"{name}: {tuple(value)} must be an interval (low <= high) within [{low}, {high}].")
+        raise MiscnnError(f"{name}: {tuple(value)} must be an interval (low <= high) within [{low}, {high}].")
 
 
 @dataclass(kw_only=True)
@@ -51,7 +52,7 @@ class Transform:
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"{type(self).__name__}: p={self.p} is not a probability in [0, 1].")
+            raise MiscnnError(f"{type(self).__name__}: p={self.p} is not a probability in [0, 1].")
 
     def __call__(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         "Augment `image` (D, H, W[, C]) and `label` (D, H, W) or None; return them with the same shapes."
@@ -182,7 +183,7 @@ class Spatial(BatchgeneratorsTransform):
         super().__post_init__()
         for name in ("p_rotation", "p_scale", "p_elastic"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"Spatial: {name}={getattr(self, name)} is not a probability in [0, 1].")
+                raise MiscnnError(f"Spatial: {name}={getattr(self, name)} is not a probability in [0, 1].")
         _check_range(self.scale_range, "scale_range", 1e-3)
         _check_range(self.deformation_scale, "deformation_scale", 0.0, 1.0)
 
@@ -201,7 +202,7 @@ class Mirror(BatchgeneratorsTransform):
     def __post_init__(self):
         super().__post_init__()
         if not set(self.axes) <= {0, 1, 2}:
-            raise ValueError(f"axes: {self.axes} must be spatial axes among 0 (z), 1 (y), 2 (x).")
+            raise MiscnnError(f"axes: {self.axes} must be spatial axes among 0 (z), 1 (y), 2 (x).")
 
     def make(self, shape):
         from batchgenerators.transforms.spatial_transforms import MirrorTransform
@@ -295,7 +296,7 @@ def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> tuple[np.ndar
     centre. In 1D the clusters are intervals between midpoints of sorted centres: one `searchsorted`
     and one `bincount` per iteration."""
     if k < 1:
-        raise ValueError(f"n_clusters: {k} must be >= 1.")
+        raise MiscnnError(f"n_clusters: {k} must be >= 1.")
     v = np.asarray(values, np.float64).ravel()
     centres = np.quantile(v, (np.arange(k) + 0.5) / k)
     for _ in range(iterations):
@@ -334,7 +335,7 @@ class ClusterIntensityShift(Transform):
     def __post_init__(self):
         super().__post_init__()
         if self.n_clusters < 1 or self.max_shift < 0:
-            raise ValueError(f"ClusterIntensityShift: n_clusters={self.n_clusters} must be >= 1 and "
+            raise MiscnnError(f"ClusterIntensityShift: n_clusters={self.n_clusters} must be >= 1 and "
                              f"max_shift={self.max_shift} >= 0.")
 
     def apply(self, image, label, rng):
@@ -359,7 +360,7 @@ class SliceSkipping(Transform):
     def __post_init__(self):
         super().__post_init__()
         if not self.factors or min(self.factors) < 1:
-            raise ValueError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
+            raise MiscnnError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
 
     def apply(self, image, label, rng):
         f = int(rng.choice(self.factors))
@@ -376,7 +377,7 @@ class SliceInterpolation(Transform):
     def __post_init__(self):
         super().__post_init__()
         if not self.factors or min(self.factors) < 1:
-            raise ValueError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
+            raise MiscnnError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
 
     def apply(self, image, label, rng):
         f = int(rng.choice(self.factors))
@@ -417,7 +418,7 @@ class AugmentationPipeline:
 
     def __post_init__(self):
         if not 0.0 <= self.batch_ratio <= 1.0:
-            raise ValueError(f"batch_ratio: {self.batch_ratio} is not a probability in [0, 1] "
+            raise MiscnnError(f"batch_ratio: {self.batch_ratio} is not a probability in [0, 1] "
                              "(CT-cues paper: 0.8 for 2D, 0.9 for 3D batches).")
         self.compose = Compose(list(self.transforms))
 
@@ -428,7 +429,7 @@ class AugmentationPipeline:
     def __call__(self, images: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator):
         images = np.asarray(images)
         if images.ndim not in (4, 5):
-            raise ValueError(f"images: expected a batch (B, D, H, W[, C]), got shape {images.shape}. "
+            raise MiscnnError(f"images: expected a batch (B, D, H, W[, C]), got shape {images.shape}. "
                              "For one sample call pipeline.augment_sample(image, label, rng).")
         if rng.random() >= self.batch_ratio:
             return images.astype(np.float32), labels
@@ -450,7 +451,7 @@ def augmentation_from_dict(d: dict):
         return (Compose if name == "Compose" else AugmentationPipeline)(**d)
     registry = _registry()
     if name not in registry:
-        raise ValueError(f"augmentation: unknown transform name {name!r}; known: {sorted(registry)}.")
+        raise MiscnnError(f"augmentation: unknown transform name {name!r}; known: {sorted(registry)}.")
     return registry[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 # %% ../nbs/04_augmentation.ipynb #f5670535
@@ -463,7 +464,7 @@ def ct_augmentation(ndim: int = 3, max_angle_deg: float = 16.0, batch_ratio: flo
     brightness, contrast, noise map, CWVRS (p = 0.2), slice skipping / interpolation (3D only), low
     resolution, Gaussian blur; a batch is augmented with probability 0.8 (2D) / 0.9 (3D)."""
     if ndim not in (2, 3):
-        raise ValueError(f"ndim: {ndim} must be 2 (slices) or 3 (patches).")
+        raise MiscnnError(f"ndim: {ndim} must be 2 (slices) or 3 (patches).")
     transforms = [Spatial(max_angle_deg=max_angle_deg, p_rotation=0.2, p_scale=0.2, p_elastic=0.2 if elastic else 0.0)]
     transforms += [Mirror(p=0.5, axes=(1, 2) if ndim == 2 else (0, 1, 2)), Gamma(p=0.3), Brightness(p=0.15),
                    Contrast(p=0.15), NoiseMap(p=0.15), ClusterIntensityShift(p=0.2), GaussianBlur(p=0.1),

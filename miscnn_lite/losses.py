@@ -5,12 +5,13 @@ __all__ = ['LOSSES', 'one_hot_target', 'confusion_sums', 'class_dice', 'Segmenta
            'JaccardLoss', 'tversky_index', 'TverskyLoss', 'FocalTverskyLoss', 'GeneralizedDiceLoss', 'cross_entropy',
            'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'get_loss', 'DiceMetric', 'per_class_dice_metrics']
 
-# %% ../nbs/07_losses.ipynb #c16413a0
+# %% ../nbs/07_losses.ipynb #af43bf77
 import numpy as np
 import keras
 from keras import ops
+from .io import MiscnnError
 
-# %% ../nbs/07_losses.ipynb #f992f8d8
+# %% ../nbs/07_losses.ipynb #bf65f51e
 def one_hot_target(y_true, y_pred):
     """Return `y_true` as float one-hot (B, *spatial, C) matching `y_pred` (B, *spatial, C).
 
@@ -23,12 +24,13 @@ def one_hot_target(y_true, y_pred):
     elif len(y_true.shape) == rank and y_true.shape[-1] == 1:
         labels = ops.squeeze(y_true, axis=-1)
     else:
-        raise ValueError(f"y_true has shape {tuple(y_true.shape)} but y_pred has shape {tuple(y_pred.shape)}: expected "
-                         f"an integer class map (B, ..., 1) or a one-hot map (B, ..., {n_classes}) on the same grid. "
-                         f"If the model's n_classes is wrong, rebuild it with the label's number of classes.")
+        raise MiscnnError(f"y_true has shape {tuple(y_true.shape)} but y_pred has shape {tuple(y_pred.shape)}: "
+                          "expected "
+                          f"an integer class map (B, ..., 1) or a one-hot map (B, ..., {n_classes}) on the same grid. "
+                          f"If the model's n_classes is wrong, rebuild it with the label's number of classes.")
     return ops.cast(ops.one_hot(ops.cast(labels, "int32"), n_classes), y_pred.dtype)
 
-
+# %% ../nbs/07_losses.ipynb #571d9d9f
 def confusion_sums(y_true, y_pred):
     """Soft true positives, false positives and false negatives per sample and class.
 
@@ -39,13 +41,13 @@ def confusion_sums(y_true, y_pred):
     tp = ops.sum(g * y_pred, axis=axes)
     return tp, ops.sum(y_pred, axis=axes) - tp, ops.sum(g, axis=axes) - tp
 
-
+# %% ../nbs/07_losses.ipynb #9026e389
 def class_dice(y_true, y_pred, smooth: float = 1e-5):
     "Soft Dice per sample and class, (B, C): (2·tp + smooth) / (2·tp + fp + fn + smooth)."
     tp, fp, fn = confusion_sums(y_true, y_pred)
     return (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
 
-# %% ../nbs/07_losses.ipynb #e6c1348f
+# %% ../nbs/07_losses.ipynb #443e11a7
 class SegmentationLoss(keras.losses.Loss):
     """Base class: `y_true` integer map (B, ..., 1) or one-hot (B, ..., C); `y_pred` softmax
     (B, ..., C). Subclasses implement `from_sums(tp, fp, fn)` -> (B,) or override `call`.
@@ -55,9 +57,10 @@ class SegmentationLoss(keras.losses.Loss):
         without that class then costs Dice, and a small object's score no longer hangs on one patch."""
     def __init__(self, smooth: float = 1e-5, batch_dice: bool = False, name=None, **kwargs):
         super().__init__(name=name or type(self).__name__, **kwargs)
-        if smooth < 0: raise ValueError(f"smooth={smooth}: expected a small non-negative number such as 1e-5.")
+        if smooth < 0: raise MiscnnError(f"smooth={smooth}: expected a small non-negative number such as 1e-5.")
         if not isinstance(batch_dice, bool):
-            raise ValueError(f"batch_dice={batch_dice!r}: expected True (sums pooled over the batch) or False (per sample).")
+            raise MiscnnError(f"batch_dice={batch_dice!r}: expected True (sums pooled over the batch) or False (per "
+                              "sample).")
         self.smooth, self.batch_dice = float(smooth), batch_dice
 
     def pooled(self, *sums):
@@ -71,11 +74,11 @@ class SegmentationLoss(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth, "batch_dice": self.batch_dice}
 
-
+# %% ../nbs/07_losses.ipynb #f0172b6c
 def _register(cls):
     return keras.saving.register_keras_serializable(package="miscnn_lite")(cls)
 
-
+# %% ../nbs/07_losses.ipynb #e39469a4
 @_register
 class SoftDiceLoss(SegmentationLoss):
     "1 - one soft Dice over all classes pooled (micro average), per sample."
@@ -83,7 +86,7 @@ class SoftDiceLoss(SegmentationLoss):
         tp, fp, fn = (ops.sum(v, axis=-1) for v in (tp, fp, fn))
         return 1 - (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth)
 
-
+# %% ../nbs/07_losses.ipynb #2ce831fe
 @_register
 class ClasswiseDiceLoss(SegmentationLoss):
     """1 - weighted mean over classes of the soft Dice per class (macro average), per sample.
@@ -98,9 +101,10 @@ class ClasswiseDiceLoss(SegmentationLoss):
     def _weights(self, n_classes):
         w = np.ones(n_classes) if self.class_weights is None else np.asarray(self.class_weights, float)
         if len(w) != n_classes:
-            raise ValueError(f"class_weights has {len(w)} values but the model predicts {n_classes} classes: give one weight per class.")
+            raise MiscnnError(f"class_weights has {len(w)} values but the model predicts {n_classes} classes: give one "
+                              "weight per class.")
         if not self.include_background: w = np.concatenate([[0.0], w[1:]])
-        if w.sum() <= 0: raise ValueError(f"class_weights={self.class_weights}: the weights must not all be zero.")
+        if w.sum() <= 0: raise MiscnnError(f"class_weights={self.class_weights}: the weights must not all be zero.")
         return (w / w.sum()).astype("float32")
 
     def from_sums(self, tp, fp, fn):
@@ -108,28 +112,30 @@ class ClasswiseDiceLoss(SegmentationLoss):
         return 1 - ops.sum(dice * ops.convert_to_tensor(self._weights(tp.shape[-1]), dice.dtype), axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "class_weights": self.class_weights, "include_background": self.include_background}
+        return {**super().get_config(), "class_weights": self.class_weights,
+                "include_background": self.include_background}
 
-
+# %% ../nbs/07_losses.ipynb #fac0401b
 @_register
 class JaccardLoss(SegmentationLoss):
     "1 - mean over classes of the soft Jaccard index (IoU) tp / (tp + fp + fn), per sample."
     def from_sums(self, tp, fp, fn):
         return 1 - ops.mean((tp + self.smooth) / (tp + fp + fn + self.smooth), axis=-1)
 
-
+# %% ../nbs/07_losses.ipynb #eefd379e
 def tversky_index(tp, fp, fn, alpha, beta, smooth):
     "Tversky index per class: (tp + smooth) / (tp + alpha·fp + beta·fn + smooth); α=β=0.5 is Dice."
     return (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
 
-
+# %% ../nbs/07_losses.ipynb #83f87b31
 @_register
 class TverskyLoss(SegmentationLoss):
     """1 - mean over classes of the Tversky index. alpha weighs false positives, beta false
     negatives: beta > alpha trades precision for recall (small tumors are found more often)."""
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
-        if alpha < 0 or beta < 0: raise ValueError(f"alpha={alpha}, beta={beta}: both must be >= 0 (alpha + beta = 1 is usual).")
+        if alpha < 0 or beta < 0: raise MiscnnError(f"alpha={alpha}, beta={beta}: both must be >= 0 (alpha + beta = 1 "
+                                                    "is usual).")
         self.alpha, self.beta = float(alpha), float(beta)
 
     def from_sums(self, tp, fp, fn):
@@ -138,14 +144,14 @@ class TverskyLoss(SegmentationLoss):
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
-
+# %% ../nbs/07_losses.ipynb #715ebf26
 @_register
 class FocalTverskyLoss(TverskyLoss):
     """Mean over classes of (1 - Tversky index)^(1/gamma) (Abraham & Khan 2019: gamma = 4/3).
     gamma > 1 raises the loss of classes that are already well segmented less than of hard ones."""
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4 / 3, smooth: float = 1e-5, **kwargs):
         super().__init__(alpha, beta, smooth, **kwargs)
-        if gamma <= 0: raise ValueError(f"gamma={gamma}: expected > 0 (the paper uses 4/3).")
+        if gamma <= 0: raise MiscnnError(f"gamma={gamma}: expected > 0 (the paper uses 4/3).")
         self.gamma = float(gamma)
 
     def from_sums(self, tp, fp, fn):
@@ -155,7 +161,7 @@ class FocalTverskyLoss(TverskyLoss):
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
 
-
+# %% ../nbs/07_losses.ipynb #31605d8e
 @_register
 class GeneralizedDiceLoss(SegmentationLoss):
     """Generalized Dice (Sudre 2017): classes weighted by w_c = 1/(Σg_c)², normalized to sum 1 per
@@ -168,9 +174,10 @@ class GeneralizedDiceLoss(SegmentationLoss):
         w_max = ops.max(w, axis=-1, keepdims=True)
         w = ops.where(present, w, ops.where(w_max > 0, w_max, 1.0))
         w = w / ops.sum(w, axis=-1, keepdims=True)
-        return 1 - (2 * ops.sum(w * tp, axis=-1) + self.smooth) / (ops.sum(w * (2 * tp + fp + fn), axis=-1) + self.smooth)
+        return 1 - (2 * ops.sum(w * tp, axis=-1) + self.smooth) / (ops.sum(w * (2 * tp + fp + fn),
+                                                                           axis=-1) + self.smooth)
 
-# %% ../nbs/07_losses.ipynb #0657c9c3
+# %% ../nbs/07_losses.ipynb #dcf664b3
 def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
     "Mean over voxels of -Σ_c w_c·g_c·log(clip(p_c, eps, 1)): (B,). class_weights: C numbers or None (all 1)."
     g = one_hot_target(y_true, y_pred)
@@ -178,7 +185,7 @@ def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
     if class_weights is not None: ce = ce * ops.convert_to_tensor(np.asarray(class_weights, "float32"), ce.dtype)
     return ops.mean(ops.sum(ce, axis=-1), axis=tuple(range(1, len(y_pred.shape) - 1)))
 
-
+# %% ../nbs/07_losses.ipynb #7ddd3d78
 @_register
 class CrossEntropyLoss(SegmentationLoss):
     """Categorical cross-entropy per sample (mean over voxels), optional class weights. `batch_dice`
@@ -189,14 +196,14 @@ class CrossEntropyLoss(SegmentationLoss):
 
     def call(self, y_true, y_pred):
         if self.class_weights is not None and len(self.class_weights) != y_pred.shape[-1]:
-            raise ValueError(f"class_weights has {len(self.class_weights)} values but the model predicts "
-                             f"{y_pred.shape[-1]} classes: give one weight per class.")
+            raise MiscnnError(f"class_weights has {len(self.class_weights)} values but the model predicts "
+                              f"{y_pred.shape[-1]} classes: give one weight per class.")
         return cross_entropy(y_true, y_pred, self.class_weights)
 
     def get_config(self):
         return {**super().get_config(), "class_weights": self.class_weights}
 
-
+# %% ../nbs/07_losses.ipynb #ce620954
 @_register
 class DiceCELoss(SegmentationLoss):
     """dice_weight · (1 - mean_c Dice_c) + ce_weight · cross-entropy (nnU-Net uses 1 and 1).
@@ -219,7 +226,7 @@ class DiceCELoss(SegmentationLoss):
         return {**super().get_config(), "dice_weight": self.dice_weight, "ce_weight": self.ce_weight,
                 "include_background": self.include_background}
 
-
+# %% ../nbs/07_losses.ipynb #55210da9
 @_register
 class TanimotoCELoss(SegmentationLoss):
     """tanimoto_weight · (1 - mean_c Tanimoto_c) + ce_weight · cross-entropy, per sample.
@@ -238,19 +245,19 @@ class TanimotoCELoss(SegmentationLoss):
     def get_config(self):
         return {**super().get_config(), "tanimoto_weight": self.tanimoto_weight, "ce_weight": self.ce_weight}
 
-# %% ../nbs/07_losses.ipynb #f7765de1
+# %% ../nbs/07_losses.ipynb #8a34f4dd
 LOSSES = {"dice": ClasswiseDiceLoss, "soft_dice": SoftDiceLoss, "jaccard": JaccardLoss, "tversky": TverskyLoss,
           "focal_tversky": FocalTverskyLoss, "generalized_dice": GeneralizedDiceLoss,
           "cross_entropy": CrossEntropyLoss, "dice_ce": DiceCELoss, "tanimoto_ce": TanimotoCELoss}
 
-
+# %% ../nbs/07_losses.ipynb #2057c9e5
 def get_loss(name: str, **kwargs) -> SegmentationLoss:
     "The loss registered under `name` (see `LOSSES`), built with `kwargs`."
     if name not in LOSSES:
-        raise ValueError(f"loss {name!r} is unknown; expected one of {sorted(LOSSES)}.")
+        raise MiscnnError(f"loss {name!r} is unknown; expected one of {sorted(LOSSES)}.")
     return LOSSES[name](**kwargs)
 
-# %% ../nbs/07_losses.ipynb #8871e9a4
+# %% ../nbs/07_losses.ipynb #e60a3b57
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class DiceMetric(keras.metrics.Metric):
     """Hard Dice of one class, accumulated over batches: 2·tp / (2·tp + fp + fn) of argmax predictions.
@@ -259,13 +266,15 @@ class DiceMetric(keras.metrics.Metric):
     def __init__(self, class_id: int, name=None, smooth: float = 1e-5, **kwargs):
         super().__init__(name=name or f"dice_{class_id}", **kwargs)
         self.class_id, self.smooth = int(class_id), float(smooth)
-        self.tp, self.fp, self.fn = (self.add_variable(shape=(), initializer="zeros", name=n) for n in ("tp", "fp", "fn"))
+        self.tp, self.fp, self.fn = (self.add_variable(shape=(), initializer="zeros", name=n) for n in ("tp", "fp",
+                                                                                                        "fn"))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_pred = ops.convert_to_tensor(y_pred)
         n_classes = y_pred.shape[-1]
         if not 0 <= self.class_id < n_classes:
-            raise ValueError(f"DiceMetric(class_id={self.class_id}) but the model predicts {n_classes} classes (0..{n_classes - 1}).")
+            raise MiscnnError(f"DiceMetric(class_id={self.class_id}) but the model predicts {n_classes} classes "
+                              f"(0..{n_classes - 1}).")
         g = one_hot_target(ops.convert_to_tensor(y_true), y_pred)[..., self.class_id]
         p = ops.cast(ops.argmax(y_pred, axis=-1) == self.class_id, g.dtype)
         tp = ops.sum(g * p)
@@ -282,11 +291,11 @@ class DiceMetric(keras.metrics.Metric):
     def get_config(self):
         return {**super().get_config(), "class_id": self.class_id, "smooth": self.smooth}
 
-
+# %% ../nbs/07_losses.ipynb #452a0817
 def per_class_dice_metrics(n_classes: int, class_names=None, include_background: bool = False):
     """One `DiceMetric` per class, named `dice_<class name>` (KiTS19: class_names=['background',
     'kidney', 'tumor'] gives dice_kidney, dice_tumor)."""
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
     if len(names) != n_classes:
-        raise ValueError(f"class_names has {len(names)} entries for n_classes={n_classes}: give one name per class.")
+        raise MiscnnError(f"class_names has {len(names)} entries for n_classes={n_classes}: give one name per class.")
     return [DiceMetric(c, name=f"dice_{names[c]}") for c in range(0 if include_background else 1, n_classes)]

@@ -4,14 +4,16 @@
 __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLINGS', 'SliceConv3D', 'ShuffleConv3DTranspose',
            'normalization_layer', 'activation_layer', 'conv_norm_act', 'conv_block', 'unet', 'standard_unet',
            'nnunet_like', 'residual_unet', 'dense_unet', 'msd_net', 'average_ensemble', 'stacking_ensemble',
-           'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'load_model']
+           'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'seed_weights', 'load_model']
 
 # %% ../nbs/06_models.ipynb #ebe1d2ab
 from pathlib import Path
 
-import numpy as np
 import keras
+import numpy as np
 from keras import layers, ops
+
+from .io import MiscnnError, check_seed
 
 # %% ../nbs/06_models.ipynb #0700e024
 def _tensorflow_backend() -> bool:
@@ -49,17 +51,20 @@ class SliceConv3D(layers.Conv3D):
         taps = ops.split(ops.reshape(z, (-1, d, zs[1], zs[2], kd * c_out)), kd, axis=-1)
         out_d, before, total = _same_padding(d, (kd - 1) * rd + 1, sd)
         out = None
-        for t, tap in enumerate(taps):                               # output slice j reads tap t at slice j·sd + t·rd − before
+        # output slice j reads tap t at slice j·sd + t·rd − before
+        for t, tap in enumerate(taps):
             size = ops.shape(tap)
             if sd == 1:                                              # `before` is a Python int here
                 shift = t * rd - before
                 padded = ops.pad(tap, [[0, 0], [max(-shift, 0), max(shift, 0)], [0, 0], [0, 0], [0, 0]])
-                piece = ops.slice(padded, [0, max(shift, 0), 0, 0, 0], size)   # slice, not [...]: its gradient is a cheap pad
-            else:                                                    # every sd-th slice of a window: reshape, keep the first
+                piece = ops.slice(padded, [0, max(shift, 0), 0, 0, 0],
+                                  size)   # slice, not [...]: its gradient is a cheap pad
+            else:                        # every sd-th slice of a window: reshape, keep the first
                 padded = ops.pad(tap, [[0, 0], [before, total - before + sd], [0, 0], [0, 0], [0, 0]])
                 window = ops.slice(padded, [0, t * rd, 0, 0, 0], [size[0], out_d * sd, size[2], size[3], size[4]])
                 window = ops.reshape(window, (-1, out_d, sd, size[2], size[3], size[4]))
-                piece = ops.reshape(ops.slice(window, [0, 0, 0, 0, 0, 0], [size[0], out_d, 1, size[2], size[3], size[4]]),
+                piece = ops.reshape(ops.slice(window, [0, 0, 0, 0, 0, 0], [size[0], out_d, 1, size[2], size[3],
+                                                                           size[4]]),
                                     (-1, out_d, size[2], size[3], size[4]))
             out = piece if out is None else out + piece
         return out
@@ -96,7 +101,7 @@ DOWNSAMPLINGS = ("maxpool", "strided")
 def _check_choice(name: str, value, choices) -> None:
     "Raise a ValueError naming parameter `name` unless `value` is one of `choices`."
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(choices)}.")
+        raise MiscnnError(f"{name}={value!r} is not supported; expected one of {list(choices)}.")
 
 
 def _conv_cls(ndim: int, transpose: bool = False):
@@ -143,11 +148,12 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
                activation="relu", dropout=0.0, strides=1):
     """One U-Net level's convolutions: (batch, *spatial, C) -> (batch, *spatial / strides, filters).
 
-    block: 'plain' | 'residual' | 'dense' (see above). strides=2 makes the first convolution
+    block: 'plain' (n_convs convolutions), 'residual' (plus a 1×1 shortcut added before the last
+    activation) or 'dense' (each convolution sees all earlier outputs). strides=2 makes the first convolution
     halve the resolution (nnU-Net's down-sampling). dropout: rate of a Dropout layer after the
     block (0 = none)."""
     _check_choice("block", block, BLOCKS)
-    if n_convs < 1: raise ValueError(f"n_convs={n_convs}: a block needs at least 1 convolution.")
+    if n_convs < 1: raise MiscnnError(f"n_convs={n_convs}: a block needs at least 1 convolution.")
     kw = dict(ndim=ndim, normalization=normalization, activation=activation)
     if block == "plain":
         for i in range(n_convs): x = conv_norm_act(x, filters, strides=strides if i == 0 else 1, **kw)
@@ -167,13 +173,13 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
 # %% ../nbs/06_models.ipynb #1829a3bd
 def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout):
     if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes={n_classes!r}: need an int >= 2 (background counts as a class; "
-                         "KiTS19 has 3: background, kidney, tumor).")
-    if in_channels < 1: raise ValueError(f"in_channels={in_channels}: need >= 1 image channel.")
-    if ndim not in (2, 3): raise ValueError(f"ndim={ndim!r}: expected 2 (slices) or 3 (volumes).")
-    if depth < 1: raise ValueError(f"depth={depth}: need at least one down-sampling step (depth >= 1).")
-    if base_filters < 1: raise ValueError(f"base_filters={base_filters}: need >= 1.")
-    if not 0 <= dropout < 1: raise ValueError(f"dropout={dropout}: expected a rate in [0, 1).")
+        raise MiscnnError(f"n_classes={n_classes!r}: need an int >= 2 (background counts as a class; "
+                          "KiTS19 has 3: background, kidney, tumor).")
+    if in_channels < 1: raise MiscnnError(f"in_channels={in_channels}: need >= 1 image channel.")
+    if ndim not in (2, 3): raise MiscnnError(f"ndim={ndim!r}: expected 2 (slices) or 3 (volumes).")
+    if depth < 1: raise MiscnnError(f"depth={depth}: need at least one down-sampling step (depth >= 1).")
+    if base_filters < 1: raise MiscnnError(f"base_filters={base_filters}: need >= 1.")
+    if not 0 <= dropout < 1: raise MiscnnError(f"dropout={dropout}: expected a rate in [0, 1).")
 
 
 def _upsample(x, filters, ndim, upsampling):
@@ -268,7 +274,7 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
     layer i (0-based) uses dilation (i mod max_dilation) + 1."""
     _validate_unet_args(n_classes, in_channels, ndim, depth, 1, 0.0)
     if width < 1 or max_dilation < 1:
-        raise ValueError(f"width={width}, max_dilation={max_dilation}: both must be >= 1.")
+        raise MiscnnError(f"width={width}, max_dilation={max_dilation}: both must be >= 1.")
     inputs = keras.Input((None,) * ndim + (in_channels,), name="image")
     x = inputs
     for i in range(depth):
@@ -280,19 +286,21 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
 def _members(models, top_k=None, scores=None):
     "Check members share one input/output contract; keep the `top_k` best by `scores`."
     models = list(models)
-    if not models: raise ValueError("models is empty: pass at least one keras.Model.")
+    if not models: raise MiscnnError("models is empty: pass at least one keras.Model.")
     if scores is not None:
         if len(scores) != len(models):
-            raise ValueError(f"scores has {len(scores)} values but there are {len(models)} models: give one score per model.")
+            raise MiscnnError(f"scores has {len(scores)} values but there are {len(models)} models: "
+                              "give one score per model.")
         models = [models[i] for i in np.argsort(-np.asarray(scores, float), kind="stable")]
     if top_k is not None:
-        if not 1 <= top_k <= len(models): raise ValueError(f"top_k={top_k}: expected 1..{len(models)}.")
+        if not 1 <= top_k <= len(models): raise MiscnnError(f"top_k={top_k}: expected 1..{len(models)}.")
         models = models[:top_k]
     ref_in, ref_out = tuple(models[0].inputs[0].shape), tuple(_main_output(models[0]).shape)
     for i, m in enumerate(models):
         if tuple(m.inputs[0].shape) != ref_in or tuple(_main_output(m).shape) != ref_out:
-            raise ValueError(f"model {i} ({m.name}) maps {tuple(m.inputs[0].shape)} -> {tuple(_main_output(m).shape)}, "
-                             f"but model 0 maps {ref_in} -> {ref_out}: ensemble members need the same contract.")
+            raise MiscnnError(f"model {i} ({m.name}) maps {tuple(m.inputs[0].shape)} -> "
+                              f"{tuple(_main_output(m).shape)}, "
+                              f"but model 0 maps {ref_in} -> {ref_out}: ensemble members need the same contract.")
     for i, m in enumerate(models): m.name = f"member_{i}"
     return models
 
@@ -341,7 +349,9 @@ def stacking_ensemble(models, top_k: int | None = None, scores=None, name: str =
     combiner = _conv_cls(ndim)(n_classes, 1, name="combiner")
     y = layers.Activation("softmax", dtype="float32", name="output")(combiner(cat))
     k = len(models)
-    kernel = np.tile(np.eye(n_classes, dtype="float32") * init_scale / k, (k, 1)).reshape((1,) * ndim + (k * n_classes, n_classes))
+    kernel = np.tile(np.eye(n_classes, dtype="float32") * init_scale / k, (k, 1)).reshape((1,
+                                                                                           ) * ndim + (k * n_classes,
+                                                                                                       n_classes))
     combiner.set_weights([kernel, np.zeros(n_classes, "float32")])
     return keras.Model(x, y, name=name)
 
@@ -365,8 +375,8 @@ def slice_model(network: keras.Model, name: str | None = None) -> keras.Model:
     patches: (batch, 1, h, w, C) -> (batch, 1, h, w, n). Weights are shared with `network`."""
     in_shape = tuple(network.inputs[0].shape)
     if len(in_shape) != 4:
-        raise ValueError(f"slice_model: network '{network.name}' has input shape {in_shape}; expected a 2D network "
-                         "(batch, h, w, channels). Build it with ndim=2.")
+        raise MiscnnError(f"slice_model: network '{network.name}' has input shape {in_shape}; expected a 2D network "
+                          "(batch, h, w, channels). Build it with ndim=2.")
     x = keras.Input((1,) + in_shape[1:], name="slices")
     outputs = [AddDepth(dtype="float32")(y) for y in keras.tree.flatten(network(DropDepth()(x)))]
     return keras.Model(x, outputs if len(outputs) > 1 else outputs[0], name=name or f"{network.name}_slices")
@@ -396,34 +406,76 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
 
     patch_shape: (d, h, w) voxels (or (h, w) for ndim=2); None skips the spatial checks."""
     name = f"model '{model.name}'"
-    if len(model.inputs) != 1: raise ValueError(f"{name} has {len(model.inputs)} inputs; expected 1 image input.")
+    if len(model.inputs) != 1: raise MiscnnError(f"{name} has {len(model.inputs)} inputs; expected 1 image input.")
     in_shape = tuple(model.inputs[0].shape)
     if len(in_shape) != ndim + 2:
-        raise ValueError(f"{name} input shape {in_shape} has {len(in_shape) - 2} spatial axes; expected ndim={ndim} "
-                         f"(batch, {'d, h, w' if ndim == 3 else 'h, w'}, channels). Build the model with ndim={ndim}.")
+        raise MiscnnError(f"{name} input shape {in_shape} has {len(in_shape) - 2} spatial axes; expected ndim={ndim} "
+                          f"(batch, {'d, h, w' if ndim == 3 else 'h, w'}, channels). Build the model with ndim={ndim}.")
     if in_shape[-1] != in_channels:
-        raise ValueError(f"{name} expects {in_shape[-1]} input channels, but the data has {in_channels}: "
-                         f"build it with in_channels={in_channels} or change the preprocessing.")
+        raise MiscnnError(f"{name} expects {in_shape[-1]} input channels, but the data has {in_channels}: "
+                          f"build it with in_channels={in_channels} or change the preprocessing.")
     for out in model.outputs:
         if out.shape[-1] != n_classes:
-            raise ValueError(f"{name} outputs {out.shape[-1]} classes, but the labels have {n_classes} classes "
-                             f"(incl. background): build it with n_classes={n_classes}.")
+            raise MiscnnError(f"{name} outputs {out.shape[-1]} classes, but the labels have {n_classes} classes "
+                              f"(incl. background): build it with n_classes={n_classes}.")
     if patch_shape is None: return
     patch_shape = tuple(int(p) for p in patch_shape)
-    if len(patch_shape) != ndim: raise ValueError(f"patch_shape={patch_shape} has {len(patch_shape)} axes; expected {ndim}.")
+    if len(patch_shape) != ndim:
+        raise MiscnnError(f"patch_shape={patch_shape} has {len(patch_shape)} axes; expected {ndim}.")
     fixed = [(i, s) for i, s in enumerate(in_shape[1:-1]) if s is not None and s != patch_shape[i]]
-    if fixed: raise ValueError(f"{name} only accepts spatial shape {in_shape[1:-1]}, got patch_shape={patch_shape}.")
+    if fixed: raise MiscnnError(f"{name} only accepts spatial shape {in_shape[1:-1]}, got patch_shape={patch_shape}.")
     f = downsampling_factor(model)
     free = [s is None for s in in_shape[1:-1]]            # axes the model leaves open (a slice model fixes d = 1)
     if any(p % f for p, o in zip(patch_shape, free) if o):
         ok = tuple(max(f, int(np.ceil(p / f)) * f) if o else p for p, o in zip(patch_shape, free))
-        raise ValueError(f"patch_shape={patch_shape} is incompatible with {name}: it halves the patch "
-                         f"{int(np.log2(f))} times, so every side must be divisible by {f}; e.g. use {ok}.")
+        raise MiscnnError(f"patch_shape={patch_shape} is incompatible with {name}: it halves the patch "
+                          f"{int(np.log2(f))} times, so every side must be divisible by {f}; e.g. use {ok}.")
     spec = model.compute_output_spec(keras.KerasTensor((1,) + patch_shape + (in_channels,)))
     for out in (spec if isinstance(spec, (list, tuple)) else [spec]):
         if tuple(out.shape[1:-1]) != patch_shape:
-            raise ValueError(f"{name} maps patch {patch_shape} to {tuple(out.shape[1:-1])}; "
-                             "segmentation needs the same spatial shape in and out ('same' padding).")
+            raise MiscnnError(f"{name} maps patch {patch_shape} to {tuple(out.shape[1:-1])}; "
+                              "segmentation needs the same spatial shape in and out ('same' padding).")
+
+# %% ../nbs/06_models.ipynb #3b0645e7
+def _weight_layers(layer):
+    "The layers under `layer` that own variables, depth first through nested models and wrappers."
+    inner = getattr(layer, "layers", None)
+    if inner is None and isinstance(getattr(layer, "layer", None), layers.Layer):
+        inner = [layer.layer]                          # a wrapper such as TimeDistributed
+    if inner is None:
+        yield layer
+        return
+    for sub in inner:
+        yield from _weight_layers(sub)
+
+def seed_weights(model: keras.Model, seed: int) -> keras.Model:
+    """Redraw every weight of `model` from its layer's initializer seeded by `(seed, index)`; returns `model`.
+
+    Dropout layers' random states are reset from the seed as well. Raises if a weight has no
+    initializer to redraw it from (a custom layer must expose `<weight name>_initializer`)."""
+    seed, done = check_seed(seed), {}
+    for layer in _weight_layers(model):
+        for var in layer.variables:
+            if id(var) in done:
+                continue                               # shared between layers: drawn once
+            derived = int(np.random.SeedSequence([seed, len(done)]).generate_state(1)[0] >> 1)
+            if var.name == "seed_generator_state":
+                var.assign(np.array([derived, 0], dtype=var.dtype))
+            else:
+                init = getattr(layer, f"{var.name}_initializer", None)
+                if init is None:
+                    raise MiscnnError(f"seed_weights: weight {var.path!r} of layer {layer.name!r} has no "
+                                      f"`{var.name}_initializer`; give the layer one, or pass "
+                                      "initial_weights='keep' to keep the weights it has.")
+                config = init.get_config()
+                if "seed" in config:
+                    init = type(init).from_config({**config, "seed": derived})
+                var.assign(init(var.shape, dtype=var.dtype))
+            done[id(var)] = var
+    missing = [w.path for w in model.weights if id(w) not in done]
+    if missing:
+        raise MiscnnError(f"seed_weights: weights {missing[:3]} were not reached; pass initial_weights='keep'.")
+    return model
 
 # %% ../nbs/06_models.ipynb #45db75cc
 def load_model(path, compile: bool = False) -> keras.Model:
@@ -434,15 +486,15 @@ def load_model(path, compile: bool = False) -> keras.Model:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: model file not found.")
     if path.suffix != ".keras":
-        raise ValueError(f"{path}: expected a Keras 3 '.keras' file, got '{path.suffix}'. "
-                         "Re-save the model with model.save('model.keras').")
+        raise MiscnnError(f"{path}: expected a Keras 3 '.keras' file, got '{path.suffix}'. "
+                          "Re-save the model with model.save('model.keras').")
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except ValueError as e:
         if "Lambda" in str(e) or "lambda" in str(e):
-            raise ValueError(f"{path}: refused to load a model containing a Lambda layer. A Lambda layer stores "
-                             "Python bytecode that would run on this machine when the file is loaded, so safe mode "
-                             "blocks it. If you wrote the file yourself and trust it, load it with "
-                             "keras.saving.load_model(path, safe_mode=False); better, replace the Lambda with a "
-                             "registered layer (keras.saving.register_keras_serializable).") from e
+            raise MiscnnError(f"{path}: refused to load a model containing a Lambda layer. A Lambda layer stores "
+                              "Python bytecode that would run on this machine when the file is loaded, so safe mode "
+                              "blocks it. If you wrote the file yourself and trust it, load it with "
+                              "keras.saving.load_model(path, safe_mode=False); better, replace the Lambda with a "
+                              "registered layer (keras.saving.register_keras_serializable).") from e
         raise

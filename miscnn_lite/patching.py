@@ -10,6 +10,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .io import MiscnnError
+
 # %% auto #0
 __all__ = ['ANALYSIS_MODES', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape', 'pad_to_shape',
            'crop_pads', 'class_locations', 'PatchSampler', 'slab_channels', 'SliceSampler', 'sampler_from_dict',
@@ -24,7 +26,7 @@ def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
         return image[..., None]
     if image.ndim == 4:
         return image
-    raise ValueError(f"{name}: expected a (D, H, W) or (D, H, W, C) array, got shape {image.shape} "
+    raise MiscnnError(f"{name}: expected a (D, H, W) or (D, H, W, C) array, got shape {image.shape} "
                      f"(ndim {image.ndim}). Add/remove axes so the slice axis comes first and channels last.")
 
 
@@ -32,10 +34,10 @@ def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "la
     "Check that `label` is a (D, H, W) integer map on the grid `spatial_shape`; return it as an array."
     label = np.asarray(label)
     if label.shape != tuple(spatial_shape):
-        raise ValueError(f"{name}: shape {label.shape} does not match the image grid {tuple(spatial_shape)}. "
+        raise MiscnnError(f"{name}: shape {label.shape} does not match the image grid {tuple(spatial_shape)}. "
                          "The label must be (D, H, W) on the same voxels as the image (no channel axis).")
     if not np.issubdtype(label.dtype, np.integer) and not np.issubdtype(label.dtype, np.bool_):
-        raise ValueError(f"{name}: dtype {label.dtype} is not an integer class map. "
+        raise MiscnnError(f"{name}: dtype {label.dtype} is not an integer class map. "
                          "Convert it with label.astype(np.uint8) after rounding.")
     return label
 
@@ -46,28 +48,29 @@ ANALYSIS_MODES = ("fullimage", "slice", "slab", "patch")
 def resolve_patch_shape(patch_shape: Sequence[int | None], image_shape: Sequence[int]) -> tuple[int, int, int]:
     "Replace `None` entries of a (d, h, w) `patch_shape` by the extent of `image_shape` (D, H, W)."
     if len(patch_shape) != 3:
-        raise ValueError(f"patch_shape: expected 3 entries (d, h, w), got {tuple(patch_shape)}. "
+        raise MiscnnError(f"patch_shape: expected 3 entries (d, h, w), got {tuple(patch_shape)}. "
                          "Use 1 for the slice axis of a 2D patch, e.g. (1, 128, 128).")
     out = tuple(int(s) if p is None else p for p, s in zip(patch_shape, image_shape[:3]))
     if any(not isinstance(p, (int, np.integer)) or p < 1 for p in out):
-        raise ValueError(f"patch_shape: entries must be positive integers or None, got {tuple(patch_shape)}.")
+        raise MiscnnError(f"patch_shape: entries must be positive integers or None, got {tuple(patch_shape)}.")
     return tuple(int(p) for p in out)
 
 
 def analysis_patch_shape(mode: str, patch_shape: Sequence[int] | None = None) -> tuple:
     "The (d, h, w) patch shape (None = whole axis) of an analysis `mode` in `ANALYSIS_MODES`."
     if mode not in ANALYSIS_MODES:
-        raise ValueError(f"mode: {mode!r} is not one of {ANALYSIS_MODES}.")
+        raise MiscnnError(f"mode: {mode!r} is not one of {ANALYSIS_MODES}.")
     if mode == "fullimage":
         return (None, None, None)
     if mode in ("slice", "slab"):
         if patch_shape is None:
             return (1, None, None)
         if len(patch_shape) != 2:
-            raise ValueError(f"patch_shape: mode {mode!r} takes an in-plane (h, w) crop or None, got {tuple(patch_shape)}.")
+            raise MiscnnError(f"patch_shape: mode {mode!r} takes an in-plane (h, w) crop or None, got "
+                              f"{tuple(patch_shape)}.")
         return (1, *patch_shape)
     if patch_shape is None or len(patch_shape) != 3:
-        raise ValueError(f"patch_shape: mode 'patch' needs a (d, h, w) shape, got {patch_shape}. "
+        raise MiscnnError(f"patch_shape: mode 'patch' needs a (d, h, w) shape, got {patch_shape}. "
                          "E.g. patch_shape=(80, 160, 160) as in the KiTS19 paper.")
     return tuple(patch_shape)
 
@@ -109,7 +112,7 @@ def class_locations(label: np.ndarray, classes: Iterable[int], max_per_class: in
 # %% ../nbs/03_patching.ipynb #0cb12558
 def _check_fraction(value, name):
     if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name}: {value} is not a probability in [0, 1].")
+        raise MiscnnError(f"{name}: {value} is not a probability in [0, 1].")
 
 
 def _present_classes(wanted, label, locations) -> list[int]:
@@ -121,7 +124,7 @@ def _present_classes(wanted, label, locations) -> list[int]:
     else:
         present = [c for c in wanted if (label == c).any()]
     if wanted is not None and not present:
-        raise ValueError(f"foreground_classes: none of {wanted} occurs in this label (classes present: "
+        raise MiscnnError(f"foreground_classes: none of {wanted} occurs in this label (classes present: "
                          f"{sorted(int(c) for c in np.unique(label))}). Choose classes that occur, or set "
                          "foreground_classes=None to use any foreground.")
     return present
@@ -167,13 +170,13 @@ class PatchSampler:
         if self.foreground_classes is not None:
             self.foreground_classes = tuple(int(c) for c in self.foreground_classes)
             if not self.foreground_classes or min(self.foreground_classes) < 1:
-                raise ValueError(f"foreground_classes: {self.foreground_classes} must be non-empty labels >= 1 "
+                raise MiscnnError(f"foreground_classes: {self.foreground_classes} must be non-empty labels >= 1 "
                                  "(0 is background); e.g. (1, 2) for KiTS19 kidney and tumor.")
         if self.slab_neighbours < 0 or (self.slab_neighbours and self.patch_shape[0] != 1):
-            raise ValueError(f"slab_neighbours: {self.slab_neighbours} needs patch_shape[0] == 1 and k >= 0, "
+            raise MiscnnError(f"slab_neighbours: {self.slab_neighbours} needs patch_shape[0] == 1 and k >= 0, "
                              f"got patch_shape {self.patch_shape}. Use analysis_patch_shape('slab').")
         if self.max_tries < 1:
-            raise ValueError(f"max_tries: {self.max_tries} must be >= 1.")
+            raise MiscnnError(f"max_tries: {self.max_tries} must be >= 1.")
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                  locations: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +213,7 @@ class PatchSampler:
 def slab_channels(volume: np.ndarray, k: int) -> np.ndarray:
     "(D, H, W[, C]) -> (D, H, W, C·(2k+1)): slices z-k … z+k (edges repeated) as channels of slice z."
     if k < 0:
-        raise ValueError(f"slab_neighbours: {k} must be >= 0.")
+        raise MiscnnError(f"slab_neighbours: {k} must be >= 0.")
     v = as_channels_last(volume, "volume")
     idx = np.clip(np.arange(len(v))[:, None] + np.arange(-k, k + 1)[None], 0, len(v) - 1)   # (D, 2k+1)
     return np.moveaxis(v[idx], 1, 3).reshape(*v.shape[:3], -1)
@@ -218,13 +221,14 @@ def slab_channels(volume: np.ndarray, k: int) -> np.ndarray:
 # %% ../nbs/03_patching.ipynb #afa6a11f
 @dataclass
 class SliceSampler:
-    "Draw `n_slices` axial slices `(N, H, W, C)`, `(N, H, W)` from a case, foreground slices only if `exclude_background`."
+    """Draw `n_slices` axial slices `(N, H, W, C)`, `(N, H, W)` from a case, foreground slices only if
+    `exclude_background`."""
     n_slices: int = 16
     exclude_background: bool = True
 
     def __post_init__(self):
         if self.n_slices < 1:
-            raise ValueError(f"n_slices: {self.n_slices} must be >= 1 (the CT-cues paper uses 16).")
+            raise MiscnnError(f"n_slices: {self.n_slices} must be >= 1 (the CT-cues paper uses 16).")
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         image = as_channels_last(image)
@@ -232,7 +236,7 @@ class SliceSampler:
         candidates = (np.flatnonzero(label.reshape(len(label), -1).any(axis=1)) if self.exclude_background
                       else np.arange(len(label)))
         if len(candidates) == 0:
-            raise ValueError("SliceSampler: this label has no foreground slice, so exclude_background=True "
+            raise MiscnnError("SliceSampler: this label has no foreground slice, so exclude_background=True "
                              "leaves nothing to sample. Drop the case or set exclude_background=False.")
         z = np.sort(rng.choice(candidates, self.n_slices, replace=len(candidates) < self.n_slices))
         return np.array(image[z]), np.array(label[z])
@@ -245,24 +249,24 @@ def sampler_from_dict(d: dict):
     "Rebuild a `PatchSampler` or `SliceSampler` from its `to_dict()` (e.g. read back from a plan file)."
     samplers = {"PatchSampler": PatchSampler, "SliceSampler": SliceSampler}
     if d.get("name") not in samplers:
-        raise ValueError(f"sampler: unknown name {d.get('name')!r}; expected one of {sorted(samplers)}.")
+        raise MiscnnError(f"sampler: unknown name {d.get('name')!r}; expected one of {sorted(samplers)}.")
     return samplers[d["name"]](**{k: v for k, v in d.items() if k != "name"})
 
 # %% ../nbs/03_patching.ipynb #0a560cad
 def _per_axis(value, name, n=3) -> tuple:
     values = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value,) * n
     if len(values) != n:
-        raise ValueError(f"{name}: expected one value or {n}, got {value}.")
+        raise MiscnnError(f"{name}: expected one value or {n}, got {value}.")
     return values
 
 
 def grid_starts(size: int, patch: int, overlap: float) -> list[int]:
     "Start indices of patches of length `patch` tiling an axis of length `size` with `overlap` in [0, 1)."
     if not 0 <= overlap < 1:
-        raise ValueError(f"overlap: {overlap} must satisfy 0 <= overlap < 1 (0.5 = half a patch shared "
+        raise MiscnnError(f"overlap: {overlap} must satisfy 0 <= overlap < 1 (0.5 = half a patch shared "
                          "with each neighbour, as nnU-Net).")
     if patch > size:
-        raise ValueError(f"patch_shape: patch length {patch} exceeds the image length {size}. Pad the image "
+        raise MiscnnError(f"patch_shape: patch length {patch} exceeds the image length {size}. Pad the image "
                          "first (pad_to_shape) or call sliding_window_predict, which pads for you.")
     n = min(math.ceil((size - patch) / (patch * (1 - overlap))) + 1, size - patch + 1)   # steps >= 1 voxel
     return [int(round(s)) for s in np.linspace(0, size - patch, n)] if n > 1 else [0]
@@ -281,11 +285,12 @@ def patch_grid(shape: Sequence[int], patch_shape: Sequence[int], overlap: float 
 
 # %% ../nbs/03_patching.ipynb #b820c4b7
 def patch_weights(patch_shape: Sequence[int], weighting: str = "gaussian", sigma_scale: float = 1 / 8) -> np.ndarray:
-    "(d, h, w) float64 weights of one patch: ones for 'mean', a Gaussian with σ = patch·sigma_scale, max 1, for 'gaussian'."
+    """(d, h, w) float64 weights of one patch: ones for 'mean', a Gaussian with σ = patch·sigma_scale,
+    max 1, for 'gaussian'."""
     if weighting == "mean":
         return np.ones(tuple(patch_shape))
     if weighting != "gaussian":
-        raise ValueError(f"weighting: {weighting!r} is not 'gaussian' or 'mean'.")
+        raise MiscnnError(f"weighting: {weighting!r} is not 'gaussian' or 'mean'.")
     axes = [np.exp(-0.5 * ((np.arange(p) - (p - 1) / 2) / (p * sigma_scale)) ** 2) for p in patch_shape]
     w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     return w / w.max()
@@ -304,14 +309,14 @@ class PatchAccumulator:
 
     def add(self, slices: tuple, prediction: np.ndarray):
         if prediction.shape != (*self.patch_shape, self.total.shape[-1]):
-            raise ValueError(f"prediction: shape {prediction.shape} does not match the patch "
+            raise MiscnnError(f"prediction: shape {prediction.shape} does not match the patch "
                              f"{(*self.patch_shape, self.total.shape[-1])} (d, h, w, n_classes).")
         self.total[slices] += prediction * self.weights[..., None]
         self.weight_sum[slices] += self.weights
 
     def result(self) -> np.ndarray:
         if (self.weight_sum <= 0).any():
-            raise ValueError(f"{int((self.weight_sum <= 0).sum())} voxels were not covered by any patch; "
+            raise MiscnnError(f"{int((self.weight_sum <= 0).sum())} voxels were not covered by any patch; "
                              "build the patches with patch_grid(shape, patch_shape, overlap).")
         return (self.total / self.weight_sum[..., None]).astype(np.float32)
 
@@ -326,7 +331,7 @@ def merge_patches(predictions: Iterable[np.ndarray], slices: Iterable[tuple], sh
             acc = PatchAccumulator(shape, p.shape[-1], p.shape[:3], weighting)
         acc.add(s, p)
     if acc is None:
-        raise ValueError("predictions: no patch was given to merge.")
+        raise MiscnnError("predictions: no patch was given to merge.")
     return acc.result()
 
 # %% ../nbs/03_patching.ipynb #eb01475b
@@ -336,7 +341,7 @@ def mirror_tta(predict: Callable[[np.ndarray], np.ndarray], axes: Sequence[int] 
     `axes` are spatial: 0 = slice (z), 1 = rows (y), 2 = columns (x). 2**len(axes) calls per batch."""
     axes = tuple(axes)
     if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-        raise ValueError(f"mirror_axes: {axes} must be distinct spatial axes among 0 (z), 1 (y), 2 (x).")
+        raise MiscnnError(f"mirror_axes: {axes} must be distinct spatial axes among 0 (z), 1 (y), 2 (x).")
     subsets = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
     def predict_mirrored(batch: np.ndarray) -> np.ndarray:
@@ -376,7 +381,7 @@ def sliding_window_predict(volume: np.ndarray, patch_shape: Sequence[int], overl
         (D, H, W, n_classes) float32 merged predictions."""
     volume = as_channels_last(volume, "volume")
     if batch_size < 1:
-        raise ValueError(f"batch_size: {batch_size} must be >= 1.")
+        raise MiscnnError(f"batch_size: {batch_size} must be >= 1.")
     patch_shape = resolve_patch_shape(patch_shape, volume.shape)
     padded, pads = pad_to_shape(volume, patch_shape, float(volume.min()))
     grid = patch_grid(padded.shape[:3], patch_shape, overlap)
@@ -389,7 +394,7 @@ def sliding_window_predict(volume: np.ndarray, patch_shape: Sequence[int], overl
     for slices, batch in batches:
         out = np.asarray(predict(batch))
         if out.ndim != 5 or out.shape[:4] != batch.shape[:4]:
-            raise ValueError(f"predict: returned shape {out.shape} for a batch {batch.shape}; expected "
+            raise MiscnnError(f"predict: returned shape {out.shape} for a batch {batch.shape}; expected "
                              f"{batch.shape[:4] + ('n_classes',)} (same patch grid, classes last).")
         if acc is None:
             acc = PatchAccumulator(padded.shape, out.shape[-1], patch_shape, weighting)

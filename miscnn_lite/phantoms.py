@@ -11,13 +11,14 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .io import (Case, KiTS19Reader, NnUNetReader, atomic_path, affine_from_spacing,
+from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, atomic_path, affine_from_spacing,
                             case_from_arrays, check_spacing, open_dataset, orientation_from_affine, save_case)
 
 # %% auto #0
-__all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'fov_grid',
-           'Ellipsoid', 'smooth_field', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors',
-           'sample_anatomy', 'kidney_regions', 'render_anatomy', 'Acquisition', 'sample_acquisition', 'scanner_effects',
+__all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
+           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'fov_grid', 'Ellipsoid', 'smooth_field',
+           'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy',
+           'kidney_regions', 'render_anatomy', 'Acquisition', 'sample_acquisition', 'scanner_effects',
            'stored_orientation', 'plan_phantom', 'generate_phantom', 'phantom_dataset_plan', 'make_phantom_dataset',
            'describe_phantoms', 'WindowBaseline', 'best_hu_window', 'window_dice']
 
@@ -137,9 +138,30 @@ TISSUE_HU: dict[str, tuple[float, float]] = {
     "bone_cortical": (600, 1000), "bone_cancellous": (250, 400), "disc": (70, 110), "csf": (0, 20),
 }   # (low, high) HU per tissue; a case draws one value uniformly in each range
 
-def sample_tissue_hu(rng: np.random.Generator) -> dict[str, float]:
-    "One attenuation per tissue (HU), drawn uniformly within `TISSUE_HU`."
-    return {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in TISSUE_HU.items()}
+PHASE_HU: dict[str, dict[str, tuple[float, float]]] = {
+    "venous": TISSUE_HU,
+    "arterial": {**TISSUE_HU, "liver": (55, 80), "spleen": (80, 150), "kidney_cortex": (180, 280),
+                 "kidney_medulla": (60, 110), "aorta": (250, 400), "ivc": (60, 110)},
+    "non_contrast": {**TISSUE_HU, "muscle": (35, 55), "liver": (45, 65), "spleen": (35, 50),
+                     "kidney_cortex": (20, 40), "kidney_medulla": (20, 40), "aorta": (30, 50), "ivc": (30, 50),
+                     "bowel_wall": (30, 50)},
+}   # tissue ranges per contrast phase; non-contrast kidney 20-40 HU as on real unenhanced CT
+SOFT_TISSUES = ("muscle", "liver", "spleen", "kidney_cortex", "kidney_medulla", "aorta", "ivc", "bowel_wall")
+PHASE_HU["randomized"] = {**TISSUE_HU, **{t: (-20, 300) for t in SOFT_TISSUES}}   # SynthSeg-style: no HU cue
+TUMOR_HU = {"venous": (40, 110), "arterial": (60, 160), "non_contrast": (15, 50), "randomized": (-20, 300)}
+CONTRAST_PHASES = ("venous", "arterial", "non_contrast")      # what contrast_phase="random" draws from
+
+def check_contrast_phase(phase: str, allow_random: bool = True) -> str:
+    "`phase` if it names a `PHASE_HU` table (or is 'random', where a real phase is drawn per case)."
+    known = tuple(PHASE_HU) + (("random",) if allow_random else ())
+    if phase not in known:
+        raise MiscnnError(f"contrast_phase {phase!r}: choose one of {', '.join(known)}.")
+    return phase
+
+def sample_tissue_hu(rng: np.random.Generator, phase: str = "venous") -> dict[str, float]:
+    "One attenuation per tissue (HU), drawn uniformly within the ranges of `phase` (`PHASE_HU`)."
+    ranges = PHASE_HU[check_contrast_phase(phase, allow_random=False)]
+    return {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in ranges.items()}
 
 # %% ../nbs/01_phantoms.ipynb #2cb850a9
 @dataclass
@@ -169,13 +191,14 @@ class PhantomAnatomy:
     bowel: list[tuple[Ellipsoid, float]] = field(default_factory=list) # (loop, content HU)
     tumors: list[Tumor] = field(default_factory=list)
     hu: dict[str, float] = field(default_factory=dict)                 # tissue -> HU for this case
+    contrast_phase: str = "venous"                                     # which `PHASE_HU` table `hu` came from
 
 # %% ../nbs/01_phantoms.ipynb #b63819bc
 def _u(rng, lo, hi) -> float: return float(rng.uniform(lo, hi))
 
 def _check_probability(p, name: str = "tumor_probability") -> float:
     if not 0 <= float(p) <= 1:
-        raise ValueError(f"{name} {p!r}: expected a probability in [0, 1], e.g. 0.8.")
+        raise MiscnnError(f"{name} {p!r}: expected a probability in [0, 1], e.g. 0.8.")
     return float(p)
 
 def _sample_body(rng) -> dict:
@@ -227,7 +250,7 @@ def _sample_cysts(rng, kidneys) -> list[tuple[int, Ellipsoid]]:
     return cysts
 
 # %% ../nbs/01_phantoms.ipynb #f65a43e0
-def _sample_tumor(rng, kidneys, cortex_hu: float) -> Tumor:
+def _sample_tumor(rng, kidneys, cortex_hu: float, phase: str = "venous") -> Tumor:
     "One tumor centred inside a random kidney; size log-uniform from 0.4 to 1.1 kidney radii."
     k = int(rng.integers(2))
     kidney = kidneys[k]
@@ -237,32 +260,34 @@ def _sample_tumor(rng, kidneys, cortex_hu: float) -> Tumor:
     radii = tuple(size * r * _u(rng, 0.85, 1.15) for r in kidney.radii)
     shape = Ellipsoid(kidney.point(offset), radii, yaw=_u(rng, -np.pi, np.pi), pitch=_u(rng, -0.5, 0.5))
     iso = rng.random() < 0.2
-    hu = cortex_hu - _u(rng, 0, 40) if iso else _u(rng, 40, 110)
+    hu = cortex_hu - _u(rng, 0, 40) if iso else _u(rng, *TUMOR_HU[phase])
     return Tumor(shape, k, hu, heterogeneity_hu=_u(rng, 15, 30), necrotic=bool(size > 0.55 and rng.random() < 0.6))
 
 def sample_tumors(rng: np.random.Generator, kidneys: list[Ellipsoid], cortex_hu: float,
-                  tumor_probability: float = 0.8) -> list[Tumor]:
+                  tumor_probability: float = 0.8, phase: str = "venous") -> list[Tumor]:
     """Tumors of one case: none with probability 1 - `tumor_probability`, else one (two in ~15 %).
 
     The random draws do not depend on `tumor_probability` beyond the yes/no, so the same seed gives
     the same tumor whenever there is one."""
     has_tumor, second = rng.random() < _check_probability(tumor_probability), rng.random() < 0.15
-    tumors = [_sample_tumor(rng, kidneys, cortex_hu) for _ in range(2)]
+    tumors = [_sample_tumor(rng, kidneys, cortex_hu, phase) for _ in range(2)]
     return tumors[: (2 if second else 1)] if has_tumor else []
 
 def sample_anatomy(rng: np.random.Generator, tumor_rng: np.random.Generator | None = None,
-                   tumor_probability: float = 0.8) -> PhantomAnatomy:
+                   tumor_probability: float = 0.8, contrast_phase: str = "venous") -> PhantomAnatomy:
     """Draw a synthetic patient: organ poses and sizes (FOV units) and tissue HU values.
 
     Args:
         rng: random stream of the patient.
         tumor_rng: separate stream for the tumors (default: continue `rng`).
-        tumor_probability: probability that the case has at least one tumor, in [0, 1]."""
-    hu = sample_tissue_hu(rng)
+        tumor_probability: probability that the case has at least one tumor, in [0, 1].
+        contrast_phase: 'venous' (KiTS19-like), 'arterial' or 'non_contrast' (`PHASE_HU`)."""
+    hu = sample_tissue_hu(rng, contrast_phase)
     body, organs, kidneys = _sample_body(rng), _sample_organs(rng), _sample_kidneys(rng)
     bowel, cysts = _sample_bowel(rng), _sample_cysts(rng, kidneys)
-    tumors = sample_tumors(tumor_rng or rng, kidneys, hu["kidney_cortex"], tumor_probability)
-    return PhantomAnatomy(**body, **organs, kidneys=kidneys, cysts=cysts, bowel=bowel, tumors=tumors, hu=hu)
+    tumors = sample_tumors(tumor_rng or rng, kidneys, hu["kidney_cortex"], tumor_probability, contrast_phase)
+    return PhantomAnatomy(**body, **organs, kidneys=kidneys, cysts=cysts, bowel=bowel, tumors=tumors, hu=hu,
+                          contrast_phase=contrast_phase)
 
 # %% ../nbs/01_phantoms.ipynb #64682bdd
 def _paint_body(hu, grid, a: PhantomAnatomy) -> np.ndarray:
@@ -283,7 +308,8 @@ def _paint_bowel(hu, grid, a: PhantomAnatomy, cavity):
 
 def _paint_organs(hu, grid, a: PhantomAnatomy, cavity):
     "Liver, spleen, IVC and aorta, clipped to the abdominal cavity."
-    for organ, tissue in [*((lobe, "liver") for lobe in a.liver), (a.spleen, "spleen"), (a.ivc, "ivc"), (a.aorta, "aorta")]:
+    for organ, tissue in [*((lobe, "liver") for lobe in a.liver), (a.spleen, "spleen"), (a.ivc, "ivc"), (a.aorta,
+                                                                                                         "aorta")]:
         hu[(organ.radius(grid) < 1) & cavity] = a.hu[tissue]
 
 def _paint_spine(hu, grid, a: PhantomAnatomy):
@@ -375,7 +401,7 @@ class Acquisition:
 def _check_orientation(orientation: str) -> str:
     code = str(orientation).upper()
     if len(code) != 3 or code[0] not in "SI" or code[1] not in "PA" or code[2] not in "LR":
-        raise ValueError(f"orientation {orientation!r}: expected three letters, one of S/I, P/A, L/R in that "
+        raise MiscnnError(f"orientation {orientation!r}: expected three letters, one of S/I, P/A, L/R in that "
                          "order (e.g. 'SPL', 'IPL', 'SAR'); axes are flipped, never permuted. "
                          "Pass orientation=None to draw one at random.")
     return code
@@ -399,7 +425,8 @@ def sample_acquisition(rng: np.random.Generator, spacing: Sequence[float] | None
 
 def _check_spacing_arg(spacing) -> tuple[float, float, float]:
     "A `spacing=` argument of the phantom generator: three voxel sizes in mm, else a clear error."
-    return check_spacing(spacing, "spacing", ndim=3, hint="E.g. (2.5, 0.8, 0.8); pass spacing=None to draw one per case.")
+    return check_spacing(spacing, "spacing", ndim=3,
+                         hint="E.g. (2.5, 0.8, 0.8); pass spacing=None to draw one per case.")
 
 # %% ../nbs/01_phantoms.ipynb #f48db188
 def scanner_effects(hu: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> np.ndarray:
@@ -432,31 +459,35 @@ def _check_shape(shape) -> tuple[int, int, int]:
     except TypeError:
         values = (shape,)
     if len(values) != 3 or any(v < m for v, m in zip(values, MIN_SHAPE)):
-        raise ValueError(f"shape {shape!r}: expected three voxel counts (D, H, W) of at least {MIN_SHAPE} "
+        raise MiscnnError(f"shape {shape!r}: expected three voxel counts (D, H, W) of at least {MIN_SHAPE} "
                          f"(smaller volumes cannot show kidneys), e.g. shape={DEFAULT_SHAPE}.")
     return values
 
 def _check_seed(seed) -> tuple[int, ...]:
     values = (seed,) if np.ndim(seed) == 0 else tuple(seed)
     if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise ValueError(f"seed {seed!r}: expected a non-negative int or a tuple of them, e.g. 0 or (0, 3).")
+        raise MiscnnError(f"seed {seed!r}: expected a non-negative int or a tuple of them, e.g. 0 or (0, 3).")
     return tuple(int(v) for v in values)
 
 def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
-                 spacing: Sequence[float] | None = None, orientation: str | None = "SPL"
-                 ) -> tuple[PhantomAnatomy, Acquisition]:
+                 spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
+                 contrast_phase: str = "venous") -> tuple[PhantomAnatomy, Acquisition]:
     "The plan of `generate_phantom(seed, ...)`: its anatomy and acquisition, without rendering a voxel."
-    patient, tumors, scanner, _ = _streams(seed)
-    return (sample_anatomy(patient, tumors, _check_probability(tumor_probability)),
+    patient, tumors, scanner, _, phase = _streams(seed, 5)
+    if check_contrast_phase(contrast_phase) == "random":     # its own stream: the patient stays the same
+        contrast_phase = CONTRAST_PHASES[int(phase.integers(len(CONTRAST_PHASES)))]
+    return (sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase),
             sample_acquisition(scanner, spacing, orientation))
 
-def _streams(seed) -> list[np.random.Generator]:
-    "Four independent random streams of a seed: patient, tumors, scanner, texture/noise."
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(_check_seed(seed)).spawn(4)]
+def _streams(seed, n: int = 4) -> list[np.random.Generator]:
+    """Independent random streams of a seed: patient, tumors, scanner, texture/noise (and contrast phase).
+    Child k of a `SeedSequence` does not depend on how many are spawned, so the first four never change."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(_check_seed(seed)).spawn(n)]
 
 def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
-                     orientation: str | None = "SPL", case_id: str | None = None) -> Case:
+                     orientation: str | None = "SPL", case_id: str | None = None,
+                     contrast_phase: str = "venous") -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -467,10 +498,12 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
         orientation: axis codes of the stored arrays; 'SPL' (canonical) by default, None draws
             'SPL' or a flipped variant (as `make_phantom_dataset` does), to exercise reorientation.
         case_id: defaults to 'phantom_<seed>'.
+        contrast_phase: 'venous' (KiTS19-like), 'arterial', 'non_contrast' (`PHASE_HU`), or 'random' (one
+            of them per seed, from a stream of its own).
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor)."""
     shape = _check_shape(shape)
-    anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation)
+    anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase)
     noise = _streams(seed)[3]
     hu, label = render_anatomy(anatomy, shape, noise)
     image = scanner_effects(hu, acquisition, noise)
@@ -488,7 +521,7 @@ def phantom_dataset_plan(n_cases: int = 12, seed: int = 0, tumor_probability: fl
 
 def _check_n_cases(n_cases) -> int:
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
-        raise ValueError(f"n_cases {n_cases!r}: expected a positive number of cases, e.g. n_cases=12.")
+        raise MiscnnError(f"n_cases {n_cases!r}: expected a positive number of cases, e.g. n_cases=12.")
     return int(n_cases)
 
 def _check_out_dir(out_dir) -> Path:
@@ -504,7 +537,7 @@ _READERS = {"kits19": KiTS19Reader, "nnunet": NnUNetReader}
 def _existing(out: Path, layout: str):
     "The io reader of `out` in `layout` (not reoriented), or None when it holds no case yet."
     if layout not in _READERS:
-        raise ValueError(f"layout {layout!r} is unknown: use 'kits19' or 'nnunet'.")
+        raise MiscnnError(f"layout {layout!r} is unknown: use 'kits19' or 'nnunet'.")
     if not out.is_dir():
         return None
     try:
@@ -528,7 +561,8 @@ def _case_state(reader, case: Case) -> str:
 # %% ../nbs/01_phantoms.ipynb #74999779
 def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
-                         layout: str = "kits19", overwrite: bool = False, progress: bool = True) -> Path:
+                         layout: str = "kits19", overwrite: bool = False, progress: bool = True,
+                         contrast_phase: str = "venous") -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -538,15 +572,16 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         spacing: (sz, sy, sx) mm for every case; None draws one per case (KiTS19-like ranges).
         overwrite: replace existing cases that differ (default: raise instead).
         progress: show a tqdm progress bar.
+        contrast_phase: passed to `generate_phantom` ('random': one phase per case).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
-    out, shape = _check_out_dir(out_dir), _check_shape(shape)
+    out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
     spacing = None if spacing is None else _check_spacing_arg(spacing)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
-                                orientation=None, case_id=entry["case_id"])
+                                orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -554,10 +589,12 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         if state != "identical":
             save_case(case, out, layout=layout)
             written += 1
-        entry.update(orientation=case.orientation, spacing_mm=list(case.spacing), tumor_voxels=int((case.label == 2).sum()))
+        entry.update(orientation=case.orientation, spacing_mm=list(case.spacing),
+                     tumor_voxels=int((case.label == 2).sum()))
     _write_manifest(out, dict(generator="miscnn_lite.phantoms.make_phantom_dataset", n_cases=len(plan), seed=seed,
                               shape=list(shape), tumor_probability=tumor_probability,
-                              spacing=None if spacing is None else list(spacing), layout=layout, cases=plan))
+                              spacing=None if spacing is None else list(spacing), layout=layout,
+                              contrast_phase=contrast_phase, cases=plan))
     return out
 
 def _write_manifest(out: Path, manifest: dict):
@@ -609,7 +646,7 @@ def best_hu_window(cases: Iterable[Case], label: int = 2, bin_hu: float = 10,
         n_all += np.histogram(c.image, edges)[0]
         n_target += np.histogram(c.image[c.label == label], edges)[0]
     if n_target.sum() == 0:
-        raise ValueError(f"label {label}: no voxel of this class in the cases; pick cases that contain it.")
+        raise MiscnnError(f"label {label}: no voxel of this class in the cases; pick cases that contain it.")
     cum_all, cum_target = np.r_[0, np.cumsum(n_all)], np.r_[0, np.cumsum(n_target)]
     tp = cum_target[None, :] - cum_target[:, None]                   # [i, j]: window edges[i]..edges[j]
     dice = np.where(tp > 0, 2 * tp / np.maximum(cum_all[None, :] - cum_all[:, None] + n_target.sum(), 1), 0)

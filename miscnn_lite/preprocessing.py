@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from .io import Case, atomic_path, case_from_arrays, check_case_id, check_spacing
+from .io import MiscnnError, Case, atomic_path, case_from_arrays, check_case_id, check_spacing
 
 # %% auto #0
 __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'ClipHU', 'PercentileWindow',
@@ -90,15 +90,15 @@ def step_from_dict(d: dict, source: str = "step dict") -> Step:
     "Look `d['step']` up in `STEPS` and build it from the other keys."
     name = d.get("step") if isinstance(d, dict) else None
     if not isinstance(name, str) or name not in STEPS:
-        raise ValueError(f"{source}: unknown preprocessing step {name!r}. Known steps: {sorted(STEPS)}. "
+        raise MiscnnError(f"{source}: unknown preprocessing step {name!r}. Known steps: {sorted(STEPS)}. "
                          "Fix the name in the JSON, or import the module that registers it (@register_step).")
     params = {k: v for k, v in d.items() if k != "step"}
     known = {f.name for f in fields(STEPS[name])}
     if set(params) - known:
-        raise ValueError(f"{source}: step {name} has unknown parameters {sorted(set(params) - known)}; "
+        raise MiscnnError(f"{source}: step {name} has unknown parameters {sorted(set(params) - known)}; "
                          f"expected some of {sorted(known)}.")
     try: return STEPS[name](**params)
-    except ValueError as e: raise ValueError(f"{source}: {e}") from None
+    except ValueError as e: raise MiscnnError(f"{source}: {e}") from None
 
 
 def _check_fitted(step: Step):
@@ -119,7 +119,7 @@ class ClipHU(IntensityStep):
 
     def __post_init__(self):
         if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):
-            raise ValueError(f"ClipHU: need finite lo < hi in HU, got lo={self.lo}, hi={self.hi}. "
+            raise MiscnnError(f"ClipHU: need finite lo < hi in HU, got lo={self.lo}, hi={self.hi}. "
                              "Example: ClipHU(lo=-79, hi=304).")
 
     def transform(self, image):
@@ -130,7 +130,7 @@ def _region_voxels(case: Case, region: str) -> np.ndarray:
     "The 1-D array of `case.image` voxels in `region` ('foreground', 'foreground_slices', 'all')."
     if region == "all": return case.image.ravel()
     if case.label is None:
-        raise ValueError(f"case {case.id!r} has no label, but region={region!r} needs one to find the "
+        raise MiscnnError(f"case {case.id!r} has no label, but region={region!r} needs one to find the "
                          "foreground. Fit on labelled training cases, or use region='all'.")
     fg = case.label > 0
     if region == "foreground": return case.image[fg]
@@ -165,10 +165,10 @@ class PercentileWindow(IntensityStep):
 
     def __post_init__(self):
         if not 0 <= self.lower < self.upper <= 1:
-            raise ValueError(f"PercentileWindow: need 0 <= lower < upper <= 1 (quantiles, not percent), got "
+            raise MiscnnError(f"PercentileWindow: need 0 <= lower < upper <= 1 (quantiles, not percent), got "
                              f"lower={self.lower}, upper={self.upper}. Example: lower=0.6, upper=0.99.")
         if self.region not in REGIONS:
-            raise ValueError(f"PercentileWindow: region={self.region!r}, expected one of {REGIONS}.")
+            raise MiscnnError(f"PercentileWindow: region={self.region!r}, expected one of {REGIONS}.")
 
     @property
     def fitted(self): return self.lo is not None and self.hi is not None
@@ -178,7 +178,7 @@ class PercentileWindow(IntensityStep):
         values = [_subsample(_region_voxels(c, self.region), self.samples_per_case, rng) for c in cases]
         values = np.concatenate(values) if values else np.empty(0)
         if values.size == 0:
-            raise ValueError(f"PercentileWindow.fit: no voxels in region={self.region!r} in any training case "
+            raise MiscnnError(f"PercentileWindow.fit: no voxels in region={self.region!r} in any training case "
                              "(no foreground labels?). Fit on labelled cases that contain foreground.")
         self.lo, self.hi = (float(q) for q in np.quantile(values, [self.lower, self.upper]))
         return self
@@ -200,7 +200,7 @@ class ZScore(IntensityStep):
 
     def __post_init__(self):
         if self.mode not in ("image", "dataset"):
-            raise ValueError(f"ZScore: mode={self.mode!r}, expected 'image' or 'dataset'.")
+            raise MiscnnError(f"ZScore: mode={self.mode!r}, expected 'image' or 'dataset'.")
 
     @property
     def fitted(self): return self.mode == "image" or (self.mean is not None and self.std is not None)
@@ -229,7 +229,7 @@ class MinMax(IntensityStep):
 
     def __post_init__(self):
         if self.lo is not None and self.hi is not None and not self.lo < self.hi:
-            raise ValueError(f"MinMax: need lo < hi, got lo={self.lo}, hi={self.hi}.")
+            raise MiscnnError(f"MinMax: need lo < hi, got lo={self.lo}, hi={self.hi}.")
 
     def transform(self, image):
         x = image.astype(np.float32)
@@ -248,9 +248,10 @@ def resample_array(array: np.ndarray, spacing, new_spacing, new_shape=None, orde
     Both grids start at the same corner; `new_shape` defaults to round(shape · spacing / new_spacing).
     order: 0 nearest (labels, dtype kept), 1 linear, 3 cubic B-spline (float32 out). Channels are
     resampled one by one. Returns an array of shape `new_shape` (+ channels)."""
-    spacing, new_spacing = check_spacing(spacing, "resample_array spacing", 3), check_spacing(new_spacing, "new_spacing", 3)
+    spacing, new_spacing = check_spacing(spacing, "resample_array spacing", 3), check_spacing(new_spacing,
+                                                                                              "new_spacing", 3)
     if order not in _INTERPOLATORS:
-        raise ValueError(f"resample_array: order={order}, expected 0 (nearest), 1 (linear) or 3 (cubic).")
+        raise MiscnnError(f"resample_array: order={order}, expected 0 (nearest), 1 (linear) or 3 (cubic).")
     shape = array.shape[:3]
     if new_shape is None:
         new_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, new_spacing))
@@ -258,7 +259,7 @@ def resample_array(array: np.ndarray, spacing, new_spacing, new_shape=None, orde
         return np.stack([resample_array(array[..., c], spacing, new_spacing, new_shape, order)
                          for c in range(array.shape[3])], axis=-1)
     if array.ndim != 3:
-        raise ValueError(f"resample_array: expected a (D, H, W) or (D, H, W, C) array, got shape {array.shape}.")
+        raise MiscnnError(f"resample_array: expected a (D, H, W) or (D, H, W, C) array, got shape {array.shape}.")
     dtype = array.dtype if order == 0 and array.dtype != bool else np.float32
     source = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8 if array.dtype == bool else dtype))
     source.SetSpacing(spacing[::-1]); source.SetOrigin([s / 2 for s in spacing[::-1]])   # corner at 0 mm
@@ -275,7 +276,7 @@ def resample_label(label: np.ndarray, spacing, new_spacing, new_shape=None, mode
     Returns (new D, H, W) with the input dtype."""
     if mode == "nearest": return resample_array(label, spacing, new_spacing, new_shape, order=0)
     if mode != "onehot":
-        raise ValueError(f"label_mode={mode!r}, expected 'nearest' or 'onehot'.")
+        raise MiscnnError(f"label_mode={mode!r}, expected 'nearest' or 'onehot'.")
     best, out = None, None
     for c in np.unique(label):
         p = resample_array((label == c).astype(np.float32), spacing, new_spacing, new_shape, order=1)
@@ -295,9 +296,10 @@ class _GridStep(Step):
     "Shared code of Resample and Resize (fields image_order, label_mode): move a case onto a new grid, and back."
     def __post_init__(self):
         if self.image_order not in (1, 3):
-            raise ValueError(f"{type(self).__name__}: image_order={self.image_order}, expected 1 (linear) or 3 (cubic).")
+            raise MiscnnError(f"{type(self).__name__}: image_order={self.image_order}, expected 1 (linear) or 3 "
+                              "(cubic).")
         if self.label_mode not in ("nearest", "onehot"):
-            raise ValueError(f"{type(self).__name__}: label_mode={self.label_mode!r}, expected 'nearest' or 'onehot'.")
+            raise MiscnnError(f"{type(self).__name__}: label_mode={self.label_mode!r}, expected 'nearest' or 'onehot'.")
 
     def _regrid(self, case: Case, new_shape, new_spacing) -> tuple[Case, dict]:
         spacing = check_spacing(case.spacing, f"case {case.id!r}: spacing", 3)
@@ -311,7 +313,7 @@ class _GridStep(Step):
 
     def inverse(self, prediction, record):
         if tuple(prediction.shape[:3]) != tuple(record["new_shape"]):
-            raise ValueError(f"{type(self).__name__}.inverse: prediction shape {prediction.shape} does not start "
+            raise MiscnnError(f"{type(self).__name__}.inverse: prediction shape {prediction.shape} does not start "
                              f"with the resampled shape {tuple(record['new_shape'])} of this record.")
         args = (record["new_spacing"], record["spacing"], record["shape"])
         if np.issubdtype(prediction.dtype, np.integer) and prediction.ndim == 3:
@@ -352,7 +354,7 @@ class Resize(_GridStep):
         super().__post_init__()
         self.shape = tuple(self.shape)
         if len(self.shape) != 3 or not all(s is None or (int(s) == s and s > 0) for s in self.shape):
-            raise ValueError(f"Resize: shape={self.shape}, expected three positive ints (or None to keep an axis).")
+            raise MiscnnError(f"Resize: shape={self.shape}, expected three positive ints (or None to keep an axis).")
 
     def apply(self, case):
         spacing = check_spacing(case.spacing, f"case {case.id!r}: spacing", 3)
@@ -372,18 +374,20 @@ class PadCrop(Step):
 
     def __post_init__(self):
         if self.shape is None and self.multiple_of is None:
-            raise ValueError("PadCrop: give shape=(D, H, W) and/or multiple_of=2**depth, e.g. PadCrop(multiple_of=8).")
+            raise MiscnnError("PadCrop: give shape=(D, H, W) and/or multiple_of=2**depth, e.g. PadCrop(multiple_of=8).")
         if self.shape is not None:
             self.shape = tuple(self.shape)
             if len(self.shape) != 3 or not all(s is None or (int(s) == s and s > 0) for s in self.shape):
-                raise ValueError(f"PadCrop: shape={self.shape}, expected three positive ints (or None to keep an axis).")
+                raise MiscnnError(f"PadCrop: shape={self.shape}, expected three positive ints (or None to keep an "
+                                  "axis).")
         if self.multiple_of is not None:
             m = (self.multiple_of,) * 3 if np.isscalar(self.multiple_of) else tuple(self.multiple_of)
             if len(m) != 3 or not all(int(v) == v and v > 0 for v in m):
-                raise ValueError(f"PadCrop: multiple_of={self.multiple_of}, expected a positive int or three, e.g. 2**depth = 8.")
+                raise MiscnnError(f"PadCrop: multiple_of={self.multiple_of}, expected a positive int or three, e.g. "
+                                  "2**depth = 8.")
             self.multiple_of = self.multiple_of if np.isscalar(self.multiple_of) else m
         if not (self.image_fill == "minimum" or isinstance(self.image_fill, (int, float))):
-            raise ValueError(f"PadCrop: image_fill={self.image_fill!r}, expected 'minimum' or a number.")
+            raise MiscnnError(f"PadCrop: image_fill={self.image_fill!r}, expected 'minimum' or a number.")
 
     def target_shape(self, shape) -> tuple[int, int, int]:
         "The (D, H, W) a case of `shape` is padded/cropped to."
@@ -407,7 +411,7 @@ class PadCrop(Step):
 
     def inverse(self, prediction, record):
         if list(prediction.shape[:3]) != list(record["new_shape"]):
-            raise ValueError(f"PadCrop.inverse: prediction shape {prediction.shape} does not start with the "
+            raise MiscnnError(f"PadCrop.inverse: prediction shape {prediction.shape} does not start with the "
                              f"padded/cropped shape {tuple(record['new_shape'])} of this record.")
         out = _crop(prediction, record["pad"])
         if prediction.ndim == 4 and prediction.dtype.kind == "f":      # probabilities: background outside
@@ -436,7 +440,7 @@ def _integer_labels(label: np.ndarray, where: str) -> np.ndarray:
     if label.dtype.kind == "f" and np.all(np.isfinite(label)) and np.all(label == np.round(label)):
         return label.astype(np.int64)
     bad = label[~np.isfinite(label) | (label != np.round(label))][:3] if label.dtype.kind == "f" else label.dtype
-    raise ValueError(f"{where}: labels must be integer class values, got dtype {label.dtype} with values like "
+    raise MiscnnError(f"{where}: labels must be integer class values, got dtype {label.dtype} with values like "
                      f"{bad}. A label map is an integer array (0 background, 1 kidney, 2 tumor); if it was "
                      "interpolated, resample it with label_mode='nearest' instead.")
 
@@ -452,8 +456,8 @@ class LabelRemap(Step):
         pairs = self.mapping.items() if isinstance(self.mapping, dict) else self.mapping
         try: self.mapping = {int(k): int(v) for k, v in pairs}
         except (TypeError, ValueError):
-            raise ValueError(f"LabelRemap: mapping={self.mapping!r}, expected {{old: new}} integer pairs.") from None
-        if not self.mapping: raise ValueError("LabelRemap: empty mapping, e.g. LabelRemap({0: 0, 1: 1, 2: 2}).")
+            raise MiscnnError(f"LabelRemap: mapping={self.mapping!r}, expected {{old: new}} integer pairs.") from None
+        if not self.mapping: raise MiscnnError("LabelRemap: empty mapping, e.g. LabelRemap({0: 0, 1: 1, 2: 2}).")
 
     def remap(self, label: np.ndarray, where: str = "label") -> np.ndarray:
         "(D, H, W) integer label → remapped (uint8 when the new values fit, else int32)."
@@ -461,7 +465,7 @@ class LabelRemap(Step):
         keys = np.array(sorted(self.mapping)); values = np.array([self.mapping[k] for k in keys])
         missing = sorted(set(np.unique(label).tolist()) - set(keys.tolist()))
         if missing:
-            raise ValueError(f"{where}: label values {missing} are not in the LabelRemap mapping keys "
+            raise MiscnnError(f"{where}: label values {missing} are not in the LabelRemap mapping keys "
                              f"{keys.tolist()}. Add them, e.g. {{{missing[0]}: 0}} to map them to background.")
         dtype = np.uint8 if values.min() >= 0 and values.max() < 256 else np.int32
         return values[np.searchsorted(keys, label)].astype(dtype)
@@ -488,7 +492,7 @@ class OneHot:
     def __call__(self, label: np.ndarray) -> np.ndarray:
         label = _integer_labels(label, "OneHot")
         if label.size and (label.min() < 0 or label.max() >= self.n_classes):
-            raise ValueError(f"OneHot: label values {sorted(set(np.unique(label).tolist()))} are outside "
+            raise MiscnnError(f"OneHot: label values {sorted(set(np.unique(label).tolist()))} are outside "
                              f"0..{self.n_classes - 1}. Remap them first with LabelRemap({{old: new}}).")
         return np.eye(self.n_classes, dtype=np.float32)[label]
 
@@ -534,7 +538,7 @@ class Pipeline:
         elif not hasattr(cases, "case_ids") and iter(cases) is cases:
             cases = list(cases)                             # a one-shot iterator cannot feed several steps
         n = len(cases.case_ids if hasattr(cases, "case_ids") else cases)
-        if n == 0: raise ValueError("Pipeline.fit: no training cases given; pass a list of Cases or a dataset reader.")
+        if n == 0: raise MiscnnError("Pipeline.fit: no training cases given; pass a list of Cases or a dataset reader.")
         for i, step in enumerate(self.steps):
             if type(step).fit is Step.fit: continue                   # nothing to fit
             stream = (self._run(c, self.steps[:i])[0] for c in _iter_cases(cases))
@@ -567,10 +571,10 @@ class Pipeline:
         back to the grid of the case given to `apply` (shape `record['input_shape']`)."""
         names = [r["step"] for r in record["steps"]]
         if names != [type(s).__name__ for s in self.steps]:
-            raise ValueError(f"Pipeline.inverse: the record was made by steps {names}, this pipeline has "
+            raise MiscnnError(f"Pipeline.inverse: the record was made by steps {names}, this pipeline has "
                              f"{[type(s).__name__ for s in self.steps]}. Use the pipeline that preprocessed the case.")
         if list(prediction.shape[:3]) != list(record["output_shape"]):
-            raise ValueError(f"Pipeline.inverse: prediction shape {prediction.shape} for case {record['case_id']!r} "
+            raise MiscnnError(f"Pipeline.inverse: prediction shape {prediction.shape} for case {record['case_id']!r} "
                              f"does not match its preprocessed shape {tuple(record['output_shape'])}.")
         for step, rec in zip(reversed(self.steps), reversed(record["steps"])):
             prediction = step.inverse(prediction, rec)
@@ -581,7 +585,7 @@ class Pipeline:
     @classmethod
     def from_dict(cls, d: dict, source: str = "pipeline dict") -> "Pipeline":
         if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("steps"), list):
-            raise ValueError(f"{source}: not a miscnn_lite preprocessing pipeline (expected a JSON object with "
+            raise MiscnnError(f"{source}: not a miscnn_lite preprocessing pipeline (expected a JSON object with "
                              f"format={FORMAT!r} and a 'steps' list). Write it with Pipeline.save(path).")
         return cls([step_from_dict(s, f"{source} steps[{i}]") for i, s in enumerate(d["steps"])])
 
@@ -595,9 +599,10 @@ class Pipeline:
     def load(cls, path) -> "Pipeline":
         path = Path(path)
         try: d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError: raise FileNotFoundError(f"{path}: no pipeline file here; save one with Pipeline.save(path).") from None
+        except FileNotFoundError: raise FileNotFoundError(f"{path}: no pipeline file here; save one with "
+                                                          "Pipeline.save(path).") from None
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); the pipeline file is damaged, save it again.") from None
+            raise MiscnnError(f"{path}: not valid JSON ({e}); the pipeline file is damaged, save it again.") from None
         return cls.from_dict(d, str(path))
 
 
@@ -617,7 +622,7 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
     Returns:
         `out`."""
     if not pipeline.fitted:
-        raise ValueError("preprocess_dataset: the pipeline is not fitted; call pipeline.fit(cases) first.")
+        raise MiscnnError("preprocess_dataset: the pipeline is not fitted; call pipeline.fit(cases) first.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items = _iter_cases(cases)

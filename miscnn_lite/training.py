@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,37 +14,35 @@ import numpy as np
 import pandas as pd
 import keras
 
-from .io import Case, atomic_path, case_from_arrays, load_case, load_mapping, open_dataset, save_prediction
+from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, SettingsError, SPACING_RANGE_MM,
+                            atomic_path, case_folder_files, check_seed, check_spacing, load_mapping, open_dataset,
+                            output_lock, remove_temporaries, save_prediction)
 from .preprocessing import Pipeline
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, _source_of,
-                                 _dataset_items, ReaderItem)
-from .models import check_model, load_model, downsampling_factor, unet
-from .losses import get_loss, per_class_dice_metrics
+                                 _dataset_items, ReaderItem, file_fingerprint, validate_cases)
+from .models import check_model, load_model, seed_weights, unet
+from .losses import LOSSES, get_loss, per_class_dice_metrics
 
 # %% auto #0
-__all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'M_TRIM_THRESHOLD',
-           'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'read_log', 'append_log',
-           'truncate_log', 'BestModel', 'LiveCurves', 'plot_history', 'set_heap_thresholds', 'HeapThresholds',
-           'EpochCheckpoint', 'read_checkpoint_state', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
-           'Segmenter', 'dice_score', 'train_command', 'predict_command']
+__all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
+           'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'LR_SCHEDULES', 'TRAIN_DEFAULTS',
+           'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'plot_history',
+           'NonFiniteLossError', 'StopOnNonFiniteLoss', 'set_heap_thresholds', 'HeapThresholds', 'EpochCheckpoint',
+           'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy',
+           'poly_learning_rate', 'Segmenter', 'dice_score', 'train_command', 'predict_command', 'check_train_settings',
+           'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
     "model.keras", "pipeline.json", "config.json", "training_log.tsv", "best.keras", "checkpoint")
+CHECKSUM_FILE = "checksums.json"
 
 def _atomic_write(path, write) -> Path:
-    "Call `write(tmp)` with a temporary path that ends like `path`, then rename it to `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    "Call `write(tmp)` for a one-line writer inside `io.atomic_path(path)` (temporary file, then rename)."
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 def _write_json(path, obj) -> Path:
     return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=_json_default)))
@@ -59,12 +57,22 @@ def _json_default(o):
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 # %% ../nbs/08_training.ipynb #6422d7d9
-def read_log(path) -> pd.DataFrame:
-    "The training log (TSV, one row per finished epoch, `epoch` column) as a DataFrame (empty if absent)."
-    path = Path(path)
+def read_log(log) -> pd.DataFrame:
+    """A training log (one row per finished epoch, `epoch` column) as a DataFrame: a DataFrame as it is, or a
+    `.tsv` (what the trainer writes) or `.csv` file; an absent or empty file is an empty log."""
+    if isinstance(log, pd.DataFrame):
+        return log
+    path = Path(log)
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame({"epoch": pd.Series(dtype=int)})
-    return pd.read_csv(path, sep="\t")
+    try:
+        log = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t")
+    except (pd.errors.ParserError, UnicodeDecodeError):
+        log = None
+    if log is None or "epoch" not in log.columns:
+        raise CorruptFileError(f"{path}: not a training log (TSV with an 'epoch' column). Restore it, or delete it: "
+                               "training continues from the checkpoint and writes a new log.")
+    return log
 
 def append_log(path, row: dict, keep_until: int | None = None) -> pd.DataFrame:
     """Rewrite the TSV log at `path` atomically with `row` appended (after dropping rows with
@@ -133,6 +141,30 @@ def plot_history(log: pd.DataFrame):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/08_training.ipynb #4f7aa935
+class NonFiniteLossError(MiscnnError):
+    "Training produced a NaN or infinite loss; the message lists the likely causes."
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    "Raise `NonFiniteLossError` at the first batch whose loss is NaN or infinite (put it before checkpoint callbacks)."
+    def __init__(self, out=None):
+        super().__init__()
+        self.out, self.epoch = out, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            where = f" in {self.out}" if self.out is not None else ""
+            raise NonFiniteLossError(
+                f"loss is {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; training stopped and nothing of "
+                f"this epoch was saved (the last good checkpoint{where} is kept). Likely causes: a learning rate too "
+                "high (try 10x lower), NaN/Inf in the input images (check the data; a damaged cache is rebuilt when "
+                "you delete its folder), label values outside 0..C-1, or float16 overflow with "
+                "mixed_precision='mixed_float16' (use 'mixed_bfloat16' or None).")
+
 # %% ../nbs/08_training.ipynb #af193176
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt parameter numbers in glibc's malloc.h
 HEAP_MMAP_THRESHOLD = 32 << 20                   # glibc's largest adaptive mmap threshold on 64-bit
@@ -185,8 +217,8 @@ def _load_optimizer_arrays(model, arrays) -> None:
     if not opt.built:
         opt.build(model.trainable_variables)
     if len(opt.variables) != len(arrays):
-        raise ValueError(f"checkpoint has {len(arrays)} optimizer variables, the optimizer has {len(opt.variables)}: "
-                         "the model or optimizer changed since the checkpoint. Use a new model folder.")
+        raise MiscnnError(f"checkpoint has {len(arrays)} optimizer variables, the optimizer has {len(opt.variables)}: "
+                          "the model or optimizer changed since the checkpoint. Use a new model folder.")
     for i, v in enumerate(opt.variables):
         v.assign(arrays[f"v{i:04d}"])
 
@@ -218,16 +250,49 @@ class EpochCheckpoint(keras.callbacks.Callback):
                "learning_rate": lr, "time_s": round(time.time() - self._t0, 3)}
         append_log(self.log_path, row)
         state = {"epoch": done, "weights": weights, "optimizer": optim, "learning_rate": lr,
-                 "callbacks": _callback_state(self.others), **self.extra_state}
+                 "callbacks": _callback_state(self.others), **self.extra_state,
+                 "sha256": {name: file_fingerprint(self.folder / name) for name in (weights, optim)}}
+        _write_json(self.folder / f"epoch_{done:04d}.state.json", state)
         _write_json(self.folder / "state.json", state)
-        for p in self.folder.iterdir():           # older epochs are no longer needed
-            if p.name.startswith("epoch_") and p.name not in (weights, optim):
+        keep = {f"epoch_{e:04d}" for e in (done, done - 1)}   # this epoch and the one before (the fallback)
+        for p in self.folder.iterdir():
+            if p.name.startswith("epoch_") and p.name.split(".")[0] not in keep:
                 p.unlink()
 
 def read_checkpoint_state(out) -> dict | None:
-    "The `state.json` of a model folder's last finished epoch, or None if there is none."
+    "The `state.json` of a model folder's last finished epoch, or None if there is none (or it is unreadable)."
     p = Path(out) / CHECKPOINT_DIR / "state.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+def checkpoint_states(out) -> list[tuple[Path, dict | None]]:
+    "(state file, state or None if unreadable) of a model folder's checkpoints, newest first."
+    folder = Path(out) / CHECKPOINT_DIR
+    files = sorted(folder.glob("epoch_*.state.json"), reverse=True)
+    if (folder / "state.json").is_file():
+        files.insert(0, folder / "state.json")
+    states = []
+    for f in files:
+        try:
+            state = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            state = None
+        states.append((f, state if isinstance(state, dict) else None))
+    return states
+
+def checkpoint_problem(folder, state: dict | None) -> str | None:
+    "Why the checkpoint `state` in `folder` cannot be used (unreadable, missing file, checksum), or None."
+    if state is None or not {"epoch", "weights", "optimizer"} <= set(state):
+        return "its state file is unreadable"
+    for name in (state["weights"], state["optimizer"]):
+        if not (Path(folder) / name).is_file():
+            return f"{name} is missing"
+        expected = state.get("sha256", {}).get(name)
+        if expected is not None and file_fingerprint(Path(folder) / name) != expected:
+            return f"{name} fails its SHA-256 checksum (damaged or cut short)"
+    return None
 
 # %% ../nbs/08_training.ipynb #43a78b09
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
@@ -248,14 +313,14 @@ def resolve_strategy(strategy):
     if strategy is None:
         return None
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"strategy={strategy!r} needs the TensorFlow backend (KERAS_BACKEND is "
-                         f"{keras.backend.backend()!r}); on JAX use keras.distribution instead.")
+        raise MiscnnError(f"strategy={strategy!r} needs the TensorFlow backend (KERAS_BACKEND is "
+                          f"{keras.backend.backend()!r}); on JAX use keras.distribution instead.")
     import tensorflow as tf
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     if isinstance(strategy, tf.distribute.Strategy):
         return strategy
-    raise ValueError(f"strategy={strategy!r}: expected None, 'mirrored' or a tf.distribute.Strategy.")
+    raise MiscnnError(f"strategy={strategy!r}: expected None, 'mirrored' or a tf.distribute.Strategy.")
 
 # %% ../nbs/08_training.ipynb #a694298b
 def _as_pipeline(pipeline):
@@ -294,7 +359,10 @@ class Segmenter:
             learning_rate · (1 − epoch / epochs)^0.9, set at the start of every epoch).
         lr_patience, lr_factor, stop_patience: ReduceLROnPlateau / EarlyStopping (paper: 20, 0.1, 150).
         mixed_precision: None, 'mixed_float16' or 'mixed_bfloat16'. strategy: None, 'mirrored', tf Strategy.
-        seed: seeds data order, patches, augmentation.
+        seed: a non-negative int that seeds the initial weights (`seed_weights`), data order, patches
+            and augmentation: the same seed trains the same model, whatever ran before.
+        initial_weights: 'seed' redraws the model's weights from `seed` (a fresh run); 'keep' trains
+            the weights it has (a pretrained model, an ensemble of trained members; `load` keeps them).
         workers, use_multiprocessing: threads (or processes) that prepare batches ahead. The default 2
             also avoids a stall of several seconds at the start of some epochs that TensorFlow's own
             prefetching of a one-worker loader causes (`bench/epoch_start.py`); batches are the same.
@@ -303,9 +371,10 @@ class Segmenter:
                  learning_rate: float = 1e-3, batch_size: int = 2, iterations: int = 150, overlap: float = 0.5,
                  weighting: str = "gaussian", mirror_axes=(), lr_patience: int = 20, lr_factor: float = 0.1,
                  stop_patience: int = 150, mixed_precision: str | None = None, strategy=None, seed: int = 0,
-                 workers: int = 2, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau"):
+                 workers: int = 2, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau",
+                 initial_weights: str = "seed"):
         if sampler is None and patch_shape is None:
-            raise ValueError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
+            raise MiscnnError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
         self.sampler = sampler or PatchSampler(tuple(patch_shape))
         self.patch_shape = tuple(int(p) for p in (patch_shape or self.sampler.patch_shape))
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
@@ -314,11 +383,16 @@ class Segmenter:
         self.settings = dict(learning_rate=learning_rate, batch_size=batch_size, iterations=iterations,
                              overlap=overlap, weighting=weighting, mirror_axes=list(mirror_axes),
                              lr_patience=lr_patience, lr_factor=lr_factor, stop_patience=stop_patience,
-                             mixed_precision=mixed_precision, seed=seed, workers=workers,
+                             mixed_precision=mixed_precision, seed=check_seed(seed), workers=workers,
                              use_multiprocessing=use_multiprocessing, class_names=class_names,
                              lr_schedule=lr_schedule)
         if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule={lr_schedule!r}: choose one of {LR_SCHEDULES}.")
+            raise MiscnnError(f"lr_schedule={lr_schedule!r}: choose one of {LR_SCHEDULES}.")
+        if initial_weights not in ("seed", "keep"):
+            raise MiscnnError(f"initial_weights={initial_weights!r}: choose 'seed' (redraw from seed) or 'keep' "
+                              "(train the weights the model has).")
+        if initial_weights == "seed":
+            seed_weights(model, seed)
         self.strategy = resolve_strategy(strategy)
         self.model = self._prepare_model(model)
 
@@ -360,18 +434,18 @@ def _check_data(self, cases) -> None:
     "Raise if the cases' channels or label values do not fit the model (checked on the first case)."
     items = _dataset_items(cases)
     if not items:
-        raise ValueError("no cases given: pass a list of Cases, NIfTI paths, KiTS19 case folders or a reader.")
+        raise MiscnnError("no cases given: pass a list of Cases, NIfTI paths, KiTS19 case folders or a reader.")
     case = _source_of(items[0])[1]()
     channels = (1 if case.image.ndim == 3 else case.image.shape[-1]) * (2 * self.slab_neighbours + 1)
     if channels != self.in_channels:
         slabs = (f" ({channels // (2 * self.slab_neighbours + 1)} image channel(s) × {2 * self.slab_neighbours + 1} "
                  "slices of the 2.5D slab)") if self.slab_neighbours else ""
-        raise ValueError(f"case {case.id!r} gives {channels} input channel(s){slabs} but the model expects "
-                         f"{self.in_channels}: build the model with in_channels={channels}.")
+        raise MiscnnError(f"case {case.id!r} gives {channels} input channel(s){slabs} but the model expects "
+                          f"{self.in_channels}: build the model with in_channels={channels}.")
     if case.label is not None and int(np.max(case.label)) >= self.n_classes:
-        raise ValueError(f"case {case.id!r} has label values up to {int(np.max(case.label))} but the model "
-                         f"outputs {self.n_classes} classes (0..{self.n_classes - 1}): build it with "
-                         f"n_classes={int(np.max(case.label)) + 1} or remap labels (LabelRemap).")
+        raise MiscnnError(f"case {case.id!r} has label values up to {int(np.max(case.label))} but the model "
+                          f"outputs {self.n_classes} classes (0..{self.n_classes - 1}): build it with "
+                          f"n_classes={int(np.max(case.label)) + 1} or remap labels (LabelRemap).")
 Segmenter.check_data = _check_data
 
 def _loaders(self, train, val, cache_dir, progress):
@@ -391,20 +465,26 @@ def _loaders(self, train, val, cache_dir, progress):
 
 def _fit_pipeline(self, train, out):
     if out is not None and (Path(out) / PIPELINE_FILE).is_file():
+        if why := _checksum_problem(Path(out), PIPELINE_FILE):
+            raise CorruptFileError(why)
         self.pipeline = Pipeline.load(Path(out) / PIPELINE_FILE)          # resuming: the same statistics
     elif self.pipeline is not None and not self.pipeline.fitted:
         self.pipeline.fit([_source_of(it)[1]() for it in _dataset_items(train)])
 
 def _fit(self, train, val=None, epochs: int = 10, out=None, cache_dir=None, resume: bool = True,
-        live: bool = False, verbose: int = 0, progress: bool = False, callbacks=()) -> pd.DataFrame:
+        live: bool = False, verbose: int = 0, progress: bool = False, callbacks=(),
+        spacing_range=SPACING_RANGE_MM) -> pd.DataFrame:
     """Train for `epochs` epochs in total (a resumed run continues up to that number).
 
     out: model folder (log, checkpoints, model, pipeline, config); None: a temporary folder.
     cache_dir: preprocessed cache (default out/cache). live: draw curves in the notebook.
+    spacing_range: plausible voxel sizes (mm) every case must have (`validate_cases`); None: not checked.
     Returns the training log (one row per finished epoch)."""
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
+    validate_cases(_dataset_items(train) + (_dataset_items(val) if val is not None else []), self.n_classes,
+                   spacing_range, record_dir=cache_dir or out / "cache")
     self._fit_pipeline(train, out)
     self.out = out
     self.save(out, model=False)
@@ -412,7 +492,8 @@ def _fit(self, train, val=None, epochs: int = 10, out=None, cache_dir=None, resu
     s = self.settings
     monitor = "val_loss" if val_ds is not None else "loss"
     if s["lr_schedule"] == "poly":
-        schedule = keras.callbacks.LearningRateScheduler(lambda e, lr: poly_learning_rate(e, epochs, s["learning_rate"]))
+        schedule = keras.callbacks.LearningRateScheduler(lambda e, lr: poly_learning_rate(e, epochs,
+                                                                                          s["learning_rate"]))
     else:
         schedule = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s["lr_factor"], patience=s["lr_patience"])
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=s["stop_patience"])
@@ -423,14 +504,20 @@ def _fit(self, train, val=None, epochs: int = 10, out=None, cache_dir=None, resu
     initial_epoch = self._resume(out, train_ds, ckpt) if resume else 0
     if not resume:
         truncate_log(out / LOG_FILE, 0)
-    cbs = [HeapThresholds(), schedule, stop, best, *callbacks] + ([LiveCurves()] if live else []) + [ckpt]
+    cbs = ([HeapThresholds(), StopOnNonFiniteLoss(out), schedule, stop, best, *callbacks]
+           + ([LiveCurves()] if live else []) + [ckpt])
     if initial_epoch < epochs:
         # shuffle=False: the loader shuffles cases itself, seeded per epoch; Keras would reorder batches
         # with Python's global `random`, which a resumed process cannot reproduce
         self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
                        callbacks=cbs, verbose=verbose, shuffle=False)
     if (out / BEST_FILE).is_file():
-        _copy_weights(out / BEST_FILE, self.model)
+        try:
+            _copy_weights(out / BEST_FILE, self.model)
+        except Exception as e:                      # damaged after it was written: say so, keep the last weights
+            import warnings
+            warnings.warn(f"{out / BEST_FILE}: unreadable ({type(e).__name__}); {MODEL_FILE} gets the weights of "
+                          "the last epoch instead of the best one.")
     self.save(out)
     return read_log(out / LOG_FILE)
 
@@ -439,15 +526,30 @@ def _copy_weights(path, model):
     model.set_weights(load_model(path).get_weights())
 
 def _resume(self, out, train_ds, ckpt) -> int:
-    "Restore weights, optimizer, learning rate, data epoch and callback state of the last checkpoint."
-    state = read_checkpoint_state(out)
-    if state is None:
+    """Restore weights, optimizer, learning rate, data epoch and callback state of the newest checkpoint
+    that passes its checksums; a damaged one is skipped with a warning (the previous epoch is kept)."""
+    import warnings
+    folder, states, state = out / CHECKPOINT_DIR, checkpoint_states(out), None
+    if not states:
         truncate_log(out / LOG_FILE, 0)
         return 0
-    folder = out / CHECKPOINT_DIR
-    self.model.load_weights(folder / state["weights"])
-    with np.load(folder / state["optimizer"]) as z:
-        _load_optimizer_arrays(self.model, {k: z[k] for k in z.files})
+    for path, candidate in states:
+        why = checkpoint_problem(folder, candidate)
+        if why is None:
+            try:
+                self.model.load_weights(folder / candidate["weights"])
+                with np.load(folder / candidate["optimizer"]) as z:
+                    _load_optimizer_arrays(self.model, {k: z[k] for k in z.files})
+                state = candidate
+                break
+            except MiscnnError:
+                raise
+            except Exception as e:                  # h5py / zip errors of a file damaged without a checksum
+                why = f"it cannot be read ({type(e).__name__}: {str(e)[:200]})"
+        warnings.warn(f"{path}: checkpoint not usable: {why}; trying the previous one.")
+    if state is None:
+        raise CorruptFileError(f"{folder}: no usable checkpoint ({len(states)} tried, all damaged). Remove the "
+                               "folder to start this run afresh (or train with --overwrite), or use another --out.")
     truncate_log(out / LOG_FILE, state["epoch"])
     train_ds.set_epoch(int(state["epoch"]))     # batches of epoch e depend only on (seed, e, index)
     ckpt.restore = state
@@ -469,7 +571,27 @@ def _save(self, folder, model: bool = True) -> Path:
     _write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
     if model:
         _atomic_write(folder / MODEL_FILE, lambda tmp: self.model.save(tmp))
+    written = [CONFIG_FILE] + [PIPELINE_FILE] * (self.pipeline is not None) + [MODEL_FILE] * model
+    _write_json(folder / CHECKSUM_FILE, {**_read_checksums(folder),       # files not rewritten keep their sums
+                                         **{name: file_fingerprint(folder / name) for name in written}})
     return folder
+
+def _read_checksums(folder: Path) -> dict:
+    "The {file name: SHA-256} of a model folder's `checksums.json` ({} if absent or unreadable)."
+    try:
+        sums = json.loads((Path(folder) / CHECKSUM_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return sums if isinstance(sums, dict) else {}
+
+def _checksum_problem(folder: Path, name: str) -> str | None:
+    "Why `folder/name` does not match `checksums.json` (None: it matches, or no checksum was written)."
+    expected = _read_checksums(folder).get(name)
+    if expected is None or not (folder / name).is_file() or file_fingerprint(folder / name) == expected:
+        return None
+    return (f"{folder / name}: fails its SHA-256 checksum in {CHECKSUM_FILE} (damaged, cut short while copying, or "
+            "edited). Copy the model folder again or retrain; if you edited the file on purpose, delete "
+            f"{CHECKSUM_FILE}.")
 
 @classmethod
 def _load(cls, folder, **overrides) -> "Segmenter":
@@ -481,7 +603,14 @@ def _load(cls, folder, **overrides) -> "Segmenter":
                                 "or miscnn-lite train, or point to the model folder.")
     if not (folder / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{folder}: {CONFIG_FILE} is missing; the folder was not written by Segmenter.save.")
-    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    for name in (CONFIG_FILE, PIPELINE_FILE):
+        if why := _checksum_problem(folder, name):
+            raise CorruptFileError(why)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CorruptFileError(f"{folder / CONFIG_FILE}: unreadable JSON; copy the model folder again or "
+                               "retrain.") from None
     pipeline = None
     if config.get("has_pipeline", True):
         if not (folder / PIPELINE_FILE).is_file():
@@ -489,7 +618,19 @@ def _load(cls, folder, **overrides) -> "Segmenter":
                                     "images and predicts garbage without the same preprocessing; copy the "
                                     "pipeline.json saved with the model into this folder.")
         pipeline = Pipeline.load(folder / PIPELINE_FILE)
-    model = load_model(folder / MODEL_FILE)
+    try:
+        model = load_model(folder / MODEL_FILE)
+    except Exception as e:
+        if isinstance(e, MiscnnError) or "Lambda layer" in str(e):
+            raise
+        raise CorruptFileError((_checksum_problem(folder, MODEL_FILE) or f"{folder / MODEL_FILE}: cannot be read as a "
+                                "Keras model; it is damaged or was cut short while copying. Copy the model folder "
+                                "again, or retrain (best.keras and checkpoint/ of the run may still hold good "
+                                "weights).")
+                               + f" ({type(e).__name__}: {str(e)[:200]})") from None
+    if why := _checksum_problem(folder, MODEL_FILE):
+        import warnings
+        warnings.warn(why)
     keys = ("learning_rate", "batch_size", "iterations", "overlap", "weighting", "mirror_axes", "lr_patience",
             "lr_factor", "stop_patience", "mixed_precision", "seed", "workers", "use_multiprocessing", "class_names",
             "lr_schedule")
@@ -499,6 +640,7 @@ def _load(cls, folder, **overrides) -> "Segmenter":
     loss = config.get("loss", "dice_ce")
     loss = loss if isinstance(loss, str) else keras.saving.deserialize_keras_object(loss)
     kwargs.update(overrides)
+    kwargs.setdefault("initial_weights", "keep")   # the trained weights
     return cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss, **kwargs)
 
 Segmenter.save, Segmenter.load = _save, _load
@@ -538,7 +680,7 @@ def _output_path(item, case: Case, out: Path) -> Path:
     p = None if isinstance(item, Case) else Path(item)
     if p is not None and p.is_dir():
         return out / p.name / "prediction.nii.gz"
-    if p is not None and p.name in ("imaging.nii.gz", "imaging.nii"):
+    if p is not None and p.name.split(".")[0] == "imaging":      # imaging.nii.gz, imaging.nrrd, ...
         return out / p.parent.name / "prediction.nii.gz"
     return out / f"{case.id}.nii.gz"
 
@@ -550,7 +692,7 @@ def _predict(self, cases, out=None, progress: bool = True):
         cases = [cases]
     items = _dataset_items(cases)
     if not items:
-        raise ValueError(f"{cases!r}: no images to predict (expected NIfTI files, KiTS19 case folders or Cases).")
+        raise MiscnnError(f"{cases!r}: no images to predict (expected NIfTI files, KiTS19 case folders or Cases).")
     results = []
     if progress:
         from tqdm.auto import tqdm
@@ -564,7 +706,8 @@ def _predict(self, cases, out=None, progress: bool = True):
             results.append(save_prediction(label_map, case, _output_path(item, case, Path(out))))
     return results
 
-Segmenter.predict_probabilities, Segmenter.predict_case, Segmenter.predict = _predict_probabilities, _predict_case, _predict
+Segmenter.predict_probabilities = _predict_probabilities
+Segmenter.predict_case, Segmenter.predict = _predict_case, _predict
 
 # %% ../nbs/08_training.ipynb #3140173c
 def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
@@ -579,9 +722,10 @@ def _evaluate(self, cases, progress: bool = False) -> pd.DataFrame:
     for item in _dataset_items(cases):
         case = _source_of(item)[1]() if not isinstance(item, Case) else item
         if case.label is None:
-            raise ValueError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
+            raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
         pred = self.predict_case(case, progress=progress)
-        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1, self.n_classes)]
+        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
+                                                                                                       self.n_classes)]
     return pd.DataFrame(rows)
 
 Segmenter.evaluate = _evaluate
@@ -591,18 +735,17 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
-                      mixed_precision=None, n_classes=3)
+                      mixed_precision=None, n_classes=3, spacing_range=SPACING_RANGE_MM)
+TRAIN_SETTINGS_FILE = "train_settings.json"
 
 def _read_config(config) -> dict:
     if config is None:
         return {}
-    if isinstance(config, dict):
-        return dict(config)
-    path = Path(config)
-    data = load_mapping(path, "training settings")
+    data, where = (dict(config), "config") if isinstance(config, dict) else (load_mapping(config, "training settings"),
+                                                                             str(config))
     unknown = sorted(set(data) - set(TRAIN_DEFAULTS))
     if unknown:
-        raise ValueError(f"{path}: unknown setting(s) {unknown}; known: {sorted(TRAIN_DEFAULTS)}.")
+        raise SettingsError(f"{where}: unknown setting(s) {unknown}; known: {sorted(TRAIN_DEFAULTS)}.")
     return data
 
 def _split(items, val_fraction, seed):
@@ -613,8 +756,8 @@ def _split(items, val_fraction, seed):
 
 def _build_model(opts) -> keras.Model:
     if opts["model"] != "unet":
-        raise ValueError(f"model={opts['model']!r}: the command line builds 'unet'; for other networks use "
-                         "Segmenter(model, ...) from Python.")
+        raise MiscnnError(f"model={opts['model']!r}: the command line builds 'unet'; for other networks use "
+                          "Segmenter(model, ...) from Python.")
     return unet(opts["n_classes"], depth=opts["depth"], base_filters=opts["base_filters"],
                 normalization=opts["normalization"])
 
@@ -624,27 +767,52 @@ def _kits_pipeline(opts) -> Pipeline:
     return Pipeline(steps + [ClipHU(*opts["hu_window"]), ZScore("dataset")])
 
 def train_command(data, out, epochs=None, iterations=None, batch_size=None, patch_shape=None, model=None,
-                  base_filters=None, depth=None, loss=None, config=None, progress: bool = True, **overrides) -> pd.DataFrame:
-    """Train a U-Net on the dataset folder `data` into the model folder `out`; re-running resumes.
+                  base_filters=None, depth=None, loss=None, config=None, progress: bool = True, resume: bool = False,
+                  overwrite: bool = False, **overrides) -> pd.DataFrame:
+    """Train a U-Net on the dataset folder `data` into the model folder `out`.
 
-    Arguments left None come from `config` (YAML/JSON file or dict), else from `TRAIN_DEFAULTS`. On a
-    resumed run the settings saved in out/train_settings.json are used, except `epochs`. Like a program's
-    `main`, it seeds Python, NumPy and Keras globally (`keras.utils.set_random_seed(seed)`), so the same
-    command gives the same initial weights. Returns the training log."""
+    Arguments left None come from `config` (YAML/JSON file or dict), else from `TRAIN_DEFAULTS`. Settings
+    and every case are checked before anything is written. A folder holding a run continues it when the
+    settings are the same (only `epochs` may change); other settings are refused with the differences,
+    unless `resume` (continue the saved run; give no differing settings) or `overwrite` (remove the old
+    run, keep the cache, start afresh). The `seed` setting fixes the split, the initial weights and the
+    batches, so the same command trains the same model.
+    Returns the training log."""
+    if resume and overwrite:
+        raise SettingsError("resume=True and overwrite=True (--resume --overwrite): choose one; --resume continues "
+                            "the saved run, --overwrite starts afresh.")
     out = Path(out)
+    if out.is_file():
+        raise SettingsError(f"--out {out}: is a file; give a folder for the model (it is created if missing).")
     given = {k: v for k, v in dict(epochs=epochs, iterations=iterations, batch_size=batch_size,
                                    patch_shape=patch_shape, model=model, base_filters=base_filters, depth=depth,
                                    loss=loss, **overrides).items() if v is not None}
-    saved = out / "train_settings.json"
-    if saved.is_file():
-        opts = {**json.loads(saved.read_text(encoding="utf-8")), **({"epochs": given["epochs"]} if "epochs" in given else {})}
-    else:
-        opts = {**TRAIN_DEFAULTS, **_read_config(config), **given}
-        check_patch_shape(opts["patch_shape"], opts["depth"])
-        _write_json(saved, opts)
+    explicit = {**_read_config(config), **given}
+    opts = check_train_settings({**TRAIN_DEFAULTS, **explicit})
+    saved = None if overwrite else _saved_settings(out / TRAIN_SETTINGS_FILE)
+    if resume and saved is None:
+        raise SettingsError(f"--out {out}: no saved run to resume (no {TRAIN_SETTINGS_FILE}); check the folder, or "
+                            "drop --resume to start a run there.")
+    if saved is not None:
+        compare = {k: opts[k] for k in explicit} if resume else opts
+        differences = settings_differences(saved, compare)
+        if differences:
+            raise SettingsError(f"--out {out}: holds a run with other settings ({'; '.join(differences)}). Run with "
+                                "the saved settings, add --resume to continue the saved run (without the differing "
+                                "options), --overwrite to start afresh (the old run is removed), or use another --out.")
+        opts = {**saved, "epochs": opts["epochs"] if "epochs" in explicit else saved["epochs"]}
     items = _dataset_items(open_dataset(data))
+    with output_lock(out, "miscnn-lite train"):
+        validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
+        if overwrite:
+            _clear_run(out)
+        remove_temporaries(out)
+        _write_json(out / TRAIN_SETTINGS_FILE, opts)
+        return _train(items, out, opts, progress)
+
+def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
+    "Split, build the Segmenter from checked `opts` and fit it into `out` (train_command holds the lock)."
     train, val = _split(items, opts["val_fraction"], opts["seed"])
-    keras.utils.set_random_seed(opts["seed"])   # a program entry point: reproducible initial weights and dropout
     augmentation = None
     if opts["augmentation"]:
         from miscnn_lite.augmentation import ct_augmentation
@@ -655,7 +823,8 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                     batch_size=opts["batch_size"], iterations=opts["iterations"], overlap=opts["overlap"],
                     mirror_axes=tuple(opts["mirror_axes"]), seed=opts["seed"], workers=opts["workers"],
                     mixed_precision=opts["mixed_precision"], class_names=None)
-    return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0)
+    return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0,
+                   spacing_range=opts["spacing_range"])
 
 def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
     """Predict `input` (a NIfTI file, a KiTS19 case folder, a KiTS19 dataset folder or a folder of NIfTI
@@ -665,11 +834,91 @@ def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
     input = Path(input)
     if not input.exists():
         raise FileNotFoundError(f"--input {input} does not exist.")
-    if input.is_dir() and not (input / "imaging.nii.gz").is_file():
-        items = sorted(p for p in input.iterdir() if (p / "imaging.nii.gz").is_file())
-        items = items or sorted(p for p in input.iterdir() if p.name.endswith((".nii", ".nii.gz")))
+    if Path(out).is_file():
+        raise SettingsError(f"--out {out}: is a file; give a folder for the predictions.")
+    if input.is_dir() and case_folder_files(input)[0] is None:
+        items = sorted(p for p in input.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
+        items = items or sorted(p for p in input.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
         if not items:
-            raise ValueError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz) and no .nii/.nii.gz files.")
+            raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz) and no image files "
+                              f"({', '.join(IMAGE_SUFFIXES)}).")
     else:
         items = [input]
-    return seg.predict(items, out=out, progress=progress)
+    with output_lock(out, "miscnn-lite predict"):
+        remove_temporaries(out)                  # left by a predict that was killed while writing
+        return seg.predict(items, out=out, progress=progress)
+
+# %% ../nbs/08_training.ipynb #7138b0ae
+_MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+
+def _is_int(v, lo: int) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
+
+def _is_number(v, lo: float, hi: float, hi_open: bool = True) -> bool:
+    ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and np.isfinite(v)
+    return bool(ok and lo <= v and (v < hi if hi_open else v <= hi))
+
+def check_train_settings(opts: dict, where: str = "settings") -> dict:
+    """Check every value of a full set of training settings (`TRAIN_DEFAULTS` keys); returns them as
+    JSON values (tuples become lists). Raises `SettingsError` naming the setting, the value and what fits."""
+    unknown = sorted(set(opts) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {unknown}; known: {sorted(TRAIN_DEFAULTS)}.")
+    o = {**TRAIN_DEFAULTS, **opts}
+
+    def need(ok, name, expected):
+        if not ok:
+            raise SettingsError(f"{where}: {name}={o[name]!r} is not allowed: {expected}.")
+    for name, lo in [("epochs", 1), ("iterations", 1), ("batch_size", 1), ("base_filters", 1), ("depth", 1),
+                     ("n_classes", 2), ("workers", 0), ("seed", 0)]:
+        need(_is_int(o[name], lo), name, f"expected an integer >= {lo} (default {TRAIN_DEFAULTS[name]})")
+    need(o["model"] == "unet", "model", "the command line builds 'unet'; for other networks use Segmenter(model, ...)")
+    need(o["loss"] in LOSSES, "loss", f"expected one of {sorted(LOSSES)}")
+    need(_is_number(o["learning_rate"], 1e-12, 10.0), "learning_rate", "expected a positive step size, e.g. 1e-3")
+    need(_is_number(o["val_fraction"], 0.0, 1.0), "val_fraction", "expected 0 <= val_fraction < 1, e.g. 0.2")
+    need(_is_number(o["foreground_fraction"], 0.0, 1.0, hi_open=False), "foreground_fraction",
+         "expected 0..1, e.g. 1/3")
+    need(_is_number(o["overlap"], 0.0, 1.0), "overlap", "expected 0 <= overlap < 1, e.g. 0.5")
+    need(o["mixed_precision"] in _MIXED_PRECISION, "mixed_precision", f"expected one of {_MIXED_PRECISION}")
+    need(isinstance(o["augmentation"], bool), "augmentation", "expected true or false")
+    need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
+    window = o["hu_window"]
+    need(isinstance(window, (list, tuple)) and len(window) == 2 and all(_is_number(v, -1e6, 1e6) for v in window)
+         and window[0] < window[1], "hu_window", "expected [lo, hi] HU with lo < hi, e.g. [-79, 304]")
+    axes = o["mirror_axes"]
+    need(isinstance(axes, (list, tuple)) and all(a in (0, 1, 2) for a in axes), "mirror_axes", "expected axes 0, 1, 2")
+    rng = o["spacing_range"]
+    need(rng is None or (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(_is_number(v, 0.0, 1e9) for v in rng)
+                         and 0 < rng[0] < rng[1]), "spacing_range", "expected null or [lo, hi] mm with 0 < lo < hi")
+    try:
+        if o["target_spacing"] is not None:
+            check_spacing(o["target_spacing"], name="target_spacing", ndim=3, hint="e.g. [3.22, 1.62, 1.62] or null.")
+        check_patch_shape(o["patch_shape"], o["depth"])
+    except ValueError as e:
+        raise SettingsError(f"{where}: {e}") from None
+    return json.loads(json.dumps(o, default=_json_default))
+
+def settings_differences(saved: dict, requested: dict, ignore=("epochs",)) -> list[str]:
+    "`key: saved X, now Y` for each key of `requested` whose value differs from `saved` (missing keys: defaults)."
+    saved = {**json.loads(json.dumps(TRAIN_DEFAULTS, default=_json_default)), **saved}
+    return [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in requested.items()
+            if k not in ignore and saved.get(k) != v]
+
+def _saved_settings(path: Path) -> dict | None:
+    "The checked settings of the run in `path`'s folder, None if there is no run."
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise CorruptFileError(f"{path}: unreadable (not a JSON mapping of settings). Restore it, or add --overwrite "
+                               "to start afresh (the old run in this folder is removed).")
+    return check_train_settings(saved, where=str(path))
+
+def _clear_run(out: Path) -> None:
+    "Remove a run's files from `out` (model, pipeline, config, logs, settings, checkpoints); the cache stays."
+    for name in (MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, TRAIN_SETTINGS_FILE, CHECKSUM_FILE):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)

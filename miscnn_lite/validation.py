@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -15,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path
+from .io import MiscnnError, atomic_path
 
 # %% auto #0
-__all__ = ['MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout', 'acquisition_table',
-           'robust_folds', 'fold_table', 'label_volume_table', 'save_folds', 'load_folds', 'prepare_folds',
-           'compare_models', 'plot_comparison', 'file_sha256', 'make_manifest', 'save_manifest', 'load_manifest',
-           'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume', 'rescore_cross_validation',
-           'ensemble_predict', 'fold_model_dirs']
+__all__ = ['KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout',
+           'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table', 'save_folds', 'load_folds',
+           'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info', 'file_sha256', 'make_manifest',
+           'save_manifest', 'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume',
+           'rescore_cross_validation', 'predictive_entropy', 'member_variance', 'ensemble_predict', 'fold_model_dirs']
 
 # %% ../nbs/10_validation.ipynb #9fc0710e
 @dataclass
@@ -34,18 +35,18 @@ class Fold:
     def __post_init__(self):
         overlap = sorted(set(self.train) & set(self.val))
         if overlap:
-            raise ValueError(f"fold has cases in both train and val: {overlap[:5]}; a case may be in only one.")
+            raise MiscnnError(f"fold has cases in both train and val: {overlap[:5]}; a case may be in only one.")
 
 def _check_ids(case_ids, n_folds: int | None = None) -> list[str]:
     ids = [str(c) for c in case_ids]
     if len(set(ids)) != len(ids):
         dup = sorted({c for c in ids if ids.count(c) > 1})
-        raise ValueError(f"duplicate case ids {dup[:5]}: every case must appear once.")
+        raise MiscnnError(f"duplicate case ids {dup[:5]}: every case must appear once.")
     if n_folds is not None:
         if n_folds < 2:
-            raise ValueError(f"n_folds={n_folds}: cross-validation needs at least 2 folds.")
+            raise MiscnnError(f"n_folds={n_folds}: cross-validation needs at least 2 folds.")
         if len(ids) < n_folds:
-            raise ValueError(f"{len(ids)} cases but n_folds={n_folds}: every fold needs at least one "
+            raise MiscnnError(f"{len(ids)} cases but n_folds={n_folds}: every fold needs at least one "
                              f"validation case. Use n_folds <= {len(ids)} or add cases.")
     return ids
 
@@ -67,7 +68,7 @@ def leave_one_out(case_ids) -> list[Fold]:
 def percentage_split(case_ids, val_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
     "One fold with round(val_fraction · n) (at least 1) seeded random validation cases."
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction}: choose a fraction strictly between 0 and 1.")
+        raise MiscnnError(f"val_fraction={val_fraction}: choose a fraction strictly between 0 and 1.")
     ids = _check_ids(case_ids, 2)
     n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
     order = np.random.default_rng(seed).permutation(len(ids))
@@ -78,7 +79,7 @@ def holdout(case_ids, val_ids) -> list[Fold]:
     ids = _check_ids(case_ids)
     missing = sorted(set(map(str, val_ids)) - set(ids))
     if missing:
-        raise ValueError(f"hold-out ids {missing[:5]} are not in the dataset.")
+        raise MiscnnError(f"hold-out ids {missing[:5]} are not in the dataset.")
     return _folds_from_parts(ids, [[str(v) for v in val_ids]])
 
 # %% ../nbs/10_validation.ipynb #154733cd
@@ -100,9 +101,9 @@ def robust_folds(table: pd.DataFrame, n_folds: int = 3, key: str = "slice_thickn
         key: 'slice_thickness' or 'slice_count' (any numeric column works).
         mode: 'stratified' (every fold spans the range) or 'worst_case' (contiguous blocks)."""
     if key not in table.columns:
-        raise ValueError(f"key {key!r} is not a column of the table ({list(table.columns)}).")
+        raise MiscnnError(f"key {key!r} is not a column of the table ({list(table.columns)}).")
     if mode not in ("stratified", "worst_case"):
-        raise ValueError(f"mode {mode!r}: use 'stratified' or 'worst_case'.")
+        raise MiscnnError(f"mode {mode!r}: use 'stratified' or 'worst_case'.")
     ids = _check_ids(table["case"], n_folds)
     order = [ids[i] for i in np.argsort(table[key].to_numpy(), kind="stable")]
     if mode == "worst_case":
@@ -127,7 +128,7 @@ def label_volume_table(reader, labels: dict, case_ids=None) -> pd.DataFrame:
     for cid in reader.case_ids if case_ids is None else case_ids:
         case = reader.load_case(cid)
         if case.label is None:
-            raise ValueError(f"case {cid!r} has no label map: label volumes need ground truth; use "
+            raise MiscnnError(f"case {cid!r} has no label map: label volumes need ground truth; use "
                              "acquisition_table (headers only) to stratify unlabelled data.")
         voxel_mm3 = float(np.prod(case.spacing))
         rows.append({"case": cid, **{f"{name}_volume": float(region_mask(case.label, region).sum()) * voxel_mm3
@@ -149,7 +150,7 @@ def load_folds(path) -> list[Fold]:
         payload = json.loads(path.read_text(encoding="utf-8"))
         return [Fold(**f) for f in payload["folds"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a folds file written by save_folds ({e}). Delete it to make new folds.") from e
+        raise MiscnnError(f"{path}: not a folds file written by save_folds ({e}). Delete it to make new folds.") from e
 
 def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str = "kfold", **kwargs) -> list[Fold]:
     """Folds for `case_ids`: read from `path` when it exists (and matches the ids), else made and saved.
@@ -160,7 +161,7 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
         folds = load_folds(path)
         known = sorted({c for f in folds for c in f.train + f.val})
         if known != sorted(ids):
-            raise ValueError(f"{path}: saved folds cover {len(known)} cases, the dataset has {len(ids)} "
+            raise MiscnnError(f"{path}: saved folds cover {len(known)} cases, the dataset has {len(ids)} "
                              f"(differences: {sorted(set(known) ^ set(ids))[:5]}). Use a new results "
                              "folder or delete folds.json to re-split.")
         return folds
@@ -168,7 +169,7 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
                   split=lambda: percentage_split(ids, kwargs.get("val_fraction", 0.2), seed),
                   holdout=lambda: holdout(ids, kwargs["val_ids"]))
     if scheme not in makers:
-        raise ValueError(f"scheme {scheme!r}: use one of {sorted(makers)}.")
+        raise MiscnnError(f"scheme {scheme!r}: use one of {sorted(makers)}.")
     folds = makers[scheme]()
     save_folds(folds, path, dict(scheme=scheme, n_folds=len(folds), seed=seed, **kwargs))
     return folds
@@ -185,14 +186,15 @@ def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", l
     if "label" in table.columns:
         labels = table["label"].unique()
         if label is None and len(labels) > 1:
-            raise ValueError(f"results hold labels {sorted(labels)}: pass label= to compare one of them.")
+            raise MiscnnError(f"results hold labels {sorted(labels)}: pass label= to compare one of them.")
         if label is not None:
             table = table[table["label"] == label]
     if table.empty:
-        raise ValueError(f"no rows for metric {metric!r} (label {label}); metrics present: {sorted(results['metric'].unique())}.")
+        raise MiscnnError(f"no rows for metric {metric!r} (label {label}); metrics present: "
+                          f"{sorted(results['metric'].unique())}.")
     wide = table.pivot_table(index="case", columns="config", values="value")
     if baseline not in wide.columns:
-        raise ValueError(f"baseline {baseline!r} is not a config in the results ({list(wide.columns)}).")
+        raise MiscnnError(f"baseline {baseline!r} is not a config in the results ({list(wide.columns)}).")
     rows = []
     for config in wide.columns:
         both = wide[baseline].notna() & wide[config].notna()
@@ -220,6 +222,24 @@ def plot_comparison(results: pd.DataFrame, metric: str = "DICE", label=None):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/10_validation.ipynb #697b941e
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+def machine_info() -> dict:
+    "CPU model, cores, the kernel-relevant instruction sets and TensorFlow's oneDNN switch of this machine."
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:                                  # not Linux: the model from platform only
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), cpu_flags=[f for f in KERNEL_FLAGS if f in flags],
+                tf_enable_onednn_opts=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+
 # %% ../nbs/10_validation.ipynb #fa77c3dd
 MANIFEST_PACKAGES = ("miscnn-lite", "numpy", "scipy", "nibabel", "SimpleITK", "keras", "tensorflow", "torch",
                      "batchgenerators", "papermill", "pandas")
@@ -240,7 +260,8 @@ def _git_commit(cwd) -> str | None:
         return None
 
 def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, seeds: dict | None = None) -> dict:
-    "Everything needed to repeat a run (see above)."
+    """Everything needed to repeat a run: the `config`, package versions and Keras backend, the git commit,
+    the machine (`machine_info`), the SHA-256 of every file under `data_dir`, the `folds` and the `seeds`."""
     versions = {}
     for name in MANIFEST_PACKAGES:
         try:
@@ -254,9 +275,11 @@ def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, 
         data_hashes = {str(p.relative_to(root)): file_sha256(p) for p in sorted(root.rglob("*"))
                        if p.is_file() and not p.name.startswith(".")}
     return dict(config=config, versions=versions, python=platform.python_version(), platform=platform.platform(),
-                keras_backend=backend, seeds=seeds or {}, data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
+                keras_backend=backend, seeds=seeds or {},
+                data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
                 data_sha256=data_hashes, folds=[asdict(f) for f in folds or []],
-                git_commit=_git_commit(Path(__file__).parent if "__file__" in globals() else Path.cwd()))
+                git_commit=_git_commit(Path(__file__).parent if "__file__" in globals() else Path.cwd()),
+                machine=machine_info())
 
 def save_manifest(manifest: dict, folder) -> Path:
     path = Path(folder) / "manifest.json"
@@ -359,10 +382,10 @@ def tune_postprocessing(results_dir, data, folds: list[Fold], candidates: dict, 
     reader = _as_reader(data)
     (labels,) = normalize_regions([region]).values()
     if not candidates or not all(callable(f) for f in dict(candidates).values()):
-        raise ValueError("candidates: give a non-empty {name: (label_map, case) -> label_map} dict, e.g. "
+        raise MiscnnError("candidates: give a non-empty {name: (label_map, case) -> label_map} dict, e.g. "
                          "{'none': lambda m, case: m, 'largest': lambda m, case: keep_largest_components(m, [2])}.")
     if nested and len(folds) < 2:
-        raise ValueError("nested=True needs at least two folds (each fold is tuned on the others); use nested=False.")
+        raise MiscnnError("nested=True needs at least two folds (each fold is tuned on the others); use nested=False.")
     names, rows = list(candidates), []
     for k, case, prediction in _fold_predictions(results_dir, reader, folds):
         reference = region_mask(case.label, labels)
@@ -393,7 +416,7 @@ def tune_min_volume(results_dir, data, folds: list[Fold], region, candidates_mm3
     (labels,) = normalize_regions([region]).values()
     volumes = sorted({float(v) for v in candidates_mm3})
     if not volumes or min(volumes) < 0:
-        raise ValueError(f"candidates_mm3 {list(candidates_mm3)}: give volumes >= 0 in mm³, e.g. [0, 50, 100].")
+        raise MiscnnError(f"candidates_mm3 {list(candidates_mm3)}: give volumes >= 0 in mm³, e.g. [0, 50, 100].")
     rules = {v: (lambda m, case, v=v: remove_small_components(m, v, case.spacing, [labels], replace_with=replace_with))
              for v in volumes}
     scores, choice = tune_postprocessing(results_dir, data, folds, rules, region, nested)
@@ -426,8 +449,23 @@ def rescore_cross_validation(results_dir, data, folds: list[Fold], make_postproc
     write_metrics_csv(table, out / f"metrics_{name}.csv")
     return table
 
+# %% ../nbs/10_validation.ipynb #22449857
+def predictive_entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
+    "Voxel-wise entropy (nats) of class probabilities along `axis`: 0 for a certain voxel, ln C for a uniform one."
+    p = np.asarray(probs, np.float64)
+    safe = np.where(p > 0, p, 1.0)                                  # 0 · ln 0 = 0
+    return (-(p * np.log(safe)).sum(axis=axis)).astype(np.float32)
+
+def member_variance(member_probs) -> np.ndarray:
+    "Voxel-wise disagreement of ensemble members: variance over members of each class probability, class mean."
+    stack = np.stack([np.asarray(m, np.float64) for m in member_probs])
+    if len(stack) < 2:
+        raise MiscnnError("member_variance: needs at least two members (one model has no disagreement to measure).")
+    return stack.var(axis=0).mean(axis=-1).astype(np.float32)
+
 # %% ../nbs/10_validation.ipynb #c1999919
-def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None) -> list:
+def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None,
+                     uncertainty: bool = False) -> list:
     """Average the class probabilities of several saved models (e.g. `out/fold_K/model`) on each case.
 
     Args:
@@ -435,23 +473,37 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         cases: Cases, NIfTI paths, KiTS19 case folders or a dataset reader.
         out: folder for `<case>.nii.gz` predictions (original geometry); None returns label maps.
         postprocess: None or `(label_map, case) -> label_map` (as in `cross_validate`).
+        uncertainty: also the `predictive_entropy` and (two or more members) `member_variance` maps:
+            written as `<case>_entropy.nii.gz` / `<case>_variance.nii.gz` (float32) beside the prediction,
+            or returned as `(label_map, entropy, variance or None)` tuples when `out` is None.
     Returns:
-        (D, H, W) uint8 label maps, or the written paths."""
+        (D, H, W) uint8 label maps (or the tuples above), or the written prediction paths."""
     from miscnn_lite.io import Case, save_prediction
     from miscnn_lite.loading import _dataset_items, _source_of
     from miscnn_lite.training import Segmenter
     model_dirs = [Path(d) for d in model_dirs]
     if not model_dirs:
-        raise ValueError("ensemble_predict: no model folders given.")
+        raise MiscnnError("ensemble_predict: no model folders given.")
     members = [Segmenter.load(d) for d in model_dirs]
     results = []
     for item in _dataset_items(cases):
         case = item if isinstance(item, Case) else _source_of(item)[1]()
-        probs = sum(m.predict_probabilities(case) for m in members) / len(members)
+        member_probs = [m.predict_probabilities(case) for m in members]
+        probs = sum(member_probs) / len(members)
         label_map = np.argmax(probs, axis=-1).astype(np.uint8)
         if postprocess is not None:
             label_map = postprocess(label_map, case)
-        results.append(label_map if out is None else save_prediction(label_map, case, Path(out) / f"{case.id}.nii.gz"))
+        maps = {}
+        if uncertainty:
+            maps["entropy"] = predictive_entropy(probs)
+            maps["variance"] = member_variance(member_probs) if len(members) > 1 else None
+        if out is None:
+            results.append((label_map, maps["entropy"], maps["variance"]) if uncertainty else label_map)
+            continue
+        for name, value in maps.items():
+            if value is not None:
+                save_prediction(value, case, Path(out) / f"{case.id}_{name}.nii.gz", dtype=np.float32)
+        results.append(save_prediction(label_map, case, Path(out) / f"{case.id}.nii.gz"))
     return results
 
 def fold_model_dirs(results_dir) -> list[Path]:

@@ -8,9 +8,20 @@ import numpy as np
 import pytest
 
 from miscnn_lite import augmentation as aug
-from miscnn_lite.augmentation import (AugmentationPipeline, ClusterIntensityShift, Compose, ElasticDeformation,
-                                      Mirror, Rotation, Scaling, SliceInterpolation, SliceSkipping,
-                                      augmentation_from_dict, ct_augmentation, kmeans_1d)
+from miscnn_lite.augmentation import (
+    AugmentationPipeline,
+    ClusterIntensityShift,
+    Compose,
+    ElasticDeformation,
+    Mirror,
+    Rotation,
+    Scaling,
+    SliceInterpolation,
+    SliceSkipping,
+    augmentation_from_dict,
+    ct_augmentation,
+    kmeans_1d,
+)
 
 
 def _blobs(shape=(12, 40, 40), seed=0):

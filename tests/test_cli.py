@@ -80,3 +80,45 @@ def test_preprocess_command(tmp_path):
     assert [s["step"] for s in steps] == ["ClipHU", "ZScore", "Resample"]
     r = run("preprocess", "--data", tmp_path / "nothing", "--out", tmp_path / "x")
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_course_writes_keeps_edits_and_overwrites_with_force(tmp_path):
+    from miscnn_lite.experiments import bundled
+    shipped = bundled("tutorials")
+    r = run("course", tmp_path / "course")
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.name for p in (tmp_path / "course").glob("*.ipynb"))
+    assert written == sorted(p.name for p in shipped.glob("*.ipynb")) and len(written) == 10
+    assert not (tmp_path / "course" / "solutions").exists()
+    edited = tmp_path / "course" / "04_patches.ipynb"
+    edited.write_text("a student's answers")
+    r = run("course", tmp_path / "course", "--solutions")
+    assert r.returncode == 2 and "04_patches.ipynb" in r.stderr and "--force" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert edited.read_text() == "a student's answers" and not (tmp_path / "course" / "solutions").exists()
+    r = run("course", tmp_path / "course", "--solutions", "--force")
+    assert r.returncode == 0, r.stderr
+    assert edited.read_bytes() == (shipped / "04_patches.ipynb").read_bytes()
+    written = tmp_path / "course" / "solutions" / "04_patches.ipynb"
+    assert written.read_bytes() == (shipped / "solutions" / "04_patches.ipynb").read_bytes()
+
+
+def test_course_into_a_file_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a folder")
+    r = run("course", tmp_path / "notes.txt")
+    assert r.returncode == 2 and "notes.txt: is a file" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "notes.txt").read_text() == "not a folder"
+
+
+def test_unknown_experiment_and_preset_list_the_shipped_ones(tmp_path):
+    r = run("experiment", "--out", tmp_path, "--notebook", "kits19")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Available experiments: compare_models.ipynb, kits19_cv.ipynb, phantom_data.ipynb" in r.stderr
+    r = run("cv", "--out", tmp_path, "-f", "paper")
+    assert r.returncode == 2 and "miscnn_paper.yaml" in r.stderr and "ct_cues.yaml" in r.stderr
+    assert list(tmp_path.iterdir()) == []                       # nothing ran
+
+
+def test_download_help_from_the_shipped_script():
+    r = run("download", "kits19", "--help")
+    assert r.returncode == 0 and "usage: miscnn-lite download kits19" in r.stdout and "--cases" in r.stdout

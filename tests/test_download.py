@@ -172,7 +172,8 @@ def test_plan_default_and_interpolated_urls():
 
 
 def test_plan_url_templates():
-    jobs = dk.plan_downloads([7], imaging_url="http://m/master_{index:05d}.nii.gz", segmentation_url="http://s/{case}.seg")
+    jobs = dk.plan_downloads([7], imaging_url="http://m/master_{index:05d}.nii.gz",
+                             segmentation_url="http://s/{case}.seg")
     assert [j.url for j in jobs] == ["http://m/master_00007.nii.gz", "http://s/case_00007.seg"]
     with pytest.raises(dk.DownloadError, match=r"URL template 'http://m/\{cid\}'.*\{case\}"):
         dk.plan_downloads([7], imaging_url="http://m/{cid}")
@@ -188,7 +189,8 @@ def test_download_writes_kits19_layout_and_checksums(server, tmp_path):
     assert {r.status for r in results} == {"downloaded"} and len(results) == 5
     for i in (0, 1, 210):
         assert (out / f"case_{i:05d}/imaging.nii.gz").read_bytes() == server.state.files[f"/images/case_{i:05d}.nii.gz"]
-    assert (out / "case_00001/segmentation.nii.gz").read_bytes() == server.state.files["/data/case_00001/segmentation.nii.gz"]
+    served = server.state.files["/data/case_00001/segmentation.nii.gz"]
+    assert (out / "case_00001/segmentation.nii.gz").read_bytes() == served
     assert not (out / "case_00210/segmentation.nii.gz").exists()
     assert not list(out.rglob("*.part")) and not list(out.glob(".*tmp"))
     # checksums.sha256 is in `sha256sum` format and matches hashlib on the served bytes
@@ -333,15 +335,18 @@ def test_404_names_the_url_and_other_files_finish(server, tmp_path, capsys):
     assert f"{server.base}/data/case_00001/segmentation.nii.gz: HTTP 404" in str(info.value)
     assert "1 of 4 files failed" in str(info.value)
     assert sum(p == "/data/case_00001/segmentation.nii.gz" for p, _ in server.state.requests) == 1  # no retries
-    assert (tmp_path / "case_00001/imaging.nii.gz").is_file() and (tmp_path / "case_00000/segmentation.nii.gz").is_file()
+    assert (tmp_path / "case_00001/imaging.nii.gz").is_file()
+    assert (tmp_path / "case_00000/segmentation.nii.gz").is_file()
     assert main(cli_args(server, tmp_path, "--cases", "0-1")) == 2
     err = capsys.readouterr().err
-    assert "download_kits19: error:" in err and "case_00001/segmentation.nii.gz: HTTP 404" in err and "Traceback" not in err
+    assert "download_kits19: error:" in err and "case_00001/segmentation.nii.gz: HTTP 404" in err
+    assert "Traceback" not in err
 
 
 def test_not_gzip_and_lfs_pointer_are_refused(server, tmp_path):
     server.state.files["/images/case_00000.nii.gz"] = b"<html>login</html>"
-    server.state.files["/data/case_00000/segmentation.nii.gz"] = b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n"
+    server.state.files["/data/case_00000/segmentation.nii.gz"] = (b"version https://git-lfs.github.com/spec/v1\n"
+                                                                  b"oid sha256:ab\n")
     with pytest.raises(dk.DownloadError) as info:
         download_cases([0], tmp_path, **urls(server), **fast())
     assert "not a gzip-compressed NIfTI" in str(info.value) and "Git LFS pointer" in str(info.value)
@@ -352,7 +357,8 @@ def test_not_gzip_and_lfs_pointer_are_refused(server, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Safety, layout, bad input
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["../evil.nii.gz", "/etc/passwd", "case_00000/../../x", "C:/x", "a\\..\\b", "", ".", "case_00000/.."])
+@pytest.mark.parametrize("name", ["../evil.nii.gz", "/etc/passwd", "case_00000/../../x", "C:/x", "a\\..\\b", "", ".",
+                                  "case_00000/.."])
 def test_names_leaving_the_folder_are_refused(tmp_path, name):
     with pytest.raises(dk.UnsafePathError, match="leaves the output folder"):
         dk.resolve_inside(tmp_path, name)
@@ -446,13 +452,21 @@ def test_script_from_the_command_line(server, tmp_path):
     assert bad.returncode == 2 and "'7-x' is not a case number" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_loads_from_its_path_like_the_console_script_does():
-    "`miscnn-lite download kits19` may load the file by path (it is not part of the package)."
+def test_loads_from_its_path():
+    "The script also runs when loaded by path, without being registered in sys.modules first."
     import importlib.util
-    spec = importlib.util.spec_from_file_location("kits19_download_by_path", ROOT / "data_scripts" / "download_kits19.py")
+    spec = importlib.util.spec_from_file_location("kits19_download_by_path",
+                                                  ROOT / "data_scripts" / "download_kits19.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # without registering it in sys.modules first
+    spec.loader.exec_module(module)
     assert module.main(["--dry-run", "--cases", "0", "--no-segmentation"], prog="miscnn-lite download kits19") == 0
+
+
+def test_the_console_script_runs_the_shipped_copy():
+    "`miscnn-lite download kits19` imports miscnn_lite.bundled._download_kits19, a copy of this script (make bundle)."
+    from miscnn_lite.bundled import _download_kits19 as shipped
+    assert Path(shipped.__file__).read_bytes() == (ROOT / "data_scripts" / "download_kits19.py").read_bytes()
+    assert shipped.main(["--dry-run", "--cases", "0", "--no-segmentation"], prog="miscnn-lite download kits19") == 0
 
 
 def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(server, tmp_path):

@@ -98,7 +98,8 @@ def test_distances_match_medpy_3d(name, ref, pred, spacing):
     assert ev.hausdorff_distance(d) == pytest.approx(medpy_binary.hd(pred, ref, spacing), abs=TOL)
     assert ev.hausdorff_distance(d, 95) == pytest.approx(medpy_binary.hd95(pred, ref, spacing), abs=TOL)
     assert ev.average_surface_distance(d) == pytest.approx(medpy_binary.assd(pred, ref, spacing), abs=TOL)
-    assert ev.average_surface_distance(d, symmetric=False) == pytest.approx(medpy_binary.asd(pred, ref, spacing), abs=TOL)
+    assert ev.average_surface_distance(d, symmetric=False) == pytest.approx(medpy_binary.asd(pred, ref, spacing),
+                                                                            abs=TOL)
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (0.8, 2.5)])
@@ -292,8 +293,10 @@ def test_surfel_metrics_agree_approximately_on_smooth_organs():
         assert ev.surface_dice(d, tol) == pytest.approx(
             surface_distance.compute_surface_dice_at_tolerance(sd, tol), abs=0.02)
     assert ev.surface_dice(d, 1.0) < surface_distance.compute_surface_dice_at_tolerance(sd, 1.0) - 0.1
-    assert ev.hausdorff_distance(d) == pytest.approx(surface_distance.compute_robust_hausdorff(sd, 100), abs=max(spacing))
-    assert ev.hausdorff_distance(d, 95) == pytest.approx(surface_distance.compute_robust_hausdorff(sd, 95), abs=max(spacing))
+    assert ev.hausdorff_distance(d) == pytest.approx(surface_distance.compute_robust_hausdorff(sd, 100),
+                                                     abs=max(spacing))
+    assert ev.hausdorff_distance(d, 95) == pytest.approx(surface_distance.compute_robust_hausdorff(sd, 95),
+                                                         abs=max(spacing))
     assert ev.average_surface_distance(d) == pytest.approx(
         np.mean(surface_distance.compute_average_surface_distance(sd)), abs=max(spacing))
 
@@ -357,14 +360,16 @@ def test_keep_largest_and_remove_small_match_simpleitk():
     sizes = np.bincount(ranked.ravel())[1:]
     assert len(sizes) == 8 and len(set(sizes[:5])) == 5                    # distinct sizes: no ties
     np.testing.assert_array_equal(ev.keep_largest_components(mask.astype(np.uint8)), (ranked == 1).astype(np.uint8))
-    np.testing.assert_array_equal(ev.keep_largest_components(mask.astype(np.uint8), keep=3) > 0, (ranked >= 1) & (ranked <= 3))
+    np.testing.assert_array_equal(ev.keep_largest_components(mask.astype(np.uint8), keep=3) > 0,
+                                  (ranked >= 1) & (ranked <= 3))
     spacing = (2.0, 1.0, 0.5)
     for min_voxels in (2, 3, int(sizes[3]) + 1):
         kept = sitk.GetArrayFromImage(sitk.RelabelComponent(components, minimumObjectSize=min_voxels)) > 0
         out = ev.remove_small_components(mask.astype(np.uint8), min_voxels * np.prod(spacing) - 1e-9, spacing)
         np.testing.assert_array_equal(out > 0, kept)
         fraction = (min_voxels - 1e-9) / mask.sum()                       # the same size, relative to all foreground
-        np.testing.assert_array_equal(ev.remove_small_components(mask.astype(np.uint8), min_fraction=fraction) > 0, kept)
+        np.testing.assert_array_equal(ev.remove_small_components(mask.astype(np.uint8), min_fraction=fraction) > 0,
+                                      kept)
     face = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(image, False), minimumObjectSize=2)) > 0
     np.testing.assert_array_equal(ev.remove_small_components(mask, 1.5, (1, 1, 1), connectivity=1) > 0, face)
 

@@ -1,10 +1,18 @@
 """The papermill experiments run end to end on tiny phantoms, and bad parameters fail before any work."""
 import json
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
-from miscnn_lite.experiments import ExperimentFailed, experiments_dir, load_parameters, run_notebook
+from miscnn_lite.experiments import (
+    ExperimentFailed,
+    experiments_dir,
+    load_parameters,
+    notebook_parameters,
+    run_notebook,
+)
 
 TINY_CV = dict(n_cases=4, n_folds=2, epochs=1, iterations=2, phantom_shape=[24, 48, 48], patch_shape=[16, 32, 32],
                base_filters=4, depth=2, analysis_mode="3d", batch_size=2, n_test_cases=2)
@@ -22,7 +30,8 @@ def test_phantom_data_notebook(tmp_path):
     assert pre["mean"].abs().max() < 1.5          # z-scored with dataset statistics
 
 
-RULE_GRID = dict(tumor_min_volumes=[0, 10, 50], tumor_min_fractions=[0, 0.01, 0.05, 0.2], tumor_largest_only=[False, True])
+RULE_GRID = dict(tumor_min_volumes=[0, 10, 50], tumor_min_fractions=[0, 0.01, 0.05, 0.2], tumor_largest_only=[False,
+                                                                                                              True])
 
 
 def test_kits19_cv_runs_and_resumes(tmp_path):
@@ -40,6 +49,7 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
             assert (tmp_path / f"fold_{k}" / "predictions" / f"{case}.nii.gz").exists()
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["config"]["n_folds"] == 2 and manifest["folds"] == folds
+    assert set(manifest["config"]) == set(notebook_parameters(nb)) - {"out_dir"}      # enough to repeat the run
     assert (tmp_path / "figures" / "metrics_boxplot.png").exists()
     test_metrics = pd.read_csv(tmp_path / "test_metrics.csv")          # fold ensemble on 2 new phantoms
     assert sorted(test_metrics["case"].unique()) == ["case_00000", "case_00001"]
@@ -51,18 +61,20 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     assert set(chosen) == {"0", "1", "all"}
     from miscnn_lite.evaluation import keep_largest_components, remove_small_components
     from miscnn_lite.io import load_prediction, open_dataset
-    from miscnn_lite.validation import tune_postprocessing, Fold
+    from miscnn_lite.validation import Fold, tune_postprocessing
 
     def apply(m, case, rule):
         m = keep_largest_components(m, labels=[2], replace_with=1) if rule["largest_only"] else m
         m = remove_small_components(m, rule["min_volume_mm3"], case.spacing, [2], replace_with=1)
-        return remove_small_components(m, labels=[2], replace_with=1, min_fraction=rule["min_fraction"])   # of all foreground = kidney+tumor
+        return remove_small_components(m, labels=[2], replace_with=1,
+                                       min_fraction=rule["min_fraction"])   # of all foreground = kidney+tumor
     rules = [{"largest_only": b, "min_volume_mm3": float(v), "min_fraction": float(f)}
              for b in RULE_GRID["tumor_largest_only"] for v in RULE_GRID["tumor_min_volumes"]
              for f in RULE_GRID["tumor_min_fractions"]]
     reader = open_dataset(tmp_path / "phantoms")
     fold_list = [Fold(**f) for f in folds]
-    _, again = tune_postprocessing(tmp_path, reader, fold_list, {i: lambda m, c, r=r: apply(m, c, r) for i, r in enumerate(rules)}, 2)
+    _, again = tune_postprocessing(tmp_path, reader, fold_list, {i: lambda m, c, r=r: apply(m, c, r) for i,
+                                                                 r in enumerate(rules)}, 2)
     assert {str(k): rules[i] for k, i in again.items()} == chosen
     for k, fold in enumerate(folds):
         for cid in fold["val"]:
@@ -98,14 +110,23 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     assert len(list((tmp_path / "test_predictions").glob("*.nii.gz"))) == 1
 
 
-def test_kits19_cv_single_split_skips_tumor_rule(tmp_path):
-    "A percentage split has one fold: no other folds to choose a threshold on, so the raw scores stand."
-    params = dict(TINY_CV, fold_scheme="split", n_test_cases=0)
+def test_kits19_cv_single_split_skips_tumor_rule_and_scores_the_real_ct(tmp_path):
+    """A percentage split has one fold: no other folds to choose a threshold on, so the raw scores stand.
+    With real_ct_test the fold model also segments the real example CT (non-contrast phantoms here)."""
+    params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast")
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
     assert not (tmp_path / "metrics_postprocessed.csv").exists()
-    assert json.loads((tmp_path / "result.json").read_text())["tumor_rule"] == {
-        "all": {"largest_only": False, "min_volume_mm3": 0.0, "min_fraction": 0.0}}
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["tumor_rule"] == {"all": {"largest_only": False, "min_volume_mm3": 0.0, "min_fraction": 0.0}}
+    real = result["real_ct"]
+    assert 0 <= real["DICE"] <= 1 and real["HDRFDST95"] > 0
+    table = pd.read_csv(tmp_path / "real_ct_metrics.csv")
+    assert np.isclose(table[table.metric == "DICE"].value.iloc[0], real["DICE"], atol=1e-4)
+    prediction = nib.load(tmp_path / "real_ct_predictions" / "example_ct.nii.gz")
+    assert prediction.shape == (122, 101, 112)                       # the real scan's own grid and orientation
+    kidney_hu = real["kidney_hu_p10_p50_p90"]
+    assert 0 < kidney_hu["real_ct"][1] < 40 and 0 < kidney_hu["training_cases"][1] < 60   # both non-contrast
 
 
 def test_bad_parameters_fail_before_work(tmp_path):
@@ -123,7 +144,8 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
         run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), analysis_mode="4d", n_cases=2))
     assert (tmp_path / "cv.failed.ipynb").exists() and not (tmp_path / "cv.ipynb").exists()
     with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
-        run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2], n_cases=2, n_folds=2,
+        run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2],
+                                                    n_cases=2, n_folds=2,
                                                     phantom_shape=[16, 48, 48]))
 
 
@@ -146,7 +168,8 @@ def test_compare_models_on_identical_folds(tmp_path):
     table = pd.read_csv(tmp_path / "comparison.csv")
     assert set(table["config"]) == {"unet", "unet_2d"} and set(table["label"]) == {"kidney", "tumor", "kidney+tumor"}
     assert (table["n_cases"] == 4).all()
-    assert table.loc[table["config"] == "unet", "p_value"].isna().all()       # the baseline is not tested against itself
+    assert table.loc[table["config"] == "unet",
+                     "p_value"].isna().all()       # the baseline is not tested against itself
     a, b = (pd.read_csv(tmp_path / name / "metrics_postprocessed.csv") for name in ("unet", "unet_2d"))
     kidney = lambda t: t[(t.metric == "DICE") & (t.label == "kidney")].set_index("case")["value"]
     row = table[(table.config == "unet_2d") & (table.label == "kidney")].iloc[0]
@@ -158,3 +181,14 @@ def test_compare_models_rejects_shared_parameters(tmp_path):
     with pytest.raises(ExperimentFailed, match="sets those for every run"):
         run_notebook(experiments_dir() / "compare_models.ipynb", tmp_path / "c.ipynb",
                      dict(out_dir=str(tmp_path), configs={"a": {"n_folds": 5}}, baseline="a"))
+
+
+@pytest.mark.parametrize("name", ["kits19_cv.ipynb", "compare_models.ipynb", "phantom_data.ipynb"])
+def test_every_parameter_line_is_read_by_papermill(name):
+    "papermill silently drops a parameter whose comment it cannot parse (an '=' or a quote in it)."
+    import ast
+    nb = json.loads((experiments_dir() / name).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = [t.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign)
+                for t in node.targets]
+    assert list(notebook_parameters(experiments_dir() / name)) == assigned

@@ -1,5 +1,4 @@
 """Cache, loader and HDF5 pack on phantom files: staleness, corruption, bounds, workers, memory."""
-import json
 import os
 import threading
 import tracemalloc
@@ -10,11 +9,18 @@ import numpy as np
 import pytest
 
 from miscnn_lite.io import load_case, save_case
-from miscnn_lite.loading import (PatchBatches, PreprocessedCache, check_patch_shape, make_loader, open_hdf5,
-                                 pack_hdf5, verify_npy, _toy_case)
-from miscnn_lite.patching import PatchSampler
+from miscnn_lite.loading import (
+    PatchBatches,
+    PreprocessedCache,
+    _toy_case,
+    check_patch_shape,
+    make_loader,
+    open_hdf5,
+    pack_hdf5,
+    verify_npy,
+)
 from miscnn_lite.phantoms import make_phantom_dataset
-from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
+from miscnn_lite.preprocessing import ClipHU, Pipeline
 
 SHAPE = (16, 48, 48)
 
@@ -171,6 +177,7 @@ def test_threads_request_each_index_once_per_epoch(tmp_path):
 
 def test_multiprocessing_workers_feed_fit(tmp_path):
     import keras
+
     from miscnn_lite.loading import PatchDataset
     entries = PreprocessedCache(tmp_path).prepare([_toy_case(s) for s in range(3)])
     ds = PatchDataset(entries, (16, 16, 16), batch_size=2, iterations=3, workers=2, use_multiprocessing=True)

@@ -3,15 +3,28 @@
 
 Backend-agnostic: tests/test_torch_backend.py runs this file again with KERAS_BACKEND=torch.
 """
+import keras
 import numpy as np
 import pytest
-
-import keras
 from medpy.metric.binary import dc as medpy_dice
 
-from miscnn_lite.losses import (LOSSES, ClasswiseDiceLoss, CrossEntropyLoss, DiceCELoss, DiceMetric,
-                                FocalTverskyLoss, GeneralizedDiceLoss, JaccardLoss, SoftDiceLoss, TanimotoCELoss,
-                                TverskyLoss, class_dice, get_loss, one_hot_target, per_class_dice_metrics)
+from miscnn_lite.losses import (
+    LOSSES,
+    ClasswiseDiceLoss,
+    CrossEntropyLoss,
+    DiceCELoss,
+    DiceMetric,
+    FocalTverskyLoss,
+    GeneralizedDiceLoss,
+    JaccardLoss,
+    SoftDiceLoss,
+    TanimotoCELoss,
+    TverskyLoss,
+    class_dice,
+    get_loss,
+    one_hot_target,
+    per_class_dice_metrics,
+)
 
 S = 1e-5
 
@@ -240,7 +253,8 @@ def test_batch_dice_is_the_loss_of_the_batch_laid_side_by_side(name):
 # ---------------------------------------------------------------- serialisation
 
 @pytest.mark.parametrize("loss", [ClasswiseDiceLoss([1, 2, 3], include_background=False), SoftDiceLoss(smooth=1.0),
-                                  JaccardLoss(), TverskyLoss(0.1, 0.9), FocalTverskyLoss(gamma=2), GeneralizedDiceLoss(),
+                                  JaccardLoss(), TverskyLoss(0.1, 0.9), FocalTverskyLoss(gamma=2),
+                                  GeneralizedDiceLoss(),
                                   CrossEntropyLoss([1, 1, 5]), DiceCELoss(0.5, 2), TanimotoCELoss(),
                                   DiceCELoss(include_background=False, batch_dice=True)])
 def test_loss_round_trips_through_config(loss):
@@ -252,7 +266,8 @@ def test_loss_round_trips_through_config(loss):
 
 def test_compiled_model_with_loss_and_metrics_loads_in_safe_mode(tmp_path):
     m = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(3, 1, activation="softmax")])
-    m.compile("adam", loss=FocalTverskyLoss(0.2, 0.8, gamma=1.5), metrics=per_class_dice_metrics(3, ["bg", "kidney", "tumor"]))
+    m.compile("adam", loss=FocalTverskyLoss(0.2, 0.8, gamma=1.5), metrics=per_class_dice_metrics(3, ["bg", "kidney",
+                                                                                                     "tumor"]))
     x, y = np.zeros((2, 4, 4, 1), "float32"), np.ones((2, 4, 4, 1))
     m.fit(x, y, verbose=0)
     m.save(tmp_path / "m.keras")

@@ -6,16 +6,25 @@ Tiny networks only (base filters <= 8, depth <= 3, patches <= 32^3).
 import itertools
 import os
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from keras import layers
 
 from miscnn_lite.losses import CrossEntropyLoss
-from miscnn_lite.models import (average_ensemble, check_model, conv_block, downsampling_factor, dense_unet,
-                                load_model, msd_net, nnunet_like, residual_unet, stacking_ensemble,
-                                standard_unet, unet)
+from miscnn_lite.models import (
+    average_ensemble,
+    check_model,
+    dense_unet,
+    downsampling_factor,
+    load_model,
+    msd_net,
+    nnunet_like,
+    residual_unet,
+    stacking_ensemble,
+    standard_unet,
+    unet,
+)
 
 
 def CE():
@@ -148,7 +157,8 @@ def test_tiny_unet_learns_a_threshold(block):
     model = unet(2, ndim=2, depth=2, base_filters=4, block=block)
     model.compile(keras.optimizers.Adam(0.01), loss=CE())
     # 3 epochs of 5 steps; training-mode loss (batch norm uses batch statistics) per epoch
-    loss = model.fit(np.tile(x, (5, 1, 1, 1)), np.tile(y, (5, 1, 1, 1)), batch_size=4, epochs=3, verbose=0).history["loss"]
+    loss = model.fit(np.tile(x, (5, 1, 1, 1)), np.tile(y, (5, 1, 1, 1)), batch_size=4, epochs=3,
+                     verbose=0).history["loss"]
     assert loss[-1] < 0.8 * loss[0]
 
 

@@ -3,7 +3,6 @@
 Notebooks run in this process (they share `sys.modules`, so TensorFlow is imported once).
 `nbdev.test.test_nb` is imported under another name so pytest does not collect it.
 """
-import os
 from pathlib import Path
 
 import pytest

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from miscnn_lite.patching import (PatchAccumulator, PatchSampler, SliceSampler, analysis_patch_shape,
-                                  class_locations, grid_starts, merge_patches, mirror_tta, patch_grid,
-                                  patch_weights, sliding_window_predict)
+from miscnn_lite.patching import (
+    PatchAccumulator,
+    PatchSampler,
+    SliceSampler,
+    analysis_patch_shape,
+    class_locations,
+    grid_starts,
+    merge_patches,
+    mirror_tta,
+    patch_grid,
+    patch_weights,
+    sliding_window_predict,
+)
 
 
 def _brute_force_merge(shape, grid, values, weights):

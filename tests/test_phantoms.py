@@ -11,9 +11,21 @@ import pytest
 from scipy import ndimage
 
 from miscnn_lite.io import open_dataset
-from miscnn_lite.phantoms import (DEFAULT_SHAPE, INPLANE_SPACING_MM, MIN_SHAPE, SLICE_THICKNESS_MM, best_hu_window,
-                                  describe_phantoms, fov_grid, generate_phantom, kidney_regions,
-                                  make_phantom_dataset, phantom_dataset_plan, plan_phantom, window_dice)
+from miscnn_lite.phantoms import (
+    DEFAULT_SHAPE,
+    INPLANE_SPACING_MM,
+    MIN_SHAPE,
+    SLICE_THICKNESS_MM,
+    best_hu_window,
+    describe_phantoms,
+    fov_grid,
+    generate_phantom,
+    kidney_regions,
+    make_phantom_dataset,
+    phantom_dataset_plan,
+    plan_phantom,
+    window_dice,
+)
 
 SMALL = (24, 64, 64)
 
@@ -227,7 +239,8 @@ def test_dataset_idempotent_and_safe(tmp_path):
     make_phantom_dataset(root, **{**kwargs, "seed": 2}, overwrite=True)
     new = open_dataset(root).load_case("case_00000")
     assert np.array_equal(new.image, generate_phantom((2, 0), (12, 40, 40),
-                                                      tumor_probability=phantom_dataset_plan(3, 2)[0]["tumor_probability"]).image)
+                                                      tumor_probability=phantom_dataset_plan(3,
+                                                                                             2)[0]["tumor_probability"]).image)
     assert not list(root.rglob("*.tmp*"))                             # no temporary files left
 
 
@@ -245,7 +258,8 @@ def test_dataset_fixed_spacing(tmp_path):
 
 def test_nnunet_layout(tmp_path):
     root = make_phantom_dataset(tmp_path / "nn", n_cases=2, shape=(12, 40, 40), layout="nnunet", progress=False)
-    assert (root / "imagesTr" / "case_00000_0000.nii.gz").exists() and (root / "labelsTr" / "case_00001.nii.gz").exists()
+    assert (root / "imagesTr" / "case_00000_0000.nii.gz").exists()
+    assert (root / "labelsTr" / "case_00001.nii.gz").exists()
     assert open_dataset(root).case_ids == ["case_00000", "case_00001"]
 
 
@@ -272,7 +286,8 @@ def test_describe_phantoms(tmp_path):
     (lambda p: make_phantom_dataset(p / "a_file.txt", progress=False), NotADirectoryError, "is a file"),
     (lambda p: make_phantom_dataset(p / "ds", layout="msd", progress=False), ValueError, "layout 'msd'"),
     (lambda p: make_phantom_dataset(p / "ds", tumor_probability=-0.1, progress=False), ValueError, "[0, 1]"),
-    (lambda p: make_phantom_dataset(p / "ds", spacing=(0, 1, 1), progress=False), ValueError, "must be a positive number of mm"),
+    (lambda p: make_phantom_dataset(p / "ds", spacing=(0, 1, 1), progress=False), ValueError,
+     "must be a positive number of mm"),
     (lambda p: generate_phantom(0, shape=(48, 96, 96, 1)), ValueError, "three voxel counts"),
     (lambda p: generate_phantom(0, spacing=(-1, 1, 1)), ValueError, "must be a positive number of mm"),
     (lambda p: generate_phantom("zero"), ValueError, "non-negative int"),
@@ -280,7 +295,8 @@ def test_describe_phantoms(tmp_path):
 ])
 def test_bad_inputs(tmp_path, call, error, message):
     (tmp_path / "a_file.txt").write_text("not a folder")
-    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]",
+                                                                                                                r"\]")):
         call(tmp_path)
     assert not (tmp_path / "ds").exists()                            # nothing written on a bad call
 
@@ -295,6 +311,7 @@ def test_cli_phantoms(tmp_path):
 
 
 def test_import_does_not_load_keras():
-    code = "import sys, miscnn_lite.phantoms; print(any(m.split('.')[0] in ('keras', 'tensorflow', 'torch') for m in sys.modules))"
+    code = ("import sys, miscnn_lite.phantoms; "
+            "print(any(m.split('.')[0] in ('keras', 'tensorflow', 'torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

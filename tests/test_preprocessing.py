@@ -11,11 +11,29 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from miscnn_lite.io import (affine_from_spacing, case_from_arrays, load_case, load_nifti, open_dataset,
-                            save_case, save_prediction)
-from miscnn_lite.preprocessing import (STEPS, ClipHU, LabelRemap, MinMax, OneHot, PadCrop, PercentileWindow,
-                                       Pipeline, Resample, Resize, ZScore, kits19_pipeline, resample_array,
-                                       resample_label)
+from miscnn_lite.io import (
+    affine_from_spacing,
+    case_from_arrays,
+    load_nifti,
+    open_dataset,
+    save_case,
+    save_prediction,
+)
+from miscnn_lite.preprocessing import (
+    STEPS,
+    ClipHU,
+    LabelRemap,
+    MinMax,
+    OneHot,
+    PadCrop,
+    PercentileWindow,
+    Pipeline,
+    Resample,
+    Resize,
+    ZScore,
+    kits19_pipeline,
+    resample_array,
+)
 
 
 def dice(a, b):
@@ -29,7 +47,8 @@ def blob_case(seed=0, shape=(20, 40, 44), spacing=(2.5, 0.8, 0.9), orientation="
     c = rng.uniform(-3, 3, 3)
     r1 = np.array(shape) * np.array(spacing) * rng.uniform(0.25, 0.35, 3)
     kidney = (((g - c[:, None, None, None]) / r1[:, None, None, None]) ** 2).sum(0) <= 1
-    tumor = (((g - c[:, None, None, None] - r1[:, None, None, None] / 3) / (r1[:, None, None, None] / 2.5)) ** 2).sum(0) <= 1
+    tumor = (((g - c[:, None, None, None] - r1[:, None, None, None] / 3) / (r1[:, None, None,
+                                                                               None] / 2.5)) ** 2).sum(0) <= 1
     label = kidney.astype(np.uint8); label[tumor & kidney] = 2
     image = rng.normal(40, 20, shape) + 150 * kidney - 80 * (tumor & kidney)
     affine = affine_from_spacing(spacing, orientation, origin=rng.uniform(-100, 100, 3))
@@ -66,7 +85,8 @@ def test_sitk_linear_matches_scipy_zoom(zoom):
     "Same corner-aligned geometry as scipy.ndimage.zoom(grid_mode=True): values agree to float32 precision."
     shape = (12, 32, 40)
     z, y, x = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
-    smooth = (np.sin(3 * z) + np.cos(5 * y) * x ** 2 + 0.5 * np.exp(-((x - .4) ** 2 + (y - .6) ** 2) / .05)).astype(np.float32)
+    bump = 0.5 * np.exp(-((x - .4) ** 2 + (y - .6) ** 2) / .05)
+    smooth = (np.sin(3 * z) + np.cos(5 * y) * x ** 2 + bump).astype(np.float32)
     spacing = (1.0, 1.0, 1.0)
     new_spacing = tuple(s / f for s, f in zip(spacing, zoom))
     ours = resample_array(smooth, spacing, new_spacing)
@@ -126,7 +146,8 @@ def test_padcrop_inverse_is_exact(seed):
     # every kept voxel sits at the same world position
     first_kept, its_new_index = [c[0] for c in rec["crop"]], [p[0] for p in rec["pad"]]
     np.testing.assert_allclose(case.affine @ [*first_kept, 1], out.affine @ [*its_new_index, 1])
-    padded = np.ones(out.shape, bool); padded[tuple(slice(p[0], n - p[1]) for p, n in zip(rec["pad"], out.shape))] = False
+    padded = np.ones(out.shape, bool); padded[tuple(slice(p[0], n - p[1]) for p, n in zip(rec["pad"],
+                                                                                          out.shape))] = False
     assert np.all(out.image[padded] == -5.0)
 
 
@@ -192,7 +213,8 @@ def test_resample_inverse_on_phantoms_dice(seed, label_mode):
 def test_pipeline_on_a_dataset_folder_save_load_and_predict(tmp_path):
     "Fit on a reader, save/load the JSON, apply, invert a prediction and write it in the file's orientation."
     root = tmp_path / "data"
-    for i, (orientation, spacing) in enumerate([("SPL", (3.0, 0.8, 0.8)), ("IAR", (1.5, 0.9, 0.7)), ("LPS", (5, 0.8, 0.8))]):
+    for i, (orientation, spacing) in enumerate([("SPL", (3.0, 0.8, 0.8)), ("IAR", (1.5, 0.9, 0.7)), ("LPS", (5, 0.8,
+                                                                                                             0.8))]):
         save_case(blob_case(seed=i, spacing=spacing, orientation=orientation, case_id=f"case_{i:05d}"), root)
     reader = open_dataset(root)
     pipeline = kits19_pipeline(target_spacing=(3.22, 1.62, 1.62), multiple_of=8, label_mode="onehot")
@@ -261,7 +283,9 @@ def test_zero_or_negative_spacing():
     broken = replace(case, affine=np.diag([0.0, 1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match=r"case 'blob': spacing \(0.0, 1.0, 1.0\) mm is invalid"):
         Resample().apply(broken)
-    with pytest.raises(ValueError, match=r"target_spacing \(3.22, -1.62, 1.62\) mm is invalid: every voxel size must be a positive"):
+    with pytest.raises(ValueError,
+                       match=r"target_spacing \(3.22, -1.62, 1.62\) mm is invalid: "
+                             "every voxel size must be a positive"):
         Resample(target_spacing=(3.22, -1.62, 1.62))
     with pytest.raises(ValueError, match="spacing"):
         Resample.from_dict({"step": "Resample", "target_spacing": [0, 1, 1]})

@@ -19,7 +19,8 @@ FILES = ["tests/test_models.py", "tests/test_losses.py"]
 def run_tests_on(backend: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": backend, "MISCNN_EXPECT_BACKEND": backend,
            "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
-    cmd = [sys.executable, "-m", "pytest", *FILES, "-q", "-x", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning"]
+    cmd = [sys.executable, "-m", "pytest", *FILES, "-q", "-x", "-p", "no:cacheprovider", "-W",
+           "ignore::DeprecationWarning"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
 
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from miscnn_lite.io import affine_from_spacing, case_from_arrays, load_nifti, save_case, save_nifti
+from miscnn_lite.io import affine_from_spacing, load_nifti, save_case, save_nifti
 from miscnn_lite.loading import _toy_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data, reference, tmp_
         np.testing.assert_allclose(w[k], wr[k], rtol=1e-3, atol=1e-4, err_msg=k)
     opt = np.load(out / "checkpoint" / s["optimizer"])
     assert int(opt["v0000"]) == 4 * ARGS["iterations"]           # Adam's step counter went on from the checkpoint
-    assert not list((out / "checkpoint").glob(".tmp-*")), "no temporary files left behind"
+    assert not list((out / "checkpoint").glob(".*tmp*")), "no temporary files left behind"
 
 
 def test_one_loader_thread_trains_exactly_like_two(data, reference, tmp_path):
@@ -130,8 +130,10 @@ def test_predict_unlabelled_files_in_their_own_orientation(reference, tmp_path):
 
 
 def test_lambda_model_folder_is_refused(reference, tmp_path):
-    import keras
     import shutil
+
+    import keras
+
     from miscnn_lite.training import Segmenter
     folder = tmp_path / "evil"
     shutil.copytree(reference, folder, ignore=shutil.ignore_patterns("cache", "checkpoint"))
@@ -151,6 +153,7 @@ def test_bad_config_file(data, tmp_path):
 @pytest.mark.parametrize("option", ["mixed_bfloat16", "strategy"])
 def test_mixed_precision_and_one_device_strategy_train_and_predict(option, tmp_path):
     import tensorflow as tf
+
     from miscnn_lite.models import unet
     from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
     from miscnn_lite.training import Segmenter

@@ -4,22 +4,23 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from miscnn_lite.io import load_nifti, load_prediction
 from miscnn_lite.loading import _toy_case
 from miscnn_lite.models import unet
 from miscnn_lite.training import Segmenter
-from miscnn_lite.validation import ensemble_predict, fold_model_dirs
-from miscnn_lite.io import load_nifti
+from miscnn_lite.validation import ensemble_predict, fold_model_dirs, member_variance, predictive_entropy
 
 
 def test_ensemble_is_mean_of_member_probabilities(tmp_path):
     members = []
     for k in range(2):
-        keras.utils.set_random_seed(k)
-        seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2)
+        seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=k)
         seg.save(tmp_path / f"fold_{k}" / "model")
         members.append(seg)
     case = _toy_case(3, shape=(16, 24, 24))
-    expected = np.argmax((members[0].predict_probabilities(case) + members[1].predict_probabilities(case)) / 2, -1)
+    p0, p1 = members[0].predict_probabilities(case), members[1].predict_probabilities(case)
+    assert not np.allclose(p0, p1)                       # two different members (seeded initial weights)
+    expected = np.argmax((p0 + p1) / 2, -1)
     dirs = fold_model_dirs(tmp_path)
     assert [d.parent.name for d in dirs] == ["fold_0", "fold_1"]
     (label_map,) = ensemble_predict(dirs, [case])
@@ -33,3 +34,28 @@ def test_ensemble_is_mean_of_member_probabilities(tmp_path):
     np.testing.assert_array_equal(post, keep_largest_components(expected, labels={"foreground": (1, 2)}))
     with pytest.raises(FileNotFoundError, match="no fold_K/model"):
         fold_model_dirs(tmp_path / "pred")
+
+
+def test_ensemble_uncertainty_maps(tmp_path):
+    "Entropy of the mean probabilities and member variance, returned and written on the case's own grid."
+    dirs = []
+    for k in range(2):
+        seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=k)
+        seg.save(tmp_path / f"fold_{k}" / "model")
+        dirs.append(tmp_path / f"fold_{k}" / "model")
+    case = _toy_case(4, shape=(16, 24, 24))
+    members = [Segmenter.load(d).predict_probabilities(case) for d in dirs]
+    ((label_map, entropy, variance),) = ensemble_predict(dirs, [case], uncertainty=True)
+    np.testing.assert_allclose(entropy, predictive_entropy((members[0] + members[1]) / 2), atol=1e-6)
+    np.testing.assert_allclose(variance, member_variance(members), atol=1e-7)
+    assert entropy.shape == variance.shape == case.shape and variance.max() > 0
+    ((_, same_entropy, same_variance),) = ensemble_predict([dirs[0], dirs[0]], [case], uncertainty=True)
+    assert not same_variance.any()                                   # identical members never disagree
+    np.testing.assert_allclose(same_entropy, predictive_entropy(members[0]), atol=1e-6)
+    ((_, _, single),) = ensemble_predict(dirs[:1], [case], uncertainty=True)
+    assert single is None                                            # one model: entropy only
+    (path,) = ensemble_predict(dirs, [case], out=tmp_path / "pred", uncertainty=True)
+    written, _ = load_nifti(tmp_path / "pred" / f"{case.id}_entropy.nii.gz")
+    assert written.dtype == np.float32
+    np.testing.assert_allclose(load_prediction(tmp_path / "pred" / f"{case.id}_variance.nii.gz", case), variance,
+                               atol=1e-7)

@@ -16,9 +16,22 @@ from PIL import Image
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from miscnn_lite.io import affine_from_spacing, case_from_arrays, load_case, save_case, save_prediction
-from miscnn_lite.visualization import (ERROR_COLORS, WINDOW_PRESETS, PatchExplorer, ResultsBrowser, SliceViewer,
-                                       display_shape, error_categories, mosaic, overlay_figure, render_view,
-                                       resize_nearest, save_gif, viewer_data, window_to_uint8)
+from miscnn_lite.visualization import (
+    ERROR_COLORS,
+    WINDOW_PRESETS,
+    PatchExplorer,
+    ResultsBrowser,
+    SliceViewer,
+    display_shape,
+    error_categories,
+    mosaic,
+    overlay_figure,
+    render_view,
+    resize_nearest,
+    save_gif,
+    viewer_data,
+    window_to_uint8,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,7 +239,8 @@ def write_results(tmp_path, n_cases=4, folds=2):
         save_prediction(pred, loaded, results / f"fold_{fold}" / "predictions" / f"{case.id}.nii.gz")
         for name, cls in (("kidney", 1), ("tumor", 2)):
             t, p = loaded.label == cls, pred == cls
-            rows.append(dict(fold=fold, case=case.id, label=name, metric="DICE", value=2 * (t & p).sum() / (t.sum() + p.sum())))
+            rows.append(dict(fold=fold, case=case.id, label=name, metric="DICE",
+                             value=2 * (t & p).sum() / (t.sum() + p.sum())))
     pd.DataFrame(rows).to_csv(results / "metrics.csv", index=False)
     return data_dir, results
 

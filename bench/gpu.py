@@ -1,0 +1,120 @@
+"""One-command GPU benchmark (issue 22): the paper's 3D U-Net through the library against hand-written PyTorch.
+
+    KERAS_BACKEND=torch python bench/gpu.py              # on a GPU: 80×160×160 patches, batch 2, base 32, depth 4
+    KERAS_BACKEND=torch python bench/gpu.py --quick      # anywhere (CPU): 16×32×32, base 4, depth 2
+
+In one run, interleaved (median of several steps each):
+- the training step through `Segmenter`'s path: the model `Segmenter(..., mixed_precision="mixed_bfloat16")`
+  compiles (Adam, Dice+CE, per-class Dice metrics), `train_on_batch`;
+- the same network hand-written in PyTorch (`bench/torch_unet.py`), bf16 autocast, channels_last_3d;
+- model FLOP utilisation (MFU): 3 × the forward convolution FLOPs per step / step time / the device's
+  peak bf16 rate (`--peak-tflops`; known GPUs by name, else none is printed);
+- sliding-window inference through `patching.sliding_window_predict` with the Segmenter's model, batch 8:
+  patches per second.
+Goals: segmenter_vs_torch_step_ratio <= 1.3, inference_patches_per_s >= 100 (GPU).
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch_unet import TorchUNet, conv_flops, dice_ce_loss  # noqa: E402
+
+from miscnn_lite.models import unet  # noqa: E402
+from miscnn_lite.patching import patch_grid, sliding_window_predict  # noqa: E402
+from miscnn_lite.training import Segmenter  # noqa: E402
+
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}   # dense
+
+
+def peak_tflops(given: float | None) -> float | None:
+    if given is not None or not torch.cuda.is_available():
+        return given
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def median_step(step, repeats: int, sync) -> float:
+    times = []
+    for _ in range(repeats):
+        sync(); t = time.perf_counter(); step(); sync()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes that run on a CPU in seconds")
+    ap.add_argument("--repeats", type=int, default=None, help="timed steps per side (default 10, quick 3)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak bf16 TFLOP/s for MFU")
+    args = ap.parse_args(argv)
+    if keras.backend.backend() != "torch":
+        raise SystemExit("bench/gpu.py compares against PyTorch on the same device: run with KERAS_BACKEND=torch.")
+    patch, base, depth = ((16, 32, 32), 4, 2) if args.quick else ((80, 160, 160), 32, 4)
+    repeats = args.repeats or (3 if args.quick else 10)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *patch, 1)).astype("float32")
+    y = rng.integers(0, 3, size=(2, *patch, 1)).astype("int32")
+
+    seg = Segmenter(unet(3, depth=depth, base_filters=base), patch_shape=patch, mixed_precision="mixed_bfloat16",
+                    loss="dice_ce", seed=0)
+    net = TorchUNet(3, 1, depth=depth, base_filters=base).to(device).to(memory_format=torch.channels_last_3d)
+    keras_trainable = sum(int(np.prod(w.shape)) for w in seg.model.trainable_weights)
+    assert keras_trainable == sum(p.numel() for p in net.parameters()), "the two networks differ"
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1))).to(device)
+    xt = xt.to(memory_format=torch.channels_last_3d)
+    yt = torch.from_numpy(y[..., 0].astype(np.int64)).to(device)
+
+    def torch_step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            logits = net(xt)
+        dice_ce_loss(logits, yt).backward()
+        optimizer.step()
+
+    def keras_step():
+        seg.model.train_on_batch(x, y)
+    for step in (keras_step, torch_step):        # warm-up: compilation, autotuning, allocations
+        step(); step()
+    times = {"segmenter": [], "torch": []}
+    for _ in range(repeats):                     # interleaved, one step each, so both see the same load
+        times["segmenter"].append(median_step(keras_step, 1, sync))
+        times["torch"].append(median_step(torch_step, 1, sync))
+    seg_s, torch_s = (float(np.median(times[k])) for k in ("segmenter", "torch"))
+    train_flops = 3 * conv_flops(net, (1, *patch)) * len(x)
+
+    volume = rng.normal(size=tuple(2 * p for p in patch)).astype("float32")
+    n_patches = len(patch_grid(volume.shape, patch, 0.5))
+    forward = lambda batch: keras.ops.convert_to_numpy(seg.model.predict_on_batch(batch)).astype(np.float32)
+    sliding_window_predict(volume, patch, 0.5, forward, batch_size=8)       # warm-up
+    t = time.perf_counter()
+    sliding_window_predict(volume, patch, 0.5, forward, batch_size=8)
+    infer_s = time.perf_counter() - t
+
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+              "segmenter_step_ms": seg_s * 1e3, "torch_bf16_step_ms": torch_s * 1e3,
+              "segmenter_vs_torch_step_ratio": seg_s / torch_s,
+              "train_tflop_per_step": train_flops / 1e12, "inference_patches_per_s": n_patches / infer_s}
+    peak = peak_tflops(args.peak_tflops)
+    if peak:
+        result["mfu_segmenter"] = train_flops / seg_s / (peak * 1e12)
+        result["mfu_torch"] = train_flops / torch_s / (peak * 1e12)
+    print(f"3D U-Net depth {depth}, base {base}, patch {patch}, batch 2, {result['device']}, "
+          f"{repeats} interleaved steps each")
+    for key, value in result.items():
+        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The README's results table, written from run files, never typed by hand.
+
+    python docs/results_table.py results/                 # keep that run's result.json + manifest.json
+                                                           # in docs/runs/, then rewrite the tables
+    python docs/results_table.py                          # rewrite the tables from docs/runs/ alone
+    python docs/results_table.py --check                  # exit 1 if a table differs from docs/runs/
+
+A run is kept as docs/runs/seed<S>_<cpu_kernels>/ (a newer run of the same seed and kernels
+replaces it). The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->`
+in README.md and bench/README.md; `tests/test_results_table.py` runs `--check`.
+Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
+docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>/ and go into a second table, between
+`<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "docs" / "runs"
+TARGETS = [ROOT / "README.md", ROOT / "bench" / "README.md"]
+START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+SIM_START, SIM_END = "<!-- sim2real:start -->", "<!-- sim2real:end -->"
+GOALS = {"kidney_dice": 0.92, "tumor_dice": 0.65}
+REAL_CT_GOAL = 0.80          # kidney Dice on the real CT of a model trained on phantoms only
+VERSIONS = ("tensorflow", "keras", "numpy")
+
+
+def read_run(folder: Path) -> dict:
+    "result.json and manifest.json of a results folder, with a clear error when either is missing."
+    run = {}
+    for name in ("result", "manifest"):
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"{path}: missing. Give the results folder of a finished kits19_cv run "
+                             "(make experiment writes results/).")
+        run[name] = json.loads(path.read_text(encoding="utf-8"))
+    return run
+
+
+def run_name(run: dict) -> str:
+    config = run["manifest"]["config"]
+    if config.get("real_ct_test"):
+        shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
+        return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
+                f"{config.get('augmentation')}_{shape}")
+    return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}"
+
+
+def keep_run(folder: Path) -> Path:
+    "Copy a run's result.json and manifest.json into docs/runs/<name>/ (atomically)."
+    run = read_run(folder)
+    target = RUNS / run_name(run)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=RUNS, prefix=".staging_"))
+    for name in ("result.json", "manifest.json"):
+        shutil.copyfile(folder / name, staging / name)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target
+
+
+def _dice(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def table(runs: list[dict]) -> str:
+    "The markdown block: one row per run, the spread, the goals met, the machines and versions."
+    if not runs:
+        return "_No run kept yet: `python docs/results_table.py results/` after `make experiment`._"
+    rows = ["| run | seed | CPU kernels | kidney Dice | tumor Dice | tumor before rule | kidney+tumor | "
+            "test ensemble kidney / tumor | minutes | load |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs:
+        r, config = run["result"], run["manifest"]["config"]
+        test = r.get("test_ensemble_dice") or {}
+        rows.append(f"| {run_name(run)} | {config['seed']} | {config.get('cpu_kernels', 'onednn')} | "
+                    f"{_dice(r['kidney_dice'])} | {_dice(r['tumor_dice'])} | "
+                    f"{_dice(r.get('tumor_dice_before_rule'))} | "
+                    f"{_dice(r['kidney+tumor_dice'])} | {_dice(test.get('kidney'))} / {_dice(test.get('tumor'))} | "
+                    f"{r['minutes']} | {r.get('load_average_15min', '–')} |")
+    lines = ["\n".join(rows), ""]
+    for key, goal in GOALS.items():
+        values = [run["result"][key] for run in runs]
+        met = sum(v >= goal for v in values)
+        lines.append(f"- {key.replace('_', ' ')}: {min(values):.3f}–{max(values):.3f} over {len(runs)} run(s) "
+                     f"(spread {max(values) - min(values):.3f}); goal ≥ {goal} met by {met} of {len(runs)}")
+    lines.append(_machines_line(runs))
+    lines.append("- load: the machine's 15-minute load average at the end of the run (about 1 when nothing "
+                 "else ran beside it on the 2 cores; above 2 the minutes are inflated, the Dice values are not)")
+    return "\n".join(lines)
+
+
+def sim2real_table(runs: list[dict]) -> str:
+    "The markdown block of the runs that scored the real CT: one row per attempt, the goal, the machines."
+    if not runs:
+        return "_No sim2real run kept yet: `python docs/results_table.py results/sim2real` after the preset._"
+    rows = ["| run | phantoms | contrast phase | augmentation | phantom CV kidney Dice | real CT kidney Dice | "
+            "real CT HD95 (mm) | kidney HU median real / phantoms | minutes | load |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for run in runs:
+        r, config = run["result"], run["manifest"]["config"]
+        real, hu = r["real_ct"], r["real_ct"].get("kidney_hu_p10_p50_p90", {})
+        phantoms = f"{config['n_cases']} × {config.get('phantom_shape')} at {config.get('phantom_spacing')} mm"
+        rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
+                    f"{config.get('augmentation')} | {_dice(r['kidney+tumor_dice'])} | {_dice(real['DICE'])} | "
+                    f"{real['HDRFDST95']:.1f} | {hu.get('real_ct', ['–'] * 3)[1]} / "
+                    f"{hu.get('training_cases', ['–'] * 3)[1]} | {r['minutes']} | {r.get('load_average_15min', '–')} |")
+    met = sum(run["result"]["real_ct"]["DICE"] >= REAL_CT_GOAL for run in runs)
+    return "\n".join(["\n".join(rows), "",
+                      f"- goal: real CT kidney Dice ≥ {REAL_CT_GOAL} (trained on phantoms only), met by {met} of "
+                      f"{len(runs)}; the reference is TotalSegmentator's kidney label, not a manual one",
+                      "- phantom CV kidney Dice: kidney and tumor merged, mean over the folds (as on the real CT)",
+                      _machines_line(runs)])
+
+
+def _machines_line(runs: list[dict]) -> str:
+    machines = sorted({_machine(run["manifest"]) for run in runs})
+    return f"- machine{'s' if len(machines) > 1 else ''}: {'; '.join(machines)}"
+
+
+def _machine(manifest: dict) -> str:
+    m = manifest.get("machine") or {}
+    versions = ", ".join(f"{k} {manifest['versions'].get(k)}" for k in VERSIONS)
+    commit = (manifest.get("git_commit") or "unknown")[:7]
+    flags = " ".join(m.get("cpu_flags") or [])
+    return f"{m.get('cpu', 'unknown CPU')} ({m.get('cores', '?')} cores; {flags or 'no'} kernel flags), " \
+           f"{versions}, commit {commit}"
+
+
+def kept_runs() -> list[dict]:
+    return [read_run(folder) for folder in sorted(RUNS.iterdir()) if folder.is_dir()
+            and not folder.name.startswith(".")] if RUNS.is_dir() else []
+
+
+def with_table(text: str, block: str, path: Path, start: str = START, end: str = END) -> str:
+    if text.count(start) != 1 or text.count(end) != 1:
+        raise SystemExit(f"{path}: needs one {start} and one {end} line around the table.")
+    head, rest = text.split(start)
+    return f"{head}{start}\n{block}\n{end}{rest.split(end)[1]}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="*", type=Path, help="results folders of kits19_cv runs to keep")
+    p.add_argument("--check", action="store_true", help="only check that the tables match docs/runs/")
+    args = p.parse_args(argv)
+    for folder in args.runs:
+        print(f"kept {keep_run(folder)}")
+    runs = kept_runs()
+    block = table([run for run in runs if not run["manifest"]["config"].get("real_ct_test")])
+    sim_block = sim2real_table([run for run in runs if run["manifest"]["config"].get("real_ct_test")])
+    stale = []
+    for path in TARGETS:
+        text = path.read_text(encoding="utf-8")
+        new = with_table(with_table(text, block, path), sim_block, path, SIM_START, SIM_END)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(new, encoding="utf-8")
+                os.replace(tmp, path)
+    if args.check and stale:
+        print(f"{', '.join(map(str, stale))}: the results table differs from docs/runs/; "
+              "run python docs/results_table.py and commit.", file=sys.stderr)
+        return 1
+    print(block, sim_block, sep="\n\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The benchmark scripts' own parts: the PyTorch reference network is the library's U-Net, its FLOP
+count is the hand count, and the GPU benchmark runs end to end on a CPU with --quick."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+torch_unet = pytest.importorskip("torch_unet")
+
+
+@pytest.mark.parametrize("depth, base", [(1, 2), (3, 8), (4, 32)])
+def test_torch_unet_has_the_library_unets_weights(depth, base):
+    from miscnn_lite.models import unet
+    keras_model = unet(3, depth=depth, base_filters=base)
+    trainable = sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)
+    assert trainable == sum(p.numel() for p in torch_unet.TorchUNet(3, 1, depth, base).parameters())
+
+
+def test_conv_flops_hand_count():
+    # filters [2, 4] on a 4³ input (64 voxels, 8 after pooling); 2 FLOPs per multiply-add
+    expected = (2 * 27 * 1 * 2 * 64 + 2 * 27 * 2 * 2 * 64      # encoder level 0: 1->2, 2->2
+                + 2 * 27 * 2 * 4 * 8 + 2 * 27 * 4 * 4 * 8     # level 1: 2->4, 4->4
+                + 2 * 4 * 8 * (2 * 8)                          # 2×2×2 transposed 4->2: each input value to 2·8 outputs
+                + 2 * 27 * 4 * 2 * 64 + 2 * 27 * 2 * 2 * 64    # decoder: 4->2, 2->2
+                + 2 * 1 * 2 * 2 * 64)                          # 1×1×1 head 2->2
+    assert torch_unet.conv_flops(torch_unet.TorchUNet(2, 1, depth=1, base_filters=2), (1, 4, 4, 4)) == expected
+
+
+def test_dice_ce_loss_matches_the_library():
+    import torch
+
+    from miscnn_lite.losses import get_loss
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 3, 4, 5, 6)).astype("float32")
+    target = rng.integers(0, 3, size=(2, 4, 5, 6))
+    ours = float(torch_unet.dice_ce_loss(torch.from_numpy(logits), torch.from_numpy(target)))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    onehot = np.eye(3, dtype="float32")[target]
+    library = float(get_loss("dice_ce")(onehot, np.moveaxis(probs, 1, -1)))
+    assert ours == pytest.approx(library, abs=1e-4)
+
+
+def test_gpu_benchmark_runs_quick_on_cpu():
+    env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--repeats", "2"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    values = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    assert values["device"] == "cpu"
+    assert float(values["segmenter_vs_torch_step_ratio"]) > 0
+    assert float(values["inference_patches_per_s"]) > 0
+    # 3 × forward FLOPs of a depth-2, base-4 U-Net on 16×32×32, batch 2
+    net = torch_unet.TorchUNet(3, 1, depth=2, base_filters=4)
+    assert float(values["train_tflop_per_step"]) == pytest.approx(3 * 2 * torch_unet.conv_flops(net, (1, 16, 32, 32))
+                                                                  / 1e12, rel=1e-3)
