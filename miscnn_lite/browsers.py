@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import _subplots
-from .io import MiscnnError, Case, open_dataset
+from .io import MiscnnError, MissingFileError, Case, open_dataset
 from .visualization import (KITS19_CLASSES, SliceViewer, _classes_present, _second, as_class_map,
                                        overlay_labels, resize_nearest, resolve_window, window_to_uint8)
 
@@ -28,7 +28,7 @@ def find_predictions(results_dir) -> pd.DataFrame:
     "Table (fold, case, path) of the predictions `results_dir/fold_<k>/predictions/<case>.nii.gz`."
     root = Path(results_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: results folder does not exist.")
+        raise MissingFileError(f"{root}: results folder does not exist.")
     rows = []
     for fold_dir in sorted(p for p in root.glob("fold_*") if p.is_dir()):
         if not fold_dir.name[5:].isdigit():
@@ -65,7 +65,7 @@ def read_metrics(results_dir) -> pd.DataFrame:
             return _read_tidy(top, RESULTS_COLUMNS)
     per_fold = sorted(p for p in root.glob("fold_*/metrics.csv") if p.parent.name[5:].isdigit())
     if not per_fold:
-        raise FileNotFoundError(f"{top}: no metrics table; the validation module writes one "
+        raise MissingFileError(f"{top}: no metrics table; the validation module writes one "
                                 f"({','.join(RESULTS_COLUMNS)}).")
     tables = [_read_tidy(p, RESULTS_COLUMNS[1:]).assign(fold=int(p.parent.name[5:])) for p in per_fold]
     return pd.concat(tables, ignore_index=True)[list(RESULTS_COLUMNS)]

@@ -51,8 +51,20 @@ def _cmd_train(args) -> int:
     return 0
 
 def _cmd_predict(args) -> int:
-    from miscnn_lite.training import predict_command
-    written = predict_command(args.model, args.input, args.out)
+    from miscnn_lite.training import predict_command, prediction_items, prediction_path
+    if len(args.model) == 1 and not args.uncertainty and args.mirror_axes is None:
+        written = predict_command(args.model[0], args.input, args.out)
+    else:                                          # several members: models × mirrorings, averaged
+        from miscnn_lite.io import output_lock, remove_temporaries
+        from miscnn_lite.patching import mirror_subsets
+        from miscnn_lite.validation import ensemble_predict
+        if args.mirror_axes is not None:
+            mirror_subsets(args.mirror_axes)       # checked before the output folder is created
+        items = prediction_items(args.input, args.out)
+        with output_lock(args.out, "miscnn-lite predict"):
+            remove_temporaries(args.out)
+            written = ensemble_predict(args.model, items, out=args.out, progress=True, uncertainty=args.uncertainty,
+                                       mirror_axes=args.mirror_axes, path_of=prediction_path)
     print(f"wrote {len(written)} prediction(s) to {args.out}")
     return 0
 
@@ -164,9 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("predict", help="predict label maps for images (labels not needed)")
-    s.add_argument("--model", required=True, type=Path, help="model folder written by train")
+    s.add_argument("--model", required=True, type=Path, action="append",
+                   help="model folder written by train; repeat it for an ensemble (e.g. the fold models)")
     s.add_argument("--input", required=True, type=Path, help="a NIfTI file or a dataset folder")
     s.add_argument("--out", required=True, type=Path, help="output folder")
+    s.add_argument("--mirror-axes", type=int, nargs="+", metavar="AXIS",
+                   help="mirror test-time augmentation over these axes (0 z, 1 y, 2 x); each mirroring is a member")
+    s.add_argument("--uncertainty", action="store_true",
+                   help="also write <prediction>_entropy.nii.gz and, with two or more members, "
+                        "<prediction>_variance.nii.gz (float32, same grid)")
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser("download", help="download a public dataset into its layout (kits19: the KiTS19 CTs; "
@@ -229,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of the `miscnn-lite` console script."
     args = build_parser().parse_args(argv)
     try:
-        if args.command not in LOCKED_COMMANDS:
-            return args.func(args)
-        from miscnn_lite.io import output_lock
-        with output_lock(args.out, f"miscnn-lite {args.command}"):
-            return args.func(args)
+        return args.func(args) if args.command not in LOCKED_COMMANDS else _run_locked(args)
     except KeyboardInterrupt:
         print(f"miscnn-lite {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -247,6 +261,19 @@ def main(argv: list[str] | None = None) -> int:
               "(rerun with MISCNN_DEBUG=1 to see the traceback, and report it if the message does not help)",
               file=sys.stderr)
         return 1
+
+def _run_locked(args) -> int:
+    """Run the command holding the lock on `args.out`; a folder the lock created is removed again when the
+    command leaves it empty (it failed before writing anything, e.g. on a malformed preset)."""
+    from miscnn_lite.io import output_lock
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        with output_lock(out, f"miscnn-lite {args.command}"):
+            return args.func(args)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 def _is_user_error(e: BaseException) -> bool:
     "The kit's own errors (MiscnnError is a ValueError), file and value errors, and a failed experiment notebook."

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,24 +16,24 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import (MiscnnError, DataError, atomic_path, check_spacing, load_nifti, orientation_from_affine,
-                            spacing_from_affine)
+from .io import (MiscnnError, MissingFileError, DataError, atomic_path, check_spacing, load_nifti,
+                            orientation_from_affine, spacing_from_affine)
 
 # %% auto #0
-__all__ = ['METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'check_spacing_for', 'check_same_grid',
+__all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'check_spacing_for', 'check_same_grid',
            'check_image_axes', 'check_label_map', 'Confusion', 'confusion', 'undefined_ratio', 'dice', 'jaccard',
            'sensitivity', 'specificity', 'precision', 'false_negative_rate', 'fallout', 'accuracy', 'f_measure',
            'volume_similarity', 'area_under_curve', 'cohen_kappa', 'rand_index', 'adjusted_rand_index',
            'mutual_information', 'variation_of_information', 'global_consistency_error', 'volume', 'area',
            'interclass_correlation', 'probabilistic_distance', 'mahalanobis_distance', 'surface_voxels', 'bounding_box',
            'SurfaceDistances', 'surface_distances', 'hausdorff_distance', 'average_surface_distance', 'surface_dice',
-           'surface_overlap', 'mean_absolute_error', 'mean_squared_error', 'root_mean_squared_error',
-           'normalized_root_mean_squared_error', 'peak_signal_to_noise_ratio', 'coefficient_of_determination',
-           'structural_similarity', 'LabelPair', 'Metric', 'get_metric', 'get_metrics', 'metrics_table',
-           'compute_metrics', 'normalize_regions', 'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores',
-           'metric_statistics', 'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
-           'plot_metric_distributions', 'match_cases', 'resample_to_grid', 'evaluate_paths', 'keep_largest_components',
-           'remove_small_components', 'fill_holes']
+           'surface_overlap', 'surfel_area_table', 'corner_codes', 'Surfels', 'surfels', 'surfel_surface_dice',
+           'mean_absolute_error', 'mean_squared_error', 'root_mean_squared_error', 'normalized_root_mean_squared_error',
+           'peak_signal_to_noise_ratio', 'coefficient_of_determination', 'structural_similarity', 'LabelPair', 'Metric',
+           'get_metric', 'get_metrics', 'metrics_table', 'compute_metrics', 'normalize_regions', 'region_mask',
+           'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics', 'format_metrics_table',
+           'statistics_path', 'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases',
+           'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes']
 
 # %% ../nbs/09_evaluation.ipynb #4e0eb62e
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -356,6 +358,94 @@ def surface_overlap(d: SurfaceDistances, tolerance_mm: float = 1.0, prediction_t
     distances = d.prediction_to_reference if prediction_to_reference else d.reference_to_prediction
     return float(np.mean(distances <= tolerance_mm))
 
+# %% ../nbs/09_evaluation.ipynb #60d7a9b8
+CELL_CORNERS = {ndim: list(itertools.product((0, 1), repeat=ndim)) for ndim in (2, 3)}  # bit b ↔ corner b
+
+def _cell(code: int, ndim: int) -> np.ndarray:
+    "The 2×2(×2) cell of inside (1) / outside (0) voxels that `code` describes."
+    cell = np.zeros((2,) * ndim)
+    for bit, corner in enumerate(CELL_CORNERS[ndim]):
+        cell[corner] = (code >> bit) & 1
+    return cell
+
+def _cell_area(code: int, spacing: tuple[float, ...]) -> float:
+    "Area (mm², 3D) or length (mm, 2D) of the marching cubes / squares surface in the cell of `code`."
+    ndim = len(spacing)
+    n_inside = bin(code).count("1")
+    if n_inside in (0, 2 ** ndim):
+        return 0.0
+    if n_inside > 2 ** (ndim - 1):          # complementary symmetry: the surface of the complement
+        return _cell_area(2 ** 2 ** ndim - 1 - code, spacing)
+    if ndim == 2:                           # marching squares: segments between edge midpoints
+        corner_cut = math.hypot(spacing[0] / 2, spacing[1] / 2)
+        cell = _cell(code, 2)
+        if n_inside == 1:
+            return corner_cut
+        if cell[0, 0] == cell[1, 1]:        # two diagonal voxels: two cut corners
+            return 2 * corner_cut
+        return spacing[0] if cell[0, 0] == cell[1, 0] else spacing[1]   # a straight cut along that axis
+    from skimage.measure import marching_cubes, mesh_surface_area
+    vertices, faces, _, _ = marching_cubes(_cell(code, 3), 0.5, spacing=spacing, method="lorensen")
+    return float(mesh_surface_area(vertices, faces))
+
+@functools.lru_cache(maxsize=64)
+def surfel_area_table(spacing: tuple[float, ...]) -> np.ndarray:
+    """(2**(2**ndim),) surface area in mm² (3D) or contour length in mm (2D) carried by a corner whose
+    cell of 2×2(×2) voxels has code c (bit b set: the voxel at `CELL_CORNERS[ndim][b]` is inside)."""
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) not in CELL_CORNERS:
+        raise MiscnnError(f"spacing {spacing}: surfels are defined for 2D and 3D masks only.")
+    table = np.array([_cell_area(code, spacing) for code in range(2 ** 2 ** len(spacing))])
+    table.flags.writeable = False
+    return table
+
+def corner_codes(mask: np.ndarray) -> np.ndarray:
+    """Code of every corner of `mask`'s voxel grid (shape + 1 per axis): bit b set when the voxel at
+    offset `CELL_CORNERS[ndim][b]` of the corner's cell is inside (outside the image counts as outside)."""
+    padded = np.pad(np.asarray(mask, bool), 1).astype(np.uint8)
+    shape = tuple(n + 1 for n in mask.shape)
+    codes = np.zeros(shape, np.uint8)
+    for bit, corner in enumerate(CELL_CORNERS[mask.ndim]):
+        codes |= padded[tuple(slice(o, o + n) for o, n in zip(corner, shape))] << bit
+    return codes
+
+# %% ../nbs/09_evaluation.ipynb #ca0b55c3
+@dataclass(frozen=True)
+class Surfels:
+    """The surfels of two masks: distance (mm) from each to the other mask's surface, and its area (mm²;
+    mm of contour in 2D). Empty arrays when either mask is empty."""
+    reference_distances: np.ndarray
+    reference_areas: np.ndarray
+    prediction_distances: np.ndarray
+    prediction_areas: np.ndarray
+    reference_empty: bool
+    prediction_empty: bool
+
+def surfels(reference: np.ndarray, prediction: np.ndarray, spacing=None) -> Surfels:
+    """Surfels of two boolean (D, H, W) or (H, W) masks on the corner grid, with areas and distances."""
+    reference, prediction = check_same_grid(reference, prediction)
+    reference, prediction = reference.astype(bool, copy=False), prediction.astype(bool, copy=False)
+    spacing = check_spacing_for(spacing, reference.ndim)
+    empty_r, empty_p = not reference.any(), not prediction.any()
+    if empty_r or empty_p:
+        return Surfels(*(np.zeros(0),) * 4, empty_r, empty_p)
+    box = bounding_box(reference | prediction)
+    area = surfel_area_table(spacing)
+    codes_r, codes_p = corner_codes(reference[box]), corner_codes(prediction[box])
+    full = 2 ** 2 ** reference.ndim - 1
+    on_r, on_p = (codes_r > 0) & (codes_r < full), (codes_p > 0) & (codes_p < full)
+    to_p = ndimage.distance_transform_edt(~on_p, sampling=spacing)
+    to_r = ndimage.distance_transform_edt(~on_r, sampling=spacing)
+    return Surfels(to_p[on_r], area[codes_r[on_r]], to_r[on_p], area[codes_p[on_p]], False, False)
+
+def surfel_surface_dice(s: Surfels, tolerance_mm: float = 1.0) -> float:
+    "Surface area of both masks within `tolerance_mm` of the other surface, over their total area."
+    if s.reference_empty or s.prediction_empty:
+        return 1.0 if s.reference_empty and s.prediction_empty else 0.0
+    close = (s.reference_areas[s.reference_distances <= tolerance_mm].sum()
+             + s.prediction_areas[s.prediction_distances <= tolerance_mm].sum())
+    return float(close / (s.reference_areas.sum() + s.prediction_areas.sum()))
+
 # %% ../nbs/09_evaluation.ipynb #f6ae6d1d
 def _as_float_pair(reference, prediction):
     reference, prediction = check_same_grid(reference, prediction)
@@ -431,6 +521,8 @@ class LabelPair:
     def confusion(self) -> Confusion: return confusion(self.reference, self.prediction)
     @cached_property
     def surface(self) -> SurfaceDistances: return surface_distances(self.reference, self.prediction, self.spacing)
+    @cached_property
+    def surfels(self) -> Surfels: return surfels(self.reference, self.prediction, self.spacing)
 
 @dataclass(frozen=True)
 class Metric:
@@ -490,7 +582,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
        False, description="average symmetric surface distance"),
     _m("AVGDIST_P2R", lambda p: average_surface_distance(p.surface, symmetric=False), ["asd"], "mm", False,
        description="average surface distance, prediction to reference"),
-    _m("SURFDICE", lambda p: surface_dice(p.surface, 1.0), ["surface_dice", "nsd"], description="surface Dice at 1 mm"),
+    _m("SURFDICE", lambda p: surface_dice(p.surface, 1.0), ["surface_dice"], description="surface Dice at 1 mm"),
+    _m("SURFELDICE", lambda p: surfel_surface_dice(p.surfels, 1.0), ["nsd", "surfel_surface_dice"],
+       description="surface Dice at 1 mm, surfels weighted by area (Nikolov et al. 2021)"),
     _m("SURFOVLP", lambda p: surface_overlap(p.surface, 1.0), ["surface_overlap"],
        description="prediction surface within 1 mm of the reference"),
     _m("REFVOL", lambda p: volume(p.reference, p.spacing), ["reference_volume"], "mm³", None,
@@ -754,7 +848,7 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
     reference, prediction = Path(reference), Path(prediction)
     for p, what in [(reference, "reference"), (prediction, "prediction")]:
         if not p.exists():
-            raise FileNotFoundError(f"{what} {p}: no such file or folder.")
+            raise MissingFileError(f"{what} {p}: no such file or folder.")
     if reference.is_file() and prediction.is_file():
         name = reference.parent.name if reference.name.startswith("segmentation.nii") else _strip_nifti(reference.name)
         return [(name, reference, prediction)]

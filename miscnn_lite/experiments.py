@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import MiscnnError, atomic_path, load_mapping
+from .io import MiscnnError, MissingFileError, atomic_path, load_mapping
 
 if TYPE_CHECKING:                                   # for annotations only: pandas loads when a sweep runs
     import pandas as pd
@@ -28,7 +28,7 @@ def bundled(name: str = "") -> Path:
     "A file or folder shipped in `miscnn_lite/bundled/` (`experiments`, `tutorials`, `_download_kits19.py`)."
     path = Path(str(importlib.resources.files("miscnn_lite") / "bundled" / name))
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found in the installed package. Reinstall miscnn-lite; "
+        raise MissingFileError(f"{path}: not found in the installed package. Reinstall miscnn-lite; "
                                 "in a repository checkout run `make bundle`.")
     return path
 
@@ -46,7 +46,7 @@ def _shipped_file(name, folder: Path, suffix: str, what: str) -> Path:
     if shipped.is_file():
         return shipped
     available = ", ".join(sorted(p.name for p in folder.glob(f"*{suffix}")))
-    raise FileNotFoundError(f"{name}: no such file and no shipped {what} of that name. "
+    raise MissingFileError(f"{name}: no such file and no shipped {what} of that name. "
                             f"Available {what}s: {available}; or pass the path of your own {suffix} file.")
 
 def experiment_notebook(name) -> Path:
@@ -79,7 +79,7 @@ def _expected_bundle(root: Path) -> dict[str, bytes]:
                           if f.suffix in (".ipynb", ".yaml")
                           and not any(p.startswith(".") for p in f.relative_to(source).parts)})
         else:
-            raise FileNotFoundError(f"{source}: not found. Run `make bundle` in the repository root "
+            raise MissingFileError(f"{source}: not found. Run `make bundle` in the repository root "
                                     "(the folder holding experiments/, nbs/ and data_scripts/).")
     return files
 
@@ -143,7 +143,7 @@ def notebook_parameters(notebook) -> dict[str, dict]:
     import papermill as pm
     notebook = Path(notebook)
     if not notebook.exists():
-        raise FileNotFoundError(f"{notebook}: notebook not found.")
+        raise MissingFileError(f"{notebook}: notebook not found.")
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     if nb.get("metadata", {}).get("kernelspec"):
         params = pm.inspect_notebook(str(notebook))

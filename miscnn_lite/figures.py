@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image as PILImage
 
-from .io import MiscnnError, Case, atomic_path, open_dataset, orientation_from_affine
+from .io import MiscnnError, MissingFileError, Case, atomic_path, open_dataset, orientation_from_affine
 from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, ViewerData, _classes_present,
                                        _foreground_cursor, class_colors, default_window, render_view, resolve_window,
                                        slice_2d, viewer_data)
@@ -314,7 +314,7 @@ def plot_training_curves(log, metrics=None, cols: int = 3):
         matplotlib Figure. Loss panels mark the epoch of the lowest validation value."""
     from miscnn_lite.training import read_log      # here: drawing figures should not import TensorFlow
     if not isinstance(log, pd.DataFrame) and not Path(log).is_file():
-        raise FileNotFoundError(f"{log}: training log not found (the trainer writes log.tsv in its out folder).")
+        raise MissingFileError(f"{log}: training log not found (the trainer writes log.tsv in its out folder).")
     table = read_log(log)
     if "epoch" not in table.columns:
         raise MiscnnError(f"training log has columns {list(table.columns)}; an 'epoch' column is required "

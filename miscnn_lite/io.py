@@ -20,13 +20,13 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'EXAMPLES_DIR', 'MiscnnError',
-           'SettingsError', 'DataError', 'CorruptFileError', 'atomic_path', 'OutputLockedError', 'remove_temporaries',
-           'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'affine_from_spacing',
-           'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti', 'load_itk_image', 'load_image',
-           'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction',
-           'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader',
-           'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'describe_file', 'describe',
-           'fetch_example_data']
+           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'OutputLockedError',
+           'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
+           'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti',
+           'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
+           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
+           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'describe_file',
+           'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #611d47eb
 class MiscnnError(ValueError):
@@ -40,6 +40,9 @@ class DataError(MiscnnError):
 
 class CorruptFileError(MiscnnError):
     "A file is truncated or damaged (failed checksum, unreadable header); the message says how to rebuild it."
+
+class MissingFileError(MiscnnError, FileNotFoundError):
+    "A file or folder the kit needs is not there; the message names the path and what writes it."
 
 # %% ../nbs/00_io.ipynb #9689dea9
 @contextlib.contextmanager
@@ -131,7 +134,7 @@ def load_mapping(path, what: str = "settings") -> dict:
     import yaml
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} file not found.")
+        raise MissingFileError(f"{path}: {what} file not found.")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -239,7 +242,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     A 4D file whose last axis has length 1 is squeezed to 3D; other 4D files are refused."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file.")
+        raise MissingFileError(f"{path}: no such file.")
     if not _is_nifti(path):
         raise DataError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
     try:
@@ -301,7 +304,7 @@ def load_itk_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file.")
+        raise MissingFileError(f"{path}: no such file.")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -516,7 +519,7 @@ class CaseReader:
     def __init__(self, root, orientation: str | None = "SPL"):
         self.root, self.orientation = Path(root), orientation
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: dataset folder does not exist.")
+            raise MissingFileError(f"{self.root}: dataset folder does not exist.")
         self._index = self._scan()
         if not self._index:
             raise DataError(f"{self.root}: no cases found for a {type(self).__name__} "
@@ -710,7 +713,7 @@ def load_dicom_series(folder, case_id: str | None = None, orientation: str | Non
     import SimpleITK as sitk
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: DICOM folder does not exist.")
+        raise MissingFileError(f"{folder}: DICOM folder does not exist.")
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
@@ -768,7 +771,7 @@ def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
         raise DataError(f"{path}: is a file; a dataset folder is expected (KiTS19 case_XXXXX/imaging.nii.gz, "
                         "nnU-Net imagesTr/, or .npz files). Pass the folder that holds the cases.")
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: dataset folder does not exist (for a single file use load_case).")
+        raise MissingFileError(f"{path}: dataset folder does not exist (for a single file use load_case).")
     if (path / "imagesTr").is_dir():
         return NnUNetReader(path, "Tr", orientation)
     if (path / "imagesTs").is_dir():

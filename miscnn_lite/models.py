@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .io import MiscnnError, check_seed
+from .io import MiscnnError, MissingFileError, check_seed
 
 # %% ../nbs/06_models.ipynb #0700e024
 def _tensorflow_backend() -> bool:
@@ -484,7 +484,7 @@ def load_model(path, compile: bool = False) -> keras.Model:
     compile=False (default) skips restoring the loss/optimizer; import `miscnn_lite.losses` first
     when compile=True and the model was compiled with this library's losses."""
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: model file not found.")
+    if not path.exists(): raise MissingFileError(f"{path}: model file not found.")
     if path.suffix != ".keras":
         raise MiscnnError(f"{path}: expected a Keras 3 '.keras' file, got '{path.suffix}'. "
                           "Re-save the model with model.save('model.keras').")

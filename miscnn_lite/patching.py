@@ -15,8 +15,8 @@ from .io import MiscnnError
 # %% auto #0
 __all__ = ['ANALYSIS_MODES', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape', 'pad_to_shape',
            'crop_pads', 'class_locations', 'PatchSampler', 'slab_channels', 'SliceSampler', 'sampler_from_dict',
-           'grid_starts', 'patch_grid', 'patch_weights', 'PatchAccumulator', 'merge_patches', 'mirror_tta',
-           'iter_patch_batches', 'sliding_window_predict']
+           'grid_starts', 'patch_grid', 'patch_weights', 'PatchAccumulator', 'merge_patches', 'mirror_subsets',
+           'mirror_tta', 'iter_patch_batches', 'sliding_window_predict']
 
 # %% ../nbs/03_patching.ipynb #0181f369
 def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -335,14 +335,18 @@ def merge_patches(predictions: Iterable[np.ndarray], slices: Iterable[tuple], sh
     return acc.result()
 
 # %% ../nbs/03_patching.ipynb #eb01475b
+def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    "Every subset of the spatial `axes` (0 z, 1 y, 2 x) to flip, the empty one (no flip) first: 2**len(axes)."
+    axes = tuple(int(a) for a in axes)
+    if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+        raise MiscnnError(f"mirror_axes: {axes} must be distinct spatial axes among 0 (z), 1 (y), 2 (x).")
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
 def mirror_tta(predict: Callable[[np.ndarray], np.ndarray], axes: Sequence[int] = (0, 1, 2)) -> Callable:
     """Wrap `predict` ((B, d, h, w, C) -> (B, d, h, w, K)) to average over all mirrorings of the spatial `axes`.
 
     `axes` are spatial: 0 = slice (z), 1 = rows (y), 2 = columns (x). 2**len(axes) calls per batch."""
-    axes = tuple(axes)
-    if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-        raise MiscnnError(f"mirror_axes: {axes} must be distinct spatial axes among 0 (z), 1 (y), 2 (x).")
-    subsets = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+    subsets = mirror_subsets(axes)
 
     def predict_mirrored(batch: np.ndarray) -> np.ndarray:
         total = None

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from .io import MiscnnError, Case, atomic_path, case_from_arrays, check_case_id, check_spacing
+from .io import MiscnnError, MissingFileError, Case, atomic_path, case_from_arrays, check_case_id, check_spacing
 
 # %% auto #0
 __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'ClipHU', 'PercentileWindow',
@@ -599,7 +599,7 @@ class Pipeline:
     def load(cls, path) -> "Pipeline":
         path = Path(path)
         try: d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError: raise FileNotFoundError(f"{path}: no pipeline file here; save one with "
+        except FileNotFoundError: raise MissingFileError(f"{path}: no pipeline file here; save one with "
                                                           "Pipeline.save(path).") from None
         except json.JSONDecodeError as e:
             raise MiscnnError(f"{path}: not valid JSON ({e}); the pipeline file is damaged, save it again.") from None

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import keras
 
-from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, SettingsError, SPACING_RANGE_MM,
+from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError, SettingsError, SPACING_RANGE_MM,
                             atomic_path, case_folder_files, check_seed, check_spacing, load_mapping, open_dataset,
                             output_lock, remove_temporaries, save_prediction)
 from .preprocessing import Pipeline
@@ -30,8 +30,8 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'plot_history',
            'NonFiniteLossError', 'StopOnNonFiniteLoss', 'set_heap_thresholds', 'HeapThresholds', 'EpochCheckpoint',
            'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy',
-           'poly_learning_rate', 'Segmenter', 'dice_score', 'train_command', 'predict_command', 'check_train_settings',
-           'settings_differences']
+           'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score', 'train_command', 'prediction_items',
+           'predict_command', 'check_train_settings', 'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -599,11 +599,11 @@ def _load(cls, folder, **overrides) -> "Segmenter":
     settings (e.g. mirror_axes=(0, 1, 2) for prediction with test-time augmentation)."""
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: no {MODEL_FILE} in this folder. Train with Segmenter.fit(out=...) "
+        raise MissingFileError(f"{folder}: no {MODEL_FILE} in this folder. Train with Segmenter.fit(out=...) "
                                 "or miscnn-lite train, or point to the model folder.")
     if not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: {CONFIG_FILE} is missing; the folder was not written by Segmenter.save.")
-    for name in (CONFIG_FILE, PIPELINE_FILE):
+        raise MissingFileError(f"{folder}: {CONFIG_FILE} is missing; the folder was not written by Segmenter.save.")
+    for name in (CONFIG_FILE, PIPELINE_FILE, MODEL_FILE):
         if why := _checksum_problem(folder, name):
             raise CorruptFileError(why)
     try:
@@ -614,7 +614,7 @@ def _load(cls, folder, **overrides) -> "Segmenter":
     pipeline = None
     if config.get("has_pipeline", True):
         if not (folder / PIPELINE_FILE).is_file():
-            raise FileNotFoundError(f"{folder}: {PIPELINE_FILE} is missing. The model was trained on preprocessed "
+            raise MissingFileError(f"{folder}: {PIPELINE_FILE} is missing. The model was trained on preprocessed "
                                     "images and predicts garbage without the same preprocessing; copy the "
                                     "pipeline.json saved with the model into this folder.")
         pipeline = Pipeline.load(folder / PIPELINE_FILE)
@@ -623,14 +623,10 @@ def _load(cls, folder, **overrides) -> "Segmenter":
     except Exception as e:
         if isinstance(e, MiscnnError) or "Lambda layer" in str(e):
             raise
-        raise CorruptFileError((_checksum_problem(folder, MODEL_FILE) or f"{folder / MODEL_FILE}: cannot be read as a "
-                                "Keras model; it is damaged or was cut short while copying. Copy the model folder "
-                                "again, or retrain (best.keras and checkpoint/ of the run may still hold good "
-                                "weights).")
-                               + f" ({type(e).__name__}: {str(e)[:200]})") from None
-    if why := _checksum_problem(folder, MODEL_FILE):
-        import warnings
-        warnings.warn(why)
+        raise CorruptFileError(f"{folder / MODEL_FILE}: cannot be read as a Keras model; it is damaged or was cut "
+                               "short while copying. Copy the model folder again, or retrain (best.keras and "
+                               "checkpoint/ of the run may still hold good weights). "
+                               f"({type(e).__name__}: {str(e)[:200]})") from None
     keys = ("learning_rate", "batch_size", "iterations", "overlap", "weighting", "mirror_axes", "lr_patience",
             "lr_factor", "stop_patience", "mixed_precision", "seed", "workers", "use_multiprocessing", "class_names",
             "lr_schedule")
@@ -646,9 +642,11 @@ def _load(cls, folder, **overrides) -> "Segmenter":
 Segmenter.save, Segmenter.load = _save, _load
 
 # %% ../nbs/08_training.ipynb #95a554c4
-def _predict_probabilities(self, case: Case, progress: bool = False) -> np.ndarray:
-    "(D, H, W, n_classes) float32 class probabilities of `case` on its own grid (preprocessing undone)."
+def _predict_probabilities(self, case: Case, progress: bool = False, mirror_axes=None) -> np.ndarray:
+    """(D, H, W, n_classes) float32 class probabilities of `case` on its own grid (preprocessing undone).
+    `mirror_axes` replaces the saved test-time mirroring for this call (None: the saved setting)."""
     s = self.settings
+    mirror_axes = s["mirror_axes"] if mirror_axes is None else mirror_axes
     image_only = replace(case, label=None)
     if self.pipeline is not None:
         pre, record = self.pipeline.apply(image_only)
@@ -665,7 +663,7 @@ def _predict_probabilities(self, case: Case, progress: bool = False) -> np.ndarr
         image = slab_channels(image, self.slab_neighbours)
     probs = sliding_window_predict(image, self.patch_shape, s["overlap"], forward,
                                    batch_size=s["batch_size"], weighting=s["weighting"],
-                                   mirror_axes=tuple(s["mirror_axes"]), progress=progress)
+                                   mirror_axes=tuple(mirror_axes), progress=progress)
     if record is not None:
         probs = self.pipeline.inverse(probs, record)
     return np.asarray(probs, np.float32)
@@ -674,7 +672,8 @@ def _predict_case(self, case: Case, progress: bool = False) -> np.ndarray:
     "(D, H, W) uint8 label map of `case` on its own grid: argmax of `predict_probabilities`."
     return np.argmax(self.predict_probabilities(case, progress), axis=-1).astype(np.uint8)
 
-def _output_path(item, case: Case, out: Path) -> Path:
+def prediction_path(item, case: Case, out: Path) -> Path:
+    "Where the prediction of `item` goes: `out/<case>/prediction.nii.gz` for a KiTS19 case, else `out/<id>.nii.gz`."
     if isinstance(item, ReaderItem):
         item = (item.paths or [None])[0] or case.id
     p = None if isinstance(item, Case) else Path(item)
@@ -703,7 +702,7 @@ def _predict(self, cases, out=None, progress: bool = True):
         if out is None:
             results.append(label_map)
         else:
-            results.append(save_prediction(label_map, case, _output_path(item, case, Path(out))))
+            results.append(save_prediction(label_map, case, prediction_path(item, case, Path(out))))
     return results
 
 Segmenter.predict_probabilities = _predict_probabilities
@@ -826,24 +825,28 @@ def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
     return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0,
                    spacing_range=opts["spacing_range"])
 
-def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
-    """Predict `input` (a NIfTI file, a KiTS19 case folder, a KiTS19 dataset folder or a folder of NIfTI
-    files) with the model folder `model_dir`; write `out/<case>/prediction.nii.gz` per KiTS19 case folder,
-    else `out/<name>.nii.gz`. Returns the written paths."""
-    seg = Segmenter.load(model_dir)
+def prediction_items(input, out) -> list[Path]:
+    """The images `predict` reads from `input` (a NIfTI/NRRD file, a KiTS19 case folder, a KiTS19 dataset folder
+    or a folder of image files), after checking `input` and `out`."""
     input = Path(input)
     if not input.exists():
-        raise FileNotFoundError(f"--input {input} does not exist.")
+        raise MissingFileError(f"--input {input} does not exist.")
     if Path(out).is_file():
         raise SettingsError(f"--out {out}: is a file; give a folder for the predictions.")
-    if input.is_dir() and case_folder_files(input)[0] is None:
-        items = sorted(p for p in input.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
-        items = items or sorted(p for p in input.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
-        if not items:
-            raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz) and no image files "
-                              f"({', '.join(IMAGE_SUFFIXES)}).")
-    else:
-        items = [input]
+    if not input.is_dir() or case_folder_files(input)[0] is not None:
+        return [input]
+    items = sorted(p for p in input.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
+    items = items or sorted(p for p in input.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    if not items:
+        raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz) and no image files "
+                          f"({', '.join(IMAGE_SUFFIXES)}).")
+    return items
+
+def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
+    """Predict `input` (see `prediction_items`) with the model folder `model_dir`; write
+    `out/<case>/prediction.nii.gz` per KiTS19 case folder, else `out/<name>.nii.gz`. Returns the written paths."""
+    seg = Segmenter.load(model_dir)
+    items = prediction_items(input, out)
     with output_lock(out, "miscnn-lite predict"):
         remove_temporaries(out)                  # left by a predict that was killed while writing
         return seg.predict(items, out=out, progress=progress)

@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import MiscnnError, atomic_path
+from .io import MiscnnError, MissingFileError, atomic_path
 
 # %% auto #0
 __all__ = ['KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout',
            'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table', 'save_folds', 'load_folds',
            'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info', 'file_sha256', 'make_manifest',
            'save_manifest', 'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume',
-           'rescore_cross_validation', 'predictive_entropy', 'member_variance', 'ensemble_predict', 'fold_model_dirs']
+           'rescore_cross_validation', 'predictive_entropy', 'member_variance', 'member_probabilities',
+           'ensemble_predict', 'fold_model_dirs']
 
 # %% ../nbs/10_validation.ipynb #9fc0710e
 @dataclass
@@ -293,7 +294,7 @@ def load_manifest(path) -> dict:
     if path.is_dir():
         path = path / "manifest.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no manifest here (is it a results folder?).")
+        raise MissingFileError(f"{path}: no manifest here (is it a results folder?).")
     return json.loads(path.read_text(encoding="utf-8"))
 
 # %% ../nbs/10_validation.ipynb #34d18a4d
@@ -359,7 +360,7 @@ def _fold_predictions(results_dir, reader, folds):
         for cid in fold.val:
             path = Path(results_dir) / f"fold_{k}" / "predictions" / f"{cid}.nii.gz"
             if not path.exists():
-                raise FileNotFoundError(f"{path}: no saved prediction of case {cid!r} (fold {k}); "
+                raise MissingFileError(f"{path}: no saved prediction of case {cid!r} (fold {k}); "
                                         "run cross_validate for these folds first.")
             case = reader.load_case(cid)
             yield k, case, load_prediction(path, case)
@@ -464,8 +465,26 @@ def member_variance(member_probs) -> np.ndarray:
     return stack.var(axis=0).mean(axis=-1).astype(np.float32)
 
 # %% ../nbs/10_validation.ipynb #c1999919
+def member_probabilities(segmenter, case, mirror_axes=None) -> list[np.ndarray]:
+    """The class probabilities of `case` one member at a time: the model as saved (`mirror_axes=None`), or
+    once per mirroring of `mirror_axes` (image flipped, predicted without the saved mirroring, flipped back),
+    the members whose mean is mirror test-time augmentation."""
+    from dataclasses import replace
+    from miscnn_lite.patching import mirror_subsets
+    if mirror_axes is None:
+        return [segmenter.predict_probabilities(case)]
+    members = []
+    for flip in mirror_subsets(mirror_axes):
+        flipped = replace(case, image=np.ascontiguousarray(np.flip(case.image, flip)), label=None)
+        members.append(np.flip(segmenter.predict_probabilities(flipped, mirror_axes=()), flip))
+    return members
+
+def _beside(path: Path, name: str) -> Path:
+    "`<dir>/<stem>_<name>.nii.gz` beside the prediction `<dir>/<stem>.nii.gz`."
+    return path.with_name(f"{path.name.split('.')[0]}_{name}.nii.gz")
+
 def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None,
-                     uncertainty: bool = False) -> list:
+                     uncertainty: bool = False, mirror_axes=None, path_of=None) -> list:
     """Average the class probabilities of several saved models (e.g. `out/fold_K/model`) on each case.
 
     Args:
@@ -476,6 +495,10 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         uncertainty: also the `predictive_entropy` and (two or more members) `member_variance` maps:
             written as `<case>_entropy.nii.gz` / `<case>_variance.nii.gz` (float32) beside the prediction,
             or returned as `(label_map, entropy, variance or None)` tuples when `out` is None.
+        mirror_axes: None (each model predicts as saved: one member per model) or spatial axes whose every
+            mirroring is a member of its own (`member_probabilities`): models × 2**len(axes) members.
+        path_of: `(item, case, out) -> path` of a prediction (default `out/<case>.nii.gz`;
+            `training.prediction_path` gives `predict`'s layout).
     Returns:
         (D, H, W) uint8 label maps (or the tuples above), or the written prediction paths."""
     from miscnn_lite.io import Case, save_prediction
@@ -484,31 +507,36 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
     model_dirs = [Path(d) for d in model_dirs]
     if not model_dirs:
         raise MiscnnError("ensemble_predict: no model folders given.")
-    members = [Segmenter.load(d) for d in model_dirs]
+    models = [Segmenter.load(d) for d in model_dirs]
+    items = _dataset_items(cases)
+    if progress:
+        from tqdm.auto import tqdm
+        items = tqdm(items, desc="predicting", unit="case")
     results = []
-    for item in _dataset_items(cases):
+    for item in items:
         case = item if isinstance(item, Case) else _source_of(item)[1]()
-        member_probs = [m.predict_probabilities(case) for m in members]
-        probs = sum(member_probs) / len(members)
+        member_probs = [p for m in models for p in member_probabilities(m, case, mirror_axes)]
+        probs = sum(member_probs) / len(member_probs)
         label_map = np.argmax(probs, axis=-1).astype(np.uint8)
         if postprocess is not None:
             label_map = postprocess(label_map, case)
         maps = {}
         if uncertainty:
             maps["entropy"] = predictive_entropy(probs)
-            maps["variance"] = member_variance(member_probs) if len(members) > 1 else None
+            maps["variance"] = member_variance(member_probs) if len(member_probs) > 1 else None
         if out is None:
             results.append((label_map, maps["entropy"], maps["variance"]) if uncertainty else label_map)
             continue
+        path = path_of(item, case, Path(out)) if path_of else Path(out) / f"{case.id}.nii.gz"
         for name, value in maps.items():
             if value is not None:
-                save_prediction(value, case, Path(out) / f"{case.id}_{name}.nii.gz", dtype=np.float32)
-        results.append(save_prediction(label_map, case, Path(out) / f"{case.id}.nii.gz"))
+                save_prediction(value, case, _beside(path, name), dtype=np.float32)
+        results.append(save_prediction(label_map, case, path))
     return results
 
 def fold_model_dirs(results_dir) -> list[Path]:
     "The model folders of a cross-validation results folder, in fold order."
     dirs = sorted(Path(results_dir).glob("fold_*/model"), key=lambda p: int(p.parent.name.split("_")[1]))
     if not dirs:
-        raise FileNotFoundError(f"{results_dir}: no fold_K/model folders; run cross_validate first.")
+        raise MissingFileError(f"{results_dir}: no fold_K/model folders; run cross_validate first.")
     return dirs

@@ -16,14 +16,15 @@ import numpy as np
 from PIL import Image as PILImage
 from fastcore.basics import patch
 
-from .io import (MiscnnError, affine_from_spacing, Case, check_spacing, load_case, load_nifti,
-                            orientation_from_affine)
+from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check_spacing, load_case,
+                            load_nifti, load_prediction, orientation_from_affine)
 
 # %% auto #0
-__all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'PLANES', 'VIEWS', 'window_to_uint8',
-           'auto_window', 'resolve_window', 'default_window', 'class_colors', 'overlay_labels', 'error_categories',
-           'overlay_errors', 'in_plane_axes', 'slice_2d', 'display_shape', 'resize_nearest', 'ViewerData',
-           'as_class_map', 'viewer_data', 'render_view', 'check_view', 'encode_png', 'SliceViewer']
+__all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
+           'window_to_uint8', 'auto_window', 'resolve_window', 'default_window', 'class_colors', 'overlay_labels',
+           'error_categories', 'overlay_errors', 'heat_colors', 'overlay_heat', 'in_plane_axes', 'slice_2d',
+           'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'viewer_data', 'as_float_map',
+           'render_view', 'check_view', 'encode_png', 'SliceViewer']
 
 # %% ../nbs/11_visualization.ipynb #bc2d43ee
 KITS19_CLASSES = ("background", "kidney", "tumor")
@@ -159,6 +160,26 @@ def overlay_errors(gray: np.ndarray, truth: np.ndarray, prediction: np.ndarray, 
     lut = np.array([(0, 0, 0), *ERROR_COLORS.values()], dtype=np.uint8)
     return _blend(_grey_rgb(gray), cat > 0, lut[cat[cat > 0]], opacity)
 
+# %% ../nbs/11_visualization.ipynb #e8f73a95
+HEAT_ANCHORS = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9), (252, 255, 164)], np.float32)
+
+def heat_colors(t: np.ndarray) -> np.ndarray:
+    "(..., 3) uint8 colours of values `t` in [0, 1] on the ramp through `HEAT_ANCHORS` (linear between them)."
+    x = np.clip(np.asarray(t, np.float32), 0, 1) * (len(HEAT_ANCHORS) - 1)
+    lo = np.minimum(x.astype(int), len(HEAT_ANCHORS) - 2)
+    f = (x - lo)[..., None]
+    return (HEAT_ANCHORS[lo] * (1 - f) + HEAT_ANCHORS[lo + 1] * f + 0.5).astype(np.uint8)
+
+def overlay_heat(gray: np.ndarray, values: np.ndarray, vmax: float, opacity: float = 0.6) -> np.ndarray:
+    """(H, W, 3) uint8: `heat_colors(values / vmax)` blended over a grey slice with weight
+    `opacity · values / vmax` (values ≤ 0 leave the grey untouched; `vmax` ≤ 0 draws nothing)."""
+    if not 0 <= opacity <= 1:
+        raise MiscnnError(f"opacity={opacity!r}: expected a number in [0, 1] (0 = invisible, 1 = opaque).")
+    rgb = _grey_rgb(gray).astype(np.float32)
+    t = np.clip(np.asarray(values, np.float32) / vmax, 0, 1) if vmax > 0 else np.zeros(np.shape(values), np.float32)
+    w = (opacity * t)[..., None]
+    return (rgb * (1 - w) + heat_colors(t).astype(np.float32) * w + 0.5).astype(np.uint8)
+
 # %% ../nbs/11_visualization.ipynb #1691d486
 PLANES = ("axial", "coronal", "sagittal")      # slicing axis 0, 1, 2 of a (z, y, x) array
 
@@ -200,13 +221,15 @@ def resize_nearest(image: np.ndarray, shape) -> np.ndarray:
 # %% ../nbs/11_visualization.ipynb #6af8bda4
 @dataclass
 class ViewerData:
-    "Checked inputs of a viewer: (D, H, W) arrays on one grid, spacing in mm, SPL-like orientation."
+    """Checked inputs of a viewer: (D, H, W) arrays on one grid, spacing in mm, SPL-like orientation;
+    `uncertainty` is a float map (entropy, variance) shown as a heat overlay."""
     image: np.ndarray
     label: np.ndarray | None
     prediction: np.ndarray | None
     spacing: tuple[float, float, float]
     affine: np.ndarray
     name: str = "image"
+    uncertainty: np.ndarray | None = None
 
     @property
     def orientation(self) -> str: return orientation_from_affine(self.affine)
@@ -223,7 +246,7 @@ def _load_path(path) -> Case:
     if p.is_dir():
         img = next(iter(sorted(p.glob("imaging.nii*"))), None)
         if img is None:
-            raise FileNotFoundError(f"{p}: a case folder must hold imaging.nii.gz (KiTS19 layout); found "
+            raise MissingFileError(f"{p}: a case folder must hold imaging.nii.gz (KiTS19 layout); found "
                                     f"{sorted(x.name for x in p.iterdir())[:5]}. Pass the image file instead.")
         seg = next(iter(sorted(p.glob("segmentation.nii*"))), None)
         return load_case(img, seg, case_id=p.name)
@@ -287,7 +310,8 @@ def _second(x, image_path, name):
     return load_nifti(x)[0]
 
 # %% ../nbs/11_visualization.ipynb #24682a81
-def viewer_data(image, label=None, prediction=None, spacing=None, channel: int | None = None) -> ViewerData:
+def viewer_data(image, label=None, prediction=None, spacing=None, channel: int | None = None,
+                uncertainty=None) -> ViewerData:
     """Checked (D, H, W) arrays for a viewer.
 
     Args:
@@ -296,11 +320,14 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
             is read onto the image file's grid (same reorientation) when the image came from a file,
             else as stored.
         spacing: mm per axis (3 values, or 2 for a 2D image); overrides the case's.
-        channel: which channel of a 4D image to show."""
-    name, affine, image_path = "image", None, None
+        channel: which channel of a 4D image to show.
+        uncertainty: a float map (array or NIfTI path, e.g. `<case>_entropy.nii.gz` of `predict --uncertainty`)
+            on the image grid, shown by the "uncertainty" view."""
+    name, affine, image_path, case = "image", None, None, None
     if isinstance(image, (str, Path)):
         image = _load_path(image)
     if isinstance(image, Case):
+        case = image
         name, affine, image_path = image.id, image.affine, image.image_path
         label = image.label if label is None else label
         image = image.image
@@ -316,10 +343,24 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
     spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(0)))
     lab, pred = (None if x is None else as_class_map(_second(x, image_path, n), img.shape, n)
                  for x, n in ((label, "label"), (prediction, "prediction")))
-    return ViewerData(img, lab, pred, spacing, np.asarray(affine, float), name)
+    return ViewerData(img, lab, pred, spacing, np.asarray(affine, float), name,
+                      None if uncertainty is None else as_float_map(uncertainty, case, img.shape, "uncertainty"))
+
+def as_float_map(x, case: Case | None, shape, name: str) -> np.ndarray:
+    "A float (D, H, W) map on the image grid: an array, or a NIfTI path read onto `case`'s grid when there is one."
+    if isinstance(x, (str, Path)):
+        x = load_prediction(x, case) if case is not None and case.image_path is not None else load_nifti(x)[0]
+    a = np.asarray(x, np.float32)
+    a = a[None] if a.ndim == len(shape) - 1 and shape[0] == 1 else a
+    if a.shape != tuple(shape):
+        raise MiscnnError(f"{name} shape {a.shape} differs from image shape {tuple(shape)}: both must be on one "
+                          "voxel grid (write it with the prediction, e.g. `predict --uncertainty`).")
+    if not np.isfinite(a).all():
+        raise MiscnnError(f"{name} holds NaN or infinite values; expected a finite map such as an entropy.")
+    return a
 
 # %% ../nbs/11_visualization.ipynb #ded4c817
-VIEWS = ("image", "truth", "prediction", "truth | prediction", "errors")
+VIEWS = ("image", "truth", "prediction", "truth | prediction", "errors", "uncertainty")
 
 # %% ../nbs/11_visualization.ipynb #f045fd2a
 def render_view(data: ViewerData, axis: int, index: int, level: float, width: float, view: str = "image",
@@ -330,7 +371,7 @@ def render_view(data: ViewerData, axis: int, index: int, level: float, width: fl
         axis, index: plane (0 axial, 1 coronal, 2 sagittal) and slice number.
         level, width: intensity window (HU for CT).
         view: one of `VIEWS`; opacity 0..1 of overlays (at least 0.6 for the error map, whose colours
-            must stay readable); visible: class ids drawn (None = all).
+            must stay readable, and for the uncertainty heat map); visible: class ids drawn (None = all).
         min_size: the longer side is enlarged to at least this many pixels.
         cursor: optional (z, y, x) voxel marked with a yellow crosshair.
     Returns:
@@ -340,6 +381,9 @@ def render_view(data: ViewerData, axis: int, index: int, level: float, width: fl
     gray = window_to_uint8(cut(data.image), level, width)
     if view == "image":
         panels = [_grey_rgb(gray)]
+    elif view == "uncertainty":
+        u = data.uncertainty
+        panels = [overlay_heat(gray, cut(u), float(u.max()), max(opacity, 0.6))]
     elif view == "errors":
         panels = [overlay_errors(gray, cut(data.label), cut(data.prediction), max(opacity, 0.6), visible)]
     else:
@@ -359,7 +403,7 @@ def check_view(data: ViewerData, view: str) -> str:
     if view not in VIEWS:
         raise MiscnnError(f"view={view!r}: expected one of {VIEWS}.")
     need = {"truth": ("label",), "prediction": ("prediction",), "truth | prediction": ("label", "prediction"),
-            "errors": ("label", "prediction")}.get(view, ())
+            "errors": ("label", "prediction"), "uncertainty": ("uncertainty",)}.get(view, ())
     missing = [n for n in need if getattr(data, n) is None]
     if missing:
         raise MiscnnError(f"view={view!r} needs a {' and a '.join(missing)}; pass {missing[0]}= to the viewer.")
@@ -417,12 +461,13 @@ class SliceViewer:
             (level, width) (default: `"abdomen"` for CT, `"auto"` otherwise).
         class_names: names for class 0, 1, ...; axis: starting plane; cursor: starting (z, y, x) voxel.
         view: starting view (default: the richest available); opacity: overlay weight 0..1.
-        size: minimum pixel size of the picture's longer side; channel: channel of a 4D image."""
+        size: minimum pixel size of the picture's longer side; channel: channel of a 4D image.
+        uncertainty: float map (array or NIfTI path) on the image grid for the "uncertainty" heat view."""
 
     def __init__(self, image, label=None, prediction=None, *, spacing=None, window=None,
                  class_names=KITS19_CLASSES, axis: int = 0, cursor=None, view: str | None = None,
-                 opacity: float = 0.4, size: int = 320, channel: int | None = None):
-        self.data = d = viewer_data(image, label, prediction, spacing, channel)
+                 opacity: float = 0.4, size: int = 320, channel: int | None = None, uncertainty=None):
+        self.data = d = viewer_data(image, label, prediction, spacing, channel, uncertainty)
         self.class_names, self.size = tuple(class_names), size
         self.cursor = [int(c) for c in cursor] if cursor is not None else _foreground_cursor(d)
         for k, (c, n) in enumerate(zip(self.cursor, d.image.shape)):
@@ -431,7 +476,7 @@ class SliceViewer:
         self.n_redraws, self.last_redraw_ms, self._hold = 0, 0.0, 0
         both = d.label is not None and d.prediction is not None
         self.views = ["image"] + ["truth"] * (d.label is not None) + ["prediction"] * (d.prediction is not None) \
-            + ["truth | prediction", "errors"] * both
+            + ["truth | prediction", "errors"] * both + ["uncertainty"] * (d.uncertainty is not None)
         view = check_view(d, view) if view is not None else None
         window = window or default_window(d.image)
         level, width = resolve_window(d.image, window)
@@ -603,6 +648,8 @@ def describe_cursor(self: SliceViewer) -> str:
     for name, m in (("truth", d.label), ("prediction", d.prediction)):
         if m is not None:
             parts.append(f"<b>{name}</b> {int(m[z, y, x])} ({self.class_name(int(m[z, y, x]))})")
+    if d.uncertainty is not None:
+        parts.append(f"<b>uncertainty</b> {d.uncertainty[z, y, x]:.3g}")
     return " · ".join(parts)
 
 # %% ../nbs/11_visualization.ipynb #3b7929fa
@@ -610,6 +657,10 @@ def describe_cursor(self: SliceViewer) -> str:
 def _legend(self: SliceViewer) -> str:
     if self.view == "errors":
         items = ERROR_COLORS.items()
+    elif self.view == "uncertainty":
+        top = float(self.data.uncertainty.max())
+        return (f"{self._swatch(heat_colors(np.array([0.15]))[0])}low{self._swatch(heat_colors(np.array([1.0]))[0])}"
+                f"{top:.3g} (the map's maximum)")
     elif self.view == "image":
         return ""
     else:

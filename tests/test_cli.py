@@ -122,3 +122,38 @@ def test_unknown_experiment_and_preset_list_the_shipped_ones(tmp_path):
 def test_download_help_from_the_shipped_script():
     r = run("download", "kits19", "--help")
     assert r.returncode == 0 and "usage: miscnn-lite download kits19" in r.stdout and "--cases" in r.stdout
+
+
+def test_predict_ensemble_with_uncertainty_maps_for_the_viewer(tmp_path, capsys):
+    "Two --model folders with --uncertainty: prediction, entropy and variance per case, readable by SliceViewer."
+    pytest.importorskip("keras")
+    from miscnn_lite.cli import main
+    from miscnn_lite.io import load_case, load_prediction
+    from miscnn_lite.loading import _toy_case
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import Segmenter
+    from miscnn_lite.visualization import SliceViewer
+    models = []
+    for k in range(2):
+        Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=k).save(
+            tmp_path / f"model_{k}")
+        models += ["--model", str(tmp_path / f"model_{k}")]
+    case = _toy_case(7, shape=(16, 24, 24))
+    save_case(case, tmp_path / "data")
+    out = tmp_path / "pred"
+    assert main(["predict", *models, "--input", str(tmp_path / "data"), "--out", str(out), "--uncertainty"]) == 0
+    folder = out / case.id
+    assert sorted(p.name for p in folder.iterdir()) == ["prediction.nii.gz", "prediction_entropy.nii.gz",
+                                                         "prediction_variance.nii.gz"]
+    image = load_case(tmp_path / "data" / case.id / "imaging.nii.gz")
+    entropy = load_prediction(folder / "prediction_entropy.nii.gz", image)
+    assert entropy.dtype == np.float32 and 0 < entropy.max() <= np.log(3) + 1e-6
+    viewer = SliceViewer(tmp_path / "data" / case.id, prediction=folder / "prediction.nii.gz",
+                         uncertainty=folder / "prediction_variance.nii.gz")
+    np.testing.assert_allclose(viewer.data.uncertainty, load_prediction(folder / "prediction_variance.nii.gz", image))
+    assert "uncertainty" in viewer.views
+    viewer.close()
+    code = main(["predict", *models[:2], "--input", str(tmp_path / "data"), "--out", str(tmp_path / "p2"),
+                 "--mirror-axes", "3"])
+    assert code == 2 and "mirror_axes" in capsys.readouterr().err
+    assert not (tmp_path / "p2").exists()

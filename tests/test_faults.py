@@ -521,14 +521,21 @@ def test_locked_results_folder(world, tmp_path, capsys, command):
 
 
 # ---------------------------------------------------------------- errors that are not the kit's own
-def test_failed_experiment_notebook_is_one_line(world, tmp_path, capsys, monkeypatch):
-    import miscnn_lite.experiments as experiments
-    def fail(*a, **k):                                   # what kits19_cv.ipynb reports for n_folds=5 on 3 cases
-        raise experiments.ExperimentFailed("kits19_cv.ipynb: cell 4 failed with ValueError: 3 cases but n_folds=5: "
-                                           "every fold needs at least one validation case.", tmp_path / "x.ipynb")
-    monkeypatch.setattr(experiments, "run_default_experiment", fail)
-    code, err = cli(capsys, "cv", "--data", world["data"], "--out", tmp_path / "cv", "-p", "n_folds=5")
-    assert code == 2 and "n_folds=5" in err and "unexpected" not in err and "Traceback" not in err, err
+def test_failed_experiment_notebook_is_one_line(world, tmp_path, capsys):
+    "n_folds=5 on a 3-case dataset: the notebook's fold cell fails; the user sees one line that names n_folds."
+    out = tmp_path / "cv"
+    code, err = cli(capsys, "cv", "--data", world["data"], "--out", out, "-p", "n_folds=5")
+    assert code == 2 and "n_folds" in err and "unexpected" not in err and "Traceback" not in err, err
+    assert (out / "kits19_cv.failed.ipynb").is_file() and not (out / "kits19_cv.ipynb").exists()
+
+
+@pytest.mark.parametrize("command", ["cv", "experiment"])
+def test_malformed_preset_leaves_no_results_folder(world, tmp_path, capsys, command):
+    preset = tmp_path / "preset.yaml"; preset.write_text("n_folds: [3\nepochs: 2\n")
+    out = tmp_path / "results"
+    code, err = cli(capsys, command, "-f", preset, "--data", world["data"], "--out", out)
+    assert code == 2 and "preset.yaml" in err and "Traceback" not in err, err
+    assert not out.exists()
 
 
 def test_dependency_error_is_one_line_without_traceback(world, tmp_path, capsys, monkeypatch):

@@ -139,6 +139,9 @@ def test_lambda_model_folder_is_refused(reference, tmp_path):
     shutil.copytree(reference, folder, ignore=shutil.ignore_patterns("cache", "checkpoint"))
     inp = keras.Input((None, None, None, 1))
     keras.Model(inp, keras.layers.Lambda(lambda t: t * 0 + 1)(inp)).save(folder / "model.keras")
+    with pytest.raises(ValueError, match="model.keras: fails its SHA-256 checksum"):
+        Segmenter.load(folder)                        # a swapped model file is refused before it is opened
+    (folder / "checksums.json").unlink()              # and without checksums, Keras' safe mode refuses the Lambda
     with pytest.raises(ValueError, match="Lambda layer"):
         Segmenter.load(folder)
 

@@ -8,7 +8,13 @@ from miscnn_lite.io import load_nifti, load_prediction
 from miscnn_lite.loading import _toy_case
 from miscnn_lite.models import unet
 from miscnn_lite.training import Segmenter
-from miscnn_lite.validation import ensemble_predict, fold_model_dirs, member_variance, predictive_entropy
+from miscnn_lite.validation import (
+    ensemble_predict,
+    fold_model_dirs,
+    member_probabilities,
+    member_variance,
+    predictive_entropy,
+)
 
 
 def test_ensemble_is_mean_of_member_probabilities(tmp_path):
@@ -59,3 +65,44 @@ def test_ensemble_uncertainty_maps(tmp_path):
     assert written.dtype == np.float32
     np.testing.assert_allclose(load_prediction(tmp_path / "pred" / f"{case.id}_variance.nii.gz", case), variance,
                                atol=1e-7)
+
+
+def test_mirror_members(tmp_path):
+    """Each mirroring is a member. On an image symmetric in x (and a patch grid symmetric in x), the x-flipped
+    member is the plain one mirrored; the plain member is the model without its saved mirroring."""
+    from dataclasses import replace
+    seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=0,
+                    mirror_axes=(0, 1, 2))
+    case = _toy_case(5, shape=(16, 24, 24))
+    sym = replace(case, image=(case.image + np.flip(case.image, 2)) / 2, label=None)
+    plain, mirrored = member_probabilities(seg, sym, (2,))
+    np.testing.assert_allclose(plain, seg.predict_probabilities(sym, mirror_axes=()), atol=1e-6)
+    np.testing.assert_allclose(mirrored, np.flip(plain, 2), atol=1e-5)
+    assert not np.allclose(plain, np.flip(plain, 2), atol=1e-3)      # the model itself is not symmetric
+    assert len(member_probabilities(seg, case, (0, 2))) == 4
+    (saved,) = member_probabilities(seg, case)                       # as saved: its own 8-fold mirroring
+    np.testing.assert_allclose(saved, seg.predict_probabilities(case), atol=1e-6)
+    with pytest.raises(ValueError, match="mirror_axes"):
+        member_probabilities(seg, case, (3,))
+
+
+def test_one_model_with_mirrors_gives_variance_and_predict_layout(tmp_path):
+    "One model × 2 mirrorings: two members, so a variance map; `path_of` puts the maps beside the prediction."
+    from miscnn_lite.io import save_case
+    from miscnn_lite.training import prediction_path
+    seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=1)
+    seg.save(tmp_path / "model")
+    case = _toy_case(6, shape=(16, 24, 24))
+    save_case(case, tmp_path / "data")
+    members = member_probabilities(seg, case, (1,))
+    ((label_map, entropy, variance),) = ensemble_predict([tmp_path / "model"], [case], uncertainty=True,
+                                                         mirror_axes=(1,))
+    np.testing.assert_array_equal(label_map, np.argmax((members[0] + members[1]) / 2, -1))
+    np.testing.assert_allclose(variance, member_variance(members), atol=1e-7)
+    folder = tmp_path / "data" / case.id
+    (path,) = ensemble_predict([tmp_path / "model"], [folder], out=tmp_path / "pred", uncertainty=True,
+                               mirror_axes=(1,), path_of=prediction_path)
+    assert path == tmp_path / "pred" / case.id / "prediction.nii.gz"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["prediction.nii.gz", "prediction_entropy.nii.gz",
+                                                             "prediction_variance.nii.gz"]
+    np.testing.assert_allclose(load_nifti(path.parent / "prediction_entropy.nii.gz")[0], entropy, atol=1e-6)
