@@ -2,7 +2,7 @@
 batched forward pass over exactly the same patches.
 
 predict_overhead_ratio = time of `sliding_window_predict` (patch grid, batching, Gaussian merge) /
-time of `model.predict_on_batch` over the same patch batches prepared in advance. Goal <= 1.10.
+time of `model.predict_on_batch` over the same patch batches prepared in advance. Goal <= 1.05.
 CPU only here; the GPU inference goal (>= 100 patches/s of 80x160x160 at batch 8) needs a GPU session.
 
 Usage: python bench/predict.py [--quick]; ends with `predict_overhead_ratio: X`.

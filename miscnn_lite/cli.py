@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iterations", type=int, help="iterations (batches) per epoch (default 50)")
     s.add_argument("--batch-size", type=int, help="patches per batch (default 2)")
     s.add_argument("--patch-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="default 32 64 64")
-    s.add_argument("--model", help="network (default unet)")
+    s.add_argument("--model", help="network: unet (default), nnunet_like, standard_unet, residual_unet, dense_unet "
+                   "or msd_net; --depth, --base-filters and normalization apply where it takes them")
     s.add_argument("--base-filters", type=int, help="filters of the first level (default 16)")
     s.add_argument("--depth", type=int, help="down-sampling steps (default 4)")
     s.add_argument("--loss", help="loss name (default dice_ce)")

@@ -21,7 +21,7 @@ from .preprocessing import Pipeline
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, _source_of,
                                  _dataset_items, ReaderItem, file_fingerprint, validate_cases)
-from .models import check_model, load_model, seed_weights, unet
+from .models import MODELS, build_model, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, get_loss, per_class_dice_metrics
 
 # %% auto #0
@@ -754,11 +754,10 @@ def _split(items, val_fraction, seed):
     return [items[i] for i in sorted(order[n_val:])], [items[i] for i in sorted(order[:n_val])]
 
 def _build_model(opts) -> keras.Model:
-    if opts["model"] != "unet":
-        raise MiscnnError(f"model={opts['model']!r}: the command line builds 'unet'; for other networks use "
-                          "Segmenter(model, ...) from Python.")
-    return unet(opts["n_classes"], depth=opts["depth"], base_filters=opts["base_filters"],
-                normalization=opts["normalization"])
+    "The settings' network (`models.MODELS`); depth, base_filters and normalization apply where it takes them."
+    takes = model_options(opts["model"])
+    return build_model(opts["model"], opts["n_classes"],
+                       **{k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes})
 
 def _kits_pipeline(opts) -> Pipeline:
     from miscnn_lite.preprocessing import Resample, ClipHU, ZScore
@@ -875,7 +874,7 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
     for name, lo in [("epochs", 1), ("iterations", 1), ("batch_size", 1), ("base_filters", 1), ("depth", 1),
                      ("n_classes", 2), ("workers", 0), ("seed", 0)]:
         need(_is_int(o[name], lo), name, f"expected an integer >= {lo} (default {TRAIN_DEFAULTS[name]})")
-    need(o["model"] == "unet", "model", "the command line builds 'unet'; for other networks use Segmenter(model, ...)")
+    need(o["model"] in MODELS, "model", f"expected one of {sorted(MODELS)}")
     need(o["loss"] in LOSSES, "loss", f"expected one of {sorted(LOSSES)}")
     need(_is_number(o["learning_rate"], 1e-12, 10.0), "learning_rate", "expected a positive step size, e.g. 1e-3")
     need(_is_number(o["val_fraction"], 0.0, 1.0), "val_fraction", "expected 0 <= val_fraction < 1, e.g. 0.2")
