@@ -5,8 +5,8 @@
     python docs/results_table.py                          # rewrite the tables from docs/runs/ alone
     python docs/results_table.py --check                  # exit 1 if a table differs from docs/runs/
 
-A run is kept as docs/runs/seed<S>_<cpu_kernels>/ (a newer run of the same seed and kernels
-replaces it). The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->`
+A run is kept as docs/runs/seed<S>_<cpu_kernels>/, with _avx2 (or _no-avx) appended when its
+processor had no AVX-512 (a newer run of the same seed, kernels and instruction set replaces it). The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->`
 in README.md and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>/ and go into a second table, between
@@ -48,7 +48,17 @@ def run_name(run: dict) -> str:
         shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}")
-    return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}"
+    isa = instruction_set(run["manifest"])
+    return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}" + ("" if isa == "avx512" else f"_{isa}")
+
+
+def instruction_set(manifest: dict) -> str:
+    """The widest vector instruction set the run's CPU had ('avx512', 'avx2' or 'no-avx'), the property
+    that picks oneDNN's kernels. Runs on AVX-512 machines keep the plain name seed<S>_<kernels>."""
+    flags = (manifest.get("machine") or {}).get("cpu_flags")
+    if flags is None or "avx512f" in flags:           # unknown: the machines of the first kept runs
+        return "avx512"
+    return "avx2" if "avx2" in flags else "no-avx"
 
 
 def keep_run(folder: Path) -> Path:
@@ -73,14 +83,14 @@ def table(runs: list[dict]) -> str:
     "The markdown block: one row per run, the spread, the goals met, the machines and versions."
     if not runs:
         return "_No run kept yet: `python docs/results_table.py results/` after `make experiment`._"
-    rows = ["| run | seed | CPU kernels | kidney Dice | tumor Dice | tumor before rule | kidney+tumor | "
+    rows = ["| run | seed | CPU kernels | CPU | kidney Dice | tumor Dice | tumor before rule | kidney+tumor | "
             "test ensemble kidney / tumor | minutes | load |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in runs:
         r, config = run["result"], run["manifest"]["config"]
         test = r.get("test_ensemble_dice") or {}
         rows.append(f"| {run_name(run)} | {config['seed']} | {config.get('cpu_kernels', 'onednn')} | "
-                    f"{_dice(r['kidney_dice'])} | {_dice(r['tumor_dice'])} | "
+                    f"{instruction_set(run['manifest'])} | {_dice(r['kidney_dice'])} | {_dice(r['tumor_dice'])} | "
                     f"{_dice(r.get('tumor_dice_before_rule'))} | "
                     f"{_dice(r['kidney+tumor_dice'])} | {_dice(test.get('kidney'))} / {_dice(test.get('tumor'))} | "
                     f"{r['minutes']} | {r.get('load_average_15min', '–')} |")

@@ -31,7 +31,8 @@ def test_table_rows_spread_and_goals(tmp_path):
     runs = [results_table.read_run(fake_run(tmp_path / n, s, k, kid, tum))
             for n, s, k, kid, tum in [("a", 0, "onednn", 0.93, 0.66), ("b", 1, "eigen", 0.91, 0.60)]]
     block = results_table.table(runs)
-    assert "| seed0_onednn | 0 | onednn | 0.930 | 0.660 | 0.500 | 0.950 | 0.900 / 0.600 | 11.0 | 1.1 |" in block
+    assert ("| seed0_onednn_avx2 | 0 | onednn | avx2 | 0.930 | 0.660 | 0.500 | 0.950 | 0.900 / 0.600 | 11.0 | 1.1 |"
+            in block)
     assert "kidney dice: 0.910–0.930 over 2 run(s) (spread 0.020); goal ≥ 0.92 met by 1 of 2" in block
     assert "tumor dice: 0.600–0.660 over 2 run(s) (spread 0.060); goal ≥ 0.65 met by 1 of 2" in block
     assert ("Test CPU (2 cores; avx2 kernel flags), tensorflow 2.21.0, keras 3.15.0, numpy 2.1.0, "
