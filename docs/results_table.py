@@ -7,7 +7,8 @@
 
 A run is kept as docs/runs/seed<S>_<cpu_kernels>/, with _avx2 (or _no-avx) appended when its
 processor had no AVX-512 (a newer run of the same seed, kernels and instruction set replaces it).
-The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md and bench/README.md; `tests/test_results_table.py` runs `--check`.
+The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md
+and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>/ and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
