@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -19,14 +20,14 @@ import nibabel as nib
 import numpy as np
 
 # %% auto #0
-__all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'EXAMPLES_DIR', 'MiscnnError',
-           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'OutputLockedError',
-           'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
-           'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti',
-           'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
-           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
-           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'describe_file',
-           'describe', 'fetch_example_data']
+__all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'NPY_LOCK', 'EXAMPLES_DIR',
+           'MiscnnError', 'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path',
+           'OutputLockedError', 'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine',
+           'orientation_from_affine', 'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti',
+           'save_nifti', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays',
+           'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files',
+           'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset',
+           'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #611d47eb
 class MiscnnError(ValueError):
@@ -640,6 +641,10 @@ class NnUNetReader(CaseReader):
         _warn_ignored(self.root, ignored)
         return index
 
+# %% ../nbs/00_io.ipynb #0e5e8de8
+NPY_LOCK = threading.Lock()      # held around np.load: numpy's header parse is not thread-safe on CPython 3.11
+
+
 # %% ../nbs/00_io.ipynb #8ff3bae9
 class NpzReader(CaseReader):
     "A folder of `<id>.npz` files with arrays `image`, optional `label`, and `affine` or `spacing`."
@@ -650,12 +655,12 @@ class NpzReader(CaseReader):
             _register(index, f.stem, (f, f), self.root)
         return index
     def has_label(self, case_id):
-        with np.load(self._paths(case_id)[0]) as z:
+        with NPY_LOCK, np.load(self._paths(case_id)[0]) as z:
             return "label" in z.files
     def load_case(self, case_id: str, **kwargs) -> Case:
         path = self._paths(case_id)[0]
         try:
-            with np.load(path) as z:
+            with NPY_LOCK, np.load(path) as z:
                 arrays = {k: z[k] for k in z.files}
         except Exception as e:
             raise DataError(f"{path}: cannot be read as .npz ({e}); write it again with np.savez.") from e

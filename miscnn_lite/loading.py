@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import (Case, DataError, MiscnnError, SPACING_RANGE_MM, atomic_path, case_folder_files,
-                            check_spacing, load_case)
+from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, atomic_path,
+                            case_folder_files, check_spacing, load_case)
 from .patching import PatchSampler, class_locations
 
 # %% auto #0
@@ -152,7 +152,8 @@ def _preprocess(pipeline, case: Case) -> Case:
 # %% ../nbs/05_loading.ipynb #5ee1c3ec
 @dataclass
 class CacheEntry:
-    "A preprocessed case on disk. `image()`/`label()` return read-only memory maps (D, H, W[, C])."
+    """A preprocessed case on disk. `image()`/`label()` return read-only memory maps (D, H, W[, C]).
+    The loader's worker threads call them: every read holds `NPY_LOCK` (numpy's header parse is not thread-safe)."""
     case_id: str
     image_path: Path
     label_path: Path | None
@@ -160,15 +161,19 @@ class CacheEntry:
     meta: dict = field(default_factory=dict)
 
     def image(self) -> np.ndarray:
-        return np.load(self.image_path, mmap_mode="r")
+        with NPY_LOCK:
+            return np.load(self.image_path, mmap_mode="r")
 
     def label(self) -> np.ndarray | None:
-        return None if self.label_path is None else np.load(self.label_path, mmap_mode="r")
+        if self.label_path is None:
+            return None
+        with NPY_LOCK:
+            return np.load(self.label_path, mmap_mode="r")
 
     def class_locations(self) -> dict:
         if self.locations_path is None:
             return {}
-        with np.load(self.locations_path) as z:
+        with NPY_LOCK, np.load(self.locations_path) as z:
             return {int(k[len("class_"):]): z[k] for k in z.files}
 
     @property

@@ -26,12 +26,12 @@ from .losses import LOSSES, get_loss, per_class_dice_metrics
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
-           'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'LR_SCHEDULES', 'TRAIN_DEFAULTS',
-           'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'plot_history',
-           'NonFiniteLossError', 'StopOnNonFiniteLoss', 'set_heap_thresholds', 'HeapThresholds', 'EpochCheckpoint',
-           'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy',
-           'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score', 'train_command', 'prediction_items',
-           'predict_command', 'check_train_settings', 'settings_differences']
+           'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES',
+           'TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
+           'plot_history', 'NonFiniteLossError', 'StopOnNonFiniteLoss', 'set_heap_thresholds', 'HeapThresholds',
+           'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem', 'with_dtype_policy',
+           'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score', 'train_command',
+           'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -308,19 +308,37 @@ def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     new.set_weights(model.get_weights())
     return new
 
+
+# %% ../nbs/08_training.ipynb #c37fd1d2
+KERAS_DISTRIBUTIONS = (keras.distribution.DataParallel, keras.distribution.ModelParallel)
+
 def resolve_strategy(strategy):
-    "None, 'mirrored' or a tf.distribute.Strategy -> the strategy (None: default)."
+    """The device strategy a `Segmenter` trains under, or None for one device.
+
+    TensorFlow: 'mirrored' (a `tf.distribute.MirroredStrategy` over every visible GPU) or a
+    `tf.distribute.Strategy`. JAX: 'data_parallel' (`keras.distribution.DataParallel` over every
+    device) or a `keras.distribution` object (`KERAS_DISTRIBUTIONS`)."""
     if strategy is None:
         return None
-    if keras.backend.backend() != "tensorflow":
-        raise MiscnnError(f"strategy={strategy!r} needs the TensorFlow backend (KERAS_BACKEND is "
-                          f"{keras.backend.backend()!r}); on JAX use keras.distribution instead.")
-    import tensorflow as tf
-    if strategy == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if isinstance(strategy, tf.distribute.Strategy):
-        return strategy
-    raise MiscnnError(f"strategy={strategy!r}: expected None, 'mirrored' or a tf.distribute.Strategy.")
+    backend = keras.backend.backend()
+    if isinstance(strategy, KERAS_DISTRIBUTIONS) or strategy == "data_parallel":
+        if backend != "jax":
+            raise MiscnnError(f"strategy={strategy!r} is a keras.distribution, which Keras runs on the JAX backend "
+                              f"only (KERAS_BACKEND is {backend!r}): set KERAS_BACKEND=jax, or on TensorFlow use "
+                              "strategy='mirrored'.")
+        return keras.distribution.DataParallel() if strategy == "data_parallel" else strategy
+    if strategy == "mirrored" or type(strategy).__module__.startswith("tensorflow"):
+        if backend != "tensorflow":
+            raise MiscnnError(f"strategy={strategy!r} needs the TensorFlow backend (KERAS_BACKEND is {backend!r}); "
+                              "on JAX use strategy='data_parallel'.")
+        import tensorflow as tf
+        if strategy == "mirrored":
+            return tf.distribute.MirroredStrategy()
+        if isinstance(strategy, tf.distribute.Strategy):
+            return strategy
+    raise MiscnnError(f"strategy={strategy!r}: expected None, 'mirrored' or a tf.distribute.Strategy (TensorFlow), "
+                      "'data_parallel', a keras.distribution.DataParallel or ModelParallel (JAX).")
+
 
 # %% ../nbs/08_training.ipynb #a694298b
 def _as_pipeline(pipeline):
@@ -358,7 +376,9 @@ class Segmenter:
         lr_schedule: 'plateau' (ReduceLROnPlateau with lr_patience, lr_factor) or 'poly' (nnU-Net's
             learning_rate · (1 − epoch / epochs)^0.9, set at the start of every epoch).
         lr_patience, lr_factor, stop_patience: ReduceLROnPlateau / EarlyStopping (paper: 20, 0.1, 150).
-        mixed_precision: None, 'mixed_float16' or 'mixed_bfloat16'. strategy: None, 'mirrored', tf Strategy.
+        mixed_precision: None, 'mixed_float16' or 'mixed_bfloat16'.
+        strategy: None (one device), 'mirrored' or a tf.distribute.Strategy (TensorFlow), 'data_parallel'
+            or a keras.distribution object (JAX); see `resolve_strategy`.
         seed: a non-negative int that seeds the initial weights (`seed_weights`), data order, patches
             and augmentation: the same seed trains the same model, whatever ran before.
         initial_weights: 'seed' redraws the model's weights from `seed` (a fresh run); 'keep' trains
@@ -394,6 +414,11 @@ class Segmenter:
         if initial_weights == "seed":
             seed_weights(model, seed)
         self.strategy = resolve_strategy(strategy)
+        devices = (len(self.strategy.device_mesh.devices.flatten())
+                   if isinstance(self.strategy, keras.distribution.DataParallel) else 1)
+        if batch_size % devices:
+            raise MiscnnError(f"batch_size={batch_size}: data-parallel training splits each batch over {devices} "
+                              f"devices; choose a multiple of {devices}.")
         self.model = self._prepare_model(model)
 
     def _prepare_model(self, model):
@@ -506,11 +531,15 @@ def _fit(self, train, val=None, epochs: int = 10, out=None, cache_dir=None, resu
         truncate_log(out / LOG_FILE, 0)
     cbs = ([HeapThresholds(), StopOnNonFiniteLoss(out), schedule, stop, best, *callbacks]
            + ([LiveCurves()] if live else []) + [ckpt])
+    # a keras.distribution splits the batches only while its scope is active (TensorFlow's strategy needs no scope)
+    dist = (self.strategy.scope() if isinstance(self.strategy, KERAS_DISTRIBUTIONS)
+            else contextlib.nullcontext())
     if initial_epoch < epochs:
         # shuffle=False: the loader shuffles cases itself, seeded per epoch; Keras would reorder batches
         # with Python's global `random`, which a resumed process cannot reproduce
-        self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                       callbacks=cbs, verbose=verbose, shuffle=False)
+        with dist:
+            self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                           callbacks=cbs, verbose=verbose, shuffle=False)
     if (out / BEST_FILE).is_file():
         try:
             _copy_weights(out / BEST_FILE, self.model)

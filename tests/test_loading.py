@@ -47,6 +47,30 @@ def test_cache_matches_preprocessing_of_the_file(dataset, tmp_path):
         assert (ref.label[tuple(pts.T)] == c).all()
 
 
+def test_every_npy_header_parse_of_the_loader_holds_the_lock(dataset, tmp_path, monkeypatch):
+    """numpy parses .npy headers with ast.literal_eval, which CPython 3.11 cannot run in two threads at once
+    (python/cpython#106905); the loader's threads must parse under NPY_LOCK."""
+    import ast
+
+    from miscnn_lite.io import NPY_LOCK, NpzReader
+    entries = PreprocessedCache(tmp_path / "cache", Pipeline([ClipHU(-79, 304)])).prepare(folders(dataset))
+    case = load_case(folders(dataset)[0] / "imaging.nii.gz", folders(dataset)[0] / "segmentation.nii.gz")
+    np.savez(tmp_path / "c1.npz", image=case.image, label=case.label, affine=case.affine)
+    parses, literal_eval = [], ast.literal_eval
+
+    def checked(text):
+        assert NPY_LOCK.locked(), "an .npy header parsed without NPY_LOCK"
+        parses.append(text)
+        return literal_eval(text)
+    monkeypatch.setattr(ast, "literal_eval", checked)
+    entries[0].image(), entries[0].label(), entries[0].class_locations()
+    reader = NpzReader(tmp_path)
+    assert reader.has_label("c1") and reader.load_case("c1").shape == case.shape
+    assert len(parses) >= 6                                   # image, label, locations, 3 arrays of the .npz
+    batches = PatchBatches(entries, (8, 16, 16), batch_size=2, iterations=4, seed=0)
+    assert batches[0][0].shape == (2, 8, 16, 16, 1)
+
+
 def test_changed_source_file_is_rebuilt(dataset, tmp_path):
     data = tmp_path / "data"
     for f in folders(dataset):

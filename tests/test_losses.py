@@ -1,7 +1,7 @@
 """Losses and metrics of miscnn_lite.losses against numpy references written the long way
 (one sample and one class at a time), on random inputs and empty-class edge cases.
 
-Backend-agnostic: tests/test_torch_backend.py runs this file again with KERAS_BACKEND=torch.
+Backend-agnostic: tests/test_backends.py runs this file again with KERAS_BACKEND=torch and =jax.
 """
 import keras
 import numpy as np

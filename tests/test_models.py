@@ -1,6 +1,6 @@
 """Model builders of miscnn_lite.models: shapes, parameter counts, training, saving, contracts.
 
-Backend-agnostic: tests/test_torch_backend.py runs this file again with KERAS_BACKEND=torch.
+Backend-agnostic: tests/test_backends.py runs this file again with KERAS_BACKEND=torch and =jax.
 Tiny networks only (base filters <= 8, depth <= 3, patches <= 32^3).
 """
 import itertools
@@ -48,6 +48,16 @@ def test_backend_is_the_requested_one():
     expected = os.environ.get("MISCNN_EXPECT_BACKEND")
     if expected:
         assert keras.backend.backend() == expected
+
+
+def test_jax_draws_weights_with_the_classic_threefry():
+    from miscnn_lite.models import use_classic_threefry
+    if keras.backend.backend() != "jax":                  # tests/test_backends.py runs this file on JAX too
+        assert use_classic_threefry() is False
+        return
+    import jax
+    assert jax.config.jax_threefry_partitionable is ("JAX_THREEFRY_PARTITIONABLE" in os.environ and
+                                                     jax.config.jax_threefry_partitionable)
 
 
 # ---------------------------------------------------------------- parameter counts
