@@ -57,9 +57,10 @@ export MISCNN_EXAMPLES := $(EXAMPLES)
 examples: setup
 	$(VENV)/bin/miscnn-lite download examples --out $(EXAMPLES)
 
-# two pytest workers: notebooks and experiments spend much of their time in single-threaded Python
+# two pytest workers: notebooks and experiments spend much of their time in single-threaded Python;
+# worksteal hands a waiting test to whichever worker is idle, so no worker idles while the other has a queue
 test: setup browser lint check-clean check-sync check-bundle examples
-	$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider -n 2 --durations=15
+	$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider -n 2 --dist worksteal --durations=15
 
 # runs the bundled copy of experiments/kits19_cv.ipynb: bundle first, so an edit in experiments/ is what runs
 experiment: setup bundle
