@@ -150,6 +150,11 @@ def _preprocess(pipeline, case: Case) -> Case:
     return out
 
 # %% ../nbs/05_loading.ipynb #5ee1c3ec
+def _memmap(path) -> np.ndarray:
+    "Read-only memory map of the .npy file at `path`, opened under `NPY_LOCK`."
+    with NPY_LOCK:
+        return np.load(path, mmap_mode="r")
+
 @dataclass
 class CacheEntry:
     """A preprocessed case on disk. `image()`/`label()` return read-only memory maps (D, H, W[, C]).
@@ -161,14 +166,10 @@ class CacheEntry:
     meta: dict = field(default_factory=dict)
 
     def image(self) -> np.ndarray:
-        with NPY_LOCK:
-            return np.load(self.image_path, mmap_mode="r")
+        return _memmap(self.image_path)
 
     def label(self) -> np.ndarray | None:
-        if self.label_path is None:
-            return None
-        with NPY_LOCK:
-            return np.load(self.label_path, mmap_mode="r")
+        return None if self.label_path is None else _memmap(self.label_path)
 
     def class_locations(self) -> dict:
         if self.locations_path is None:

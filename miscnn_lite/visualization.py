@@ -110,12 +110,15 @@ def _grey_rgb(gray: np.ndarray) -> np.ndarray:
     return gray.copy() if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=-1)
 
 # %% ../nbs/11_visualization.ipynb #17d5fede
-def _blend(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, opacity: float) -> np.ndarray:
-    "Blend `colors` ((n, 3) for the n True pixels of `mask`) into `rgb` in place."
+def _mix(base: np.ndarray, colors: np.ndarray, weight, opacity: float) -> np.ndarray:
+    "uint8 `base·(1 − weight) + colors·weight`, rounded; `weight` is a number or one per pixel, `opacity` its limit."
     if not 0 <= opacity <= 1:
         raise MiscnnError(f"opacity={opacity!r}: expected a number in [0, 1] (0 = invisible, 1 = opaque).")
-    base = rgb[mask].astype(np.float32)
-    rgb[mask] = (base * (1 - opacity) + colors.astype(np.float32) * opacity + 0.5).astype(np.uint8)
+    return (base.astype(np.float32) * (1 - weight) + colors.astype(np.float32) * weight + 0.5).astype(np.uint8)
+
+def _blend(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, opacity: float) -> np.ndarray:
+    "Blend `colors` ((n, 3) for the n True pixels of `mask`) into `rgb` in place."
+    rgb[mask] = _mix(rgb[mask], colors, opacity, opacity)
     return rgb
 
 # %% ../nbs/11_visualization.ipynb #891c26c8
@@ -173,12 +176,8 @@ def heat_colors(t: np.ndarray) -> np.ndarray:
 def overlay_heat(gray: np.ndarray, values: np.ndarray, vmax: float, opacity: float = 0.6) -> np.ndarray:
     """(H, W, 3) uint8: `heat_colors(values / vmax)` blended over a grey slice with weight
     `opacity · values / vmax` (values ≤ 0 leave the grey untouched; `vmax` ≤ 0 draws nothing)."""
-    if not 0 <= opacity <= 1:
-        raise MiscnnError(f"opacity={opacity!r}: expected a number in [0, 1] (0 = invisible, 1 = opaque).")
-    rgb = _grey_rgb(gray).astype(np.float32)
     t = np.clip(np.asarray(values, np.float32) / vmax, 0, 1) if vmax > 0 else np.zeros(np.shape(values), np.float32)
-    w = (opacity * t)[..., None]
-    return (rgb * (1 - w) + heat_colors(t).astype(np.float32) * w + 0.5).astype(np.uint8)
+    return _mix(_grey_rgb(gray), heat_colors(t), (opacity * t)[..., None], opacity)
 
 # %% ../nbs/11_visualization.ipynb #1691d486
 PLANES = ("axial", "coronal", "sagittal")      # slicing axis 0, 1, 2 of a (z, y, x) array
