@@ -13,10 +13,13 @@ __all__ = ['LOCKED_COMMANDS', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b5753b0b
 def _cmd_phantoms(args) -> int:
-    from miscnn_lite.phantoms import make_phantom_dataset
-    out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed,
-                               **({"shape": tuple(args.shape)} if args.shape else {}), progress=not args.quiet)
-    print(f"wrote {args.cases} phantom cases to {out}")
+    from miscnn_lite.phantoms import make_phantom_dataset, make_picture_dataset
+    shape = {"shape": tuple(args.shape)} if args.shape else {}
+    if args.pictures:
+        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape)
+    else:
+        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet)
+    print(f"wrote {args.cases} phantom {'pictures' if args.pictures else 'cases'} to {out}")
     return 0
 
 def _format_rows(rows: list[dict]) -> str:
@@ -47,7 +50,8 @@ def _cmd_train(args) -> int:
     train_command(data=args.data, out=args.out, epochs=args.epochs, iterations=args.iterations,
                   batch_size=args.batch_size, patch_shape=tuple(args.patch_shape) if args.patch_shape else None,
                   model=args.model, base_filters=args.base_filters, depth=args.depth, loss=args.loss,
-                  config=args.config, resume=args.resume, overwrite=args.overwrite)
+                  config=args.config, resume=args.resume, overwrite=args.overwrite,
+                  **({"ndim": args.ndim} if args.ndim else {}))
     return 0
 
 def _cmd_predict(args) -> int:
@@ -135,16 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="miscnn-lite", description="3D medical image segmentation kit (KiTS19-style CT).")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("phantoms", help="write synthetic KiTS-like CT phantoms in KiTS19 layout")
+    s = sub.add_parser("phantoms", help="write synthetic KiTS-like CT phantoms in KiTS19 layout (or 2D pictures)")
     s.add_argument("--out", required=True, type=Path, help="output dataset folder")
     s.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="volume shape in voxels")
+    s.add_argument("--pictures", action="store_true",
+                   help="write 2D pictures instead: images/<id>.png, RGB masks/<id>.png, dataset.json (colour table)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_phantoms)
 
     s = sub.add_parser("info", help="shape, spacing, orientation, intensities and labels of a file or dataset")
-    s.add_argument("path", type=Path, help="a .nii/.nii.gz file or a dataset folder")
+    s.add_argument("path", type=Path, help="an image file (NIfTI, NRRD, PNG, ...) or a dataset folder")
     s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("evaluate", help="metrics of predictions against references (tidy CSV)")
@@ -164,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="epochs in total (default 10)")
     s.add_argument("--iterations", type=int, help="iterations (batches) per epoch (default 50)")
     s.add_argument("--batch-size", type=int, help="patches per batch (default 2)")
-    s.add_argument("--patch-shape", type=int, nargs=3, metavar=("D", "H", "W"), help="default 32 64 64")
+    s.add_argument("--patch-shape", type=int, nargs="+", metavar="N",
+                   help="D H W voxels (default 32 64 64); with --ndim 2 also H W (default for pictures 128 128)")
+    s.add_argument("--ndim", type=int, choices=(2, 3),
+                   help="3: 3D patches (default for volumes); 2: a 2D network on one-slice patches (default for "
+                        "picture folders)")
     s.add_argument("--model", help="network: unet (default), nnunet_like, standard_unet, residual_unet, dense_unet "
                    "or msd_net; --depth, --base-filters and normalization apply where it takes them")
     s.add_argument("--base-filters", type=int, help="filters of the first level (default 16)")
@@ -179,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="predict label maps for images (labels not needed)")
     s.add_argument("--model", required=True, type=Path, action="append",
                    help="model folder written by train; repeat it for an ensemble (e.g. the fold models)")
-    s.add_argument("--input", required=True, type=Path, help="a NIfTI file or a dataset folder")
+    s.add_argument("--input", required=True, type=Path,
+                   help="a NIfTI file or a dataset folder (pictures: images/ folder; writes <case>.png)")
     s.add_argument("--out", required=True, type=Path, help="output folder")
     s.add_argument("--mirror-axes", type=int, nargs="+", metavar="AXIS",
                    help="mirror test-time augmentation over these axes (0 z, 1 y, 2 x); each mirroring is a member")

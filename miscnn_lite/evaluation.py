@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .io import (MiscnnError, MissingFileError, DataError, atomic_path, check_spacing, load_nifti,
+from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
+                            read_mask, read_picture_sidecar, _is_picture,
                             orientation_from_affine, spacing_from_affine)
 
 # %% auto #0
@@ -825,18 +826,25 @@ def plot_metric_distributions(table: pd.DataFrame, metrics: Iterable[str] | None
 _PREDICTION_NAMES = ("prediction.nii.gz", "prediction.nii", "segmentation.nii.gz", "segmentation.nii")
 
 def _strip_nifti(name: str) -> str:
+    "The case id of a file name: without .nii.gz / .nii, or a picture's suffix (.png, .tif, ...)."
+    if _is_picture(Path(name)):
+        return name.rsplit(".", 1)[0]
     return name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else name
 
 def _case_files(folder: Path, names: tuple[str, ...]) -> dict[str, Path]:
     """{case id: file} of a folder in KiTS19 layout (case folders holding one of `names`) or flat
-    (`case_00000.nii.gz`; the KiTS19 submission name `prediction_00000.nii.gz` maps to `case_00000`)."""
+    (`case_00000.nii.gz`, or 2D masks `case_00000.png`; the KiTS19 submission name `prediction_00000.nii.gz`
+    maps to `case_00000`). A picture dataset's root (`images/` + `masks/`) stands for its `masks/` folder."""
+    mask_dir = next((folder / m for m in MASK_FOLDERS if (folder / m).is_dir()), None)
+    if (folder / "images").is_dir() and mask_dir is not None:
+        folder = mask_dir
     found = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         hit = next((sub / n for n in names if (sub / n).is_file()), None)
         if hit is not None:
             found[sub.name] = hit
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.name.endswith((".nii", ".nii.gz")):
+        if f.is_file() and (f.name.endswith((".nii", ".nii.gz")) or _is_picture(f)) and not f.name.startswith("."):
             case_id = _strip_nifti(f.name)
             if case_id.startswith("prediction_") and "prediction.nii.gz" in names:
                 case_id = "case_" + case_id[len("prediction_"):]
@@ -857,7 +865,8 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
     refs = _case_files(reference, ("segmentation.nii.gz", "segmentation.nii"))
     preds = _case_files(prediction, _PREDICTION_NAMES)
     if not refs:
-        raise MiscnnError(f"reference folder {reference}: no case_x/segmentation.nii.gz and no .nii/.nii.gz files.")
+        raise MiscnnError(f"reference folder {reference}: no case_x/segmentation.nii.gz, no .nii/.nii.gz files and no "
+                          "2D masks (.png, .tif, ...).")
     common = [c for c in refs if c in preds]
     if not common:
         raise MiscnnError(f"no case of {reference} ({', '.join(list(refs)[:3])}, ...) has a prediction in {prediction} "
@@ -889,8 +898,24 @@ def _grid_difference(ref_affine, pred_affine, tolerance_mm: float) -> str | None
                 f"{tuple(np.round(ref_affine[:3, 3], 3))}")
     return None
 
+def _load_mask_pair(case_id: str, reference_path: Path, prediction_path: Path):
+    """2D masks: the reference decoded with its dataset's colour table (`dataset.json` beside or above its
+    folder), the prediction as class indices; spacing from the same `dataset.json` (else 1 mm)."""
+    if not _is_picture(prediction_path):
+        raise MiscnnError(f"case {case_id}: reference {reference_path} is a 2D mask, prediction {prediction_path} "
+                          "is not; predict the pictures (miscnn-lite predict writes <case>.png).")
+    sidecar = read_picture_sidecar(reference_path.parent)
+    reference, prediction = read_mask(reference_path, sidecar.get("colors")), read_mask(prediction_path)
+    if reference.shape != prediction.shape:
+        size = lambda m: "×".join(map(str, m.shape))
+        raise MiscnnError(f"case {case_id}: prediction {prediction_path} has {size(prediction)} pixels, reference "
+                          f"{reference_path} {size(reference)}. Predict on the reference's own picture.")
+    return case_id, reference, prediction, sidecar.get("spacing", (1.0, 1.0))
+
 def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resample: bool = False,
                tolerance_mm: float = 1e-3):
+    if _is_picture(reference_path):
+        return _load_mask_pair(case_id, reference_path, prediction_path)
     reference, ref_affine = load_nifti(reference_path)
     prediction, pred_affine = load_nifti(prediction_path)
     if resample:
@@ -915,7 +940,7 @@ def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resamp
 
 def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, progress: bool = False,
                    resample: bool = False, tolerance_mm: float = 1e-3) -> pd.DataFrame:
-    """Evaluate NIfTI predictions against references (files or folders matched by case).
+    """Evaluate NIfTI predictions (or 2D mask pictures) against references (files or folders matched by case).
 
     Args:
         labels: regions (e.g. [1, 2] or `KITS19_REGIONS`); None: every label present per case.

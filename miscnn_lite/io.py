@@ -20,13 +20,15 @@ import nibabel as nib
 import numpy as np
 
 # %% auto #0
-__all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'NPY_LOCK', 'EXAMPLES_DIR',
-           'MiscnnError', 'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path',
-           'OutputLockedError', 'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine',
-           'orientation_from_affine', 'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti',
-           'save_nifti', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays',
-           'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files',
-           'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset',
+__all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'PICTURE_SUFFIXES', 'NPY_LOCK',
+           'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
+           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'OutputLockedError',
+           'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
+           'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti',
+           'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
+           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
+           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
+           'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'ImageFolderReader',
            'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #611d47eb
@@ -281,6 +283,11 @@ IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 def _is_image(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES)
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")   # 2D pictures (section "2D image folders")
+
+def _is_picture(path: Path) -> bool:
+    return Path(path).name.lower().endswith(PICTURE_SUFFIXES)
+
 def _sitk_affine(img) -> np.ndarray:
     "nibabel-style RAS affine for the (z, y, x) array of a SimpleITK image (which lives in LPS)."
     direction = np.array(img.GetDirection()).reshape(3, 3)
@@ -322,10 +329,13 @@ def load_itk_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return sitk.GetArrayFromImage(img), _sitk_affine(img)
 
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    "Read a 3D image file of any supported format: NIfTI (nibabel), NRRD or MetaImage (SimpleITK)."
+    """Read an image file of any supported format: NIfTI (nibabel), NRRD or MetaImage (SimpleITK), or a 2D
+    picture (PNG, JPEG, TIFF, BMP) as a (1, H, W) volume with 1 mm pixels."""
     path = Path(path)
     if path.name.lower().endswith(ITK_SUFFIXES):
         return load_itk_image(path)
+    if _is_picture(path):                      # a 2D picture: one slice, 1 mm pixels (see ImageFolderReader)
+        return read_picture(path)[None], affine_from_spacing((1.0, 1.0, 1.0))
     if _is_nifti(path) or not path.exists():
         return load_nifti(path)
     raise DataError(f"{path}: unknown image format; use one of {', '.join(IMAGE_SUFFIXES)} "
@@ -475,15 +485,25 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
             case.label, _ = reorient(case.label, affine, orientation)
     return case
 
-def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8) -> Path:
+def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, colors=None) -> Path:
     """Write a label map predicted on `case`'s grid to `path`, in the original file's orientation.
 
     Args:
-        prediction: (D, H, W) integer classes on the grid of `case.image`."""
+        prediction: (D, H, W) integer classes on the grid of `case.image`.
+        path: a NIfTI name; for a one-slice case also a picture name: `.png` writes a palette PNG of
+            the classes (`write_mask`, drawn in `colors`), `.tif` a float32 TIFF (a probability or
+            uncertainty map, `dtype=np.float32`)."""
     prediction = np.asarray(prediction)
     if prediction.shape != case.shape:
         raise DataError(f"prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; undo the preprocessing (pipeline.inverse) before saving.")
+    if _is_picture(Path(path)):
+        if prediction.shape[0] != 1:
+            raise DataError(f"{path}: a picture holds one slice; case {case.id!r} has {prediction.shape[0]}. Save it "
+                            "as .nii.gz.")
+        if np.dtype(dtype).kind == "f":
+            return write_picture(path, prediction[0].astype(np.float32))
+        return write_mask(path, prediction[0].astype(dtype), colors)
     affine = case.affine
     if case.original_affine is not None:
         prediction, affine = reorient(prediction, case.affine, orientation_from_affine(case.original_affine))
@@ -770,11 +790,13 @@ def write_dicom_series(volume: np.ndarray, folder, spacing=(2.5, 0.7, 0.7), orig
 
 # %% ../nbs/00_io.ipynb #499fd511
 def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
-    "Pick the reader for a dataset folder (KiTS19, nnU-Net `imagesTr`/`imagesTs`, or `.npz`)."
+    """Pick the reader for a dataset folder: KiTS19, nnU-Net `imagesTr`/`imagesTs`, `.npz` files, or 2D
+    pictures (`images/` + `masks/`, see `ImageFolderReader`)."""
     path = Path(path)
     if path.is_file():
         raise DataError(f"{path}: is a file; a dataset folder is expected (KiTS19 case_XXXXX/imaging.nii.gz, "
-                        "nnU-Net imagesTr/, or .npz files). Pass the folder that holds the cases.")
+                        "nnU-Net imagesTr/, .npz files or images/ + masks/ pictures). Pass the folder that holds the "
+                        "cases.")
     if not path.is_dir():
         raise MissingFileError(f"{path}: dataset folder does not exist (for a single file use load_case).")
     if (path / "imagesTr").is_dir():
@@ -785,9 +807,261 @@ def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
         return KiTS19Reader(path, orientation)
     if any(path.glob("*.npz")):
         return NpzReader(path, orientation)
+    if (path / "images").is_dir() and any(_is_picture(p) for p in (path / "images").iterdir()):
+        return ImageFolderReader(path)
     content = sorted(p.name for p in path.iterdir())[:5]
     raise DataError(f"{path}: no known dataset layout ({'empty folder' if not content else f'found {content}'}). "
-                     "Expected KiTS19 (case_XXXXX/imaging.nii.gz), nnU-Net (imagesTr/), or .npz files.")
+                     "Expected KiTS19 (case_XXXXX/imaging.nii.gz), nnU-Net (imagesTr/), .npz files, or pictures "
+                     "(images/<id>.png with masks/<id>.png).")
+
+# %% ../nbs/00_io.ipynb #2478f789
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)     # ITU-R BT.601: grey value of an R, G, B pixel
+
+def _picture_array(path, what: str, convert) -> np.ndarray:
+    "`convert(PIL image)` of the one picture in `path`, with clear errors for missing, broken and multi-page files."
+    from PIL import Image
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such {what} file.")
+    try:
+        with Image.open(path) as img:
+            if getattr(img, "n_frames", 1) > 1:
+                raise DataError(f"{path}: holds {img.n_frames} pages (a stack); a 2D {what} has one. Save one "
+                                "picture per file, or store the stack as a volume (NIfTI) and read it with load_case.")
+            img.load()
+            return convert(img)
+    except MiscnnError:
+        raise
+    except Exception as e:  # Pillow raises several types for broken files
+        raise CorruptFileError(f"{path}: cannot be read as a picture ({type(e).__name__}: {e}). The file is "
+                               "corrupt or truncated: export it again.") from e
+
+def _grey(img) -> np.ndarray:
+    if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;16"):
+        return np.asarray(img).astype(np.uint8) if img.mode == "1" else np.asarray(img)
+    if img.mode == "LA":
+        return np.asarray(img.getchannel("L"))
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return (rgb @ np.asarray(LUMA_WEIGHTS, np.float32)).astype(np.float32)
+
+def read_picture(path) -> np.ndarray:
+    """(H, W) intensities of a PNG, JPEG, TIFF or BMP picture: grey values as stored (uint8, uint16,
+    int32 or float32); a colour picture as float32 grey (`LUMA_WEIGHTS`)."""
+    return _grey_checked(path, _picture_array(path, "image", _grey))
+
+def _grey_checked(path, array: np.ndarray) -> np.ndarray:
+    if array.ndim != 2:
+        raise DataError(f"{path}: picture has shape {array.shape}; a 2D picture (H, W) is expected.")
+    return array
+
+# %% ../nbs/00_io.ipynb #dcbb69a2
+def _colour_code(colour, where: str) -> int:
+    "One colour of a table as the integer 0xRRGGBB; a grey level g is (g, g, g)."
+    if isinstance(colour, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", colour.strip()):
+        return int(colour.strip()[1:], 16)
+    values = np.atleast_1d(np.asarray(colour, dtype=object)).tolist()
+    if len(values) in (1, 3) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 255
+                                     for v in values):
+        r, g, b = values * 3 if len(values) == 1 else values
+        return (int(r) << 16) | (int(g) << 8) | int(b)
+    raise DataError(f"{where}: colour {colour!r} is not a colour; use '#rrggbb', [r, g, b] with 0..255, or a grey "
+                    "level 0..255.")
+
+def colour_table(colors, where: str = "colors") -> dict[int, int]:
+    """Check a colour table `{class: colour}` and return it as {0xRRGGBB: class}.
+
+    Classes are integers >= 0 (JSON keys may be strings); a colour is '#rrggbb', [r, g, b] or a grey level."""
+    if not isinstance(colors, dict) or not colors:
+        raise DataError(f"{where}: {colors!r} is not a colour table; give a mapping {{class: colour}}, e.g. "
+                        "{0: '#000000', 1: '#ff0000'}.")
+    codes = {}
+    for cls, colour in colors.items():
+        if not str(cls).isdigit():
+            raise DataError(f"{where}: class {cls!r} is not an integer >= 0; the keys of a colour table are classes.")
+        code = _colour_code(colour, f"{where}, class {cls}")
+        if code in codes:
+            raise DataError(f"{where}: classes {codes[code]} and {cls} have the same colour #{code:06x}; give every "
+                            "class its own colour.")
+        codes[code] = int(cls)
+    return codes
+
+def _rgb_codes(img) -> np.ndarray:
+    rgb = np.asarray(img.convert("RGB")).astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+def read_mask(path, colors=None) -> np.ndarray:
+    """(H, W) class indices of a mask picture.
+
+    A greyscale or palette mask holds the indices (unless `colors` is given); an RGB mask needs
+    `colors` (see `colour_table`), and every colour in it must be in the table."""
+    path = Path(path)
+    table = None if colors is None else colour_table(colors, f"colour table for {path}")
+    if table is None:
+        def convert(img):
+            if img.mode == "P":
+                return np.asarray(img)
+            if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
+                codes = _rgb_codes(img)
+                grey = (codes >> 16) == (codes & 255)
+                if not (grey & ((codes >> 8 & 255) == (codes & 255))).all():
+                    raise DataError(f"{path}: a colour mask; give its colour table, e.g. colors={{0: '#000000', 1: "
+                                    "'#ff0000'}}, or a 'colors' entry in the dataset's dataset.json.")
+                return (codes & 255).astype(np.uint8)
+            return _grey(img)
+        return _grey_checked(path, _picture_array(path, "mask", convert))
+    codes = _grey_checked(path, _picture_array(path, "mask", _rgb_codes))
+    values, inverse = np.unique(codes, return_inverse=True)
+    unknown = [v for v in values.tolist() if v not in table]
+    if unknown:
+        first = np.argwhere(codes == unknown[0])[0]
+        count = int((codes == unknown[0]).sum())
+        jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+        lossy = " JPEG masks change colours at edges: save masks as PNG." if jpeg else ""
+        known = ", ".join(f"{c}: #{k:06x}" for k, c in table.items())
+        raise DataError(f"{path}: colour #{unknown[0]:06x} ({count} pixels, first at row {first[0]}, column "
+                        f"{first[1]}) is not in the colour table {{{known}}}"
+                        f"{f' ({len(unknown) - 1} more unknown colours)' if len(unknown) > 1 else ''}. Add it to the "
+                        f"table or repaint those pixels.{lossy}")
+    lut = np.array([table[v] for v in values.tolist()])
+    return lut[inverse.reshape(codes.shape)].astype(np.uint8 if lut.max() < 256 else np.int32)
+
+# %% ../nbs/00_io.ipynb #fc158d0f
+DEFAULT_PALETTE = ("#000000", "#dc3c3c", "#f0c800", "#3c78dc", "#3cb44b", "#a050c8", "#f08c28", "#46c8c8")
+
+def write_mask(path, label_map: np.ndarray, colors=None, mode: str = "palette") -> Path:
+    """Write (H, W) class indices as a PNG, atomically. mode='palette': the pixel values are the classes
+    and the palette draws class c in `colors[c]` (default `DEFAULT_PALETTE`, then grey); mode='rgb':
+    an RGB picture of those colours (what many datasets ship; `read_mask` needs the table). Returns the path."""
+    from PIL import Image
+    path, label_map = Path(path), np.asarray(label_map)
+    if path.suffix.lower() != ".png":
+        raise DataError(f"{path}: masks are written as PNG (lossless, with a palette); choose a .png name.")
+    if label_map.ndim != 2 or label_map.dtype.kind not in "iub" or label_map.min() < 0 or label_map.max() > 255:
+        raise DataError(f"{path}: a mask must be a 2D map of classes 0..255; got shape {label_map.shape}, dtype "
+                        f"{label_map.dtype}.")
+    palette = [_colour_code(c, "DEFAULT_PALETTE") for c in DEFAULT_PALETTE]
+    palette += [(g << 16) | (g << 8) | g for g in range(len(DEFAULT_PALETTE), 256)]
+    if colors is not None:
+        for code, cls in colour_table(colors, f"colour table for {path}").items():
+            palette[cls] = code
+    if mode not in ("palette", "rgb"):
+        raise DataError(f"mode={mode!r}: choose 'palette' (class indices with colours) or 'rgb' (colours only).")
+    img = Image.fromarray(label_map.astype(np.uint8), mode="P")
+    img.putpalette([v for code in palette for v in (code >> 16, code >> 8 & 255, code & 255)])
+    if mode == "rgb":
+        img = img.convert("RGB")
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+def write_picture(path, image: np.ndarray) -> Path:
+    """Write a (H, W) greyscale picture atomically: uint8 or uint16 (PNG and TIFF keep it exactly), or
+    float32 as a TIFF (e.g. an uncertainty map)."""
+    from PIL import Image
+    path, image = Path(path), np.asarray(image)
+    tiff = path.suffix.lower() in (".tif", ".tiff")
+    if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16) + ((np.float32,) if tiff else ()):
+        raise DataError(f"{path}: a picture is a 2D uint8 or uint16 array (float32 in a .tif); got shape "
+                        f"{image.shape}, dtype {image.dtype}. Scale it first, e.g. "
+                        "np.clip(x, 0, 255).astype(np.uint8).")
+    if not _is_picture(path):
+        raise DataError(f"{path}: choose a picture name ending in one of {', '.join(PICTURE_SUFFIXES)}.")
+    fmt = "TIFF" if tiff else {".png": "PNG", ".bmp": "BMP"}.get(path.suffix.lower(), "JPEG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format=fmt)
+    return path
+
+# %% ../nbs/00_io.ipynb #3af8d634
+PICTURE_SIDECAR = "dataset.json"
+MASK_FOLDERS = ("masks", "labels")
+
+def read_picture_sidecar(folder) -> dict:
+    """`spacing` (sy, sx mm) and `colors` (a colour table) of a picture dataset from `folder/dataset.json`
+    (or the one in the folder above, for a `masks/` folder); {} when there is none. Other keys are ignored."""
+    folder = Path(folder)
+    for candidate in (folder / PICTURE_SIDECAR, folder.parent / PICTURE_SIDECAR):
+        if candidate.is_file():
+            data = load_mapping(candidate, "picture dataset description")
+            out = {}
+            if data.get("spacing") is not None:
+                out["spacing"] = check_spacing(data["spacing"], name=f"{candidate}: spacing", ndim=2,
+                                               hint='Write e.g. "spacing": [0.5, 0.5] (mm per pixel, rows, columns).')
+            if data.get("colors") is not None:
+                colour_table(data["colors"], f"{candidate}: colors")
+                out["colors"] = {int(k): v for k, v in data["colors"].items()}
+            return out
+    return {}
+
+def _pictures_by_id(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    found, ignored = {}, []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not p.is_file() or p.name.startswith(".") or not _is_picture(p):
+            ignored.append(p)
+            continue
+        cid = p.name.rsplit(".", 1)[0]
+        if cid in found:
+            raise DataError(f"{folder}: two files for {cid!r} ({found[cid].name} and {p.name}); keep one.")
+        found[cid] = p
+    return found, ignored
+
+class ImageFolderReader(CaseReader):
+    """2D pictures as cases: `root/images/<id>.png` (PNG, JPEG, TIFF, BMP) and, when labelled,
+    `root/masks/<id>.png` (or `labels/`). Each case is a (1, H, W) image on a grid of spacing
+    (1, sy, sx) mm.
+
+    Args:
+        spacing: (sy, sx) mm per pixel; default `dataset.json`'s "spacing", else (1, 1).
+        colors: colour table {class: colour} for RGB masks (see `colour_table`); default `dataset.json`'s."""
+    layout_hint = "expected images/<id>.png (PNG, JPEG, TIFF or BMP) and, when labelled, masks/<id>.png"
+    ndim = 2
+
+    def __init__(self, root, spacing=None, colors=None):
+        sidecar = read_picture_sidecar(root) if Path(root).is_dir() else {}
+        self.spacing = check_spacing(sidecar.get("spacing", (1.0, 1.0)) if spacing is None else spacing,
+                                     name="spacing", ndim=2, hint="Pass (sy, sx) in mm per pixel, e.g. (0.5, 0.5).")
+        self.colors = sidecar.get("colors") if colors is None else colors
+        if self.colors is not None:
+            colour_table(self.colors)
+        super().__init__(root, orientation=None)
+
+    def _scan(self):
+        images, ignored = _pictures_by_id(self.root / "images")
+        mask_dir = next((self.root / m for m in MASK_FOLDERS if (self.root / m).is_dir()), None)
+        masks, more = _pictures_by_id(mask_dir) if mask_dir else ({}, [])
+        if mask_dir is not None:
+            unmatched = (("image", "mask", sorted(set(images) - set(masks)), mask_dir),
+                         ("mask", "image", sorted(set(masks) - set(images)), self.root / "images"))
+            for have, missing, ids, where in unmatched:
+                if ids:
+                    raise DataError(f"{self.root}: {len(ids)} {have}(s) without a matching {missing} in {where} "
+                                    f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}). Add the missing "
+                                    f"{missing}s or move the unmatched files out of the dataset.")
+        _warn_ignored(self.root, ignored + more)
+        index = {}
+        for cid, image in images.items():
+            _register(index, cid, (image, masks.get(cid)), self.root)
+        return index
+
+    def load_case(self, case_id: str, **kwargs) -> Case:
+        image_path, mask_path = self._paths(case_id)
+        image = read_picture(image_path)
+        label = None if mask_path is None else read_mask(mask_path, self.colors)
+        if label is not None and label.shape != image.shape:
+            raise DataError(f"{mask_path}: mask is {label.shape[0]}×{label.shape[1]} pixels, its image {image_path} "
+                            f"{image.shape[0]}×{image.shape[1]}: a mask covers its image pixel for pixel. Export the "
+                            "mask at the image's size (resize with nearest neighbour, never smoothly).")
+        affine = affine_from_spacing((1.0, *self.spacing))
+        case = Case(case_id, image[None], None if label is None else label[None], affine, image_path, mask_path,
+                    original_affine=affine.copy())
+        return validate_case(case, **kwargs)
+
+    def header(self, case_id: str) -> dict:
+        from PIL import Image
+        image_path, mask_path = self._paths(case_id)
+        with Image.open(image_path) as img:
+            width, height, mode = *img.size, img.mode
+        return dict(case=case_id, shape=(1, height, width), spacing=(1.0, *self.spacing), orientation="SPL",
+                    file_orientation="SPL", dtype=mode, has_label=mask_path is not None)
 
 # %% ../nbs/00_io.ipynb #d6a363f8
 def describe_file(path) -> dict:

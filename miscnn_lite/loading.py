@@ -210,6 +210,11 @@ class ReaderItem:
     def load(self) -> Case:
         return self.reader.load_case(self.case_id)
 
+    @property
+    def colors(self) -> dict | None:
+        "The colour table of a picture dataset (`io.ImageFolderReader`), for masks written from this case."
+        return getattr(self.reader, "colors", None)
+
 def _source_of(item):
     "Normalise a dataset item to (case_id, load() -> Case, source file paths or None for in-memory cases)."
     if isinstance(item, ReaderItem):

@@ -12,15 +12,16 @@ import numpy as np
 from scipy import ndimage
 
 from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, atomic_path, affine_from_spacing,
-                            case_from_arrays, check_spacing, open_dataset, orientation_from_affine, save_case)
+                            case_from_arrays, check_spacing, open_dataset, orientation_from_affine, save_case,
+                            write_mask, write_picture)
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
-           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'fov_grid', 'Ellipsoid', 'smooth_field',
+           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
            'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy',
            'kidney_regions', 'render_anatomy', 'Acquisition', 'sample_acquisition', 'scanner_effects',
            'stored_orientation', 'plan_phantom', 'generate_phantom', 'phantom_dataset_plan', 'make_phantom_dataset',
-           'describe_phantoms', 'WindowBaseline', 'best_hu_window', 'window_dice']
+           'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window', 'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -601,6 +602,34 @@ def _write_manifest(out: Path, manifest: dict):
     "Write `out/phantoms.json` atomically (how the folder was made)."
     with atomic_path(out / "phantoms.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
+
+# %% ../nbs/01_phantoms.ipynb #a20de8eb
+PICTURE_COLORS = {0: "#000000", 1: "#dc3c3c", 2: "#f0c800"}   # background, kidney, tumor
+
+def make_picture_dataset(out_dir, n_cases: int = 8, seed: int = 0, shape: Sequence[int] = (16, 96, 96),
+                         spacing: Sequence[float] = (3.0, 0.8, 0.8), window: tuple[float, float] = (-160, 240),
+                         colors: dict = PICTURE_COLORS, tumor_probability: float = 0.8) -> Path:
+    """Write `n_cases` phantom slices as `out_dir/images/<id>.png` (8-bit grey), `out_dir/masks/<id>.png`
+    (RGB colour masks) and `out_dir/dataset.json` ({"spacing": [sy, sx], "colors": ..., "labels": ...}).
+    Case i is the slice of `generate_phantom((seed, i), shape, spacing)` with the most kidney and tumor
+    pixels. The same arguments write the same files. Returns `out_dir`."""
+    out, shape = _check_out_dir(out_dir), _check_shape(shape)
+    lo, hi = window
+    if not lo < hi:
+        raise MiscnnError(f"window={window}: expected (lo, hi) HU with lo < hi, e.g. (-160, 240).")
+    for entry in phantom_dataset_plan(n_cases, seed, tumor_probability):
+        case = generate_phantom(tuple(entry["seed"]), shape, _check_spacing_arg(spacing), entry["tumor_probability"],
+                                orientation="SPL", case_id=entry["case_id"])
+        z = int(np.argmax((case.label > 0).sum(axis=(1, 2))))
+        grey = np.clip((case.image[z].astype(np.float32) - lo) / (hi - lo) * 255, 0, 255)
+        write_picture(out / "images" / f"{case.id}.png", np.round(grey).astype(np.uint8))
+        write_mask(out / "masks" / f"{case.id}.png", case.label[z], colors, mode="rgb")
+    sidecar = dict(spacing=list(spacing[1:]), colors={str(k): v for k, v in colors.items()},
+                   labels={str(k): v for k, v in LABELS.items()}, window_hu=list(window),
+                   generator="miscnn_lite.phantoms.make_picture_dataset", n_cases=n_cases, seed=seed)
+    with atomic_path(out / "dataset.json") as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    return out
 
 # %% ../nbs/01_phantoms.ipynb #bbeda997
 def describe_phantoms(cases: Iterable[Case] | str | Path):

@@ -16,22 +16,23 @@ import keras
 
 from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError, SettingsError, SPACING_RANGE_MM,
                             atomic_path, case_folder_files, check_seed, check_spacing, load_mapping, open_dataset,
-                            output_lock, remove_temporaries, save_prediction)
+                            output_lock, remove_temporaries, save_prediction, PICTURE_SUFFIXES, _is_picture)
 from .preprocessing import Pipeline
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, _source_of,
                                  _dataset_items, ReaderItem, file_fingerprint, validate_cases)
-from .models import MODELS, build_model, check_model, load_model, model_options, seed_weights
+from .models import MODELS, build_model, check_model, load_model, model_options, seed_weights, slice_model
 from .losses import LOSSES, get_loss, per_class_dice_metrics
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
            'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES',
-           'TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
-           'plot_history', 'NonFiniteLossError', 'StopOnNonFiniteLoss', 'set_heap_thresholds', 'HeapThresholds',
-           'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem', 'with_dtype_policy',
-           'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score', 'train_command',
-           'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences']
+           'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log',
+           'BestModel', 'LiveCurves', 'plot_history', 'NonFiniteLossError', 'StopOnNonFiniteLoss',
+           'set_heap_thresholds', 'HeapThresholds', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
+           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter',
+           'prediction_path', 'dice_score', 'train_command', 'prediction_items', 'predict_command',
+           'check_train_settings', 'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -702,7 +703,10 @@ def _predict_case(self, case: Case, progress: bool = False) -> np.ndarray:
     return np.argmax(self.predict_probabilities(case, progress), axis=-1).astype(np.uint8)
 
 def prediction_path(item, case: Case, out: Path) -> Path:
-    "Where the prediction of `item` goes: `out/<case>/prediction.nii.gz` for a KiTS19 case, else `out/<id>.nii.gz`."
+    """Where the prediction of `item` goes: `out/<case>/prediction.nii.gz` for a KiTS19 case, `out/<id>.png`
+    for a 2D picture, else `out/<id>.nii.gz`."""
+    if case.image_path is not None and _is_picture(case.image_path):
+        return out / f"{case.id}.png"
     if isinstance(item, ReaderItem):
         item = (item.paths or [None])[0] or case.id
     p = None if isinstance(item, Case) else Path(item)
@@ -731,7 +735,8 @@ def _predict(self, cases, out=None, progress: bool = True):
         if out is None:
             results.append(label_map)
         else:
-            results.append(save_prediction(label_map, case, prediction_path(item, case, Path(out))))
+            results.append(save_prediction(label_map, case, prediction_path(item, case, Path(out)),
+                                           colors=getattr(item, "colors", None)))
     return results
 
 Segmenter.predict_probabilities = _predict_probabilities
@@ -763,7 +768,10 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
-                      mixed_precision=None, n_classes=3, spacing_range=SPACING_RANGE_MM)
+                      mixed_precision=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3)
+# what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
+# resampling, no HU window (pictures are not in HU); n_classes follows the dataset's colour table
+PICTURE_TRAIN_DEFAULTS = dict(ndim=2, patch_shape=(1, 128, 128), target_spacing=None, hu_window=None)
 TRAIN_SETTINGS_FILE = "train_settings.json"
 
 def _read_config(config) -> dict:
@@ -782,16 +790,25 @@ def _split(items, val_fraction, seed):
     n_val = min(max(n_val, 1 if val_fraction > 0 and len(items) > 1 else 0), len(items) - 1)
     return [items[i] for i in sorted(order[n_val:])], [items[i] for i in sorted(order[:n_val])]
 
+def _picture_defaults(reader) -> dict:
+    "`PICTURE_TRAIN_DEFAULTS` for a 2D picture dataset, with n_classes from its colour table when it has one."
+    colors = getattr(reader, "colors", None)
+    return {**PICTURE_TRAIN_DEFAULTS, **({"n_classes": max(int(c) for c in colors) + 1} if colors else {})}
+
 def _build_model(opts) -> keras.Model:
-    "The settings' network (`models.MODELS`); depth, base_filters and normalization apply where it takes them."
+    """The settings' network (`models.MODELS`); depth, base_filters and normalization apply where it takes them.
+    ndim=2 builds the 2D network and wraps it with `slice_model` for one-slice patches."""
     takes = model_options(opts["model"])
-    return build_model(opts["model"], opts["n_classes"],
-                       **{k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes})
+    network = build_model(opts["model"], opts["n_classes"], ndim=opts["ndim"],
+                          **{k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes})
+    return slice_model(network) if opts["ndim"] == 2 else network
 
 def _kits_pipeline(opts) -> Pipeline:
+    "Resample (unless target_spacing is None), clip to the HU window (unless None), z-score over the dataset."
     from miscnn_lite.preprocessing import Resample, ClipHU, ZScore
     steps = [Resample(tuple(opts["target_spacing"]))] if opts["target_spacing"] else []
-    return Pipeline(steps + [ClipHU(*opts["hu_window"]), ZScore("dataset")])
+    steps += [ClipHU(*opts["hu_window"])] if opts["hu_window"] else []
+    return Pipeline(steps + [ZScore("dataset")])
 
 def train_command(data, out, epochs=None, iterations=None, batch_size=None, patch_shape=None, model=None,
                   base_filters=None, depth=None, loss=None, config=None, progress: bool = True, resume: bool = False,
@@ -815,7 +832,12 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                                    patch_shape=patch_shape, model=model, base_filters=base_filters, depth=depth,
                                    loss=loss, **overrides).items() if v is not None}
     explicit = {**_read_config(config), **given}
-    opts = check_train_settings({**TRAIN_DEFAULTS, **explicit})
+    reader = open_dataset(data)
+    pictures = getattr(reader, "ndim", 3) == 2
+    if pictures and explicit.get("ndim", 2) != 2:
+        raise SettingsError(f"ndim={explicit['ndim']!r}: {data} holds 2D pictures, one slice per case; train them "
+                            "with ndim=2 (the default for picture folders).")
+    opts = check_train_settings({**TRAIN_DEFAULTS, **(_picture_defaults(reader) if pictures else {}), **explicit})
     saved = None if overwrite else _saved_settings(out / TRAIN_SETTINGS_FILE)
     if resume and saved is None:
         raise SettingsError(f"--out {out}: no saved run to resume (no {TRAIN_SETTINGS_FILE}); check the folder, or "
@@ -828,7 +850,7 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                                 "the saved settings, add --resume to continue the saved run (without the differing "
                                 "options), --overwrite to start afresh (the old run is removed), or use another --out.")
         opts = {**saved, "epochs": opts["epochs"] if "epochs" in explicit else saved["epochs"]}
-    items = _dataset_items(open_dataset(data))
+    items = _dataset_items(reader)
     with output_lock(out, "miscnn-lite train"):
         validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
         if overwrite:
@@ -843,7 +865,7 @@ def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
     augmentation = None
     if opts["augmentation"]:
         from miscnn_lite.augmentation import ct_augmentation
-        augmentation = ct_augmentation(3)
+        augmentation = ct_augmentation(opts["ndim"])
     seg = Segmenter(_build_model(opts), _kits_pipeline(opts), patch_shape=tuple(opts["patch_shape"]),
                     sampler=PatchSampler(tuple(opts["patch_shape"]), opts["foreground_fraction"]),
                     loss=opts["loss"], augmentation=augmentation, learning_rate=opts["learning_rate"],
@@ -854,8 +876,8 @@ def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
                    spacing_range=opts["spacing_range"])
 
 def prediction_items(input, out) -> list[Path]:
-    """The images `predict` reads from `input` (a NIfTI/NRRD file, a KiTS19 case folder, a KiTS19 dataset folder
-    or a folder of image files), after checking `input` and `out`."""
+    """The images `predict` reads from `input` (a NIfTI/NRRD file or picture, a KiTS19 case folder, a KiTS19
+    dataset folder, a picture dataset with `images/`, or a folder of image files), after checking `input` and `out`."""
     input = Path(input)
     if not input.exists():
         raise MissingFileError(f"--input {input} does not exist.")
@@ -863,16 +885,20 @@ def prediction_items(input, out) -> list[Path]:
         raise SettingsError(f"--out {out}: is a file; give a folder for the predictions.")
     if not input.is_dir() or case_folder_files(input)[0] is not None:
         return [input]
+    if (input / "images").is_dir():                      # a picture dataset (io.ImageFolderReader)
+        return _dataset_items(open_dataset(input))
     items = sorted(p for p in input.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
-    items = items or sorted(p for p in input.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+    items = items or sorted(p for p in input.iterdir() if p.is_file()
+                            and p.name.lower().endswith(IMAGE_SUFFIXES + PICTURE_SUFFIXES))
     if not items:
-        raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz) and no image files "
-                          f"({', '.join(IMAGE_SUFFIXES)}).")
+        raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz), no picture dataset (images/) and no "
+                          f"image files ({', '.join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)}).")
     return items
 
 def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
     """Predict `input` (see `prediction_items`) with the model folder `model_dir`; write
-    `out/<case>/prediction.nii.gz` per KiTS19 case folder, else `out/<name>.nii.gz`. Returns the written paths."""
+    `out/<case>/prediction.nii.gz` per KiTS19 case folder, `out/<name>.png` per picture, else `out/<name>.nii.gz`.
+    Returns the written paths."""
     seg = Segmenter.load(model_dir)
     items = prediction_items(input, out)
     with output_lock(out, "miscnn-lite predict"):
@@ -905,6 +931,16 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
         need(_is_int(o[name], lo), name, f"expected an integer >= {lo} (default {TRAIN_DEFAULTS[name]})")
     need(o["model"] in MODELS, "model", f"expected one of {sorted(MODELS)}")
     need(o["loss"] in LOSSES, "loss", f"expected one of {sorted(LOSSES)}")
+    need(o["ndim"] in (2, 3) and not isinstance(o["ndim"], bool), "ndim",
+         "expected 3 (3D patches) or 2 (a 2D network on one-slice patches)")
+    if o["ndim"] == 2 and isinstance(o["patch_shape"], (list, tuple)) and len(o["patch_shape"]) == 2:
+        o["patch_shape"] = [1, *o["patch_shape"]]              # [h, w] is a one-slice patch
+    if o["ndim"] == 2:
+        need(isinstance(o["patch_shape"], (list, tuple)) and len(o["patch_shape"]) == 3 and o["patch_shape"][0] == 1,
+             "patch_shape", "expected [1, h, w] or [h, w] with ndim=2 (one slice per patch)")
+    else:
+        need(isinstance(o["patch_shape"], (list, tuple)) and len(o["patch_shape"]) == 3, "patch_shape",
+             "expected [d, h, w] voxels, e.g. [32, 64, 64] (ndim=2 takes [h, w])")
     need(_is_number(o["learning_rate"], 1e-12, 10.0), "learning_rate", "expected a positive step size, e.g. 1e-3")
     need(_is_number(o["val_fraction"], 0.0, 1.0), "val_fraction", "expected 0 <= val_fraction < 1, e.g. 0.2")
     need(_is_number(o["foreground_fraction"], 0.0, 1.0, hi_open=False), "foreground_fraction",
@@ -914,8 +950,9 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
     need(isinstance(o["augmentation"], bool), "augmentation", "expected true or false")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
     window = o["hu_window"]
-    need(isinstance(window, (list, tuple)) and len(window) == 2 and all(_is_number(v, -1e6, 1e6) for v in window)
-         and window[0] < window[1], "hu_window", "expected [lo, hi] HU with lo < hi, e.g. [-79, 304]")
+    need(window is None or (isinstance(window, (list, tuple)) and len(window) == 2
+                            and all(_is_number(v, -1e6, 1e6) for v in window) and window[0] < window[1]),
+         "hu_window", "expected [lo, hi] HU with lo < hi, e.g. [-79, 304], or null (no clipping: not CT)")
     axes = o["mirror_axes"]
     need(isinstance(axes, (list, tuple)) and all(a in (0, 1, 2) for a in axes), "mirror_axes", "expected axes 0, 1, 2")
     rng = o["spacing_range"]
@@ -924,7 +961,7 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
     try:
         if o["target_spacing"] is not None:
             check_spacing(o["target_spacing"], name="target_spacing", ndim=3, hint="e.g. [3.22, 1.62, 1.62] or null.")
-        check_patch_shape(o["patch_shape"], o["depth"])
+        check_patch_shape(o["patch_shape"][1:] if o["ndim"] == 2 else o["patch_shape"], o["depth"])
     except ValueError as e:
         raise SettingsError(f"{where}: {e}") from None
     return json.loads(json.dumps(o, default=_json_default))

@@ -480,8 +480,8 @@ def member_probabilities(segmenter, case, mirror_axes=None) -> list[np.ndarray]:
     return members
 
 def _beside(path: Path, name: str) -> Path:
-    "`<dir>/<stem>_<name>.nii.gz` beside the prediction `<dir>/<stem>.nii.gz`."
-    return path.with_name(f"{path.name.split('.')[0]}_{name}.nii.gz")
+    "`<dir>/<stem>_<name>.nii.gz` beside the prediction `<dir>/<stem>.nii.gz` (`.tif` beside a picture `.png`)."
+    return path.with_name(f"{path.name.split('.')[0]}_{name}{'.tif' if path.suffix == '.png' else '.nii.gz'}")
 
 def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None,
                      uncertainty: bool = False, mirror_axes=None, path_of=None) -> list:
@@ -531,7 +531,7 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         for name, value in maps.items():
             if value is not None:
                 save_prediction(value, case, _beside(path, name), dtype=np.float32)
-        results.append(save_prediction(label_map, case, path))
+        results.append(save_prediction(label_map, case, path, colors=getattr(item, "colors", None)))
     return results
 
 def fold_model_dirs(results_dir) -> list[Path]:

@@ -88,7 +88,7 @@ def test_course_writes_keeps_edits_and_overwrites_with_force(tmp_path):
     r = run("course", tmp_path / "course")
     assert r.returncode == 0, r.stderr
     written = sorted(p.name for p in (tmp_path / "course").glob("*.ipynb"))
-    assert written == sorted(p.name for p in shipped.glob("*.ipynb")) and len(written) == 10
+    assert written == sorted(p.name for p in shipped.glob("*.ipynb")) and len(written) == 11
     assert not (tmp_path / "course" / "solutions").exists()
     edited = tmp_path / "course" / "04_patches.ipynb"
     edited.write_text("a student's answers")
@@ -157,3 +157,49 @@ def test_predict_ensemble_with_uncertainty_maps_for_the_viewer(tmp_path, capsys)
                  "--mirror-axes", "3"])
     assert code == 2 and "mirror_axes" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()
+
+
+def test_pictures_train_predict_evaluate(tmp_path, capsys):
+    "A folder of 2D pictures with RGB colour masks: phantoms --pictures, train, predict (PNG), evaluate, bad input."
+    from PIL import Image
+
+    from miscnn_lite.io import read_mask
+    data, model, pred = tmp_path / "pics", tmp_path / "model", tmp_path / "pred"
+    r = run("phantoms", "--pictures", "--out", data, "--cases", 4, "--shape", 8, 48, 48)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["dataset.json", "images", "masks"]
+    r = run("info", data)
+    assert r.returncode == 0 and "(1, 48, 48)" in r.stdout and "(1.0, 0.8, 0.8)" in r.stdout, r.stdout + r.stderr
+    r = run("train", "--data", data, "--out", model, "--epochs", 1, "--iterations", 2, "--patch-shape", 32, 32,
+            "--base-filters", 4, "--depth", 2)
+    assert r.returncode == 0, r.stderr
+    import json
+    settings = json.loads((model / "train_settings.json").read_text())
+    assert (settings["ndim"], settings["patch_shape"], settings["hu_window"], settings["n_classes"]) == (2, [1, 32, 32],
+                                                                                                         None, 3)
+    r = run("predict", "--model", model, "--input", data, "--out", pred)
+    assert r.returncode == 0, r.stderr
+    written = sorted(p.name for p in pred.iterdir())
+    assert written == [f"case_0000{i}.png" for i in range(4)]
+    first = pred / "case_00000.png"
+    assert Image.open(first).mode == "P" and read_mask(first).shape == (48, 48)
+    assert set(np.unique(read_mask(first))) <= {0, 1, 2}
+    r = run("evaluate", "--reference", data, "--prediction", pred, "--labels", "1", "--out", tmp_path / "m.csv")
+    assert r.returncode == 0, r.stderr
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "m.csv")
+    dice = table[table.metric == "DICE"].set_index("case").value
+    assert sorted(dice.index) == [f"case_0000{i}" for i in range(4)]
+    ref = read_mask(data / "masks" / "case_00000.png", {0: "#000000", 1: "#dc3c3c", 2: "#f0c800"})
+    own = read_mask(first)
+    expected = 2 * ((ref == 1) & (own == 1)).sum() / max((ref == 1).sum() + (own == 1).sum(), 1)
+    assert abs(dice["case_00000"] - expected) < 1e-9
+    # bad input: a colour outside the table names the file and the colour
+    rgb = np.array(Image.open(data / "masks" / "case_00001.png").convert("RGB"))
+    rgb[0, 0] = (1, 2, 3)
+    Image.fromarray(rgb).save(data / "masks" / "case_00001.png")
+    from miscnn_lite.cli import main
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m2"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "case_00001.png: colour #010203 (1 pixels, first at row 0, column 0)" in err and "Traceback" not in err
+    assert not (tmp_path / "m2" / "model.keras").exists()

@@ -176,8 +176,8 @@ def test_phantoms_course_and_download_help(user):
     assert r.returncode == 0 and (empty / "ph" / "case_00001" / "imaging.nii.gz").exists(), r.stderr
     r = run("miscnn-lite", "course", "course", "--solutions")
     assert r.returncode == 0, r.stderr
-    assert len(list((empty / "course").glob("*.ipynb"))) == 10
-    assert len(list((empty / "course" / "solutions").glob("*.ipynb"))) == 10
+    assert len(list((empty / "course").glob("*.ipynb"))) == 11
+    assert len(list((empty / "course" / "solutions").glob("*.ipynb"))) == 11
     r = run("miscnn-lite", "download", "kits19", "--help")
     assert r.returncode == 0 and "--cases" in r.stdout, r.stdout + r.stderr
     r = run("miscnn-lite", "download", "kits19", "--cases", "0-1", "--dry-run", "--out",
