@@ -474,7 +474,10 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
         label_map: optional {old: new} remapping of label values; n_classes: allowed 0..n-1."""
     image_path = Path(image_path)
     image, affine = load_image(image_path)
-    label, label_affine = (None, None) if label_path is None else load_image(label_path)
+    if label_path is not None and _is_picture(Path(label_path)):      # a 2D mask: class indices (read_mask)
+        label, label_affine = read_mask(label_path)[None], affine
+    else:
+        label, label_affine = (None, None) if label_path is None else load_image(label_path)
     case_id = case_id or image_path.name.split(".")[0]
     case = Case(case_id, image, label, affine, image_path, None if label_path is None else Path(label_path),
                 original_affine=affine.copy())
@@ -643,7 +646,10 @@ class KiTS19Reader(CaseReader):
         return index
 
 class NnUNetReader(CaseReader):
-    "nnU-Net layout: `imagesTr/<id>_0000.nii.gz` + `labelsTr/<id>.nii.gz`, or `imagesTs/` (no labels)."
+    """nnU-Net layout: `imagesTr/<id>_0000.nii.gz` + `labelsTr/<id>.nii.gz`, or `imagesTs/` (no labels).
+    nnU-Net's 2D datasets store pictures the same way (`<id>_0000.png` + `<id>.png`, labels as class
+    indices): they are read as one-slice cases with 1 mm pixels. One channel per case: a second
+    channel (`<id>_0001.*`) is refused rather than silently dropped."""
     layout_hint = "expected imagesTr/<id>_0000.nii.gz and labelsTr/<id>.nii.gz"
     def __init__(self, root, subset: str = "Tr", orientation: str | None = "SPL"):
         if subset not in ("Tr", "Ts"):
@@ -651,12 +657,19 @@ class NnUNetReader(CaseReader):
         self.subset = subset
         super().__init__(root, orientation)
     def _scan(self):
-        index = {}
-        images, ignored = _images_only((self.root / f"images{self.subset}").glob("*_0000.nii*"))
-        for img in images:
+        index, folder = {}, self.root / f"images{self.subset}"
+        images, ignored = _images_only(p for p in folder.glob("*_0000.*") if not _is_picture(p))
+        pictures = sorted(p for p in folder.glob("*_0000.*") if _is_picture(p) and not p.name.startswith("."))
+        self.ndim = 2 if pictures and not images else 3
+        for img in images + pictures:
             cid = img.name.split(".")[0][: -len("_0000")]
-            segs, more = _images_only((self.root / f"labels{self.subset}").glob(f"{cid}.nii*"))
-            ignored += more
+            extra = sorted(folder.glob(f"{cid}_0001.*"))
+            if extra:
+                raise DataError(f"{extra[0]}: case {cid!r} has more than one channel; the kit trains on one channel "
+                                f"per case. Keep {img.name} only, or combine the channels into one image first.")
+            candidates = sorted((self.root / f"labels{self.subset}").glob(f"{cid}.*"))
+            segs = [p for p in candidates if _is_image(p) or _is_picture(p)]
+            ignored += [p for p in candidates if p not in segs]
             _register(index, cid, (img, segs[0] if segs else None), self.root)
         _warn_ignored(self.root, ignored)
         return index
