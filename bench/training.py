@@ -15,7 +15,7 @@ down-sampling) and a 3D MS-D net (dilated convolutions).
 
 heap_threshold_speedup = time per `fit` step reading a `PatchDataset` with glibc's malloc thresholds
 as TensorFlow's generator dataset leaves them in a fresh process (128 KiB) / the same with the
-`HeapThresholds` callback (training.py) that every `Segmenter.fit` uses.
+`HeapThresholds` callback (runtime.py) that every `Segmenter.fit` uses.
 
 keras_tf_vs_pytorch_step_ratio = time per training step of the U-Net (depth 3, base 8, batch 2, Dice+CE,
 Adam) through Keras on TensorFlow / the same network written in plain PyTorch (`bench/torch_unet.py`,
@@ -40,7 +40,7 @@ from miscnn_lite.losses import get_loss
 from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, msd_net, nnunet_like, unet
 from miscnn_lite.phantoms import generate_phantom
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
-from miscnn_lite.training import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, HeapThresholds, _glibc
+from miscnn_lite.runtime import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, HeapThresholds, _glibc
 
 
 def main():

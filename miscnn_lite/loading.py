@@ -181,7 +181,7 @@ class CacheEntry:
     def shape(self) -> tuple:
         return tuple(self.meta["image"]["shape"][:3])
 
-# %% ../nbs/05_loading.ipynb #c73bb3fa
+# %% ../nbs/05_loading.ipynb #de1bdf19
 def _ensure_writable_folder(folder: Path, what: str = "cache folder") -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -196,6 +196,7 @@ def _ensure_writable_folder(folder: Path, what: str = "cache folder") -> Path:
                          "Pass a folder you can write to (e.g. cache_dir=~/.cache/miscnn_lite).") from e
     return folder
 
+# %% ../nbs/05_loading.ipynb #03da9c8c
 @dataclass(frozen=True)
 class ReaderItem:
     "One case of a dataset reader (`miscnn_lite.io.open_dataset`), loaded only when needed."
@@ -215,6 +216,7 @@ class ReaderItem:
         "The colour table of a picture dataset (`io.ImageFolderReader`), for masks written from this case."
         return getattr(self.reader, "colors", None)
 
+# %% ../nbs/05_loading.ipynb #5e787014
 def _source_of(item):
     "Normalise a dataset item to (case_id, load() -> Case, source file paths or None for in-memory cases)."
     if isinstance(item, ReaderItem):
@@ -234,6 +236,14 @@ def _source_of(item):
         cid = p.name.split(".")[0]
         return cid, (lambda: load_case(p, None, case_id=cid)), [p]
     raise MiscnnError(f"{item!r}: expected a Case, a NIfTI file or a KiTS19 case folder; it does not exist.")
+
+def _dataset_items(items) -> list:
+    "A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`."
+    if hasattr(items, "case_ids") and hasattr(items, "load_case"):
+        return [ReaderItem(items, i) for i in items.case_ids]
+    if isinstance(items, (str, Path)) and Path(items).is_dir() and case_folder_files(items)[0] is None:
+        return sorted(p for p in Path(items).iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
+    return list(items)
 
 # %% ../nbs/05_loading.ipynb #430dc7da
 class PreprocessedCache:
@@ -363,14 +373,6 @@ class PreprocessedCache:
                 p.unlink()
                 removed += 1
         return removed
-
-def _dataset_items(items) -> list:
-    "A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`."
-    if hasattr(items, "case_ids") and hasattr(items, "load_case"):
-        return [ReaderItem(items, i) for i in items.case_ids]
-    if isinstance(items, (str, Path)) and Path(items).is_dir() and case_folder_files(items)[0] is None:
-        return sorted(p for p in Path(items).iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
-    return list(items)
 
 # %% ../nbs/05_loading.ipynb #7849ac0c
 def _toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 import pandas as pd
 import keras
 
@@ -23,16 +24,15 @@ from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class,
                                  _dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, build_model, check_model, load_model, model_options, seed_weights, slice_model
 from .losses import LOSSES, get_loss, per_class_dice_metrics
+from .runtime import HeapThresholds
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
-           'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES',
-           'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log',
-           'BestModel', 'LiveCurves', 'plot_history', 'NonFiniteLossError', 'StopOnNonFiniteLoss',
-           'set_heap_thresholds', 'HeapThresholds', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
-           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter',
-           'prediction_path', 'dice_score', 'train_command', 'prediction_items', 'predict_command',
-           'check_train_settings', 'settings_differences']
+           'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE',
+           'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
+           'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
+           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score',
+           'train_command', 'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -115,7 +115,8 @@ class LiveCurves(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
-        fig = plot_history(pd.DataFrame(self.rows))
+        from miscnn_lite.figures import plot_training_curves   # drawing only; figures needs no TensorFlow
+        fig = plot_training_curves(pd.DataFrame(self.rows))
         try:
             from IPython.display import display
             if self._handle is None:
@@ -126,21 +127,6 @@ class LiveCurves(keras.callbacks.Callback):
             pass
         import matplotlib.pyplot as plt
         plt.close(fig)
-
-def plot_history(log: pd.DataFrame):
-    "Figure of a training log: losses on the left, other metrics (Dice, ...) on the right, x = epoch."
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
-    for col in log.columns:
-        if col in ("epoch", "time_s"):
-            continue
-        (a if "loss" in col else b).plot(log["epoch"], log[col], marker="o", label=col)
-    a.set_xlabel("epoch"); b.set_xlabel("epoch"); a.set_title("loss"); b.set_title("metrics")
-    for ax in (a, b):
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 # %% ../nbs/08_training.ipynb #4f7aa935
 class NonFiniteLossError(MiscnnError):
@@ -165,35 +151,6 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "high (try 10x lower), NaN/Inf in the input images (check the data; a damaged cache is rebuilt when "
                 "you delete its folder), label values outside 0..C-1, or float16 overflow with "
                 "mixed_precision='mixed_float16' (use 'mixed_bfloat16' or None).")
-
-# %% ../nbs/08_training.ipynb #af193176
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt parameter numbers in glibc's malloc.h
-HEAP_MMAP_THRESHOLD = 32 << 20                   # glibc's largest adaptive mmap threshold on 64-bit
-_LIBC = None
-
-def _glibc():
-    "ctypes handle of glibc, or None on other platforms / C libraries."
-    global _LIBC
-    if _LIBC is None:
-        import ctypes, ctypes.util, platform
-        _LIBC = False
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            with contextlib.suppress(OSError):
-                _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return _LIBC or None
-
-def set_heap_thresholds(mmap_threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
-    """Serve allocations up to `mmap_threshold` bytes from the heap and trim it above twice that
-    (glibc `mallopt`). Returns False where there is no glibc (nothing to do)."""
-    libc = _glibc()
-    if libc is None: return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) and
-                libc.mallopt(M_TRIM_THRESHOLD, 2 * int(mmap_threshold)))
-
-class HeapThresholds(keras.callbacks.Callback):
-    "Re-apply `set_heap_thresholds` before every batch (TensorFlow's generator dataset resets them each epoch)."
-    def on_train_batch_begin(self, batch, logs=None):
-        set_heap_thresholds()
 
 # %% ../nbs/08_training.ipynb #f6699001
 _CALLBACK_STATE = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
@@ -309,7 +266,6 @@ def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     new.set_weights(model.get_weights())
     return new
 
-
 # %% ../nbs/08_training.ipynb #c37fd1d2
 KERAS_DISTRIBUTIONS = (keras.distribution.DataParallel, keras.distribution.ModelParallel)
 
@@ -339,7 +295,6 @@ def resolve_strategy(strategy):
             return strategy
     raise MiscnnError(f"strategy={strategy!r}: expected None, 'mirrored' or a tf.distribute.Strategy (TensorFlow), "
                       "'data_parallel', a keras.distribution.DataParallel or ModelParallel (JAX).")
-
 
 # %% ../nbs/08_training.ipynb #a694298b
 def _as_pipeline(pipeline):
@@ -456,7 +411,8 @@ class Segmenter:
                 "sampler": sampler, **self.settings}
 
 # %% ../nbs/08_training.ipynb #176db0eb
-def _check_data(self, cases) -> None:
+@patch
+def check_data(self: Segmenter, cases) -> None:
     "Raise if the cases' channels or label values do not fit the model (checked on the first case)."
     items = _dataset_items(cases)
     if not items:
@@ -472,9 +428,9 @@ def _check_data(self, cases) -> None:
         raise MiscnnError(f"case {case.id!r} has label values up to {int(np.max(case.label))} but the model "
                           f"outputs {self.n_classes} classes (0..{self.n_classes - 1}): build it with "
                           f"n_classes={int(np.max(case.label)) + 1} or remap labels (LabelRemap).")
-Segmenter.check_data = _check_data
 
-def _loaders(self, train, val, cache_dir, progress):
+@patch
+def _loaders(self: Segmenter, train, val, cache_dir, progress):
     s = self.settings
     cache = PreprocessedCache(cache_dir, self.pipeline)
     PatchDataset = patch_dataset_class()
@@ -489,7 +445,8 @@ def _loaders(self, train, val, cache_dir, progress):
                               iterations=max(1, s["iterations"] // 5), fixed=True, **common)
     return train_ds, val_ds
 
-def _fit_pipeline(self, train, out):
+@patch
+def _fit_pipeline(self: Segmenter, train, out):
     if out is not None and (Path(out) / PIPELINE_FILE).is_file():
         if why := _checksum_problem(Path(out), PIPELINE_FILE):
             raise CorruptFileError(why)
@@ -497,7 +454,8 @@ def _fit_pipeline(self, train, out):
     elif self.pipeline is not None and not self.pipeline.fitted:
         self.pipeline.fit([_source_of(it)[1]() for it in _dataset_items(train)])
 
-def _fit(self, train, val=None, epochs: int = 10, out=None, cache_dir=None, resume: bool = True,
+@patch
+def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=None, resume: bool = True,
         live: bool = False, verbose: int = 0, progress: bool = False, callbacks=(),
         spacing_range=SPACING_RANGE_MM) -> pd.DataFrame:
     """Train for `epochs` epochs in total (a resumed run continues up to that number).
@@ -555,7 +513,8 @@ def _copy_weights(path, model):
     "Load the weights of the `.keras` file at `path` into `model` (same architecture)."
     model.set_weights(load_model(path).get_weights())
 
-def _resume(self, out, train_ds, ckpt) -> int:
+@patch
+def _resume(self: Segmenter, out, train_ds, ckpt) -> int:
     """Restore weights, optimizer, learning rate, data epoch and callback state of the newest checkpoint
     that passes its checksums; a damaged one is skipped with a warning (the previous epoch is kept)."""
     import warnings
@@ -589,10 +548,9 @@ def _temporary_run_folder():
     import tempfile
     return tempfile.mkdtemp(prefix="miscnn_run_")
 
-Segmenter._loaders, Segmenter._fit_pipeline, Segmenter.fit, Segmenter._resume = _loaders, _fit_pipeline, _fit, _resume
-
 # %% ../nbs/08_training.ipynb #b416ac19
-def _save(self, folder, model: bool = True) -> Path:
+@patch
+def save(self: Segmenter, folder, model: bool = True) -> Path:
     "Write model.keras (if `model`), pipeline.json (if any) and config.json into `folder`. Returns it."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -623,8 +581,8 @@ def _checksum_problem(folder: Path, name: str) -> str | None:
             "edited). Copy the model folder again or retrain; if you edited the file on purpose, delete "
             f"{CHECKSUM_FILE}.")
 
-@classmethod
-def _load(cls, folder, **overrides) -> "Segmenter":
+@patch(cls_method=True)
+def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     """A Segmenter from a model folder written by `save`/`fit` (safe mode). `overrides` replace saved
     settings (e.g. mirror_axes=(0, 1, 2) for prediction with test-time augmentation)."""
     folder = Path(folder)
@@ -669,10 +627,9 @@ def _load(cls, folder, **overrides) -> "Segmenter":
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
     return cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss, **kwargs)
 
-Segmenter.save, Segmenter.load = _save, _load
-
 # %% ../nbs/08_training.ipynb #95a554c4
-def _predict_probabilities(self, case: Case, progress: bool = False, mirror_axes=None) -> np.ndarray:
+@patch
+def predict_probabilities(self: Segmenter, case: Case, progress: bool = False, mirror_axes=None) -> np.ndarray:
     """(D, H, W, n_classes) float32 class probabilities of `case` on its own grid (preprocessing undone).
     `mirror_axes` replaces the saved test-time mirroring for this call (None: the saved setting)."""
     s = self.settings
@@ -698,7 +655,8 @@ def _predict_probabilities(self, case: Case, progress: bool = False, mirror_axes
         probs = self.pipeline.inverse(probs, record)
     return np.asarray(probs, np.float32)
 
-def _predict_case(self, case: Case, progress: bool = False) -> np.ndarray:
+@patch
+def predict_case(self: Segmenter, case: Case, progress: bool = False) -> np.ndarray:
     "(D, H, W) uint8 label map of `case` on its own grid: argmax of `predict_probabilities`."
     return np.argmax(self.predict_probabilities(case, progress), axis=-1).astype(np.uint8)
 
@@ -716,7 +674,8 @@ def prediction_path(item, case: Case, out: Path) -> Path:
         return out / p.parent.name / "prediction.nii.gz"
     return out / f"{case.id}.nii.gz"
 
-def _predict(self, cases, out=None, progress: bool = True):
+@patch
+def predict(self: Segmenter, cases, out=None, progress: bool = True):
     """Predict every case of `cases` (Cases, NIfTI paths, KiTS19 case folders, a dataset folder or reader).
 
     Returns a list of (D, H, W) uint8 label maps (out=None) or of written NIfTI paths."""
@@ -739,9 +698,6 @@ def _predict(self, cases, out=None, progress: bool = True):
                                            colors=getattr(item, "colors", None)))
     return results
 
-Segmenter.predict_probabilities = _predict_probabilities
-Segmenter.predict_case, Segmenter.predict = _predict_case, _predict
-
 # %% ../nbs/08_training.ipynb #3140173c
 def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
     "Dice of class `label` between two integer maps; 1.0 when the class is absent from both."
@@ -749,7 +705,8 @@ def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
     denom = t.sum() + p.sum()
     return 1.0 if denom == 0 else float(2 * np.logical_and(t, p).sum() / denom)
 
-def _evaluate(self, cases, progress: bool = False) -> pd.DataFrame:
+@patch
+def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
     "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
     rows = []
     for item in _dataset_items(cases):
@@ -760,8 +717,6 @@ def _evaluate(self, cases, progress: bool = False) -> pd.DataFrame:
         rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
                                                                                                        self.n_classes)]
     return pd.DataFrame(rows)
-
-Segmenter.evaluate = _evaluate
 
 # %% ../nbs/08_training.ipynb #c6c87eaa
 TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 64, 64), model="unet",
