@@ -4,6 +4,11 @@ KERAS_BACKEND must be set before keras is first imported, and this pytest proces
 imported it with the default (TensorFlow) backend, so each backend gets its own interpreter.
 `MISCNN_EXPECT_BACKEND` makes tests/test_models.py check that the subprocess really uses it. JAX gets two
 virtual CPU devices, on which tests/test_distribution.py trains data-parallel.
+
+On JAX most of the run is XLA compiling each tiny model's train step (8 s for a depth-2 2D U-Net),
+not running it. Two compiler options halve that without changing what is computed: LLVM at -O0
+(`--xla_backend_optimization_level=0`) and the default instead of the concurrency-optimised
+instruction scheduler. These tests check values, not speed.
 """
 import importlib.util
 import os
@@ -21,7 +26,9 @@ def run_tests_on(backend: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KERAS_BACKEND": backend, "MISCNN_EXPECT_BACKEND": backend,
            "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
     if backend == "jax":
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+                            " --xla_backend_optimization_level=0"
+                            " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
     cmd = [sys.executable, "-m", "pytest", *FILES, "-q", "-x", "-p", "no:cacheprovider", "-W",
            "ignore::DeprecationWarning"]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
