@@ -493,6 +493,10 @@ def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=
     # a keras.distribution splits the batches only while its scope is active (TensorFlow's strategy needs no scope)
     dist = (self.strategy.scope() if isinstance(self.strategy, KERAS_DISTRIBUTIONS)
             else contextlib.nullcontext())
+    if initial_epoch < epochs and not self.model.optimizer.built:
+        # built here, not inside the first traced step: there TensorFlow would trace the step twice
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
+            self.model.optimizer.build(self.model.trainable_variables)
     if initial_epoch < epochs:
         # shuffle=False: the loader shuffles cases itself, seeded per epoch; Keras would reorder batches
         # with Python's global `random`, which a resumed process cannot reproduce
