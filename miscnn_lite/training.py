@@ -18,12 +18,13 @@ import keras
 from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError, SettingsError, SPACING_RANGE_MM,
                             atomic_path, case_folder_files, check_seed, check_spacing, load_mapping, open_dataset,
                             output_lock, remove_temporaries, save_prediction, PICTURE_SUFFIXES, _is_picture)
-from .preprocessing import Pipeline
+from .preprocessing import ClipHU, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, _source_of,
                                  _dataset_items, ReaderItem, file_fingerprint, validate_cases)
-from .models import MODELS, build_model, check_model, load_model, model_options, seed_weights, slice_model
+from .models import MODELS, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, get_loss, per_class_dice_metrics
+from .plan import PLAN_FILE, TrainingPlan
 from .runtime import HeapThresholds
 
 # %% auto #0
@@ -32,7 +33,8 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
            'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score',
-           'train_command', 'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences']
+           'train_command', 'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences',
+           'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -376,6 +378,7 @@ class Segmenter:
             raise MiscnnError(f"batch_size={batch_size}: data-parallel training splits each batch over {devices} "
                               f"devices; choose a multiple of {devices}.")
         self.model = self._prepare_model(model)
+        self.plan = None                      # the TrainingPlan it was made from (`from_plan`, `load`)
 
     def _prepare_model(self, model):
         "Apply the dtype policy and strategy scope, then compile with Adam, the loss and per-class Dice."
@@ -409,6 +412,23 @@ class Segmenter:
                 "n_classes": self.n_classes, "in_channels": self.in_channels,
                 "loss": self.loss if isinstance(self.loss, str) else keras.saving.serialize_keras_object(self.loss),
                 "sampler": sampler, **self.settings}
+
+# %% ../nbs/08_training.ipynb #4a78e14f
+@patch(cls_method=True)
+def from_plan(cls: Segmenter, plan: TrainingPlan, **options) -> "Segmenter":
+    """A new Segmenter built from `plan` (network with weights drawn from its seed, unfitted pipeline,
+    sampler, loss, augmentation, schedule and prediction settings); the plan is kept as `.plan`.
+    `options`: constructor arguments a plan does not hold (strategy, use_multiprocessing)."""
+    s = plan.schedule
+    loss = plan.build_loss() if plan.loss_options else plan.loss     # a bare name stays a name in config.json
+    seg = cls(plan.build_model(), plan.build_pipeline(), patch_shape=plan.patch_shape, sampler=plan.build_sampler(),
+              loss=loss, augmentation=plan.build_augmentation(), learning_rate=plan.optimizer["learning_rate"],
+              batch_size=s["batch_size"], iterations=s["iterations"], lr_schedule=s["lr_schedule"],
+              lr_patience=s["lr_patience"], lr_factor=s["lr_factor"], stop_patience=s["stop_patience"],
+              **plan.prediction, seed=plan.seed, workers=plan.workers, mixed_precision=plan.mixed_precision,
+              class_names=plan.class_names, **options)
+    seg.plan = plan
+    return seg
 
 # %% ../nbs/08_training.ipynb #176db0eb
 @patch
@@ -460,7 +480,7 @@ def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=
         spacing_range=SPACING_RANGE_MM) -> pd.DataFrame:
     """Train for `epochs` epochs in total (a resumed run continues up to that number).
 
-    out: model folder (log, checkpoints, model, pipeline, config); None: a temporary folder.
+    out: model folder (log, checkpoints, model, pipeline, config, plan); None: a temporary folder.
     cache_dir: preprocessed cache (default out/cache). live: draw curves in the notebook.
     spacing_range: plausible voxel sizes (mm) every case must have (`validate_cases`); None: not checked.
     Returns the training log (one row per finished epoch)."""
@@ -555,15 +575,18 @@ def _temporary_run_folder():
 # %% ../nbs/08_training.ipynb #b416ac19
 @patch
 def save(self: Segmenter, folder, model: bool = True) -> Path:
-    "Write model.keras (if `model`), pipeline.json (if any) and config.json into `folder`. Returns it."
+    "Write model.keras (if `model`), pipeline.json and plan.json (if any) and config.json into `folder`. Returns it."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if self.pipeline is not None:
         _atomic_write(folder / PIPELINE_FILE, lambda tmp: self.pipeline.save(tmp))
     _write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
+    if self.plan is not None:
+        self.plan.save(folder / PLAN_FILE)
     if model:
         _atomic_write(folder / MODEL_FILE, lambda tmp: self.model.save(tmp))
-    written = [CONFIG_FILE] + [PIPELINE_FILE] * (self.pipeline is not None) + [MODEL_FILE] * model
+    written = ([CONFIG_FILE] + [PIPELINE_FILE] * (self.pipeline is not None) + [PLAN_FILE] * (self.plan is not None)
+               + [MODEL_FILE] * model)
     _write_json(folder / CHECKSUM_FILE, {**_read_checksums(folder),       # files not rewritten keep their sums
                                          **{name: file_fingerprint(folder / name) for name in written}})
     return folder
@@ -587,15 +610,16 @@ def _checksum_problem(folder: Path, name: str) -> str | None:
 
 @patch(cls_method=True)
 def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
-    """A Segmenter from a model folder written by `save`/`fit` (safe mode). `overrides` replace saved
-    settings (e.g. mirror_axes=(0, 1, 2) for prediction with test-time augmentation)."""
+    """A Segmenter from a model folder written by `save`/`fit` (safe mode), with the plan it was made from
+    (`.plan`; None for a folder without plan.json). `overrides` replace saved settings (e.g.
+    mirror_axes=(0, 1, 2) for prediction with test-time augmentation); the plan stays as saved."""
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file():
         raise MissingFileError(f"{folder}: no {MODEL_FILE} in this folder. Train with Segmenter.fit(out=...) "
                                 "or miscnn-lite train, or point to the model folder.")
     if not (folder / CONFIG_FILE).is_file():
         raise MissingFileError(f"{folder}: {CONFIG_FILE} is missing; the folder was not written by Segmenter.save.")
-    for name in (CONFIG_FILE, PIPELINE_FILE, MODEL_FILE):
+    for name in (CONFIG_FILE, PIPELINE_FILE, PLAN_FILE, MODEL_FILE):
         if why := _checksum_problem(folder, name):
             raise CorruptFileError(why)
     try:
@@ -610,6 +634,7 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
                                     "images and predicts garbage without the same preprocessing; copy the "
                                     "pipeline.json saved with the model into this folder.")
         pipeline = Pipeline.load(folder / PIPELINE_FILE)
+    plan = TrainingPlan.load(folder / PLAN_FILE) if (folder / PLAN_FILE).is_file() else None   # none: older folder
     try:
         model = load_model(folder / MODEL_FILE)
     except Exception as e:
@@ -629,7 +654,9 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     loss = loss if isinstance(loss, str) else keras.saving.deserialize_keras_object(loss)
     kwargs.update(overrides)
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
-    return cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss, **kwargs)
+    seg = cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss, **kwargs)
+    seg.plan = plan
+    return seg
 
 # %% ../nbs/08_training.ipynb #95a554c4
 @patch
@@ -754,21 +781,6 @@ def _picture_defaults(reader) -> dict:
     colors = getattr(reader, "colors", None)
     return {**PICTURE_TRAIN_DEFAULTS, **({"n_classes": max(int(c) for c in colors) + 1} if colors else {})}
 
-def _build_model(opts) -> keras.Model:
-    """The settings' network (`models.MODELS`); depth, base_filters and normalization apply where it takes them.
-    ndim=2 builds the 2D network and wraps it with `slice_model` for one-slice patches."""
-    takes = model_options(opts["model"])
-    network = build_model(opts["model"], opts["n_classes"], ndim=opts["ndim"],
-                          **{k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes})
-    return slice_model(network) if opts["ndim"] == 2 else network
-
-def _kits_pipeline(opts) -> Pipeline:
-    "Resample (unless target_spacing is None), clip to the HU window (unless None), z-score over the dataset."
-    from miscnn_lite.preprocessing import Resample, ClipHU, ZScore
-    steps = [Resample(tuple(opts["target_spacing"]))] if opts["target_spacing"] else []
-    steps += [ClipHU(*opts["hu_window"])] if opts["hu_window"] else []
-    return Pipeline(steps + [ZScore("dataset")])
-
 def train_command(data, out, epochs=None, iterations=None, batch_size=None, patch_shape=None, model=None,
                   base_filters=None, depth=None, loss=None, config=None, progress: bool = True, resume: bool = False,
                   overwrite: bool = False, **overrides) -> pd.DataFrame:
@@ -819,18 +831,9 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
         return _train(items, out, opts, progress)
 
 def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
-    "Split, build the Segmenter from checked `opts` and fit it into `out` (train_command holds the lock)."
+    "Split, build the Segmenter from the plan of checked `opts` and fit it into `out` (train_command holds the lock)."
     train, val = _split(items, opts["val_fraction"], opts["seed"])
-    augmentation = None
-    if opts["augmentation"]:
-        from miscnn_lite.augmentation import ct_augmentation
-        augmentation = ct_augmentation(opts["ndim"])
-    seg = Segmenter(_build_model(opts), _kits_pipeline(opts), patch_shape=tuple(opts["patch_shape"]),
-                    sampler=PatchSampler(tuple(opts["patch_shape"]), opts["foreground_fraction"]),
-                    loss=opts["loss"], augmentation=augmentation, learning_rate=opts["learning_rate"],
-                    batch_size=opts["batch_size"], iterations=opts["iterations"], overlap=opts["overlap"],
-                    mirror_axes=tuple(opts["mirror_axes"]), seed=opts["seed"], workers=opts["workers"],
-                    mixed_precision=opts["mixed_precision"], class_names=None)
+    seg = Segmenter.from_plan(plan_from_settings(opts))
     return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0,
                    spacing_range=opts["spacing_range"])
 
@@ -945,7 +948,26 @@ def _saved_settings(path: Path) -> dict | None:
     return check_train_settings(saved, where=str(path))
 
 def _clear_run(out: Path) -> None:
-    "Remove a run's files from `out` (model, pipeline, config, logs, settings, checkpoints); the cache stays."
-    for name in (MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, TRAIN_SETTINGS_FILE, CHECKSUM_FILE):
+    "Remove a run's files from `out` (model, pipeline, config, plan, logs, settings, checkpoints); the cache stays."
+    for name in (MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, PLAN_FILE, LOG_FILE, BEST_FILE, TRAIN_SETTINGS_FILE,
+                 CHECKSUM_FILE):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+
+# %% ../nbs/08_training.ipynb #cc75e8a9
+def plan_from_settings(opts: dict) -> TrainingPlan:
+    """The `TrainingPlan` of checked training settings (`check_train_settings`): the network with depth,
+    base_filters and normalization where it takes them; resample to target_spacing (unless None), clip to
+    hu_window (unless None), z-score over the dataset."""
+    takes = model_options(opts["model"])
+    network = {k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes}
+    steps = [Resample(tuple(opts["target_spacing"]))] if opts["target_spacing"] else []
+    steps += [ClipHU(*opts["hu_window"])] if opts["hu_window"] else []
+    return TrainingPlan(
+        model=opts["model"], model_options=dict(n_classes=opts["n_classes"], ndim=opts["ndim"], **network),
+        patch_shape=opts["patch_shape"], sampler=dict(foreground_fraction=opts["foreground_fraction"]),
+        loss=opts["loss"], optimizer=dict(name="adam", learning_rate=opts["learning_rate"]),
+        schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
+        augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
+        prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
+        mixed_precision=opts["mixed_precision"], workers=opts["workers"])

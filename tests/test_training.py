@@ -197,3 +197,65 @@ def test_predict_through_resampling_returns_the_original_grid(tmp_path):
     assert written[0].name == f"{case.id}.nii.gz"
     assert pred.shape == case.shape
     np.testing.assert_allclose(affine, case.original_affine)
+
+
+def _segmenter_before_plans(opts):
+    "The Segmenter that `training._train` built from checked settings before TrainingPlan existed (commit d9dc936)."
+    from miscnn_lite.augmentation import ct_augmentation
+    from miscnn_lite.models import build_model, model_options, slice_model
+    from miscnn_lite.patching import PatchSampler
+    from miscnn_lite.preprocessing import ClipHU, Pipeline, Resample, ZScore
+    from miscnn_lite.training import Segmenter
+    takes = model_options(opts["model"])
+    network = build_model(opts["model"], opts["n_classes"], ndim=opts["ndim"],
+                          **{k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes})
+    steps = [Resample(tuple(opts["target_spacing"]))] if opts["target_spacing"] else []
+    steps += [ClipHU(*opts["hu_window"])] if opts["hu_window"] else []
+    return Segmenter(slice_model(network) if opts["ndim"] == 2 else network, Pipeline(steps + [ZScore("dataset")]),
+                     patch_shape=tuple(opts["patch_shape"]),
+                     sampler=PatchSampler(tuple(opts["patch_shape"]), opts["foreground_fraction"]),
+                     loss=opts["loss"], augmentation=ct_augmentation(opts["ndim"]) if opts["augmentation"] else None,
+                     learning_rate=opts["learning_rate"], batch_size=opts["batch_size"], iterations=opts["iterations"],
+                     overlap=opts["overlap"], mirror_axes=tuple(opts["mirror_axes"]), seed=opts["seed"],
+                     workers=opts["workers"], mixed_precision=opts["mixed_precision"], class_names=None)
+
+
+@pytest.mark.parametrize("settings", [
+    {},
+    dict(model="nnunet_like", augmentation=False, target_spacing=None, mirror_axes=[0, 1], seed=7,
+         mixed_precision="mixed_bfloat16", foreground_fraction=0.5, n_classes=2),
+    dict(model="msd_net", ndim=2, patch_shape=[32, 32], hu_window=None, loss="tanimoto_ce", learning_rate=0.01),
+], ids=["unet_3d", "nnunet_like_bfloat16", "msd_net_2d"])
+def test_train_command_segmenter_through_a_plan_is_the_one_built_before(settings):
+    "`_train` builds its Segmenter through plan_from_settings: the same network, weights, pipeline, sampler, config."
+    from miscnn_lite.training import Segmenter, check_train_settings, plan_from_settings
+    opts = check_train_settings({**dict(depth=2, base_filters=4, patch_shape=[16, 32, 32]), **settings})
+    old, new = _segmenter_before_plans(opts), Segmenter.from_plan(plan_from_settings(opts))
+    assert [type(layer).__name__ for layer in new.model.layers] == [type(layer).__name__ for layer in old.model.layers]
+    old_weights, new_weights = old.model.get_weights(), new.model.get_weights()
+    assert len(new_weights) == len(old_weights) > 0
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(old_weights, new_weights))
+    assert new.pipeline.to_dict() == old.pipeline.to_dict()
+    assert new.sampler == old.sampler and new.config == old.config
+    assert (None if new.augmentation is None else new.augmentation.to_dict()) == \
+        (None if old.augmentation is None else old.augmentation.to_dict())
+
+
+def test_model_folder_written_before_plans_loads_without_a_plan(tmp_path):
+    """A folder as `Segmenter.save` wrote it before plans (no plan.json, no checksum of one) still loads, with
+    `plan` None; the same folder with its plan.json gives the plan back."""
+    from miscnn_lite.training import Segmenter, check_train_settings, plan_from_settings
+    opts = check_train_settings(dict(depth=2, base_filters=4, patch_shape=[16, 16, 16], target_spacing=None))
+    seg = Segmenter.from_plan(plan_from_settings(opts))
+    folder = seg.save(tmp_path / "model")
+    assert Segmenter.load(folder).plan == seg.plan
+    (folder / "plan.json").unlink()
+    sums = json.loads((folder / "checksums.json").read_text())
+    del sums["plan.json"]
+    (folder / "checksums.json").write_text(json.dumps(sums))
+    assert sorted(p.name for p in folder.iterdir()) == ["checksums.json", "config.json", "model.keras",
+                                                         "pipeline.json"]   # the files of a folder before plans
+    old = Segmenter.load(folder)
+    assert old.plan is None and old.config == seg.config and old.pipeline == seg.pipeline
+    batch = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(old.model.predict_on_batch(batch), seg.model.predict_on_batch(batch), atol=1e-6)
