@@ -243,7 +243,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    "Hex SHA-256 of a file, read in 1 MiB chunks."
+    """Hex SHA-256 of a file, read in 1 MiB chunks (standard library only, like the whole script: it runs
+    before the kit is installed; `miscnn_lite.loading.file_fingerprint` is the library's)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):

@@ -1185,7 +1185,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.ensemble_predict': ( 'validation.html#ensemble_predict',
                                                                                      'miscnn_lite/validation.py'),
-                                        'miscnn_lite.validation.file_sha256': ('validation.html#file_sha256', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.fold_model_dirs': ( 'validation.html#fold_model_dirs',
                                                                                     'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation.fold_table': ('validation.html#fold_table', 'miscnn_lite/validation.py'),

@@ -3,7 +3,6 @@
 # %% ../nbs/10_validation.ipynb #0fd77a15
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from .io import MiscnnError, MissingFileError, atomic_path
+from .loading import file_fingerprint
 
 # %% auto #0
 __all__ = ['KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout',
            'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table', 'save_folds', 'load_folds',
-           'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info', 'file_sha256', 'make_manifest',
-           'save_manifest', 'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume',
+           'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info', 'make_manifest', 'save_manifest',
+           'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume',
            'rescore_cross_validation', 'predictive_entropy', 'member_variance', 'member_probabilities',
            'ensemble_predict', 'fold_model_dirs']
 
@@ -245,14 +245,6 @@ def machine_info() -> dict:
 MANIFEST_PACKAGES = ("miscnn-lite", "numpy", "scipy", "nibabel", "SimpleITK", "keras", "tensorflow", "torch",
                      "batchgenerators", "papermill", "pandas")
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    "SHA-256 of a file, read in 1 MiB chunks."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 def _git_commit(cwd) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -273,7 +265,7 @@ def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, 
     data_hashes = {}
     if data_dir is not None:
         root = Path(data_dir)
-        data_hashes = {str(p.relative_to(root)): file_sha256(p) for p in sorted(root.rglob("*"))
+        data_hashes = {str(p.relative_to(root)): file_fingerprint(p) for p in sorted(root.rglob("*"))
                        if p.is_file() and not p.name.startswith(".")}
     return dict(config=config, versions=versions, python=platform.python_version(), platform=platform.platform(),
                 keras_backend=backend, seeds=seeds or {},

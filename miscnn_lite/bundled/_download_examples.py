@@ -170,6 +170,8 @@ class ExampleDataError(Exception):
 
 
 def sha256(path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file in 1 MiB chunks. The data scripts use the standard library only (they run
+    before the kit is installed), so this is their copy of `miscnn_lite.loading.file_fingerprint`."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
