@@ -32,7 +32,7 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE',
            'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
-           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score',
+           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path',
            'train_command', 'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences',
            'plan_from_settings']
 
@@ -318,7 +318,7 @@ def poly_learning_rate(epoch: int, epochs: int, initial: float, exponent: float 
     return float(initial) * (1 - min(epoch, epochs) / epochs) ** exponent
 
 class Segmenter:
-    """Model + preprocessing + sampler + loss: `fit`, `predict`, `evaluate`, `save`/`load`.
+    """Model + preprocessing + sampler + loss: `fit`, `predict`, `save`/`load` (`evaluate`: `miscnn_lite.evaluation`).
 
     Args:
         model: Keras model (B, d, h, w, C) -> (B, d, h, w, n_classes) softmax (e.g. `unet(...)`); a 2D
@@ -728,26 +728,6 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
             results.append(save_prediction(label_map, case, prediction_path(item, case, Path(out)),
                                            colors=getattr(item, "colors", None)))
     return results
-
-# %% ../nbs/08_training.ipynb #3140173c
-def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
-    "Dice of class `label` between two integer maps; 1.0 when the class is absent from both."
-    t, p = truth == label, prediction == label
-    denom = t.sum() + p.sum()
-    return 1.0 if denom == 0 else float(2 * np.logical_and(t, p).sum() / denom)
-
-@patch
-def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
-    "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
-    rows = []
-    for item in _dataset_items(cases):
-        case = _source_of(item)[1]() if not isinstance(item, Case) else item
-        if case.label is None:
-            raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
-        pred = self.predict_case(case, progress=progress)
-        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
-                                                                                                       self.n_classes)]
-    return pd.DataFrame(rows)
 
 # %% ../nbs/08_training.ipynb #c6c87eaa
 TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 64, 64), model="unet",
