@@ -14,17 +14,20 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
-                            read_mask, read_picture_sidecar, _is_picture,
+                            Case, read_mask, read_picture_sidecar, _is_picture,
                             orientation_from_affine, spacing_from_affine)
+from .loading import _dataset_items, _source_of
+from .training import Segmenter       # for Segmenter.evaluate (this import loads Keras)
 
 # %% auto #0
 __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'check_spacing_for', 'check_same_grid',
            'check_image_axes', 'check_label_map', 'Confusion', 'confusion', 'undefined_ratio', 'dice', 'jaccard',
            'sensitivity', 'specificity', 'precision', 'false_negative_rate', 'fallout', 'accuracy', 'f_measure',
-           'volume_similarity', 'area_under_curve', 'cohen_kappa', 'rand_index', 'adjusted_rand_index',
+           'volume_similarity', 'area_under_curve', 'cohen_kappa', 'dice_score', 'rand_index', 'adjusted_rand_index',
            'mutual_information', 'variation_of_information', 'global_consistency_error', 'volume', 'area',
            'interclass_correlation', 'probabilistic_distance', 'mahalanobis_distance', 'surface_voxels', 'bounding_box',
            'SurfaceDistances', 'surface_distances', 'hausdorff_distance', 'average_surface_distance', 'surface_dice',
@@ -162,6 +165,12 @@ def cohen_kappa(c: Confusion) -> float:
     p_o = (c.tp + c.tn) / n
     p_e = ((c.tp + c.fn) * (c.tp + c.fp) + (c.tn + c.fp) * (c.tn + c.fn)) / (n * n)
     return undefined_ratio(p_o - p_e, 1 - p_e, c, best=1.0, worst=-1.0)
+
+# %% ../nbs/09_evaluation.ipynb #fd671997
+def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
+    """Dice of class `label` between two integer label maps of one shape, in [0, 1]: `dice` of their
+    `confusion` for that class, so 1.0 when the class is absent from both."""
+    return dice(confusion(np.asarray(truth) == label, np.asarray(prediction) == label))
 
 # %% ../nbs/09_evaluation.ipynb #80f15f77
 def _pairs(k: int) -> int: return k * (k - 1) // 2
@@ -958,6 +967,20 @@ def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, p
         write_metrics_csv(table, out)
         write_statistics_csv(table, statistics_path(out))
     return table
+
+# %% ../nbs/09_evaluation.ipynb #afe95cf1
+@patch
+def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
+    "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
+    rows = []
+    for item in _dataset_items(cases):
+        case = _source_of(item)[1]() if not isinstance(item, Case) else item
+        if case.label is None:
+            raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
+        pred = self.predict_case(case, progress=progress)
+        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
+                                                                                                       self.n_classes)]
+    return pd.DataFrame(rows)
 
 # %% ../nbs/09_evaluation.ipynb #46c63a66
 def _components(mask: np.ndarray, connectivity: int | None):

@@ -46,6 +46,7 @@ def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
+# %% ../nbs/05_loading.ipynb #3879280f
 def file_fingerprint(path, mode: str = "content") -> str:
     """SHA-256 hex digest identifying a source file: of its bytes (`mode="content"`) or of
     (absolute path, size, mtime in ns) (`mode="stat"`, fast, trusts the file system)."""
@@ -61,6 +62,7 @@ def file_fingerprint(path, mode: str = "content") -> str:
             h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/05_loading.ipynb #f5f29a4e
 def array_fingerprint(*arrays) -> str:
     "SHA-256 hex digest of arrays' shapes, dtypes and bytes (`None` allowed), for cases built in memory."
     h = hashlib.sha256()
@@ -73,6 +75,7 @@ def array_fingerprint(*arrays) -> str:
         h.update(a.tobytes())
     return h.hexdigest()
 
+# %% ../nbs/05_loading.ipynb #94ddb4db
 def config_fingerprint(config) -> str:
     "SHA-256 hex digest of a JSON-serialisable configuration (key order does not matter)."
     return _sha256_bytes(json.dumps(config, sort_keys=True, default=str).encode())
@@ -93,6 +96,7 @@ def _npy_header_bytes(path) -> bytes:
             raise EOFError("file ends inside the .npy header")
         return header
 
+# %% ../nbs/05_loading.ipynb #7007a4f2
 def write_npy(path, array: np.ndarray) -> dict:
     """Write `array` to `path` (.npy) atomically; return its sidecar record
     {shape, dtype, bytes, header_sha256, crc32} used later by `verify_npy`."""
@@ -104,6 +108,7 @@ def write_npy(path, array: np.ndarray) -> dict:
             "header_sha256": _sha256_bytes(_npy_header_bytes(path)),
             "crc32": zlib.crc32(memoryview(array).cast("B")) & 0xFFFFFFFF}
 
+# %% ../nbs/05_loading.ipynb #988a5133
 def verify_npy(path, record: dict, full: bool = False) -> str | None:
     """Check a cached `.npy` against its sidecar `record`. Returns None when valid, else the
     reason (missing, size, header, shape/dtype, checksum). Never loads data unless `full`."""
@@ -140,6 +145,7 @@ def _pipeline_config(pipeline) -> dict | None:
     raise TypeError(f"pipeline={pipeline!r}: expected None or an object with to_dict() "
                     "(e.g. miscnn_lite.preprocessing.Pipeline) so the cache can be keyed by its configuration.")
 
+# %% ../nbs/05_loading.ipynb #9a9bad8e
 def _preprocess(pipeline, case: Case) -> Case:
     "Apply `pipeline` to `case` (image and label); returns the preprocessed Case."
     if pipeline is None:
@@ -155,6 +161,7 @@ def _memmap(path) -> np.ndarray:
     with NPY_LOCK:
         return np.load(path, mmap_mode="r")
 
+# %% ../nbs/05_loading.ipynb #45781eaf
 @dataclass
 class CacheEntry:
     """A preprocessed case on disk. `image()`/`label()` return read-only memory maps (D, H, W[, C]).
@@ -237,6 +244,7 @@ def _source_of(item):
         return cid, (lambda: load_case(p, None, case_id=cid)), [p]
     raise MiscnnError(f"{item!r}: expected a Case, a NIfTI file or a KiTS19 case folder; it does not exist.")
 
+# %% ../nbs/05_loading.ipynb #9fc823e1
 def _dataset_items(items) -> list:
     "A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`."
     if hasattr(items, "case_ids") and hasattr(items, "load_case"):
@@ -389,8 +397,6 @@ def _toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:
     return case_from_arrays(image.astype(np.int16), label, spacing=(3.0, 1.5, 1.5), case_id=f"toy_{seed:03d}")
 
 # %% ../nbs/05_loading.ipynb #5688fef6
-VALIDATION_FILE = "validation.json"
-
 def _case_facts(item, source_hash: str) -> dict:
     "Label values, shape and spacing of one case, loaded with every check of `load_case` (shapes, affines, NaN)."
     case_id, load, paths = _source_of(item)
@@ -398,6 +404,9 @@ def _case_facts(item, source_hash: str) -> dict:
     return {"source_hash": source_hash, "shape": list(case.shape), "spacing": [float(s) for s in case.spacing],
             "where": str(case.image_path or case_id), "label_where": str(case.label_path or case_id),
             "label_values": None if case.label is None else np.unique(case.label).astype(int).tolist()}
+
+# %% ../nbs/05_loading.ipynb #d49487c9
+VALIDATION_FILE = "validation.json"
 
 def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RANGE_MM, require_label: bool = True,
                    record_dir=None, fingerprint: str = "stat") -> dict[str, dict]:
@@ -473,6 +482,7 @@ def _augment_batch(augmentation, x, y, rng, ratio):
     return (np.stack([o[0] for o in out]).astype(np.float32),
             None if y is None else np.stack([o[1] for o in out]))
 
+# %% ../nbs/05_loading.ipynb #5efe16b2
 class _RequestCounter:
     "How often each batch index was requested; shared with forked worker processes when `shared`."
     def __init__(self, n: int, shared: bool = False):
@@ -496,6 +506,18 @@ class _RequestCounter:
             for i in range(len(self.counts)):
                 self.counts[i] = 0
 
+# %% ../nbs/05_loading.ipynb #de3c1ce5
+def _check_classes_present(entries, classes):
+    found = set()
+    for e in entries:
+        found |= set(e.meta.get("classes", []))
+    missing = sorted(set(int(c) for c in classes) - found)
+    if missing:
+        raise MiscnnError(f"oversample_classes={tuple(classes)}: class(es) {missing} occur in none of the "
+                         f"{len(entries)} cases (classes found: {sorted(found)}). Check the label map / "
+                         "LabelRemap, or drop them from oversample_classes.")
+
+# %% ../nbs/05_loading.ipynb #3e2549af
 class PatchBatches:
     """Batches of random patches from cache entries, seeded per (seed, epoch, index).
 
@@ -586,16 +608,6 @@ class PatchBatches:
     def on_epoch_end(self):
         "Nothing to do: epochs are counted per index in `__getitem__` (Keras calls this hook irregularly)."
 
-def _check_classes_present(entries, classes):
-    found = set()
-    for e in entries:
-        found |= set(e.meta.get("classes", []))
-    missing = sorted(set(int(c) for c in classes) - found)
-    if missing:
-        raise MiscnnError(f"oversample_classes={tuple(classes)}: class(es) {missing} occur in none of the "
-                         f"{len(entries)} cases (classes found: {sorted(found)}). Check the label map / "
-                         "LabelRemap, or drop them from oversample_classes.")
-
 # %% ../nbs/05_loading.ipynb #0a6e9b92
 _PATCH_DATASET = None
 
@@ -622,12 +634,36 @@ def patch_dataset_class():
         _PATCH_DATASET = PatchDataset
     return _PATCH_DATASET
 
+# %% ../nbs/05_loading.ipynb #c6f0ee7c
 def __getattr__(name):
     if name == "PatchDataset":
         return patch_dataset_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/05_loading.ipynb #3f0c406a
+class _H5Array:
+    "A dataset inside an open HDF5 file; slicing reads only the requested box, then the file closes."
+    def __init__(self, file, dataset):
+        self.file, self.dataset = file, dataset
+        self.shape, self.dtype, self.ndim = dataset.shape, dataset.dtype, dataset.ndim
+
+    def __getitem__(self, key):
+        return self.dataset[key]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.dataset[()]
+        return a if dtype is None else a.astype(dtype)
+
+    def min(self):
+        return np.min(self.dataset[()])
+
+    def __del__(self):
+        try:
+            self.file.close()
+        except Exception:
+            pass
+
+# %% ../nbs/05_loading.ipynb #059ff4ec
 @dataclass
 class HDF5Entry:
     "A case inside a pack made by `pack_hdf5`; same interface as CacheEntry (arrays read lazily)."
@@ -656,28 +692,7 @@ class HDF5Entry:
     def shape(self):
         return tuple(self.meta["image"]["shape"][:3])
 
-class _H5Array:
-    "A dataset inside an open HDF5 file; slicing reads only the requested box, then the file closes."
-    def __init__(self, file, dataset):
-        self.file, self.dataset = file, dataset
-        self.shape, self.dtype, self.ndim = dataset.shape, dataset.dtype, dataset.ndim
-
-    def __getitem__(self, key):
-        return self.dataset[key]
-
-    def __array__(self, dtype=None, copy=None):
-        a = self.dataset[()]
-        return a if dtype is None else a.astype(dtype)
-
-    def min(self):
-        return np.min(self.dataset[()])
-
-    def __del__(self):
-        try:
-            self.file.close()
-        except Exception:
-            pass
-
+# %% ../nbs/05_loading.ipynb #b4d2b7a0
 def pack_hdf5(entries, path, chunks=(16, 32, 32)) -> Path:
     """Write cache entries into one HDF5 file at `path` (atomic), with per-case metadata.
     Returns the path. Image/label datasets are chunked by `chunks` voxels and gzip-free (fast reads)."""
@@ -699,6 +714,7 @@ def pack_hdf5(entries, path, chunks=(16, 32, 32)) -> Path:
                 g.attrs["meta"] = json.dumps(e.meta)
     return path
 
+# %% ../nbs/05_loading.ipynb #617b8b07
 def open_hdf5(path) -> list[HDF5Entry]:
     "Entries of every case in a pack written by `pack_hdf5`."
     import h5py

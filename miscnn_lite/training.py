@@ -32,24 +32,24 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE',
            'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
-           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path', 'dice_score',
+           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path',
            'train_command', 'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences',
            'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
     "model.keras", "pipeline.json", "config.json", "training_log.tsv", "best.keras", "checkpoint")
+
 CHECKSUM_FILE = "checksums.json"
 
+# %% ../nbs/08_training.ipynb #4a917ce6
 def _atomic_write(path, write) -> Path:
     "Call `write(tmp)` for a one-line writer inside `io.atomic_path(path)` (temporary file, then rename)."
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
 
-def _write_json(path, obj) -> Path:
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=_json_default)))
-
+# %% ../nbs/08_training.ipynb #8e60d70d
 def _json_default(o):
     if isinstance(o, (np.integer, np.floating)):
         return o.item()
@@ -58,6 +58,10 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+# %% ../nbs/08_training.ipynb #6200e817
+def _write_json(path, obj) -> Path:
+    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=_json_default)))
 
 # %% ../nbs/08_training.ipynb #6422d7d9
 def read_log(log) -> pd.DataFrame:
@@ -77,6 +81,7 @@ def read_log(log) -> pd.DataFrame:
                                "training continues from the checkpoint and writes a new log.")
     return log
 
+# %% ../nbs/08_training.ipynb #bf116ca7
 def append_log(path, row: dict, keep_until: int | None = None) -> pd.DataFrame:
     """Rewrite the TSV log at `path` atomically with `row` appended (after dropping rows with
     epoch > `keep_until`, default row['epoch'] - 1). New metric columns are added. Returns the table."""
@@ -86,6 +91,7 @@ def append_log(path, row: dict, keep_until: int | None = None) -> pd.DataFrame:
     _atomic_write(path, lambda tmp: log.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
     return log
 
+# %% ../nbs/08_training.ipynb #827d9ef1
 def truncate_log(path, last_epoch: int) -> None:
     "Drop rows with epoch > `last_epoch` (used when resuming from a checkpoint)."
     log = read_log(path)
@@ -109,6 +115,7 @@ class BestModel(keras.callbacks.Callback):
             self.best = float(value)
             _atomic_write(self.path, lambda tmp: self.model.save(tmp))
 
+# %% ../nbs/08_training.ipynb #5b164a70
 class LiveCurves(keras.callbacks.Callback):
     "Plot every logged metric against the epoch after each epoch (in place in a notebook)."
     def __init__(self, log_path=None):
@@ -134,6 +141,7 @@ class LiveCurves(keras.callbacks.Callback):
 class NonFiniteLossError(MiscnnError):
     "Training produced a NaN or infinite loss; the message lists the likely causes."
 
+# %% ../nbs/08_training.ipynb #a34397fa
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     "Raise `NonFiniteLossError` at the first batch whose loss is NaN or infinite (put it before checkpoint callbacks)."
     def __init__(self, out=None):
@@ -163,14 +171,17 @@ def _callback_state(callbacks) -> dict:
                                else getattr(c, a) for a in _CALLBACK_STATE[type(c).__name__] if hasattr(c, a)}
             for c in callbacks if type(c).__name__ in _CALLBACK_STATE}
 
+# %% ../nbs/08_training.ipynb #4d1ee14e
 def _restore_callback_state(callbacks, state: dict) -> None:
     for c in callbacks:
         for a, v in state.get(type(c).__name__, {}).items():
             setattr(c, a, v)
 
+# %% ../nbs/08_training.ipynb #0e6538e6
 def _optimizer_arrays(optimizer) -> dict:
     return {f"v{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
 
+# %% ../nbs/08_training.ipynb #8fa847a9
 def _load_optimizer_arrays(model, arrays) -> None:
     "Build the optimizer for `model` and assign saved variables (Adam moments, iteration, learning rate)."
     opt = model.optimizer
@@ -182,6 +193,7 @@ def _load_optimizer_arrays(model, arrays) -> None:
     for i, v in enumerate(opt.variables):
         v.assign(arrays[f"v{i:04d}"])
 
+# %% ../nbs/08_training.ipynb #d4ef6548
 class EpochCheckpoint(keras.callbacks.Callback):
     """Each epoch: weights + optimizer variables + callback/data state to `folder`, a log row, then
     `state.json` (last). Put it last in the callback list."""
@@ -219,6 +231,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if p.name.startswith("epoch_") and p.name.split(".")[0] not in keep:
                 p.unlink()
 
+# %% ../nbs/08_training.ipynb #958f6438
 def read_checkpoint_state(out) -> dict | None:
     "The `state.json` of a model folder's last finished epoch, or None if there is none (or it is unreadable)."
     p = Path(out) / CHECKPOINT_DIR / "state.json"
@@ -227,6 +240,7 @@ def read_checkpoint_state(out) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
 
+# %% ../nbs/08_training.ipynb #5fad9a95
 def checkpoint_states(out) -> list[tuple[Path, dict | None]]:
     "(state file, state or None if unreadable) of a model folder's checkpoints, newest first."
     folder = Path(out) / CHECKPOINT_DIR
@@ -242,6 +256,7 @@ def checkpoint_states(out) -> list[tuple[Path, dict | None]]:
         states.append((f, state if isinstance(state, dict) else None))
     return states
 
+# %% ../nbs/08_training.ipynb #87a6d5be
 def checkpoint_problem(folder, state: dict | None) -> str | None:
     "Why the checkpoint `state` in `folder` cannot be used (unreadable, missing file, checksum), or None."
     if state is None or not {"epoch", "weights", "optimizer"} <= set(state):
@@ -308,17 +323,20 @@ def _as_pipeline(pipeline):
         return Pipeline(list(pipeline))
     raise TypeError(f"pipeline={pipeline!r}: expected a Pipeline, a list of steps, a pipeline JSON path or None.")
 
+# %% ../nbs/08_training.ipynb #be54a78b
 def _loss(loss):
     return get_loss(loss) if isinstance(loss, str) else loss
 
-LR_SCHEDULES = ("plateau", "poly")
-
+# %% ../nbs/08_training.ipynb #9d422ecc
 def poly_learning_rate(epoch: int, epochs: int, initial: float, exponent: float = 0.9) -> float:
     "nnU-Net's polynomial decay: the learning rate of `epoch` (from 0) in a run of `epochs` epochs."
     return float(initial) * (1 - min(epoch, epochs) / epochs) ** exponent
 
+# %% ../nbs/08_training.ipynb #0c78998b
+LR_SCHEDULES = ("plateau", "poly")
+
 class Segmenter:
-    """Model + preprocessing + sampler + loss: `fit`, `predict`, `evaluate`, `save`/`load`.
+    """Model + preprocessing + sampler + loss: `fit`, `predict`, `save`/`load` (`evaluate`: `miscnn_lite.evaluation`).
 
     Args:
         model: Keras model (B, d, h, w, C) -> (B, d, h, w, n_classes) softmax (e.g. `unet(...)`); a 2D
@@ -449,6 +467,17 @@ def check_data(self: Segmenter, cases) -> None:
                           f"outputs {self.n_classes} classes (0..{self.n_classes - 1}): build it with "
                           f"n_classes={int(np.max(case.label)) + 1} or remap labels (LabelRemap).")
 
+# %% ../nbs/08_training.ipynb #008950ae
+@patch
+def _fit_pipeline(self: Segmenter, train, out):
+    if out is not None and (Path(out) / PIPELINE_FILE).is_file():
+        if why := _checksum_problem(Path(out), PIPELINE_FILE):
+            raise CorruptFileError(why)
+        self.pipeline = Pipeline.load(Path(out) / PIPELINE_FILE)          # resuming: the same statistics
+    elif self.pipeline is not None and not self.pipeline.fitted:
+        self.pipeline.fit([_source_of(it)[1]() for it in _dataset_items(train)])
+
+# %% ../nbs/08_training.ipynb #72295a3d
 @patch
 def _loaders(self: Segmenter, train, val, cache_dir, progress):
     s = self.settings
@@ -465,15 +494,49 @@ def _loaders(self: Segmenter, train, val, cache_dir, progress):
                               iterations=max(1, s["iterations"] // 5), fixed=True, **common)
     return train_ds, val_ds
 
+# %% ../nbs/08_training.ipynb #f2b17007
 @patch
-def _fit_pipeline(self: Segmenter, train, out):
-    if out is not None and (Path(out) / PIPELINE_FILE).is_file():
-        if why := _checksum_problem(Path(out), PIPELINE_FILE):
-            raise CorruptFileError(why)
-        self.pipeline = Pipeline.load(Path(out) / PIPELINE_FILE)          # resuming: the same statistics
-    elif self.pipeline is not None and not self.pipeline.fitted:
-        self.pipeline.fit([_source_of(it)[1]() for it in _dataset_items(train)])
+def _resume(self: Segmenter, out, train_ds, ckpt) -> int:
+    """Restore weights, optimizer, learning rate, data epoch and callback state of the newest checkpoint
+    that passes its checksums; a damaged one is skipped with a warning (the previous epoch is kept)."""
+    import warnings
+    folder, states, state = out / CHECKPOINT_DIR, checkpoint_states(out), None
+    if not states:
+        truncate_log(out / LOG_FILE, 0)
+        return 0
+    for path, candidate in states:
+        why = checkpoint_problem(folder, candidate)
+        if why is None:
+            try:
+                self.model.load_weights(folder / candidate["weights"])
+                with np.load(folder / candidate["optimizer"]) as z:
+                    _load_optimizer_arrays(self.model, {k: z[k] for k in z.files})
+                state = candidate
+                break
+            except MiscnnError:
+                raise
+            except Exception as e:                  # h5py / zip errors of a file damaged without a checksum
+                why = f"it cannot be read ({type(e).__name__}: {str(e)[:200]})"
+        warnings.warn(f"{path}: checkpoint not usable: {why}; trying the previous one.")
+    if state is None:
+        raise CorruptFileError(f"{folder}: no usable checkpoint ({len(states)} tried, all damaged). Remove the "
+                               "folder to start this run afresh (or train with --overwrite), or use another --out.")
+    truncate_log(out / LOG_FILE, state["epoch"])
+    train_ds.set_epoch(int(state["epoch"]))     # batches of epoch e depend only on (seed, e, index)
+    ckpt.restore = state
+    return int(state["epoch"])
 
+# %% ../nbs/08_training.ipynb #de01bbdf
+def _copy_weights(path, model):
+    "Load the weights of the `.keras` file at `path` into `model` (same architecture)."
+    model.set_weights(load_model(path).get_weights())
+
+# %% ../nbs/08_training.ipynb #072661f7
+def _temporary_run_folder():
+    import tempfile
+    return tempfile.mkdtemp(prefix="miscnn_run_")
+
+# %% ../nbs/08_training.ipynb #91d45905
 @patch
 def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=None, resume: bool = True,
         live: bool = False, verbose: int = 0, progress: bool = False, callbacks=(),
@@ -533,46 +596,16 @@ def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=
     self.save(out)
     return read_log(out / LOG_FILE)
 
-def _copy_weights(path, model):
-    "Load the weights of the `.keras` file at `path` into `model` (same architecture)."
-    model.set_weights(load_model(path).get_weights())
-
-@patch
-def _resume(self: Segmenter, out, train_ds, ckpt) -> int:
-    """Restore weights, optimizer, learning rate, data epoch and callback state of the newest checkpoint
-    that passes its checksums; a damaged one is skipped with a warning (the previous epoch is kept)."""
-    import warnings
-    folder, states, state = out / CHECKPOINT_DIR, checkpoint_states(out), None
-    if not states:
-        truncate_log(out / LOG_FILE, 0)
-        return 0
-    for path, candidate in states:
-        why = checkpoint_problem(folder, candidate)
-        if why is None:
-            try:
-                self.model.load_weights(folder / candidate["weights"])
-                with np.load(folder / candidate["optimizer"]) as z:
-                    _load_optimizer_arrays(self.model, {k: z[k] for k in z.files})
-                state = candidate
-                break
-            except MiscnnError:
-                raise
-            except Exception as e:                  # h5py / zip errors of a file damaged without a checksum
-                why = f"it cannot be read ({type(e).__name__}: {str(e)[:200]})"
-        warnings.warn(f"{path}: checkpoint not usable: {why}; trying the previous one.")
-    if state is None:
-        raise CorruptFileError(f"{folder}: no usable checkpoint ({len(states)} tried, all damaged). Remove the "
-                               "folder to start this run afresh (or train with --overwrite), or use another --out.")
-    truncate_log(out / LOG_FILE, state["epoch"])
-    train_ds.set_epoch(int(state["epoch"]))     # batches of epoch e depend only on (seed, e, index)
-    ckpt.restore = state
-    return int(state["epoch"])
-
-def _temporary_run_folder():
-    import tempfile
-    return tempfile.mkdtemp(prefix="miscnn_run_")
-
 # %% ../nbs/08_training.ipynb #b416ac19
+def _read_checksums(folder: Path) -> dict:
+    "The {file name: SHA-256} of a model folder's `checksums.json` ({} if absent or unreadable)."
+    try:
+        sums = json.loads((Path(folder) / CHECKSUM_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return sums if isinstance(sums, dict) else {}
+
+# %% ../nbs/08_training.ipynb #bd6abf02
 @patch
 def save(self: Segmenter, folder, model: bool = True) -> Path:
     "Write model.keras (if `model`), pipeline.json and plan.json (if any) and config.json into `folder`. Returns it."
@@ -591,14 +624,7 @@ def save(self: Segmenter, folder, model: bool = True) -> Path:
                                          **{name: file_fingerprint(folder / name) for name in written}})
     return folder
 
-def _read_checksums(folder: Path) -> dict:
-    "The {file name: SHA-256} of a model folder's `checksums.json` ({} if absent or unreadable)."
-    try:
-        sums = json.loads((Path(folder) / CHECKSUM_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return sums if isinstance(sums, dict) else {}
-
+# %% ../nbs/08_training.ipynb #17afa9f0
 def _checksum_problem(folder: Path, name: str) -> str | None:
     "Why `folder/name` does not match `checksums.json` (None: it matches, or no checksum was written)."
     expected = _read_checksums(folder).get(name)
@@ -608,6 +634,7 @@ def _checksum_problem(folder: Path, name: str) -> str | None:
             "edited). Copy the model folder again or retrain; if you edited the file on purpose, delete "
             f"{CHECKSUM_FILE}.")
 
+# %% ../nbs/08_training.ipynb #a20ed65b
 @patch(cls_method=True)
 def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     """A Segmenter from a model folder written by `save`/`fit` (safe mode), with the plan it was made from
@@ -686,11 +713,13 @@ def predict_probabilities(self: Segmenter, case: Case, progress: bool = False, m
         probs = self.pipeline.inverse(probs, record)
     return np.asarray(probs, np.float32)
 
+# %% ../nbs/08_training.ipynb #76128a0b
 @patch
 def predict_case(self: Segmenter, case: Case, progress: bool = False) -> np.ndarray:
     "(D, H, W) uint8 label map of `case` on its own grid: argmax of `predict_probabilities`."
     return np.argmax(self.predict_probabilities(case, progress), axis=-1).astype(np.uint8)
 
+# %% ../nbs/08_training.ipynb #42c4dd2e
 def prediction_path(item, case: Case, out: Path) -> Path:
     """Where the prediction of `item` goes: `out/<case>/prediction.nii.gz` for a KiTS19 case, `out/<id>.png`
     for a 2D picture, else `out/<id>.nii.gz`."""
@@ -705,6 +734,7 @@ def prediction_path(item, case: Case, out: Path) -> Path:
         return out / p.parent.name / "prediction.nii.gz"
     return out / f"{case.id}.nii.gz"
 
+# %% ../nbs/08_training.ipynb #0ba05089
 @patch
 def predict(self: Segmenter, cases, out=None, progress: bool = True):
     """Predict every case of `cases` (Cases, NIfTI paths, KiTS19 case folders, a dataset folder or reader).
@@ -729,37 +759,20 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
                                            colors=getattr(item, "colors", None)))
     return results
 
-# %% ../nbs/08_training.ipynb #3140173c
-def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
-    "Dice of class `label` between two integer maps; 1.0 when the class is absent from both."
-    t, p = truth == label, prediction == label
-    denom = t.sum() + p.sum()
-    return 1.0 if denom == 0 else float(2 * np.logical_and(t, p).sum() / denom)
-
-@patch
-def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
-    "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
-    rows = []
-    for item in _dataset_items(cases):
-        case = _source_of(item)[1]() if not isinstance(item, Case) else item
-        if case.label is None:
-            raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
-        pred = self.predict_case(case, progress=progress)
-        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
-                                                                                                       self.n_classes)]
-    return pd.DataFrame(rows)
-
 # %% ../nbs/08_training.ipynb #c6c87eaa
 TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 64, 64), model="unet",
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
                       mixed_precision=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3)
+
 # what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
 # resampling, no HU window (pictures are not in HU); n_classes follows the dataset's colour table
 PICTURE_TRAIN_DEFAULTS = dict(ndim=2, patch_shape=(1, 128, 128), target_spacing=None, hu_window=None)
+
 TRAIN_SETTINGS_FILE = "train_settings.json"
 
+# %% ../nbs/08_training.ipynb #f28a2c75
 def _read_config(config) -> dict:
     if config is None:
         return {}
@@ -770,17 +783,50 @@ def _read_config(config) -> dict:
         raise SettingsError(f"{where}: unknown setting(s) {unknown}; known: {sorted(TRAIN_DEFAULTS)}.")
     return data
 
+# %% ../nbs/08_training.ipynb #ef261fd3
 def _split(items, val_fraction, seed):
     order = np.random.default_rng(seed).permutation(len(items))
     n_val = int(round(len(items) * val_fraction)) if len(items) > 1 else 0
     n_val = min(max(n_val, 1 if val_fraction > 0 and len(items) > 1 else 0), len(items) - 1)
     return [items[i] for i in sorted(order[n_val:])], [items[i] for i in sorted(order[:n_val])]
 
+# %% ../nbs/08_training.ipynb #17dbbe6a
 def _picture_defaults(reader) -> dict:
     "`PICTURE_TRAIN_DEFAULTS` for a 2D picture dataset, with n_classes from its colour table when it has one."
     colors = getattr(reader, "colors", None)
     return {**PICTURE_TRAIN_DEFAULTS, **({"n_classes": max(int(c) for c in colors) + 1} if colors else {})}
 
+# %% ../nbs/08_training.ipynb #52ef11e2
+def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
+    "Split, build the Segmenter from the plan of checked `opts` and fit it into `out` (train_command holds the lock)."
+    train, val = _split(items, opts["val_fraction"], opts["seed"])
+    seg = Segmenter.from_plan(plan_from_settings(opts))
+    return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0,
+                   spacing_range=opts["spacing_range"])
+
+# %% ../nbs/08_training.ipynb #85909e50
+def _saved_settings(path: Path) -> dict | None:
+    "The checked settings of the run in `path`'s folder, None if there is no run."
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise CorruptFileError(f"{path}: unreadable (not a JSON mapping of settings). Restore it, or add --overwrite "
+                               "to start afresh (the old run in this folder is removed).")
+    return check_train_settings(saved, where=str(path))
+
+# %% ../nbs/08_training.ipynb #12f4bf1f
+def _clear_run(out: Path) -> None:
+    "Remove a run's files from `out` (model, pipeline, config, plan, logs, settings, checkpoints); the cache stays."
+    for name in (MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, PLAN_FILE, LOG_FILE, BEST_FILE, TRAIN_SETTINGS_FILE,
+                 CHECKSUM_FILE):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+
+# %% ../nbs/08_training.ipynb #3022e963
 def train_command(data, out, epochs=None, iterations=None, batch_size=None, patch_shape=None, model=None,
                   base_filters=None, depth=None, loss=None, config=None, progress: bool = True, resume: bool = False,
                   overwrite: bool = False, **overrides) -> pd.DataFrame:
@@ -830,13 +876,7 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
         _write_json(out / TRAIN_SETTINGS_FILE, opts)
         return _train(items, out, opts, progress)
 
-def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
-    "Split, build the Segmenter from the plan of checked `opts` and fit it into `out` (train_command holds the lock)."
-    train, val = _split(items, opts["val_fraction"], opts["seed"])
-    seg = Segmenter.from_plan(plan_from_settings(opts))
-    return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0,
-                   spacing_range=opts["spacing_range"])
-
+# %% ../nbs/08_training.ipynb #f69d25c7
 def prediction_items(input, out) -> list[Path]:
     """The images `predict` reads from `input` (a NIfTI/NRRD file or picture, a KiTS19 case folder, a KiTS19
     dataset folder, a picture dataset with `images/`, or a folder of image files), after checking `input` and `out`."""
@@ -857,6 +897,7 @@ def prediction_items(input, out) -> list[Path]:
                           f"image files ({', '.join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)}).")
     return items
 
+# %% ../nbs/08_training.ipynb #c78c7e53
 def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
     """Predict `input` (see `prediction_items`) with the model folder `model_dir`; write
     `out/<case>/prediction.nii.gz` per KiTS19 case folder, `out/<name>.png` per picture, else `out/<name>.nii.gz`.
@@ -868,14 +909,16 @@ def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
         return seg.predict(items, out=out, progress=progress)
 
 # %% ../nbs/08_training.ipynb #7138b0ae
-_MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
-
 def _is_int(v, lo: int) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
 
+# %% ../nbs/08_training.ipynb #a256b1f3
 def _is_number(v, lo: float, hi: float, hi_open: bool = True) -> bool:
     ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and np.isfinite(v)
     return bool(ok and lo <= v and (v < hi if hi_open else v <= hi))
+
+# %% ../nbs/08_training.ipynb #9b5d17a9
+_MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 
 def check_train_settings(opts: dict, where: str = "settings") -> dict:
     """Check every value of a full set of training settings (`TRAIN_DEFAULTS` keys); returns them as
@@ -928,31 +971,12 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
         raise SettingsError(f"{where}: {e}") from None
     return json.loads(json.dumps(o, default=_json_default))
 
+# %% ../nbs/08_training.ipynb #a14a4746
 def settings_differences(saved: dict, requested: dict, ignore=("epochs",)) -> list[str]:
     "`key: saved X, now Y` for each key of `requested` whose value differs from `saved` (missing keys: defaults)."
     saved = {**json.loads(json.dumps(TRAIN_DEFAULTS, default=_json_default)), **saved}
     return [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in requested.items()
             if k not in ignore and saved.get(k) != v]
-
-def _saved_settings(path: Path) -> dict | None:
-    "The checked settings of the run in `path`'s folder, None if there is no run."
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise CorruptFileError(f"{path}: unreadable (not a JSON mapping of settings). Restore it, or add --overwrite "
-                               "to start afresh (the old run in this folder is removed).")
-    return check_train_settings(saved, where=str(path))
-
-def _clear_run(out: Path) -> None:
-    "Remove a run's files from `out` (model, pipeline, config, plan, logs, settings, checkpoints); the cache stays."
-    for name in (MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, PLAN_FILE, LOG_FILE, BEST_FILE, TRAIN_SETTINGS_FILE,
-                 CHECKSUM_FILE):
-        (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
 # %% ../nbs/08_training.ipynb #cc75e8a9
 def plan_from_settings(opts: dict) -> TrainingPlan:

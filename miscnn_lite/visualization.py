@@ -23,7 +23,7 @@ from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check
 __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
            'window_to_uint8', 'auto_window', 'resolve_window', 'default_window', 'class_colors', 'overlay_labels',
            'error_categories', 'overlay_errors', 'heat_colors', 'overlay_heat', 'in_plane_axes', 'slice_2d',
-           'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'viewer_data', 'as_float_map',
+           'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'as_float_map', 'viewer_data',
            'render_view', 'check_view', 'encode_png', 'SliceViewer']
 
 # %% ../nbs/11_visualization.ipynb #bc2d43ee
@@ -116,6 +116,7 @@ def _mix(base: np.ndarray, colors: np.ndarray, weight, opacity: float) -> np.nda
         raise MiscnnError(f"opacity={opacity!r}: expected a number in [0, 1] (0 = invisible, 1 = opaque).")
     return (base.astype(np.float32) * (1 - weight) + colors.astype(np.float32) * weight + 0.5).astype(np.uint8)
 
+# %% ../nbs/11_visualization.ipynb #750759c2
 def _blend(rgb: np.ndarray, mask: np.ndarray, colors: np.ndarray, opacity: float) -> np.ndarray:
     "Blend `colors` ((n, 3) for the n True pixels of `mask`) into `rgb` in place."
     rgb[mask] = _mix(rgb[mask], colors, opacity, opacity)
@@ -173,6 +174,7 @@ def heat_colors(t: np.ndarray) -> np.ndarray:
     f = (x - lo)[..., None]
     return (HEAT_ANCHORS[lo] * (1 - f) + HEAT_ANCHORS[lo + 1] * f + 0.5).astype(np.uint8)
 
+# %% ../nbs/11_visualization.ipynb #d41cf6da
 def overlay_heat(gray: np.ndarray, values: np.ndarray, vmax: float, opacity: float = 0.6) -> np.ndarray:
     """(H, W, 3) uint8: `heat_colors(values / vmax)` blended over a grey slice with weight
     `opacity · values / vmax` (values ≤ 0 leave the grey untouched; `vmax` ≤ 0 draws nothing)."""
@@ -309,6 +311,20 @@ def _second(x, image_path, name):
     return load_nifti(x)[0]
 
 # %% ../nbs/11_visualization.ipynb #24682a81
+def as_float_map(x, case: Case | None, shape, name: str) -> np.ndarray:
+    "A float (D, H, W) map on the image grid: an array, or a NIfTI path read onto `case`'s grid when there is one."
+    if isinstance(x, (str, Path)):
+        x = load_prediction(x, case) if case is not None and case.image_path is not None else load_nifti(x)[0]
+    a = np.asarray(x, np.float32)
+    a = a[None] if a.ndim == len(shape) - 1 and shape[0] == 1 else a
+    if a.shape != tuple(shape):
+        raise MiscnnError(f"{name} shape {a.shape} differs from image shape {tuple(shape)}: both must be on one "
+                          "voxel grid (write it with the prediction, e.g. `predict --uncertainty`).")
+    if not np.isfinite(a).all():
+        raise MiscnnError(f"{name} holds NaN or infinite values; expected a finite map such as an entropy.")
+    return a
+
+# %% ../nbs/11_visualization.ipynb #41514573
 def viewer_data(image, label=None, prediction=None, spacing=None, channel: int | None = None,
                 uncertainty=None) -> ViewerData:
     """Checked (D, H, W) arrays for a viewer.
@@ -344,19 +360,6 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
                  for x, n in ((label, "label"), (prediction, "prediction")))
     return ViewerData(img, lab, pred, spacing, np.asarray(affine, float), name,
                       None if uncertainty is None else as_float_map(uncertainty, case, img.shape, "uncertainty"))
-
-def as_float_map(x, case: Case | None, shape, name: str) -> np.ndarray:
-    "A float (D, H, W) map on the image grid: an array, or a NIfTI path read onto `case`'s grid when there is one."
-    if isinstance(x, (str, Path)):
-        x = load_prediction(x, case) if case is not None and case.image_path is not None else load_nifti(x)[0]
-    a = np.asarray(x, np.float32)
-    a = a[None] if a.ndim == len(shape) - 1 and shape[0] == 1 else a
-    if a.shape != tuple(shape):
-        raise MiscnnError(f"{name} shape {a.shape} differs from image shape {tuple(shape)}: both must be on one "
-                          "voxel grid (write it with the prediction, e.g. `predict --uncertainty`).")
-    if not np.isfinite(a).all():
-        raise MiscnnError(f"{name} holds NaN or infinite values; expected a finite map such as an entropy.")
-    return a
 
 # %% ../nbs/11_visualization.ipynb #ded4c817
 VIEWS = ("image", "truth", "prediction", "truth | prediction", "errors", "uncertainty")
