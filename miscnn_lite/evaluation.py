@@ -14,14 +14,11 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from fastcore.basics import patch
 from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
-                            Case, read_mask, read_picture_sidecar, _is_picture,
+                            read_mask, read_picture_sidecar, _is_picture,
                             orientation_from_affine, spacing_from_affine)
-from .loading import _dataset_items, _source_of
-from .training import Segmenter       # for Segmenter.evaluate (this import loads Keras)
 
 # %% auto #0
 __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'check_spacing_for', 'check_same_grid',
@@ -967,20 +964,6 @@ def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, p
         write_metrics_csv(table, out)
         write_statistics_csv(table, statistics_path(out))
     return table
-
-# %% ../nbs/09_evaluation.ipynb #afe95cf1
-@patch
-def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
-    "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
-    rows = []
-    for item in _dataset_items(cases):
-        case = _source_of(item)[1]() if not isinstance(item, Case) else item
-        if case.label is None:
-            raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
-        pred = self.predict_case(case, progress=progress)
-        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
-                                                                                                       self.n_classes)]
-    return pd.DataFrame(rows)
 
 # %% ../nbs/09_evaluation.ipynb #46c63a66
 def _components(mask: np.ndarray, connectivity: int | None):

@@ -759,6 +759,21 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
                                            colors=getattr(item, "colors", None)))
     return results
 
+# %% ../nbs/08_training.ipynb #ce0db220
+@patch
+def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
+    "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
+    from miscnn_lite.evaluation import dice_score
+    rows = []
+    for item in _dataset_items(cases):
+        case = _source_of(item)[1]() if not isinstance(item, Case) else item
+        if case.label is None:
+            raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
+        pred = self.predict_case(case, progress=progress)
+        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
+                                                                                                       self.n_classes)]
+    return pd.DataFrame(rows)
+
 # %% ../nbs/08_training.ipynb #c6c87eaa
 TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 64, 64), model="unet",
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
