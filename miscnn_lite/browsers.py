@@ -11,9 +11,9 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from .figures import _subplots
+from .figures import closed_subplots
 from .io import MiscnnError, MissingFileError, Case, open_dataset
-from .visualization import (KITS19_CLASSES, SliceViewer, _classes_present, _second, as_class_map,
+from .visualization import (KITS19_CLASSES, SliceViewer, classes_present, as_label_array, as_class_map,
                                        overlay_labels, resize_nearest, resolve_window, window_to_uint8)
 
 # %% auto #0
@@ -126,8 +126,8 @@ class ResultsBrowser:
         path = self.predictions[(self.predictions.fold == fold) & (self.predictions.case == case)].path.iloc[0]
         c = self.dataset.load_case(case)
         image_path = c.image_path if c.image_path and str(c.image_path).endswith((".nii", ".nii.gz")) else None
-        old, self.viewer = self.viewer, SliceViewer(c, prediction=_second(path, image_path, f"prediction {path}"),
-                                                    **self.viewer_kwargs)
+        prediction = as_label_array(path, image_path, f"prediction {path}")
+        old, self.viewer = self.viewer, SliceViewer(c, prediction=prediction, **self.viewer_kwargs)
         self.viewer_box.children = [self.viewer.widget]
         if old is not None:
             old.close()                               # free the previous viewer's widget models
@@ -197,7 +197,7 @@ def plot_patch_grid(patches, window=(0.0, 4.0), index: int | None = None, opacit
     """Figure: rows = patches, columns = steps of `explore_patches`; one slice (`index` along the
     patch's first axis, default the middle; centre channel) with its label overlaid, one fixed window."""
     n_rows, n_cols = len(patches), len(patches[0])
-    fig, axes = _subplots(n_rows, n_cols, figsize=(1.4 * n_cols + 0.4, 1.45 * n_rows + 0.3))
+    fig, axes = closed_subplots(n_rows, n_cols, figsize=(1.4 * n_cols + 0.4, 1.45 * n_rows + 0.3))
     fig.subplots_adjust(left=0.3 / (1.4 * n_cols + 0.4) + 0.02, right=0.99, bottom=0.01,
                         top=1 - 0.3 / (1.45 * n_rows + 0.3),
                         wspace=0.05, hspace=0.08)
@@ -213,7 +213,7 @@ def plot_patch_grid(patches, window=(0.0, 4.0), index: int | None = None, opacit
             if r == 0:
                 ax.set_title(name, fontsize=8)
             if c == 0:
-                fg = [class_names[k] if k < len(class_names) else str(k) for k in _classes_present(lab)]
+                fg = [class_names[k] if k < len(class_names) else str(k) for k in classes_present(lab)]
                 ax.set_ylabel(f"patch {r}\n{', '.join(fg) or 'background'}", fontsize=7)
     return fig
 

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
-                            read_mask, read_picture_sidecar, _is_picture,
+                            read_mask, read_picture_sidecar, is_picture,
                             orientation_from_affine, spacing_from_affine)
 
 # %% auto #0
@@ -833,7 +833,7 @@ _PREDICTION_NAMES = ("prediction.nii.gz", "prediction.nii", "segmentation.nii.gz
 
 def _strip_nifti(name: str) -> str:
     "The case id of a file name: without .nii.gz / .nii, or a picture's suffix (.png, .tif, ...)."
-    if _is_picture(Path(name)):
+    if is_picture(Path(name)):
         return name.rsplit(".", 1)[0]
     return name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else name
 
@@ -850,7 +850,7 @@ def _case_files(folder: Path, names: tuple[str, ...]) -> dict[str, Path]:
         if hit is not None:
             found[sub.name] = hit
     for f in sorted(folder.iterdir()):
-        if f.is_file() and (f.name.endswith((".nii", ".nii.gz")) or _is_picture(f)) and not f.name.startswith("."):
+        if f.is_file() and (f.name.endswith((".nii", ".nii.gz")) or is_picture(f)) and not f.name.startswith("."):
             case_id = _strip_nifti(f.name)
             if case_id.startswith("prediction_") and "prediction.nii.gz" in names:
                 case_id = "case_" + case_id[len("prediction_"):]
@@ -907,7 +907,7 @@ def _grid_difference(ref_affine, pred_affine, tolerance_mm: float) -> str | None
 def _load_mask_pair(case_id: str, reference_path: Path, prediction_path: Path):
     """2D masks: the reference decoded with its dataset's colour table (`dataset.json` beside or above its
     folder), the prediction as class indices; spacing from the same `dataset.json` (else 1 mm)."""
-    if not _is_picture(prediction_path):
+    if not is_picture(prediction_path):
         raise MiscnnError(f"case {case_id}: reference {reference_path} is a 2D mask, prediction {prediction_path} "
                           "is not; predict the pictures (miscnn-lite predict writes <case>.png).")
     sidecar = read_picture_sidecar(reference_path.parent)
@@ -920,7 +920,7 @@ def _load_mask_pair(case_id: str, reference_path: Path, prediction_path: Path):
 
 def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resample: bool = False,
                tolerance_mm: float = 1e-3):
-    if _is_picture(reference_path):
+    if is_picture(reference_path):
         return _load_mask_pair(case_id, reference_path, prediction_path)
     reference, ref_affine = load_nifti(reference_path)
     prediction, pred_affine = load_nifti(prediction_path)

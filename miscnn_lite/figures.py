@@ -11,16 +11,17 @@ import pandas as pd
 from PIL import Image as PILImage
 
 from .io import MiscnnError, MissingFileError, Case, atomic_path, open_dataset, orientation_from_affine
-from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, ViewerData, _classes_present,
+from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, ViewerData, classes_present,
                                        _foreground_cursor, class_colors, default_window, render_view, resolve_window,
                                        slice_2d, viewer_data)
 
 # %% auto #0
-__all__ = ['overlay_figure', 'mosaic_indices', 'mosaic', 'save_gif', 'plot_intensity_histograms', 'dataset_table',
-           'class_frequencies', 'plot_class_frequencies', 'panel_grid', 'plot_training_curves', 'plot_metric_boxplots']
+__all__ = ['closed_subplots', 'overlay_figure', 'mosaic_indices', 'mosaic', 'save_gif', 'plot_intensity_histograms',
+           'dataset_table', 'class_frequencies', 'plot_class_frequencies', 'panel_grid', 'plot_training_curves',
+           'plot_metric_boxplots']
 
 # %% ../nbs/11a_figures.ipynb #8e64d106
-def _subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+def closed_subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     "A closed matplotlib figure with a 2D array of axes (displayable, not kept by pyplot)."
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)
@@ -34,7 +35,7 @@ def _legend_handles(data: ViewerData, view: str, class_names, index_maps=()):
         return [Patch(color=np.array(c) / 255, label=n) for n, c in ERROR_COLORS.items()]
     if view == "image":
         return []
-    present = _classes_present(*index_maps)
+    present = classes_present(*index_maps)
     name = lambda k: class_names[k] if k < len(class_names) else f"class {k}"
     return [Patch(color=class_colors(k + 1)[k] / 255, label=name(k)) for k in present]
 
@@ -63,7 +64,7 @@ def overlay_figure(image, label=None, prediction=None, *, axis: int = 0, index: 
     rgb = render_view(d, axis, index, level, width, view, opacity, None, size)
     maps = [slice_2d(m, axis, index) for m in (d.label, d.prediction) if m is not None]
     handles = _legend_handles(d, view, class_names, maps)
-    fig, ax = _subplots(figsize=(rgb.shape[1] / 90 + (1.8 if handles else 0.2), rgb.shape[0] / 90 + 0.5),
+    fig, ax = closed_subplots(figsize=(rgb.shape[1] / 90 + (1.8 if handles else 0.2), rgb.shape[0] / 90 + 0.5),
                         layout="constrained")
     ax = ax[0, 0]
     ax.imshow(rgb, interpolation="nearest")
@@ -103,7 +104,7 @@ def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, ax
     rows = math.ceil(len(indices) / cols)
     pics = [render_view(d, axis, i, level, width, view, opacity, None, size) for i in indices]
     h, w = pics[0].shape[:2]
-    fig, axes = _subplots(rows, cols, figsize=(cols * w / 90, rows * (h / 90 + 0.25)))
+    fig, axes = closed_subplots(rows, cols, figsize=(cols * w / 90, rows * (h / 90 + 0.25)))
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i, pic in zip(axes.ravel(), indices, pics):
@@ -184,7 +185,7 @@ def plot_intensity_histograms(data, *, class_names=KITS19_CLASSES, bins: int = 1
         value_range = (lo - (hi - lo) / 2, hi + (hi - lo) / 2) if hi > lo else (lo - 1, lo + 1)
     edges = np.linspace(*value_range, bins + 1)
     classes = sorted({int(k) for _, lab in items for k in np.unique(lab)})
-    fig, ax = _subplots(figsize=(7, 3.5))
+    fig, ax = closed_subplots(figsize=(7, 3.5))
     ax = ax[0, 0]
     for k in classes:
         counts = sum(np.histogram(img[lab == k], edges)[0] for img, lab in items)
@@ -260,7 +261,7 @@ def plot_class_frequencies(table: pd.DataFrame):
         raise MiscnnError(f"table has columns {list(table.columns)}; expected a class_frequencies() table "
                           f"with {sorted(need)}.")
     total = table.groupby(["class", "name"]).voxels.sum()
-    fig, axes = _subplots(1, 2, figsize=(9, 3.2))
+    fig, axes = closed_subplots(1, 2, figsize=(9, 3.2))
     a, b = axes[0]
     frac = total / total.sum()
     colors = [("0.6" if k == 0 else class_colors(k + 1)[k] / 255) for k, _ in frac.index]
@@ -297,7 +298,8 @@ def panel_grid(n_panels: int, cols: int, panel_size_in: tuple[float, float]):
         (Figure, list of the `n_panels` Axes in reading order)."""
     cols = min(cols, n_panels)
     rows = math.ceil(n_panels / cols)
-    fig, axes = _subplots(rows, cols, figsize=(panel_size_in[0] * cols, panel_size_in[1] * rows), layout="constrained")
+    fig, axes = closed_subplots(rows, cols, figsize=(panel_size_in[0] * cols, panel_size_in[1] * rows),
+                                layout="constrained")
     for ax in axes.ravel()[n_panels:]:
         ax.axis("off")
     return fig, list(axes.ravel()[:n_panels])

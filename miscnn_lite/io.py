@@ -24,7 +24,7 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'OutputLockedError',
            'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
-           'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti',
+           'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti', 'is_picture',
            'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
            'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
            'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
@@ -285,7 +285,8 @@ def _is_image(path: Path) -> bool:
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")   # 2D pictures (section "2D image folders")
 
-def _is_picture(path: Path) -> bool:
+def is_picture(path: Path) -> bool:
+    "True when `path` names a picture file (PNG, JPEG, TIFF or BMP; `PICTURE_SUFFIXES`), case-insensitive."
     return Path(path).name.lower().endswith(PICTURE_SUFFIXES)
 
 def _sitk_affine(img) -> np.ndarray:
@@ -334,7 +335,7 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if path.name.lower().endswith(ITK_SUFFIXES):
         return load_itk_image(path)
-    if _is_picture(path):                      # a 2D picture: one slice, 1 mm pixels (see ImageFolderReader)
+    if is_picture(path):                      # a 2D picture: one slice, 1 mm pixels (see ImageFolderReader)
         return read_picture(path)[None], affine_from_spacing((1.0, 1.0, 1.0))
     if _is_nifti(path) or not path.exists():
         return load_nifti(path)
@@ -474,7 +475,7 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
         label_map: optional {old: new} remapping of label values; n_classes: allowed 0..n-1."""
     image_path = Path(image_path)
     image, affine = load_image(image_path)
-    if label_path is not None and _is_picture(Path(label_path)):      # a 2D mask: class indices (read_mask)
+    if label_path is not None and is_picture(Path(label_path)):      # a 2D mask: class indices (read_mask)
         label, label_affine = read_mask(label_path)[None], affine
     else:
         label, label_affine = (None, None) if label_path is None else load_image(label_path)
@@ -500,7 +501,7 @@ def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, co
     if prediction.shape != case.shape:
         raise DataError(f"prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; undo the preprocessing (pipeline.inverse) before saving.")
-    if _is_picture(Path(path)):
+    if is_picture(Path(path)):
         if prediction.shape[0] != 1:
             raise DataError(f"{path}: a picture holds one slice; case {case.id!r} has {prediction.shape[0]}. Save it "
                             "as .nii.gz.")
@@ -658,8 +659,8 @@ class NnUNetReader(CaseReader):
         super().__init__(root, orientation)
     def _scan(self):
         index, folder = {}, self.root / f"images{self.subset}"
-        images, ignored = _images_only(p for p in folder.glob("*_0000.*") if not _is_picture(p))
-        pictures = sorted(p for p in folder.glob("*_0000.*") if _is_picture(p) and not p.name.startswith("."))
+        images, ignored = _images_only(p for p in folder.glob("*_0000.*") if not is_picture(p))
+        pictures = sorted(p for p in folder.glob("*_0000.*") if is_picture(p) and not p.name.startswith("."))
         self.ndim = 2 if pictures and not images else 3
         for img in images + pictures:
             cid = img.name.split(".")[0][: -len("_0000")]
@@ -668,7 +669,7 @@ class NnUNetReader(CaseReader):
                 raise DataError(f"{extra[0]}: case {cid!r} has more than one channel; the kit trains on one channel "
                                 f"per case. Keep {img.name} only, or combine the channels into one image first.")
             candidates = sorted((self.root / f"labels{self.subset}").glob(f"{cid}.*"))
-            segs = [p for p in candidates if _is_image(p) or _is_picture(p)]
+            segs = [p for p in candidates if _is_image(p) or is_picture(p)]
             ignored += [p for p in candidates if p not in segs]
             _register(index, cid, (img, segs[0] if segs else None), self.root)
         _warn_ignored(self.root, ignored)
@@ -820,7 +821,7 @@ def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
         return KiTS19Reader(path, orientation)
     if any(path.glob("*.npz")):
         return NpzReader(path, orientation)
-    if (path / "images").is_dir() and any(_is_picture(p) for p in (path / "images").iterdir()):
+    if (path / "images").is_dir() and any(is_picture(p) for p in (path / "images").iterdir()):
         return ImageFolderReader(path)
     content = sorted(p.name for p in path.iterdir())[:5]
     raise DataError(f"{path}: no known dataset layout ({'empty folder' if not content else f'found {content}'}). "
@@ -977,7 +978,7 @@ def write_picture(path, image: np.ndarray) -> Path:
         raise DataError(f"{path}: a picture is a 2D uint8 or uint16 array (float32 in a .tif); got shape "
                         f"{image.shape}, dtype {image.dtype}. Scale it first, e.g. "
                         "np.clip(x, 0, 255).astype(np.uint8).")
-    if not _is_picture(path):
+    if not is_picture(path):
         raise DataError(f"{path}: choose a picture name ending in one of {', '.join(PICTURE_SUFFIXES)}.")
     fmt = "TIFF" if tiff else {".png": "PNG", ".bmp": "BMP"}.get(path.suffix.lower(), "JPEG")
     with atomic_path(path) as tmp:
@@ -1008,7 +1009,7 @@ def read_picture_sidecar(folder) -> dict:
 def _pictures_by_id(folder: Path) -> tuple[dict[str, Path], list[Path]]:
     found, ignored = {}, []
     for p in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not p.is_file() or p.name.startswith(".") or not _is_picture(p):
+        if not p.is_file() or p.name.startswith(".") or not is_picture(p):
             ignored.append(p)
             continue
         cid = p.name.rsplit(".", 1)[0]

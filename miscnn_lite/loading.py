@@ -19,8 +19,9 @@ from .patching import PatchSampler, class_locations
 
 # %% auto #0
 __all__ = ['VALIDATION_FILE', 'check_patch_shape', 'file_fingerprint', 'array_fingerprint', 'config_fingerprint', 'write_npy',
-           'verify_npy', 'CacheEntry', 'ReaderItem', 'PreprocessedCache', 'validate_cases', 'sample_patch',
-           'PatchBatches', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5', 'open_hdf5', 'make_loader']
+           'verify_npy', 'CacheEntry', 'ReaderItem', 'item_source', 'dataset_items', 'PreprocessedCache',
+           'validate_cases', 'sample_patch', 'PatchBatches', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5',
+           'open_hdf5', 'make_loader']
 
 # %% ../nbs/05_loading.ipynb #5e4496b5
 def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
@@ -224,7 +225,7 @@ class ReaderItem:
         return getattr(self.reader, "colors", None)
 
 # %% ../nbs/05_loading.ipynb #5e787014
-def _source_of(item):
+def item_source(item):
     "Normalise a dataset item to (case_id, load() -> Case, source file paths or None for in-memory cases)."
     if isinstance(item, ReaderItem):
         return item.case_id, item.load, (item.paths or None)
@@ -245,7 +246,7 @@ def _source_of(item):
     raise MiscnnError(f"{item!r}: expected a Case, a NIfTI file or a KiTS19 case folder; it does not exist.")
 
 # %% ../nbs/05_loading.ipynb #9fc823e1
-def _dataset_items(items) -> list:
+def dataset_items(items) -> list:
     "A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`."
     if hasattr(items, "case_ids") and hasattr(items, "load_case"):
         return [ReaderItem(items, i) for i in items.case_ids]
@@ -347,7 +348,7 @@ class PreprocessedCache:
 
     def entry(self, item) -> CacheEntry:
         "The cache entry of one case (a Case, a NIfTI path or a KiTS19 case folder), built if needed."
-        case_id, load, paths = _source_of(item)
+        case_id, load, paths = item_source(item)
         source_hash = self._source_hash(paths, load)
         entry, why = self._check(case_id, source_hash)
         if entry is not None:
@@ -363,7 +364,7 @@ class PreprocessedCache:
 
     def prepare(self, items, progress: bool = False) -> list[CacheEntry]:
         "Entries of every case in `items` (iterable of Cases/paths or a reader with `.case_ids`)."
-        items = _dataset_items(items)
+        items = dataset_items(items)
         if progress:
             from tqdm.auto import tqdm
             items = tqdm(items, desc="caching", unit="case")
@@ -399,7 +400,7 @@ def _toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:
 # %% ../nbs/05_loading.ipynb #5688fef6
 def _case_facts(item, source_hash: str) -> dict:
     "Label values, shape and spacing of one case, loaded with every check of `load_case` (shapes, affines, NaN)."
-    case_id, load, paths = _source_of(item)
+    case_id, load, paths = item_source(item)
     case = load()
     return {"source_hash": source_hash, "shape": list(case.shape), "spacing": [float(s) for s in case.spacing],
             "where": str(case.image_path or case_id), "label_where": str(case.label_path or case_id),
@@ -425,8 +426,8 @@ def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RA
     except (json.JSONDecodeError, UnicodeDecodeError):
         saved = {}                                      # a damaged record is rebuilt, it holds only facts
     facts = {}
-    for item in _dataset_items(items):
-        case_id, load, paths = _source_of(item)
+    for item in dataset_items(items):
+        case_id, load, paths = item_source(item)
         source_hash = (config_fingerprint([file_fingerprint(p, fingerprint) for p in paths]) if paths
                        else array_fingerprint(load().image, load().label))
         known = saved.get(case_id)

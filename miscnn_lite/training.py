@@ -17,11 +17,11 @@ import keras
 
 from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError, SettingsError, SPACING_RANGE_MM,
                             atomic_path, case_folder_files, check_seed, check_spacing, load_mapping, open_dataset,
-                            output_lock, remove_temporaries, save_prediction, PICTURE_SUFFIXES, _is_picture)
+                            output_lock, remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture)
 from .preprocessing import ClipHU, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
-from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, _source_of,
-                                 _dataset_items, ReaderItem, file_fingerprint, validate_cases)
+from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
+                                 dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, get_loss, per_class_dice_metrics
 from .plan import PLAN_FILE, TrainingPlan
@@ -452,10 +452,10 @@ def from_plan(cls: Segmenter, plan: TrainingPlan, **options) -> "Segmenter":
 @patch
 def check_data(self: Segmenter, cases) -> None:
     "Raise if the cases' channels or label values do not fit the model (checked on the first case)."
-    items = _dataset_items(cases)
+    items = dataset_items(cases)
     if not items:
         raise MiscnnError("no cases given: pass a list of Cases, NIfTI paths, KiTS19 case folders or a reader.")
-    case = _source_of(items[0])[1]()
+    case = item_source(items[0])[1]()
     channels = (1 if case.image.ndim == 3 else case.image.shape[-1]) * (2 * self.slab_neighbours + 1)
     if channels != self.in_channels:
         slabs = (f" ({channels // (2 * self.slab_neighbours + 1)} image channel(s) × {2 * self.slab_neighbours + 1} "
@@ -475,7 +475,7 @@ def _fit_pipeline(self: Segmenter, train, out):
             raise CorruptFileError(why)
         self.pipeline = Pipeline.load(Path(out) / PIPELINE_FILE)          # resuming: the same statistics
     elif self.pipeline is not None and not self.pipeline.fitted:
-        self.pipeline.fit([_source_of(it)[1]() for it in _dataset_items(train)])
+        self.pipeline.fit([item_source(it)[1]() for it in dataset_items(train)])
 
 # %% ../nbs/08_training.ipynb #72295a3d
 @patch
@@ -488,7 +488,7 @@ def _loaders(self: Segmenter, train, val, cache_dir, progress):
     train_ds = PatchDataset(cache.prepare(train, progress=progress), self.patch_shape, iterations=s["iterations"],
                             augmentation=self.augmentation, **common)
     val_ds = None
-    if val is not None and len(_dataset_items(val)):
+    if val is not None and len(dataset_items(val)):
         common["seed"] = s["seed"] + 1
         val_ds = PatchDataset(cache.prepare(val, progress=progress), self.patch_shape,
                               iterations=max(1, s["iterations"] // 5), fixed=True, **common)
@@ -550,7 +550,7 @@ def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
-    validate_cases(_dataset_items(train) + (_dataset_items(val) if val is not None else []), self.n_classes,
+    validate_cases(dataset_items(train) + (dataset_items(val) if val is not None else []), self.n_classes,
                    spacing_range, record_dir=cache_dir or out / "cache")
     self._fit_pipeline(train, out)
     self.out = out
@@ -723,7 +723,7 @@ def predict_case(self: Segmenter, case: Case, progress: bool = False) -> np.ndar
 def prediction_path(item, case: Case, out: Path) -> Path:
     """Where the prediction of `item` goes: `out/<case>/prediction.nii.gz` for a KiTS19 case, `out/<id>.png`
     for a 2D picture, else `out/<id>.nii.gz`."""
-    if case.image_path is not None and _is_picture(case.image_path):
+    if case.image_path is not None and is_picture(case.image_path):
         return out / f"{case.id}.png"
     if isinstance(item, ReaderItem):
         item = (item.paths or [None])[0] or case.id
@@ -742,7 +742,7 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
     Returns a list of (D, H, W) uint8 label maps (out=None) or of written NIfTI paths."""
     if isinstance(cases, (str, Path)) and Path(cases).is_file():
         cases = [cases]
-    items = _dataset_items(cases)
+    items = dataset_items(cases)
     if not items:
         raise MiscnnError(f"{cases!r}: no images to predict (expected NIfTI files, KiTS19 case folders or Cases).")
     results = []
@@ -750,7 +750,7 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
         from tqdm.auto import tqdm
         items = tqdm(items, desc="predicting", unit="case")
     for item in items:
-        case = _source_of(item)[1]() if not isinstance(item, Case) else item
+        case = item_source(item)[1]() if not isinstance(item, Case) else item
         label_map = self.predict_case(case)
         if out is None:
             results.append(label_map)
@@ -765,8 +765,8 @@ def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
     "Predict labelled `cases` and return a tidy table case, label, dice (labels 1..n_classes-1)."
     from miscnn_lite.evaluation import dice_score
     rows = []
-    for item in _dataset_items(cases):
-        case = _source_of(item)[1]() if not isinstance(item, Case) else item
+    for item in dataset_items(cases):
+        case = item_source(item)[1]() if not isinstance(item, Case) else item
         if case.label is None:
             raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
         pred = self.predict_case(case, progress=progress)
@@ -882,7 +882,7 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                                 "the saved settings, add --resume to continue the saved run (without the differing "
                                 "options), --overwrite to start afresh (the old run is removed), or use another --out.")
         opts = {**saved, "epochs": opts["epochs"] if "epochs" in explicit else saved["epochs"]}
-    items = _dataset_items(reader)
+    items = dataset_items(reader)
     with output_lock(out, "miscnn-lite train"):
         validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
         if overwrite:
@@ -903,7 +903,7 @@ def prediction_items(input, out) -> list[Path]:
     if not input.is_dir() or case_folder_files(input)[0] is not None:
         return [input]
     if (input / "images").is_dir():                      # a picture dataset (io.ImageFolderReader)
-        return _dataset_items(open_dataset(input))
+        return dataset_items(open_dataset(input))
     items = sorted(p for p in input.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
     items = items or sorted(p for p in input.iterdir() if p.is_file()
                             and p.name.lower().endswith(IMAGE_SUFFIXES + PICTURE_SUFFIXES))

@@ -494,19 +494,19 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
     Returns:
         (D, H, W) uint8 label maps (or the tuples above), or the written prediction paths."""
     from miscnn_lite.io import Case, save_prediction
-    from miscnn_lite.loading import _dataset_items, _source_of
+    from miscnn_lite.loading import dataset_items, item_source
     from miscnn_lite.training import Segmenter
     model_dirs = [Path(d) for d in model_dirs]
     if not model_dirs:
         raise MiscnnError("ensemble_predict: no model folders given.")
     models = [Segmenter.load(d) for d in model_dirs]
-    items = _dataset_items(cases)
+    items = dataset_items(cases)
     if progress:
         from tqdm.auto import tqdm
         items = tqdm(items, desc="predicting", unit="case")
     results = []
     for item in items:
-        case = item if isinstance(item, Case) else _source_of(item)[1]()
+        case = item if isinstance(item, Case) else item_source(item)[1]()
         member_probs = [p for m in models for p in member_probabilities(m, case, mirror_axes)]
         probs = sum(member_probs) / len(member_probs)
         label_map = np.argmax(probs, axis=-1).astype(np.uint8)

@@ -23,8 +23,8 @@ from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check
 __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
            'window_to_uint8', 'auto_window', 'resolve_window', 'default_window', 'class_colors', 'overlay_labels',
            'error_categories', 'overlay_errors', 'heat_colors', 'overlay_heat', 'in_plane_axes', 'slice_2d',
-           'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'as_float_map', 'viewer_data',
-           'render_view', 'check_view', 'encode_png', 'SliceViewer']
+           'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'as_label_array', 'as_float_map',
+           'viewer_data', 'render_view', 'check_view', 'encode_png', 'classes_present', 'SliceViewer']
 
 # %% ../nbs/11_visualization.ipynb #bc2d43ee
 KITS19_CLASSES = ("background", "kidney", "tumor")
@@ -302,7 +302,7 @@ def as_class_map(array, shape, name: str) -> np.ndarray:
     return a.astype(np.uint8 if a.size == 0 or a.max() < 256 else np.int32, copy=False)
 
 # %% ../nbs/11_visualization.ipynb #85d2c81c
-def _second(x, image_path, name):
+def as_label_array(x, image_path, name):
     "A label/prediction: an array, or a path read onto the grid of the image file when there is one."
     if x is None or not isinstance(x, (str, Path)):
         return x
@@ -356,7 +356,7 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
     elif affine is None:
         affine = affine_from_spacing((1.0, 1.0, 1.0))
     spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(0)))
-    lab, pred = (None if x is None else as_class_map(_second(x, image_path, n), img.shape, n)
+    lab, pred = (None if x is None else as_class_map(as_label_array(x, image_path, n), img.shape, n)
                  for x, n in ((label, "label"), (prediction, "prediction")))
     return ViewerData(img, lab, pred, spacing, np.asarray(affine, float), name,
                       None if uncertainty is None else as_float_map(uncertainty, case, img.shape, "uncertainty"))
@@ -444,7 +444,7 @@ def _foreground_cursor(data: ViewerData) -> list[int]:
     return [int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != k)))) for k in range(3)]
 
 # %% ../nbs/11_visualization.ipynb #dba7a454
-def _classes_present(*maps) -> list[int]:
+def classes_present(*maps) -> list[int]:
     "Sorted foreground class ids found in any of the (integer) maps."
     found = set()
     for m in maps:
@@ -538,7 +538,7 @@ def _build(self: SliceViewer, axis, view, preset, level, width, opacity):
                                               style=s)
     self.class_toggles = {k: widgets.Checkbox(value=True, description=self.class_name(k), indent=False,
                                               layout=widgets.Layout(width="auto"))
-                          for k in _classes_present(d.label, d.prediction)}
+                          for k in classes_present(d.label, d.prediction)}
     self.row_slider = widgets.IntSlider(style=s, continuous_update=True)
     self.col_slider = widgets.IntSlider(style=s, continuous_update=True)
     self.crosshair = widgets.Checkbox(value=True, description="crosshair", indent=False,
