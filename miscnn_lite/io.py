@@ -22,14 +22,15 @@ import numpy as np
 # %% auto #0
 __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'PICTURE_SUFFIXES', 'NPY_LOCK',
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
-           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'OutputLockedError',
-           'remove_temporaries', 'output_lock', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
-           'affine_from_spacing', 'check_spacing', 'check_seed', 'reorient', 'load_nifti', 'save_nifti', 'is_picture',
-           'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
-           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
-           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
-           'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'ImageFolderReader',
-           'describe_file', 'describe', 'fetch_example_data']
+           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'json_value',
+           'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock', 'load_mapping',
+           'spacing_from_affine', 'orientation_from_affine', 'affine_from_spacing', 'check_spacing', 'check_seed',
+           'reorient', 'load_nifti', 'save_nifti', 'is_picture', 'load_itk_image', 'load_image', 'Case',
+           'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction',
+           'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader',
+           'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask',
+           'write_mask', 'write_picture', 'read_picture_sidecar', 'ImageFolderReader', 'describe_file', 'describe',
+           'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #611d47eb
 class MiscnnError(ValueError):
@@ -67,6 +68,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+# %% ../nbs/00_io.ipynb #d1255132
+def json_value(o):
+    "`json.dumps`'s `default`: numpy numbers become Python numbers, arrays and tuples lists, paths strings."
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, (np.ndarray, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+# %% ../nbs/00_io.ipynb #e066057d
+def write_json(path, obj, indent: int | None = 1, default=json_value, **dumps_options) -> Path:
+    "Write `obj` as JSON to `path` through `atomic_path` (a temporary file, then a rename). Returns the path."
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=indent, default=default, **dumps_options), encoding="utf-8")
+    return Path(path)
 
 # %% ../nbs/00_io.ipynb #c6e78ba5
 LOCK_FILE = ".miscnn.lock"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, atomic_path,
-                            case_folder_files, check_spacing, load_case)
+                            case_folder_files, check_spacing, load_case, write_json)
 from .patching import PatchSampler, class_locations
 
 # %% auto #0
@@ -280,8 +280,7 @@ class PreprocessedCache:
         self.root = _ensure_writable_folder(Path(folder))
         self.folder = self.root / self.config_hash[:16]
         self.folder.mkdir(exist_ok=True)
-        with atomic_path(self.folder / "config.json") as tmp:
-            Path(tmp).write_text(json.dumps(self.config, indent=1, sort_keys=True, default=str))
+        write_json(self.folder / "config.json", self.config, sort_keys=True, default=str)
         self.stats = {"built": 0, "reused": 0, "stale": 0, "corrupt": 0}
 
     def _paths(self, case_id):
@@ -342,8 +341,7 @@ class PreprocessedCache:
             meta["has_locations"] = True
             meta["locations_sha256"] = file_fingerprint(loc_p)
             meta["classes"] = sorted(locs)
-        with atomic_path(meta_p) as tmp:
-            Path(tmp).write_text(json.dumps(meta, indent=1))
+        write_json(meta_p, meta)
         return self._entry(case_id, meta)
 
     def entry(self, item) -> CacheEntry:
@@ -434,8 +432,7 @@ def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RA
         facts[case_id] = known if known and known.get("source_hash") == source_hash else _case_facts(item, source_hash)
     if record_path is not None and facts != saved:
         _ensure_writable_folder(record_path.parent)
-        with atomic_path(record_path) as tmp:
-            Path(tmp).write_text(json.dumps({**saved, **facts}, indent=1, sort_keys=True))
+        write_json(record_path, {**saved, **facts}, sort_keys=True)
     for case_id, f in facts.items():
         if f["label_values"] is None:
             if require_label:

@@ -3,7 +3,6 @@
 # %% ../nbs/01_phantoms.ipynb #eda7a844
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -11,9 +10,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, atomic_path, affine_from_spacing,
+from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spacing,
                             case_from_arrays, check_spacing, open_dataset, orientation_from_affine, save_case,
-                            write_mask, write_picture)
+                            write_mask, write_picture, write_json)
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
@@ -600,8 +599,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
 
 def _write_manifest(out: Path, manifest: dict):
     "Write `out/phantoms.json` atomically (how the folder was made)."
-    with atomic_path(out / "phantoms.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1))
+    write_json(out / "phantoms.json", manifest)
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb
 PICTURE_COLORS = {0: "#000000", 1: "#dc3c3c", 2: "#f0c800"}   # background, kidney, tumor
@@ -627,8 +625,7 @@ def make_picture_dataset(out_dir, n_cases: int = 8, seed: int = 0, shape: Sequen
     sidecar = dict(spacing=list(spacing[1:]), colors={str(k): v for k, v in colors.items()},
                    labels={str(k): v for k, v in LABELS.items()}, window_hu=list(window),
                    generator="miscnn_lite.phantoms.make_picture_dataset", n_cases=n_cases, seed=seed)
-    with atomic_path(out / "dataset.json") as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=1), encoding="utf-8")
+    write_json(out / "dataset.json", sidecar)
     return out
 
 # %% ../nbs/01_phantoms.ipynb #bbeda997

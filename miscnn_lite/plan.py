@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 from fastcore.basics import patch
 
-from .io import CorruptFileError, MissingFileError, SettingsError, atomic_path, check_seed
+from .io import CorruptFileError, MissingFileError, SettingsError, check_seed, write_json
 from .preprocessing import Pipeline, Step, step_from_dict
 from .patching import PatchSampler
 from .augmentation import ct_augmentation
@@ -138,8 +138,7 @@ def from_dict(cls: TrainingPlan, d: dict, source: str = "plan") -> TrainingPlan:
 def save(self: TrainingPlan, path) -> Path:
     "Write the plan as JSON to `path` atomically. Returns the path."
     path = Path(path)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
+    write_json(path, self.to_dict())
     return path
 
 # %% ../nbs/07b_plan.ipynb #9a7a1783

@@ -12,7 +12,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from .io import MiscnnError, MissingFileError, Case, atomic_path, case_from_arrays, check_case_id, check_spacing
+from .io import (MiscnnError, MissingFileError, Case, atomic_path, case_from_arrays, check_case_id,
+                            check_spacing, write_json)
 
 # %% auto #0
 __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'ClipHU', 'PercentileWindow',
@@ -592,7 +593,7 @@ class Pipeline:
     def save(self, path) -> Path:
         "Write the pipeline (steps, parameters, fitted statistics) as JSON, atomically. Returns the path."
         path = Path(path)
-        with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(path, self.to_dict(), indent=2)
         return path
 
     @classmethod
@@ -638,6 +639,5 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
         with atomic_path(out / f"{check_case_id(case.id)}.npz") as tmp:
             np.savez_compressed(tmp, **arrays)
     pipeline.save(out / "pipeline.json")
-    with atomic_path(out / "records.json") as tmp:
-        Path(tmp).write_text(json.dumps(records))
+    write_json(out / "records.json", records, indent=None)
     return out

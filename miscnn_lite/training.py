@@ -15,9 +15,10 @@ from fastcore.basics import patch
 import pandas as pd
 import keras
 
-from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError, SettingsError, SPACING_RANGE_MM,
-                            atomic_path, case_folder_files, check_seed, check_spacing, load_mapping, open_dataset,
-                            output_lock, remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture)
+from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
+                            SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
+                            check_spacing, load_mapping, open_dataset, output_lock, remove_temporaries,
+                            save_prediction, PICTURE_SUFFIXES, is_picture, json_value, write_json)
 from .preprocessing import ClipHU, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
@@ -41,27 +42,6 @@ MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
     "model.keras", "pipeline.json", "config.json", "training_log.tsv", "best.keras", "checkpoint")
 
 CHECKSUM_FILE = "checksums.json"
-
-# %% ../nbs/08_training.ipynb #4a917ce6
-def _atomic_write(path, write) -> Path:
-    "Call `write(tmp)` for a one-line writer inside `io.atomic_path(path)` (temporary file, then rename)."
-    with atomic_path(path) as tmp:
-        write(tmp)
-    return Path(path)
-
-# %% ../nbs/08_training.ipynb #8e60d70d
-def _json_default(o):
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, (np.ndarray, tuple)):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-# %% ../nbs/08_training.ipynb #6200e817
-def _write_json(path, obj) -> Path:
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1, default=_json_default)))
 
 # %% ../nbs/08_training.ipynb #6422d7d9
 def read_log(log) -> pd.DataFrame:
@@ -88,7 +68,8 @@ def append_log(path, row: dict, keep_until: int | None = None) -> pd.DataFrame:
     log = read_log(path)
     keep_until = row["epoch"] - 1 if keep_until is None else keep_until
     log = pd.concat([log[log["epoch"] <= keep_until], pd.DataFrame([row])], ignore_index=True)
-    _atomic_write(path, lambda tmp: log.to_csv(tmp, sep="\t", index=False, float_format="%.6g"))
+    with atomic_path(path) as tmp:
+        log.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     return log
 
 # %% ../nbs/08_training.ipynb #827d9ef1
@@ -96,8 +77,8 @@ def truncate_log(path, last_epoch: int) -> None:
     "Drop rows with epoch > `last_epoch` (used when resuming from a checkpoint)."
     log = read_log(path)
     if len(log) and (log["epoch"] > last_epoch).any():
-        _atomic_write(path, lambda tmp: log[log["epoch"] <= last_epoch].to_csv(tmp, sep="\t", index=False,
-                                                                               float_format="%.6g"))
+        with atomic_path(path) as tmp:
+            log[log["epoch"] <= last_epoch].to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 # %% ../nbs/08_training.ipynb #fe542245
 class BestModel(keras.callbacks.Callback):
@@ -113,7 +94,8 @@ class BestModel(keras.callbacks.Callback):
             return
         if (value < self.best) if self.mode == "min" else (value > self.best):
             self.best = float(value)
-            _atomic_write(self.path, lambda tmp: self.model.save(tmp))
+            with atomic_path(self.path) as tmp:
+                self.model.save(tmp)
 
 # %% ../nbs/08_training.ipynb #5b164a70
 class LiveCurves(keras.callbacks.Callback):
@@ -167,7 +149,7 @@ _CALLBACK_STATE = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
                    "EarlyStopping": ("wait", "best", "stopped_epoch"), "BestModel": ("best",)}
 
 def _callback_state(callbacks) -> dict:
-    return {type(c).__name__: {a: _json_default(getattr(c, a)) if isinstance(getattr(c, a), np.generic)
+    return {type(c).__name__: {a: json_value(getattr(c, a)) if isinstance(getattr(c, a), np.generic)
                                else getattr(c, a) for a in _CALLBACK_STATE[type(c).__name__] if hasattr(c, a)}
             for c in callbacks if type(c).__name__ in _CALLBACK_STATE}
 
@@ -214,9 +196,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         done = epoch + 1
         self.folder.mkdir(parents=True, exist_ok=True)
         weights, optim = f"epoch_{done:04d}.weights.h5", f"epoch_{done:04d}.optimizer.npz"
-        _atomic_write(self.folder / weights, lambda tmp: self.model.save_weights(tmp))
+        with atomic_path(self.folder / weights) as tmp:
+            self.model.save_weights(tmp)
         arrays = _optimizer_arrays(self.model.optimizer)
-        _atomic_write(self.folder / optim, lambda tmp: np.savez(tmp, **arrays))
+        with atomic_path(self.folder / optim) as tmp:
+            np.savez(tmp, **arrays)
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
                "learning_rate": lr, "time_s": round(time.time() - self._t0, 3)}
@@ -224,8 +208,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state = {"epoch": done, "weights": weights, "optimizer": optim, "learning_rate": lr,
                  "callbacks": _callback_state(self.others), **self.extra_state,
                  "sha256": {name: file_fingerprint(self.folder / name) for name in (weights, optim)}}
-        _write_json(self.folder / f"epoch_{done:04d}.state.json", state)
-        _write_json(self.folder / "state.json", state)
+        write_json(self.folder / f"epoch_{done:04d}.state.json", state)
+        write_json(self.folder / "state.json", state)
         keep = {f"epoch_{e:04d}" for e in (done, done - 1)}   # this epoch and the one before (the fallback)
         for p in self.folder.iterdir():
             if p.name.startswith("epoch_") and p.name.split(".")[0] not in keep:
@@ -612,15 +596,16 @@ def save(self: Segmenter, folder, model: bool = True) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if self.pipeline is not None:
-        _atomic_write(folder / PIPELINE_FILE, lambda tmp: self.pipeline.save(tmp))
-    _write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
+        self.pipeline.save(folder / PIPELINE_FILE)
+    write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
     if self.plan is not None:
         self.plan.save(folder / PLAN_FILE)
     if model:
-        _atomic_write(folder / MODEL_FILE, lambda tmp: self.model.save(tmp))
+        with atomic_path(folder / MODEL_FILE) as tmp:
+            self.model.save(tmp)
     written = ([CONFIG_FILE] + [PIPELINE_FILE] * (self.pipeline is not None) + [PLAN_FILE] * (self.plan is not None)
                + [MODEL_FILE] * model)
-    _write_json(folder / CHECKSUM_FILE, {**_read_checksums(folder),       # files not rewritten keep their sums
+    write_json(folder / CHECKSUM_FILE, {**_read_checksums(folder),       # files not rewritten keep their sums
                                          **{name: file_fingerprint(folder / name) for name in written}})
     return folder
 
@@ -888,7 +873,7 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
         if overwrite:
             _clear_run(out)
         remove_temporaries(out)
-        _write_json(out / TRAIN_SETTINGS_FILE, opts)
+        write_json(out / TRAIN_SETTINGS_FILE, opts)
         return _train(items, out, opts, progress)
 
 # %% ../nbs/08_training.ipynb #f69d25c7
@@ -984,12 +969,12 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
         check_patch_shape(o["patch_shape"][1:] if o["ndim"] == 2 else o["patch_shape"], o["depth"])
     except ValueError as e:
         raise SettingsError(f"{where}: {e}") from None
-    return json.loads(json.dumps(o, default=_json_default))
+    return json.loads(json.dumps(o, default=json_value))
 
 # %% ../nbs/08_training.ipynb #a14a4746
 def settings_differences(saved: dict, requested: dict, ignore=("epochs",)) -> list[str]:
     "`key: saved X, now Y` for each key of `requested` whose value differs from `saved` (missing keys: defaults)."
-    saved = {**json.loads(json.dumps(TRAIN_DEFAULTS, default=_json_default)), **saved}
+    saved = {**json.loads(json.dumps(TRAIN_DEFAULTS, default=json_value)), **saved}
     return [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in requested.items()
             if k not in ignore and saved.get(k) != v]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import MiscnnError, MissingFileError, atomic_path
+from .io import MiscnnError, MissingFileError, write_json
 from .loading import file_fingerprint
 
 # %% auto #0
@@ -140,8 +140,7 @@ def label_volume_table(reader, labels: dict, case_ids=None) -> pd.DataFrame:
 def save_folds(folds: list[Fold], path, scheme: dict | None = None) -> Path:
     "Write folds (and how they were made) to JSON atomically."
     payload = dict(scheme=scheme or {}, folds=[asdict(f) for f in folds])
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=1))
+    write_json(path, payload)
     return Path(path)
 
 def load_folds(path) -> list[Fold]:
@@ -276,8 +275,7 @@ def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, 
 
 def save_manifest(manifest: dict, folder) -> Path:
     path = Path(folder) / "manifest.json"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(manifest, indent=1, default=str))
+    write_json(path, manifest, default=str)
     return path
 
 def load_manifest(path) -> dict:
