@@ -381,20 +381,6 @@ class PreprocessedCache:
                 removed += 1
         return removed
 
-# %% ../nbs/05_loading.ipynb #7849ac0c
-def _toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:
-    "A small synthetic CT-like case: noise, a kidney ball (label 1) with a tumour (label 2)."
-    from miscnn_lite.io import case_from_arrays
-    rng = np.random.default_rng(seed)
-    z, y, x = np.indices(shape)
-    c = np.array(shape) * rng.uniform(0.35, 0.65, 3)
-    r = np.sqrt(((z - c[0]) / 1.0) ** 2 + ((y - c[1]) / 1.2) ** 2 + ((x - c[2]) / 1.2) ** 2)
-    label = (r < min(shape) * 0.3).astype(np.uint8)
-    if tumor:
-        label[(r < min(shape) * 0.12)] = 2
-    image = rng.normal(0, 20, shape) + np.where(label == 1, 180, 0) + np.where(label == 2, 90, 0)
-    return case_from_arrays(image.astype(np.int16), label, spacing=(3.0, 1.5, 1.5), case_id=f"toy_{seed:03d}")
-
 # %% ../nbs/05_loading.ipynb #5688fef6
 def _case_facts(item, source_hash: str) -> dict:
     "Label values, shape and spacing of one case, loaded with every check of `load_case` (shapes, affines, NaN)."

@@ -19,8 +19,9 @@ __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_
            'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
            'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy',
            'kidney_regions', 'render_anatomy', 'Acquisition', 'sample_acquisition', 'scanner_effects',
-           'stored_orientation', 'plan_phantom', 'generate_phantom', 'phantom_dataset_plan', 'make_phantom_dataset',
-           'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window', 'window_dice']
+           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
+           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
+           'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -510,6 +511,20 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
     image, label, affine = stored_orientation(image, label, acquisition.spacing, acquisition.orientation)
     case_id = case_id or "phantom_" + "_".join(map(str, _check_seed(seed)))
     return case_from_arrays(image, label, case_id=case_id, affine=affine)
+
+# %% ../nbs/01_phantoms.ipynb #1c69e31c
+def toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:
+    """A small synthetic CT-like case (int16 HU, 3 × 1.5 × 1.5 mm): noise and a kidney ball (label 1) with a
+    tumour (label 2) at its centre, placed by `seed`."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    c = np.array(shape) * rng.uniform(0.35, 0.65, 3)
+    r = np.sqrt(((z - c[0]) / 1.0) ** 2 + ((y - c[1]) / 1.2) ** 2 + ((x - c[2]) / 1.2) ** 2)
+    label = (r < min(shape) * 0.3).astype(np.uint8)
+    if tumor:
+        label[(r < min(shape) * 0.12)] = 2
+    image = rng.normal(0, 20, shape) + np.where(label == 1, 180, 0) + np.where(label == 2, 90, 0)
+    return case_from_arrays(image.astype(np.int16), label, spacing=(3.0, 1.5, 1.5), case_id=f"toy_{seed:03d}")
 
 # %% ../nbs/01_phantoms.ipynb #f24e0a58
 def phantom_dataset_plan(n_cases: int = 12, seed: int = 0, tumor_probability: float = 0.8) -> list[dict]:

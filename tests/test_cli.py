@@ -129,8 +129,8 @@ def test_predict_ensemble_with_uncertainty_maps_for_the_viewer(tmp_path, capsys)
     pytest.importorskip("keras")
     from miscnn_lite.cli import main
     from miscnn_lite.io import load_case, load_prediction
-    from miscnn_lite.loading import _toy_case
     from miscnn_lite.models import unet
+    from miscnn_lite.phantoms import toy_case
     from miscnn_lite.training import Segmenter
     from miscnn_lite.visualization import SliceViewer
     models = []
@@ -138,7 +138,7 @@ def test_predict_ensemble_with_uncertainty_maps_for_the_viewer(tmp_path, capsys)
         Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=k).save(
             tmp_path / f"model_{k}")
         models += ["--model", str(tmp_path / f"model_{k}")]
-    case = _toy_case(7, shape=(16, 24, 24))
+    case = toy_case(7, shape=(16, 24, 24))
     save_case(case, tmp_path / "data")
     out = tmp_path / "pred"
     assert main(["predict", *models, "--input", str(tmp_path / "data"), "--out", str(out), "--uncertainty"]) == 0

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from miscnn_lite.io import MiscnnError
-from miscnn_lite.loading import _toy_case
 from miscnn_lite.models import unet
+from miscnn_lite.phantoms import toy_case
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
 from miscnn_lite.training import Segmenter
 
-TRAIN = [_toy_case(s) for s in range(2)]
+TRAIN = [toy_case(s) for s in range(2)]
 
 
 def segmenter(**kw):
@@ -28,7 +28,7 @@ def test_segmenter_trains_predicts_and_reloads_on_this_backend(tmp_path):
     seg = segmenter()
     log = seg.fit(TRAIN, None, epochs=2, out=tmp_path / "m", progress=False)
     assert log["epoch"].tolist() == [1, 2] and np.isfinite(log["loss"]).all()
-    case = _toy_case(9)
+    case = toy_case(9)
     probs = seg.predict_probabilities(case)
     assert probs.shape == (*case.shape, 3)
     np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-4)

@@ -12,14 +12,13 @@ from miscnn_lite.io import load_case, save_case
 from miscnn_lite.loading import (
     PatchBatches,
     PreprocessedCache,
-    _toy_case,
     check_patch_shape,
     make_loader,
     open_hdf5,
     pack_hdf5,
     verify_npy,
 )
-from miscnn_lite.phantoms import make_phantom_dataset
+from miscnn_lite.phantoms import make_phantom_dataset, toy_case
 from miscnn_lite.preprocessing import ClipHU, Pipeline
 
 SHAPE = (16, 48, 48)
@@ -177,7 +176,7 @@ def test_read_only_folder(tmp_path):
 
 
 def test_patch_shape_and_absent_class_errors(tmp_path):
-    cases = [_toy_case(s, tumor=False) for s in range(2)]
+    cases = [toy_case(s, tumor=False) for s in range(2)]
     entries = PreprocessedCache(tmp_path).prepare(cases)
     with pytest.raises(ValueError, match=r"class\(es\) \[2\] occur in none of the 2 cases"):
         PatchBatches(entries, (8, 8, 8), oversample_classes=(1, 2))
@@ -188,7 +187,7 @@ def test_patch_shape_and_absent_class_errors(tmp_path):
 
 
 def test_threads_request_each_index_once_per_epoch(tmp_path):
-    entries = PreprocessedCache(tmp_path).prepare([_toy_case(s) for s in range(3)])
+    entries = PreprocessedCache(tmp_path).prepare([toy_case(s) for s in range(3)])
     b = PatchBatches(entries, (8, 8, 8), batch_size=1, iterations=4, seed=3)
     seen = []
     def worker(i):
@@ -203,7 +202,7 @@ def test_multiprocessing_workers_feed_fit(tmp_path):
     import keras
 
     from miscnn_lite.loading import PatchDataset
-    entries = PreprocessedCache(tmp_path).prepare([_toy_case(s) for s in range(3)])
+    entries = PreprocessedCache(tmp_path).prepare([toy_case(s) for s in range(3)])
     ds = PatchDataset(entries, (16, 16, 16), batch_size=2, iterations=3, workers=2, use_multiprocessing=True)
     inp = keras.Input((None, None, None, 1))
     model = keras.Model(inp, keras.layers.Conv3D(3, 1, activation="softmax")(inp))
@@ -229,7 +228,7 @@ def test_hdf5_pack_round_trip_and_bad_file(dataset, tmp_path):
 
 
 def _peak_bytes(n_cases, root):
-    entries = PreprocessedCache(root).prepare([_toy_case(s, shape=(32, 64, 64)) for s in range(n_cases)])
+    entries = PreprocessedCache(root).prepare([toy_case(s, shape=(32, 64, 64)) for s in range(n_cases)])
     loader = PatchBatches(entries, (16, 32, 32), batch_size=2, iterations=20, seed=0)
     tracemalloc.start()
     for i in range(len(loader)):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from miscnn_lite.io import affine_from_spacing, load_nifti, save_case, save_nifti
-from miscnn_lite.loading import _toy_case
+from miscnn_lite.phantoms import toy_case
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = dict(target_spacing=None, hu_window=[-100, 400], augmentation=False)
@@ -24,7 +24,7 @@ ARGS = dict(epochs=4, iterations=4, batch_size=2, patch_shape=[16, 16, 16], base
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     for s in range(4):
-        save_case(_toy_case(s, tumor=s != 3), root)
+        save_case(toy_case(s, tumor=s != 3), root)
     return root
 
 
@@ -117,7 +117,7 @@ def test_rerun_of_a_finished_run_does_nothing(data, reference):
 
 def test_predict_unlabelled_files_in_their_own_orientation(reference, tmp_path):
     from miscnn_lite.training import predict_command
-    case = _toy_case(7)
+    case = toy_case(7)
     affine = affine_from_spacing((3.0, 1.5, 1.5), orientation="RAS", origin=(10, -20, 5))
     src = tmp_path / "in"
     save_nifti(src / "scan_a.nii.gz", case.image, affine)       # no label anywhere
@@ -164,14 +164,14 @@ def test_mixed_precision_and_one_device_strategy_train_and_predict(option, tmp_p
               else {"strategy": tf.distribute.MirroredStrategy(["/cpu:0"])})
     seg = Segmenter(unet(3, depth=2, base_filters=4), Pipeline([ClipHU(-100, 400), ZScore("dataset")]),
                     patch_shape=(16, 16, 16), iterations=2, **kwargs)
-    log = seg.fit([_toy_case(s) for s in range(2)], [_toy_case(5)], epochs=2, out=tmp_path / "m")
+    log = seg.fit([toy_case(s) for s in range(2)], [toy_case(5)], epochs=2, out=tmp_path / "m")
     assert log["epoch"].tolist() == [1, 2] and np.isfinite(log["loss"]).all()
     if option == "mixed_bfloat16":
         assert seg.model.layers[1].dtype_policy.name == "mixed_bfloat16"
         assert seg.model.outputs[0].dtype == "float32"
     else:
         assert seg.strategy.num_replicas_in_sync == 1
-    case = _toy_case(9)
+    case = toy_case(9)
     assert seg.predict([case], progress=False)[0].shape == case.shape
     again = Segmenter.load(tmp_path / "m")                     # the folder reloads in safe mode
     assert again.predict([case], progress=False)[0].shape == case.shape
@@ -191,7 +191,7 @@ def test_predict_through_resampling_returns_the_original_grid(tmp_path):
     seg = Segmenter(unet(3, depth=2, base_filters=4),
                     Pipeline([Resample((2.0, 2.0, 2.0)), ClipHU(-100, 400), ZScore("image")]),
                     patch_shape=(16, 16, 16), mirror_axes=(0, 2))
-    case = _toy_case(4)
+    case = toy_case(4)
     written = seg.predict([case], out=tmp_path, progress=False)
     pred, affine = load_nifti(written[0])
     assert written[0].name == f"{case.id}.nii.gz"

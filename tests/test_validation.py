@@ -5,8 +5,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from miscnn_lite.io import load_nifti, load_prediction
-from miscnn_lite.loading import _toy_case
 from miscnn_lite.models import unet
+from miscnn_lite.phantoms import toy_case
 from miscnn_lite.training import Segmenter
 from miscnn_lite.validation import (
     ensemble_predict,
@@ -23,7 +23,7 @@ def test_ensemble_is_mean_of_member_probabilities(tmp_path):
         seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=k)
         seg.save(tmp_path / f"fold_{k}" / "model")
         members.append(seg)
-    case = _toy_case(3, shape=(16, 24, 24))
+    case = toy_case(3, shape=(16, 24, 24))
     p0, p1 = members[0].predict_probabilities(case), members[1].predict_probabilities(case)
     assert not np.allclose(p0, p1)                       # two different members (seeded initial weights)
     expected = np.argmax((p0 + p1) / 2, -1)
@@ -49,7 +49,7 @@ def test_ensemble_uncertainty_maps(tmp_path):
         seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=k)
         seg.save(tmp_path / f"fold_{k}" / "model")
         dirs.append(tmp_path / f"fold_{k}" / "model")
-    case = _toy_case(4, shape=(16, 24, 24))
+    case = toy_case(4, shape=(16, 24, 24))
     members = [Segmenter.load(d).predict_probabilities(case) for d in dirs]
     ((label_map, entropy, variance),) = ensemble_predict(dirs, [case], uncertainty=True)
     np.testing.assert_allclose(entropy, predictive_entropy((members[0] + members[1]) / 2), atol=1e-6)
@@ -73,7 +73,7 @@ def test_mirror_members(tmp_path):
     from dataclasses import replace
     seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=0,
                     mirror_axes=(0, 1, 2))
-    case = _toy_case(5, shape=(16, 24, 24))
+    case = toy_case(5, shape=(16, 24, 24))
     sym = replace(case, image=(case.image + np.flip(case.image, 2)) / 2, label=None)
     plain, mirrored = member_probabilities(seg, sym, (2,))
     np.testing.assert_allclose(plain, seg.predict_probabilities(sym, mirror_axes=()), atol=1e-6)
@@ -92,7 +92,7 @@ def test_one_model_with_mirrors_gives_variance_and_predict_layout(tmp_path):
     from miscnn_lite.training import prediction_path
     seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2, seed=1)
     seg.save(tmp_path / "model")
-    case = _toy_case(6, shape=(16, 24, 24))
+    case = toy_case(6, shape=(16, 24, 24))
     save_case(case, tmp_path / "data")
     members = member_probabilities(seg, case, (1,))
     ((label_map, entropy, variance),) = ensemble_predict([tmp_path / "model"], [case], uncertainty=True,
