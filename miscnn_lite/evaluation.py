@@ -36,7 +36,7 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
            'statistics_path', 'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases',
            'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes']
 
-# %% ../nbs/09_evaluation.ipynb #4e0eb62e
+# %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
     "`spacing` as `ndim` positive floats (mm per array axis); a clear error when missing or invalid."
     if spacing is None:
@@ -45,6 +45,7 @@ def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float,
                          "or (1, 1, 1) to measure in voxels.")
     return check_spacing(spacing, name=name, ndim=ndim)
 
+# %% ../nbs/09_evaluation.ipynb #3a4014a7
 def check_same_grid(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     "Return both as arrays; raise when their shapes differ."
     reference, prediction = np.asarray(reference), np.asarray(prediction)
@@ -54,12 +55,14 @@ def check_same_grid(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.n
                          "(e.g. undo the preprocessing) before evaluating.")
     return reference, prediction
 
+# %% ../nbs/09_evaluation.ipynb #3114d917
 def check_image_axes(array: np.ndarray, name: str = "reference") -> None:
     "Raise unless `array` is 2D (H, W) or 3D (D, H, W)."
     if array.ndim not in (2, 3):
         raise MiscnnError(f"{name} has {array.ndim} axes (shape {array.shape}); a 2D (H, W) or 3D (D, H, W) "
                          "label map is expected. Take argmax over a channel axis, or squeeze it, first.")
 
+# %% ../nbs/09_evaluation.ipynb #20a10f51
 def check_label_map(label_map: np.ndarray, name: str = "label map") -> np.ndarray:
     """Return `label_map` as an integer array (integer inputs unchanged, no copy); refuse
     non-integer values (probabilities, interpolated labels)."""
@@ -77,7 +80,7 @@ def check_label_map(label_map: np.ndarray, name: str = "label map") -> np.ndarra
         raise MiscnnError(f"{name}: dtype {label_map.dtype} is not numeric; an integer label map is expected.")
     return label_map
 
-# %% ../nbs/09_evaluation.ipynb #da5f8728
+# %% ../nbs/09_evaluation.ipynb #ff944ad3
 @dataclass(frozen=True)
 class Confusion:
     "Voxel counts of a binary prediction against a binary reference."
@@ -93,6 +96,7 @@ class Confusion:
         "True when prediction and reference agree on every voxel."
         return self.fp == 0 and self.fn == 0
 
+# %% ../nbs/09_evaluation.ipynb #5b17982b
 def confusion(reference: np.ndarray, prediction: np.ndarray) -> Confusion:
     "Count TP, FP, TN, FN of boolean `prediction` against boolean `reference` (same shape)."
     reference, prediction = check_same_grid(reference, prediction)
@@ -110,52 +114,63 @@ def undefined_ratio(numerator: float, denominator: float, c: Confusion,
         return best if c.identical else worst
     return numerator / denominator
 
-# %% ../nbs/09_evaluation.ipynb #05682a1a
+# %% ../nbs/09_evaluation.ipynb #a133af33
 def dice(c: Confusion) -> float:
     "Dice coefficient 2TP / (2TP + FP + FN), in [0, 1]."
     return undefined_ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn, c)
 
+# %% ../nbs/09_evaluation.ipynb #6d50e3df
 def jaccard(c: Confusion) -> float:
     "Jaccard index (IoU) TP / (TP + FP + FN), in [0, 1]."
     return undefined_ratio(c.tp, c.tp + c.fp + c.fn, c)
 
+# %% ../nbs/09_evaluation.ipynb #b9816e90
 def sensitivity(c: Confusion) -> float:
     "Sensitivity (recall, true positive rate) TP / (TP + FN)."
     return undefined_ratio(c.tp, c.tp + c.fn, c)
 
+# %% ../nbs/09_evaluation.ipynb #04952448
 def specificity(c: Confusion) -> float:
     "Specificity (true negative rate) TN / (TN + FP)."
     return undefined_ratio(c.tn, c.tn + c.fp, c)
 
+# %% ../nbs/09_evaluation.ipynb #795eed21
 def precision(c: Confusion) -> float:
     "Precision (positive predictive value) TP / (TP + FP)."
     return undefined_ratio(c.tp, c.tp + c.fp, c)
 
+# %% ../nbs/09_evaluation.ipynb #f55537d8
 def false_negative_rate(c: Confusion) -> float:
     "FN / (TP + FN) = 1 - sensitivity."
     return 1.0 - sensitivity(c)
 
+# %% ../nbs/09_evaluation.ipynb #68b698bc
 def fallout(c: Confusion) -> float:
     "False positive rate FP / (TN + FP) = 1 - specificity."
     return 1.0 - specificity(c)
 
+# %% ../nbs/09_evaluation.ipynb #d08f7030
 def accuracy(c: Confusion) -> float:
     "(TP + TN) / N: dominated by background in medical images, shown for completeness."
     return (c.tp + c.tn) / c.n
 
+# %% ../nbs/09_evaluation.ipynb #61921d03
 def f_measure(c: Confusion, beta: float = 1.0) -> float:
     "F-beta: (1 + β²)·P·R / (β²·P + R); β > 1 weighs recall more. 0 when P = R = 0."
     p, r, b2 = precision(c), sensitivity(c), beta * beta
     return 0.0 if b2 * p + r == 0 else (1 + b2) * p * r / (b2 * p + r)
 
+# %% ../nbs/09_evaluation.ipynb #fbf9d0af
 def volume_similarity(c: Confusion) -> float:
     "1 - |FN - FP| / (2TP + FN + FP): compares volumes only, not positions."
     return 1.0 - undefined_ratio(abs(c.fn - c.fp), 2 * c.tp + c.fn + c.fp, c, best=0.0, worst=1.0)
 
+# %% ../nbs/09_evaluation.ipynb #80e25a69
 def area_under_curve(c: Confusion) -> float:
     "AUC of the single operating point of a binary prediction: (sensitivity + specificity) / 2."
     return (sensitivity(c) + specificity(c)) / 2
 
+# %% ../nbs/09_evaluation.ipynb #80cc4cdb
 def cohen_kappa(c: Confusion) -> float:
     "Cohen's kappa: agreement beyond chance, (p_o - p_e) / (1 - p_e), in [-1, 1]."
     n = c.n
@@ -169,9 +184,10 @@ def dice_score(truth: np.ndarray, prediction: np.ndarray, label: int) -> float:
     `confusion` for that class, so 1.0 when the class is absent from both."""
     return dice(confusion(np.asarray(truth) == label, np.asarray(prediction) == label))
 
-# %% ../nbs/09_evaluation.ipynb #80f15f77
+# %% ../nbs/09_evaluation.ipynb #203c8b2b
 def _pairs(k: int) -> int: return k * (k - 1) // 2
 
+# %% ../nbs/09_evaluation.ipynb #5b46837b
 def _pair_counts(c: Confusion) -> tuple[int, int, int, int]:
     "(Σ C(n_ij, 2), Σ C(rows, 2), Σ C(cols, 2), C(N, 2)) of the contingency table."
     cells = _pairs(c.tp) + _pairs(c.fp) + _pairs(c.tn) + _pairs(c.fn)
@@ -179,11 +195,13 @@ def _pair_counts(c: Confusion) -> tuple[int, int, int, int]:
     cols = _pairs(c.tp + c.fp) + _pairs(c.tn + c.fn)      # prediction classes
     return cells, rows, cols, _pairs(c.n)
 
+# %% ../nbs/09_evaluation.ipynb #6ed3e027
 def rand_index(c: Confusion) -> float:
     "Fraction of voxel pairs on which both partitions agree (same/same or different/different)."
     cells, rows, cols, total = _pair_counts(c)
     return 1.0 if total == 0 else (total + 2 * cells - rows - cols) / total
 
+# %% ../nbs/09_evaluation.ipynb #d5ed0928
 def adjusted_rand_index(c: Confusion) -> float:
     "Rand index corrected for chance (Hubert & Arabie 1985): 0 at chance, 1 for equal partitions."
     cells, rows, cols, total = _pair_counts(c)
@@ -191,10 +209,12 @@ def adjusted_rand_index(c: Confusion) -> float:
     denominator = (rows + cols) / 2 - expected
     return 1.0 if denominator == 0 else (cells - expected) / denominator
 
+# %% ../nbs/09_evaluation.ipynb #08e27288
 def _entropy(*probabilities: float) -> float:
     "Shannon entropy in bits, with 0·log 0 = 0."
     return -sum(p * math.log2(p) for p in probabilities if p > 0)
 
+# %% ../nbs/09_evaluation.ipynb #0db90360
 def mutual_information(c: Confusion) -> float:
     "Mutual information (bits) between reference and prediction as binary partitions."
     n = c.n
@@ -202,6 +222,7 @@ def mutual_information(c: Confusion) -> float:
     h_pred = _entropy((c.tp + c.fp) / n, (c.tn + c.fn) / n)
     return max(0.0, h_ref + h_pred - _entropy(c.tp / n, c.fp / n, c.tn / n, c.fn / n))
 
+# %% ../nbs/09_evaluation.ipynb #327d772f
 def variation_of_information(c: Confusion) -> float:
     "H(R) + H(P) - 2·MI in bits: 0 for identical partitions."
     n = c.n
@@ -209,6 +230,7 @@ def variation_of_information(c: Confusion) -> float:
     h_pred = _entropy((c.tp + c.fp) / n, (c.tn + c.fn) / n)
     return max(0.0, h_ref + h_pred - 2 * mutual_information(c))
 
+# %% ../nbs/09_evaluation.ipynb #69ebfb4d
 def global_consistency_error(c: Confusion) -> float:
     """GCE = min(E(R,P), E(P,R)) / N, E summing each voxel's local refinement error
     |region \\ other region| / |region|. Empty regions contribute nothing."""
@@ -218,12 +240,13 @@ def global_consistency_error(c: Confusion) -> float:
     e_pred = term(c.fp, c.tp) + term(c.fn, c.tn)
     return min(e_ref, e_pred) / c.n
 
-# %% ../nbs/09_evaluation.ipynb #a848cfdc
+# %% ../nbs/09_evaluation.ipynb #f7e61aee
 def volume(mask: np.ndarray, spacing) -> float:
     "Volume of a boolean (D, H, W) mask in mm³ (area in mm² for a 2D mask)."
     mask = np.asarray(mask, bool)
     return float(np.count_nonzero(mask) * np.prod(check_spacing_for(spacing, mask.ndim)))
 
+# %% ../nbs/09_evaluation.ipynb #524a0ca2
 def area(mask: np.ndarray, spacing, slice_index: int | None = None) -> float:
     "Area in mm² of a 2D mask, or of slice `slice_index` (default: the middle one) of a 3D mask."
     mask = np.asarray(mask, bool)
@@ -235,6 +258,7 @@ def area(mask: np.ndarray, spacing, slice_index: int | None = None) -> float:
         raise MiscnnError(f"slice_index {index} is outside the {mask.shape[0]} slices of the mask.")
     return float(np.count_nonzero(mask[index]) * spacing[1] * spacing[2])
 
+# %% ../nbs/09_evaluation.ipynb #5a2dccf9
 def interclass_correlation(reference: np.ndarray, prediction: np.ndarray) -> float:
     "ICC of the voxel values (Shrout-Fleiss one-way form as in pymia), in [-1, 1]."
     x = np.asarray(reference, np.float64).ravel()
@@ -246,6 +270,7 @@ def interclass_correlation(reference: np.ndarray, prediction: np.ndarray) -> flo
         return 1.0                                  # both constant and equal
     return float((between - within) / (between + within))
 
+# %% ../nbs/09_evaluation.ipynb #97a5388c
 def probabilistic_distance(reference: np.ndarray, prediction: np.ndarray) -> float:
     "Σ|R - P| / (2·Σ R·P) (Gerig et al. 2001); 0 is perfect, inf when the masks do not overlap."
     r, p = np.asarray(reference, bool), np.asarray(prediction, bool)
@@ -254,6 +279,7 @@ def probabilistic_distance(reference: np.ndarray, prediction: np.ndarray) -> flo
         return 0.0 if difference == 0 else math.inf
     return difference / (2.0 * joint)
 
+# %% ../nbs/09_evaluation.ipynb #fb423432
 def mahalanobis_distance(reference: np.ndarray, prediction: np.ndarray, spacing=None) -> float:
     "Mahalanobis distance between the voxel clouds' centroids under their pooled covariance."
     r, p = np.asarray(reference, bool), np.asarray(prediction, bool)
@@ -269,13 +295,14 @@ def mahalanobis_distance(reference: np.ndarray, prediction: np.ndarray, spacing=
     delta = points_r.mean(axis=0) - points_p.mean(axis=0)
     return float(np.sqrt(delta @ np.linalg.solve(pooled, delta)))
 
-# %% ../nbs/09_evaluation.ipynb #d2f1518e
+# %% ../nbs/09_evaluation.ipynb #22506457
 def surface_voxels(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
     "Boolean map of the voxels of `mask` that touch background (or the image border) via a face."
     mask = np.asarray(mask, bool)
     structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
 
+# %% ../nbs/09_evaluation.ipynb #1d81a416
 def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     "Slices of the smallest box holding every True voxel, grown by `margin` (clipped); None if empty."
     mask = np.asarray(mask, bool)
@@ -287,7 +314,7 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
         box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + margin + 1, size)))
     return tuple(box)
 
-# %% ../nbs/09_evaluation.ipynb #20f9bc1f
+# %% ../nbs/09_evaluation.ipynb #725d9e61
 @dataclass(frozen=True)
 class SurfaceDistances:
     """Distances in mm from each surface voxel of one mask to the other mask's surface.
@@ -306,11 +333,13 @@ class SurfaceDistances:
     @property
     def comparable(self) -> bool: return not (self.reference_empty or self.prediction_empty)
 
+# %% ../nbs/09_evaluation.ipynb #9394949a
 def _distances_to(target_surface: np.ndarray, points: np.ndarray, spacing) -> np.ndarray:
     "Distance (mm) from each True voxel of `points` to the nearest True voxel of `target_surface`."
     distance_map = ndimage.distance_transform_edt(~target_surface, sampling=spacing)
     return distance_map[points]
 
+# %% ../nbs/09_evaluation.ipynb #22b5d3a8
 def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing=None,
                       connectivity: int = 1) -> SurfaceDistances:
     """Both directed surface-distance sets of two boolean (D, H, W) or (H, W) masks.
@@ -331,7 +360,7 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing=Non
     return SurfaceDistances(_distances_to(surface_p, surface_r, spacing),
                             _distances_to(surface_r, surface_p, spacing), False, False, diagonal)
 
-# %% ../nbs/09_evaluation.ipynb #0da1e3df
+# %% ../nbs/09_evaluation.ipynb #144ecb91
 def hausdorff_distance(d: SurfaceDistances, percentile: float = 100.0) -> float:
     "Hausdorff distance (mm) at `percentile` (100: maximum; 95: HD95) of both directions pooled."
     if not 0 < percentile <= 100:
@@ -341,6 +370,7 @@ def hausdorff_distance(d: SurfaceDistances, percentile: float = 100.0) -> float:
     pooled = np.concatenate([d.reference_to_prediction, d.prediction_to_reference])
     return float(pooled.max() if percentile == 100 else np.percentile(pooled, percentile))
 
+# %% ../nbs/09_evaluation.ipynb #50c797df
 def average_surface_distance(d: SurfaceDistances, symmetric: bool = True) -> float:
     """Mean surface distance (mm) over the surface voxels of both masks pooled (ASSD), or over the
     prediction's surface only (`symmetric=False`, directed prediction→reference)."""
@@ -350,6 +380,7 @@ def average_surface_distance(d: SurfaceDistances, symmetric: bool = True) -> flo
         return float(d.prediction_to_reference.mean())
     return float(np.concatenate([d.reference_to_prediction, d.prediction_to_reference]).mean())
 
+# %% ../nbs/09_evaluation.ipynb #dfd7487a
 def surface_dice(d: SurfaceDistances, tolerance_mm: float = 1.0) -> float:
     "Fraction of both surfaces' voxels lying within `tolerance_mm` of the other surface."
     if not d.comparable:
@@ -358,6 +389,7 @@ def surface_dice(d: SurfaceDistances, tolerance_mm: float = 1.0) -> float:
              + np.count_nonzero(d.prediction_to_reference <= tolerance_mm))
     return close / (d.reference_to_prediction.size + d.prediction_to_reference.size)
 
+# %% ../nbs/09_evaluation.ipynb #505cb921
 def surface_overlap(d: SurfaceDistances, tolerance_mm: float = 1.0, prediction_to_reference: bool = True) -> float:
     "Fraction of one surface (prediction's by default) within `tolerance_mm` of the other."
     if not d.comparable:
@@ -365,7 +397,7 @@ def surface_overlap(d: SurfaceDistances, tolerance_mm: float = 1.0, prediction_t
     distances = d.prediction_to_reference if prediction_to_reference else d.reference_to_prediction
     return float(np.mean(distances <= tolerance_mm))
 
-# %% ../nbs/09_evaluation.ipynb #60d7a9b8
+# %% ../nbs/09_evaluation.ipynb #fc8ea315
 CELL_CORNERS = {ndim: list(itertools.product((0, 1), repeat=ndim)) for ndim in (2, 3)}  # bit b ↔ corner b
 
 def _cell(code: int, ndim: int) -> np.ndarray:
@@ -375,6 +407,7 @@ def _cell(code: int, ndim: int) -> np.ndarray:
         cell[corner] = (code >> bit) & 1
     return cell
 
+# %% ../nbs/09_evaluation.ipynb #963ee5f2
 def _cell_area(code: int, spacing: tuple[float, ...]) -> float:
     "Area (mm², 3D) or length (mm, 2D) of the marching cubes / squares surface in the cell of `code`."
     ndim = len(spacing)
@@ -395,6 +428,7 @@ def _cell_area(code: int, spacing: tuple[float, ...]) -> float:
     vertices, faces, _, _ = marching_cubes(_cell(code, 3), 0.5, spacing=spacing, method="lorensen")
     return float(mesh_surface_area(vertices, faces))
 
+# %% ../nbs/09_evaluation.ipynb #94f3d7f8
 @functools.lru_cache(maxsize=64)
 def surfel_area_table(spacing: tuple[float, ...]) -> np.ndarray:
     """(2**(2**ndim),) surface area in mm² (3D) or contour length in mm (2D) carried by a corner whose
@@ -406,6 +440,7 @@ def surfel_area_table(spacing: tuple[float, ...]) -> np.ndarray:
     table.flags.writeable = False
     return table
 
+# %% ../nbs/09_evaluation.ipynb #18477383
 def corner_codes(mask: np.ndarray) -> np.ndarray:
     """Code of every corner of `mask`'s voxel grid (shape + 1 per axis): bit b set when the voxel at
     offset `CELL_CORNERS[ndim][b]` of the corner's cell is inside (outside the image counts as outside)."""
@@ -416,7 +451,7 @@ def corner_codes(mask: np.ndarray) -> np.ndarray:
         codes |= padded[tuple(slice(o, o + n) for o, n in zip(corner, shape))] << bit
     return codes
 
-# %% ../nbs/09_evaluation.ipynb #ca0b55c3
+# %% ../nbs/09_evaluation.ipynb #e84c02dc
 @dataclass(frozen=True)
 class Surfels:
     """The surfels of two masks: distance (mm) from each to the other mask's surface, and its area (mm²;
@@ -428,6 +463,7 @@ class Surfels:
     reference_empty: bool
     prediction_empty: bool
 
+# %% ../nbs/09_evaluation.ipynb #99cccc95
 def surfels(reference: np.ndarray, prediction: np.ndarray, spacing=None) -> Surfels:
     """Surfels of two boolean (D, H, W) or (H, W) masks on the corner grid, with areas and distances."""
     reference, prediction = check_same_grid(reference, prediction)
@@ -445,6 +481,7 @@ def surfels(reference: np.ndarray, prediction: np.ndarray, spacing=None) -> Surf
     to_r = ndimage.distance_transform_edt(~on_r, sampling=spacing)
     return Surfels(to_p[on_r], area[codes_r[on_r]], to_r[on_p], area[codes_p[on_p]], False, False)
 
+# %% ../nbs/09_evaluation.ipynb #1a6d24ef
 def surfel_surface_dice(s: Surfels, tolerance_mm: float = 1.0) -> float:
     "Surface area of both masks within `tolerance_mm` of the other surface, over their total area."
     if s.reference_empty or s.prediction_empty:
@@ -453,11 +490,12 @@ def surfel_surface_dice(s: Surfels, tolerance_mm: float = 1.0) -> float:
              + s.prediction_areas[s.prediction_distances <= tolerance_mm].sum())
     return float(close / (s.reference_areas.sum() + s.prediction_areas.sum()))
 
-# %% ../nbs/09_evaluation.ipynb #f6ae6d1d
+# %% ../nbs/09_evaluation.ipynb #a241cc3b
 def _as_float_pair(reference, prediction):
     reference, prediction = check_same_grid(reference, prediction)
     return reference.astype(np.float64), prediction.astype(np.float64)
 
+# %% ../nbs/09_evaluation.ipynb #a59f84af
 def _data_range(reference: np.ndarray, data_range: float | None) -> float:
     value = float(reference.max() - reference.min()) if data_range is None else float(data_range)
     if value <= 0:
@@ -465,30 +503,36 @@ def _data_range(reference: np.ndarray, data_range: float | None) -> float:
                          "intensity range of the modality, e.g. 4095 for 12-bit CT).")
     return value
 
+# %% ../nbs/09_evaluation.ipynb #456f6df1
 def mean_absolute_error(reference, prediction) -> float:
     "Mean |R - P| in intensity units."
     x, y = _as_float_pair(reference, prediction)
     return float(np.mean(np.abs(x - y)))
 
+# %% ../nbs/09_evaluation.ipynb #02967daa
 def mean_squared_error(reference, prediction) -> float:
     "Mean (R - P)² in squared intensity units."
     x, y = _as_float_pair(reference, prediction)
     return float(np.mean((x - y) ** 2))
 
+# %% ../nbs/09_evaluation.ipynb #622385d0
 def root_mean_squared_error(reference, prediction) -> float:
     "sqrt(MSE) in intensity units."
     return math.sqrt(mean_squared_error(reference, prediction))
 
+# %% ../nbs/09_evaluation.ipynb #0386d32a
 def normalized_root_mean_squared_error(reference, prediction, data_range: float | None = None) -> float:
     "RMSE / data_range (default: reference max - min)."
     return root_mean_squared_error(reference, prediction) / _data_range(np.asarray(reference, np.float64), data_range)
 
+# %% ../nbs/09_evaluation.ipynb #ceb20348
 def peak_signal_to_noise_ratio(reference, prediction, data_range: float | None = None) -> float:
     "10·log10(data_range² / MSE) in dB; inf for identical images."
     mse = mean_squared_error(reference, prediction)
     data_range = _data_range(np.asarray(reference, np.float64), data_range)
     return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
 
+# %% ../nbs/09_evaluation.ipynb #aa19b4dd
 def coefficient_of_determination(reference, prediction) -> float:
     "R² = 1 - SSE / SST; 1 for identical images, -inf when the reference is constant and they differ."
     x, y = _as_float_pair(reference, prediction)
@@ -497,6 +541,7 @@ def coefficient_of_determination(reference, prediction) -> float:
         return 1.0 if sse == 0 else -math.inf
     return 1 - sse / sst
 
+# %% ../nbs/09_evaluation.ipynb #90cc6a58
 def structural_similarity(reference, prediction, data_range: float | None = None, window: int = 7) -> float:
     "Mean SSIM over (D, H, W) or (H, W) images with a `window`-voxel box filter, in [-1, 1]."
     x, y = _as_float_pair(reference, prediction)
@@ -514,7 +559,7 @@ def structural_similarity(reference, prediction, data_range: float | None = None
     pad = (window - 1) // 2
     return float(ssim_map[tuple(slice(pad, s - pad) for s in x.shape)].mean())
 
-# %% ../nbs/09_evaluation.ipynb #6ae2f56e
+# %% ../nbs/09_evaluation.ipynb #c2546a2c
 class LabelPair:
     """Reference and prediction of one label (boolean masks) or one image (`kind='image'` metrics),
     with the statistics many metrics share, computed on first use."""
@@ -531,6 +576,7 @@ class LabelPair:
     @cached_property
     def surfels(self) -> Surfels: return surfels(self.reference, self.prediction, self.spacing)
 
+# %% ../nbs/09_evaluation.ipynb #48ddc2ec
 @dataclass(frozen=True)
 class Metric:
     """A named metric. `compute(pair)` returns a float; `kind` 'label' runs on each label's binary
@@ -621,7 +667,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
 DEFAULT_METRICS = ("DICE", "JACRD", "HDRFDST", "HDRFDST95", "AVGDIST", "SURFDICE", "SNSVTY", "PRCISON", "VOLSMTY",
                    "REFVOL", "PREDVOL")
 
-# %% ../nbs/09_evaluation.ipynb #f6a2d3b7
+# %% ../nbs/09_evaluation.ipynb #fa9d0f1d
 def _metric_index() -> dict[str, Metric]:
     index = {}
     for metric in METRICS.values():
@@ -629,6 +675,7 @@ def _metric_index() -> dict[str, Metric]:
             index[key.lower()] = metric
     return index
 
+# %% ../nbs/09_evaluation.ipynb #4cf0407d
 def get_metric(name: str | Metric) -> Metric:
     "The `Metric` named `name` (pymia short name or alias, any case); unknown names suggest the closest."
     if isinstance(name, Metric):
@@ -642,6 +689,7 @@ def get_metric(name: str | Metric) -> Metric:
         raise MiscnnError(f"unknown metric {name!r}. {hint}Known metrics: {', '.join(METRICS)}.")
     return index[key]
 
+# %% ../nbs/09_evaluation.ipynb #3952a489
 def get_metrics(names: Iterable[str | Metric] | str | None = None) -> list[Metric]:
     "Resolve a list (or comma-separated string) of metric names; None gives `DEFAULT_METRICS`."
     if names is None:
@@ -653,6 +701,7 @@ def get_metrics(names: Iterable[str | Metric] | str | None = None) -> list[Metri
         raise MiscnnError("metrics is empty: name at least one metric, e.g. metrics=['DICE', 'HDRFDST95'].")
     return list({m.name: m for m in metrics}.values())
 
+# %% ../nbs/09_evaluation.ipynb #6b6234f1
 def metrics_table() -> pd.DataFrame:
     "One row per registered metric: name, aliases, unit, direction, kind, description."
     return pd.DataFrame([dict(name=m.name, aliases=", ".join(m.aliases), unit=m.unit, kind=m.kind,
@@ -672,7 +721,7 @@ def compute_metrics(reference: np.ndarray, prediction: np.ndarray, spacing=None,
     pair = LabelPair(np.asarray(reference), np.asarray(prediction), spacing)
     return {m.name: float(m.compute(pair)) for m in get_metrics(metrics)}
 
-# %% ../nbs/09_evaluation.ipynb #7a109d12
+# %% ../nbs/09_evaluation.ipynb #f77cd906
 KITS19_REGIONS = {"kidney+tumor": (1, 2), "tumor": (2,)}
 
 def normalize_regions(labels) -> dict[str, tuple[int, ...]]:
@@ -691,15 +740,17 @@ def normalize_regions(labels) -> dict[str, tuple[int, ...]]:
         regions[str(name) if name is not None else "+".join(map(str, values))] = values
     return regions
 
+# %% ../nbs/09_evaluation.ipynb #77fd2178
 def region_mask(label_map: np.ndarray, region: tuple[int, ...]) -> np.ndarray:
     "Boolean mask of the voxels whose label is in `region`."
     return np.isin(label_map, region) if len(region) > 1 else label_map == region[0]
 
-# %% ../nbs/09_evaluation.ipynb #2251ea9d
-TIDY_COLUMNS = ["case", "label", "metric", "value"]
-
+# %% ../nbs/09_evaluation.ipynb #21d91f7a
 def _present_labels(*label_maps) -> list[int]:
     return sorted(set().union(*(np.unique(m).tolist() for m in label_maps)) - {0})
+
+# %% ../nbs/09_evaluation.ipynb #fd477334
+TIDY_COLUMNS = ["case", "label", "metric", "value"]
 
 def evaluate_case(reference: np.ndarray, prediction: np.ndarray, spacing=None, labels=None,
                   metrics=None, case_id: str = "case", require_labels: bool = True) -> pd.DataFrame:
@@ -763,28 +814,32 @@ def kits19_scores(reference: np.ndarray, prediction: np.ndarray) -> dict[str, fl
     tumor = dice(confusion(reference == 2, prediction == 2))
     return {"kidney_dice": kidney, "tumor_dice": tumor, "kits19_score": (kidney + tumor) / 2}
 
-# %% ../nbs/09_evaluation.ipynb #99b0f4fe
+# %% ../nbs/09_evaluation.ipynb #d220ff8e
 def _population_std(values: pd.Series) -> float:
     "Population std (ddof 0, as pymia); inf when a value is infinite (numpy would give NaN)."
     values = values.to_numpy(dtype=float)
     return float(np.std(values)) if np.isfinite(values).all() else math.inf
 
+# %% ../nbs/09_evaluation.ipynb #97a11786
 def metric_statistics(table: pd.DataFrame) -> pd.DataFrame:
     "mean, std (population), median, min, max, count of `value` per label and metric."
     grouped = table.groupby(["label", "metric"], sort=False)["value"]
     stats = grouped.agg(mean="mean", std=_population_std, median="median", min="min", max="max", count="count")
     return stats.reset_index()
 
+# %% ../nbs/09_evaluation.ipynb #d1e9bde2
 def format_metrics_table(table: pd.DataFrame, digits: int = 4) -> str:
     "Wide text table: one row per case and label, one column per metric."
     wide = table.pivot_table(index=["case", "label"], columns="metric", values="value", sort=False)
     return wide[list(dict.fromkeys(table.metric))].round(digits).to_string()
 
+# %% ../nbs/09_evaluation.ipynb #321ab7d9
 def statistics_path(metrics_path) -> Path:
     "Where the statistics CSV goes beside a metrics CSV: `metrics.csv` → `metrics_statistics.csv`."
     path = Path(metrics_path)
     return path.with_name(f"{path.stem}_statistics{path.suffix or '.csv'}")
 
+# %% ../nbs/09_evaluation.ipynb #6788f16f
 def write_metrics_csv(table: pd.DataFrame, path) -> Path:
     """Write a tidy table (case,label,metric,value) to CSV atomically; returns the path.
 
@@ -799,6 +854,7 @@ def write_metrics_csv(table: pd.DataFrame, path) -> Path:
         table[extra + TIDY_COLUMNS].to_csv(tmp, index=False)
     return path
 
+# %% ../nbs/09_evaluation.ipynb #84e4a2fe
 def write_statistics_csv(table: pd.DataFrame, path) -> Path:
     "Write `metric_statistics(table)` to CSV atomically; returns the path."
     path = Path(path)
@@ -828,15 +884,14 @@ def plot_metric_distributions(table: pd.DataFrame, metrics: Iterable[str] | None
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09_evaluation.ipynb #dc0b1c2c
-_PREDICTION_NAMES = ("prediction.nii.gz", "prediction.nii", "segmentation.nii.gz", "segmentation.nii")
-
+# %% ../nbs/09_evaluation.ipynb #7e347c53
 def _strip_nifti(name: str) -> str:
     "The case id of a file name: without .nii.gz / .nii, or a picture's suffix (.png, .tif, ...)."
     if is_picture(Path(name)):
         return name.rsplit(".", 1)[0]
     return name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else name
 
+# %% ../nbs/09_evaluation.ipynb #9154f6b6
 def _case_files(folder: Path, names: tuple[str, ...]) -> dict[str, Path]:
     """{case id: file} of a folder in KiTS19 layout (case folders holding one of `names`) or flat
     (`case_00000.nii.gz`, or 2D masks `case_00000.png`; the KiTS19 submission name `prediction_00000.nii.gz`
@@ -856,6 +911,9 @@ def _case_files(folder: Path, names: tuple[str, ...]) -> dict[str, Path]:
                 case_id = "case_" + case_id[len("prediction_"):]
             found.setdefault(case_id, f)
     return found
+
+# %% ../nbs/09_evaluation.ipynb #7fcbfbfd
+_PREDICTION_NAMES = ("prediction.nii.gz", "prediction.nii", "segmentation.nii.gz", "segmentation.nii")
 
 def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
     """(case id, reference file, prediction file) for two files or two folders matched by case."""
@@ -885,12 +943,14 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
                          "Predict them, or evaluate a folder holding only the cases you want.")
     return [(c, refs[c], preds[c]) for c in common]
 
+# %% ../nbs/09_evaluation.ipynb #188fddd3
 def resample_to_grid(label_map: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray:
     "Nearest-neighbour copy of a label map (voxel→world `affine`) on the grid (`shape`, `target_affine`); 0 outside."
     to_source = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(target_affine, float)
     return ndimage.affine_transform(np.asarray(label_map), to_source[:3, :3], offset=to_source[:3, 3],
                                     output_shape=tuple(shape), order=0, mode="constant", cval=0)
 
+# %% ../nbs/09_evaluation.ipynb #4a320903
 def _grid_difference(ref_affine, pred_affine, tolerance_mm: float) -> str | None:
     "What differs between two voxel grids of the same shape (spacing, direction, origin), or None."
     ref_sp, pred_sp = np.array(spacing_from_affine(ref_affine)), np.array(spacing_from_affine(pred_affine))
@@ -904,6 +964,7 @@ def _grid_difference(ref_affine, pred_affine, tolerance_mm: float) -> str | None
                 f"{tuple(np.round(ref_affine[:3, 3], 3))}")
     return None
 
+# %% ../nbs/09_evaluation.ipynb #f006f77b
 def _load_mask_pair(case_id: str, reference_path: Path, prediction_path: Path):
     """2D masks: the reference decoded with its dataset's colour table (`dataset.json` beside or above its
     folder), the prediction as class indices; spacing from the same `dataset.json` (else 1 mm)."""
@@ -918,6 +979,7 @@ def _load_mask_pair(case_id: str, reference_path: Path, prediction_path: Path):
                           f"{reference_path} {size(reference)}. Predict on the reference's own picture.")
     return case_id, reference, prediction, sidecar.get("spacing", (1.0, 1.0))
 
+# %% ../nbs/09_evaluation.ipynb #e3ef23b8
 def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resample: bool = False,
                tolerance_mm: float = 1e-3):
     if is_picture(reference_path):
@@ -944,6 +1006,7 @@ def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resamp
     spacing = check_spacing(spacing_from_affine(ref_affine), name=f"{reference_path}: spacing")
     return case_id, reference, prediction, spacing
 
+# %% ../nbs/09_evaluation.ipynb #b164a30e
 def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, progress: bool = False,
                    resample: bool = False, tolerance_mm: float = 1e-3) -> pd.DataFrame:
     """Evaluate NIfTI predictions (or 2D mask pictures) against references (files or folders matched by case).
@@ -965,19 +1028,22 @@ def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, p
         write_statistics_csv(table, statistics_path(out))
     return table
 
-# %% ../nbs/09_evaluation.ipynb #46c63a66
+# %% ../nbs/09_evaluation.ipynb #efa4fe97
 def _components(mask: np.ndarray, connectivity: int | None):
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim if connectivity is None else connectivity)
     return ndimage.label(mask, structure=structure)
 
+# %% ../nbs/09_evaluation.ipynb #939042b9
 def _regions_of(label_map: np.ndarray, labels) -> dict[str, tuple[int, ...]]:
     return normalize_regions(_present_labels(label_map) if labels is None else labels)
 
+# %% ../nbs/09_evaluation.ipynb #f6fedf28
 def _check_replace_with(replace_with) -> int:
     if int(replace_with) != replace_with or replace_with < 0:
         raise MiscnnError(f"replace_with {replace_with} must be a label >= 0 (0: background).")
     return int(replace_with)
 
+# %% ../nbs/09_evaluation.ipynb #596e2610
 def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, connectivity: int | None = None,
                             replace_with: int = 0) -> np.ndarray:
     """Copy of a (D, H, W) label map keeping the `keep` largest connected components of each region.
@@ -999,6 +1065,7 @@ def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, c
             out[(components > 0) & ~np.isin(components, kept)] = replace_with
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
+# %% ../nbs/09_evaluation.ipynb #c7e443e4
 def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, spacing=None, labels=None,
                             connectivity: int | None = None, replace_with: int = 0, min_fraction: float = 0.0,
                             fraction_of=None) -> np.ndarray:
@@ -1025,6 +1092,7 @@ def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, 
             out[np.isin(components, small)] = replace_with
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
+# %% ../nbs/09_evaluation.ipynb #213defb4
 def fill_holes(label_map: np.ndarray, labels=None) -> np.ndarray:
     "Copy of a label map whose regions' enclosed background holes get the region's first label."
     out = check_label_map(label_map, "label_map").copy()

@@ -32,19 +32,23 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'write_mask', 'write_picture', 'read_picture_sidecar', 'ImageFolderReader', 'describe_file', 'describe',
            'fetch_example_data']
 
-# %% ../nbs/00_io.ipynb #611d47eb
+# %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
     "A problem with the user's files or settings; the message names the file or parameter, the value and the fix."
 
+# %% ../nbs/00_io.ipynb #4b54b813
 class SettingsError(MiscnnError):
     "A parameter or settings file holds a value the kit cannot use (checked before anything is written)."
 
+# %% ../nbs/00_io.ipynb #625b1880
 class DataError(MiscnnError):
     "A case or dataset cannot be used as it is (labels, shapes, geometry, layout)."
 
+# %% ../nbs/00_io.ipynb #2e33dea6
 class CorruptFileError(MiscnnError):
     "A file is truncated or damaged (failed checksum, unreadable header); the message says how to rebuild it."
 
+# %% ../nbs/00_io.ipynb #4fd0dc5f
 class MissingFileError(MiscnnError, FileNotFoundError):
     "A file or folder the kit needs is not there; the message names the path and what writes it."
 
@@ -87,12 +91,11 @@ def write_json(path, obj, indent: int | None = 1, default=json_value, **dumps_op
         tmp.write_text(json.dumps(obj, indent=indent, default=default, **dumps_options), encoding="utf-8")
     return Path(path)
 
-# %% ../nbs/00_io.ipynb #c6e78ba5
-LOCK_FILE = ".miscnn.lock"
-
+# %% ../nbs/00_io.ipynb #d7f3bbc2
 class OutputLockedError(MiscnnError):
     "Another process holds the output folder (its lock names the process)."
 
+# %% ../nbs/00_io.ipynb #bba04886
 def remove_temporaries(folder) -> list[Path]:
     "Delete hidden temporary files that `atomic_path` (or a killed writer) left under `folder`; returns them."
     folder = Path(folder)
@@ -101,6 +104,7 @@ def remove_temporaries(folder) -> list[Path]:
         p.unlink(missing_ok=True)
     return stale
 
+# %% ../nbs/00_io.ipynb #3c4d341c
 def _lock_holder_alive(holder: dict | None, path: Path) -> bool:
     if holder is None:                                   # being written right now, or left empty by a kill
         return time.time() - path.stat().st_mtime < 10
@@ -113,6 +117,9 @@ def _lock_holder_alive(holder: dict | None, path: Path) -> bool:
     except (PermissionError, ValueError, KeyError, TypeError):
         return True
     return True
+
+# %% ../nbs/00_io.ipynb #59ea8db2
+LOCK_FILE = ".miscnn.lock"
 
 @contextlib.contextmanager
 def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
@@ -170,12 +177,13 @@ def load_mapping(path, what: str = "settings") -> dict:
         raise SettingsError(f"{path}: expected a mapping of {what} (name: value), got {type(values).__name__}.")
     return values
 
-# %% ../nbs/00_io.ipynb #aecc2590
+# %% ../nbs/00_io.ipynb #93d77300
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
     "Voxel size in mm along each array axis: the norms of the affine's first three columns."
     affine = np.asarray(affine, dtype=float)
     return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
+# %% ../nbs/00_io.ipynb #4aa85d29
 def orientation_from_affine(affine: np.ndarray) -> str:
     "Axis codes of the array axes, e.g. `'SPL'` (each letter: where that axis points)."
     codes = nib.aff2axcodes(np.asarray(affine, dtype=float))
@@ -184,6 +192,7 @@ def orientation_from_affine(affine: np.ndarray) -> str:
                         "fix the file header (qform/sform).")
     return "".join(codes)
 
+# %% ../nbs/00_io.ipynb #a51875e4
 def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0)) -> np.ndarray:
     """A 4×4 affine whose array axes point along `orientation` with `spacing` mm steps.
 
@@ -200,6 +209,7 @@ def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0
     affine[:3, 3] = origin
     return affine
 
+# %% ../nbs/00_io.ipynb #ff69ca57
 SPACING_RANGE_MM = (0.05, 20.0)   # a CT voxel outside this range is almost surely in the wrong unit
 
 def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
@@ -252,12 +262,13 @@ def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") ->
     new_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape[:3])
     return np.ascontiguousarray(out), new_affine
 
-# %% ../nbs/00_io.ipynb #1e9a103a
+# %% ../nbs/00_io.ipynb #4449d87a
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 def _is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
 
+# %% ../nbs/00_io.ipynb #50fe3f76
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI file. Returns (array as stored, 4×4 affine).
 
@@ -280,6 +291,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                          "Split 4D series (e.g. with nibabel.funcs.four_to_three) into one file per volume.")
     return array, img.affine.astype(float)
 
+# %% ../nbs/00_io.ipynb #f47d5059
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
     "Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype."
     path = Path(path)
@@ -295,19 +307,21 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
         nib.save(img, tmp)
     return path
 
-# %% ../nbs/00_io.ipynb #acc474d1
+# %% ../nbs/00_io.ipynb #3f4ac31d
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 
 def _is_image(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES)
 
+# %% ../nbs/00_io.ipynb #a378de33
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")   # 2D pictures (section "2D image folders")
 
 def is_picture(path: Path) -> bool:
     "True when `path` names a picture file (PNG, JPEG, TIFF or BMP; `PICTURE_SUFFIXES`), case-insensitive."
     return Path(path).name.lower().endswith(PICTURE_SUFFIXES)
 
+# %% ../nbs/00_io.ipynb #8d097ce3
 def _sitk_affine(img) -> np.ndarray:
     "nibabel-style RAS affine for the (z, y, x) array of a SimpleITK image (which lives in LPS)."
     direction = np.array(img.GetDirection()).reshape(3, 3)
@@ -318,6 +332,7 @@ def _sitk_affine(img) -> np.ndarray:
     affine[:3, 3] = lps_to_ras @ np.array(img.GetOrigin())
     return affine
 
+# %% ../nbs/00_io.ipynb #6037ef51
 def _check_direction(path, direction, tolerance: float = 1e-4) -> None:
     "Refuse a direction matrix whose columns are not orthonormal (a sheared grid has no spacing or orientation)."
     direction = np.asarray(direction, float).reshape(3, 3)
@@ -327,6 +342,7 @@ def _check_direction(path, direction, tolerance: float = 1e-4) -> None:
                         f"{error:.2g}): the voxel grid is sheared. Resample it onto a rectangular grid first "
                         "(3D Slicer: Resample Scalar Volume; SimpleITK: sitk.Resample with an identity direction).")
 
+# %% ../nbs/00_io.ipynb #5f16240a
 def load_itk_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     "Read a 3D NRRD or MetaImage file with SimpleITK. Returns (array, RAS affine), like `load_nifti`."
     import SimpleITK as sitk
@@ -348,6 +364,7 @@ def load_itk_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                                "download or export it again.") from e
     return sitk.GetArrayFromImage(img), _sitk_affine(img)
 
+# %% ../nbs/00_io.ipynb #7da29ce2
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read an image file of any supported format: NIfTI (nibabel), NRRD or MetaImage (SimpleITK), or a 2D
     picture (PNG, JPEG, TIFF, BMP) as a (1, H, W) volume with 1 mm pixels."""
@@ -392,7 +409,7 @@ class Case:
         return (f"Case({self.id!r}, shape {self.shape}, spacing {sp} mm, {self.orientation}, "
                 f"{self.image.dtype}{lab})")
 
-# %% ../nbs/00_io.ipynb #ac5ac8e5
+# %% ../nbs/00_io.ipynb #8a1031f0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def check_case_id(case_id: str) -> str:
@@ -403,6 +420,7 @@ def check_case_id(case_id: str) -> str:
                          "only (no '/', no '..'), so the case stays inside its dataset folder.")
     return case_id
 
+# %% ../nbs/00_io.ipynb #1e2f4a6d
 def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
                   n_classes: int | None = None) -> np.ndarray:
     "Validate an integer label map (optionally remapped); return it as the smallest fitting uint dtype."
@@ -434,6 +452,7 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
     dtype = np.uint8 if values.max() < 256 else np.int32
     return label.astype(dtype, copy=False)
 
+# %% ../nbs/00_io.ipynb #715f0cca
 def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.ndarray | None = None,
                   label_map: dict | None = None, n_classes: int | None = None) -> Case:
     "Check a case's arrays and geometry; returns the case (label converted to an unsigned int map)."
@@ -480,7 +499,7 @@ def case_from_arrays(image: np.ndarray, label: np.ndarray | None = None, spacing
                 affine=affine, original_affine=affine.copy())
     return validate_case(case, **validate_kwargs)
 
-# %% ../nbs/00_io.ipynb #9b935b12
+# %% ../nbs/00_io.ipynb #30d774e1
 def load_case(image_path, label_path=None, case_id: str | None = None, orientation: str | None = "SPL",
               affine_tolerance: float = 1e-3, label_map: dict | None = None,
               n_classes: int | None = None) -> Case:
@@ -508,6 +527,7 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
             case.label, _ = reorient(case.label, affine, orientation)
     return case
 
+# %% ../nbs/00_io.ipynb #4c13bcef
 def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, colors=None) -> Path:
     """Write a label map predicted on `case`'s grid to `path`, in the original file's orientation.
 
@@ -532,6 +552,7 @@ def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, co
         prediction, affine = reorient(prediction, case.affine, orientation_from_affine(case.original_affine))
     return save_nifti(path, prediction.astype(dtype), affine)
 
+# %% ../nbs/00_io.ipynb #af60f8e4
 def load_prediction(path, case: Case) -> np.ndarray:
     "Read a label map written by `save_prediction` back onto `case`'s grid (its inverse)."
     prediction, affine = load_nifti(path)
@@ -557,7 +578,7 @@ def save_case(case: Case, root, layout: str = "kits19") -> Path:
         save_nifti(lab_path, case.label, case.affine)
     return img_path
 
-# %% ../nbs/00_io.ipynb #f5df690c
+# %% ../nbs/00_io.ipynb #49e8579d
 class CaseReader:
     "Base reader: a list of case ids and, per case, an image path and an optional label path."
     def __init__(self, root, orientation: str | None = "SPL"):
@@ -605,6 +626,7 @@ class CaseReader:
                     orientation=orientation_from_affine(affine), file_orientation=file_orientation,
                     dtype=dtype, has_label=label_path is not None)
 
+# %% ../nbs/00_io.ipynb #3a770e6c
 def _read_header(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
     "(shape, RAS affine, dtype) of an image file without reading its voxels."
     if _is_nifti(path):
@@ -619,12 +641,14 @@ def _read_header(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
     dtype = sitk.GetArrayViewFromImage(info).dtype
     return tuple(reader.GetSize()[::-1]), _sitk_affine(info), str(dtype)
 
+# %% ../nbs/00_io.ipynb #ed2a3cbf
 def _images_only(paths) -> tuple[list[Path], list[Path]]:
     "Split `paths` into image files a reader uses and other files (`imaging.nii.gz.bak`, hidden temporaries)."
     paths = sorted(paths)
     use = [p for p in paths if _is_image(p) and not p.name.startswith(".")]
     return use, [p for p in paths if p not in use]
 
+# %% ../nbs/00_io.ipynb #851a0279
 def _warn_ignored(root: Path, ignored: list[Path]) -> None:
     if ignored:
         import warnings
@@ -632,6 +656,7 @@ def _warn_ignored(root: Path, ignored: list[Path]) -> None:
         warnings.warn(f"{root}: ignoring {len(ignored)} file(s) outside the dataset layout ({names}"
                       f"{', ...' if len(ignored) > 5 else ''}); move them out of the dataset folder to silence this.")
 
+# %% ../nbs/00_io.ipynb #2fcdf7c0
 def _register(index: dict, case_id: str, paths, root: Path):
     check_case_id(case_id)
     if case_id in index:
@@ -639,6 +664,7 @@ def _register(index: dict, case_id: str, paths, root: Path):
                          "Remove or rename one of them.")
     index[case_id] = paths
 
+# %% ../nbs/00_io.ipynb #6e4c91c8
 def case_folder_files(folder) -> tuple[Path | None, Path | None, list[Path]]:
     """The image and label of a KiTS19 case folder (`imaging.*`, `segmentation.*` in any supported format),
     and the files beside them that are not part of the layout."""
@@ -651,6 +677,7 @@ def case_folder_files(folder) -> tuple[Path | None, Path | None, list[Path]]:
                             "keep one per case folder.")
     return (images or [None])[0], (labels or [None])[0], ignored + more
 
+# %% ../nbs/00_io.ipynb #3ff1b560
 class KiTS19Reader(CaseReader):
     """KiTS19 layout: `root/<case_id>/imaging.nii.gz` and, when labelled, `segmentation.nii.gz`
     (`.nrrd` or `.mha` files are read too)."""
@@ -665,6 +692,7 @@ class KiTS19Reader(CaseReader):
         _warn_ignored(self.root, ignored)
         return index
 
+# %% ../nbs/00_io.ipynb #ad28b032
 class NnUNetReader(CaseReader):
     """nnU-Net layout: `imagesTr/<id>_0000.nii.gz` + `labelsTr/<id>.nii.gz`, or `imagesTs/` (no labels).
     nnU-Net's 2D datasets store pictures the same way (`<id>_0000.png` + `<id>.png`, labels as class
@@ -737,7 +765,7 @@ class NpzReader(CaseReader):
             shape, _, dtype = read(f)
         return dict(case=case_id, shape=tuple(shape), dtype=str(dtype), has_label=self.has_label(case_id))
 
-# %% ../nbs/00_io.ipynb #4393a230
+# %% ../nbs/00_io.ipynb #3a92e6c1
 def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1):
     import SimpleITK as sitk
     orientations, positions = [], []
@@ -766,6 +794,7 @@ def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1
                              f"{z[gaps[0]]:.2f} and {z[gaps[0] + 1]:.2f} mm (slice step {step:.2f} mm): "
                              "slices are missing. Export the complete series again.")
 
+# %% ../nbs/00_io.ipynb #06ffa9ed
 def load_dicom_series(folder, case_id: str | None = None, orientation: str | None = "SPL") -> Case:
     "Read a folder holding one DICOM series into a `Case` (HU intensities, spacing from the headers)."
     import SimpleITK as sitk
@@ -847,9 +876,7 @@ def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
                      "Expected KiTS19 (case_XXXXX/imaging.nii.gz), nnU-Net (imagesTr/), .npz files, or pictures "
                      "(images/<id>.png with masks/<id>.png).")
 
-# %% ../nbs/00_io.ipynb #2478f789
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)     # ITU-R BT.601: grey value of an R, G, B pixel
-
+# %% ../nbs/00_io.ipynb #274e8c94
 def _picture_array(path, what: str, convert) -> np.ndarray:
     "`convert(PIL image)` of the one picture in `path`, with clear errors for missing, broken and multi-page files."
     from PIL import Image
@@ -869,6 +896,9 @@ def _picture_array(path, what: str, convert) -> np.ndarray:
         raise CorruptFileError(f"{path}: cannot be read as a picture ({type(e).__name__}: {e}). The file is "
                                "corrupt or truncated: export it again.") from e
 
+# %% ../nbs/00_io.ipynb #52835b45
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)     # ITU-R BT.601: grey value of an R, G, B pixel
+
 def _grey(img) -> np.ndarray:
     if img.mode in ("1", "L", "I", "F") or img.mode.startswith("I;16"):
         return np.asarray(img).astype(np.uint8) if img.mode == "1" else np.asarray(img)
@@ -877,17 +907,19 @@ def _grey(img) -> np.ndarray:
     rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
     return (rgb @ np.asarray(LUMA_WEIGHTS, np.float32)).astype(np.float32)
 
+# %% ../nbs/00_io.ipynb #c06f8ea5
 def read_picture(path) -> np.ndarray:
     """(H, W) intensities of a PNG, JPEG, TIFF or BMP picture: grey values as stored (uint8, uint16,
     int32 or float32); a colour picture as float32 grey (`LUMA_WEIGHTS`)."""
     return _grey_checked(path, _picture_array(path, "image", _grey))
 
+# %% ../nbs/00_io.ipynb #139bfe9c
 def _grey_checked(path, array: np.ndarray) -> np.ndarray:
     if array.ndim != 2:
         raise DataError(f"{path}: picture has shape {array.shape}; a 2D picture (H, W) is expected.")
     return array
 
-# %% ../nbs/00_io.ipynb #dcbb69a2
+# %% ../nbs/00_io.ipynb #7020845f
 def _colour_code(colour, where: str) -> int:
     "One colour of a table as the integer 0xRRGGBB; a grey level g is (g, g, g)."
     if isinstance(colour, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", colour.strip()):
@@ -900,6 +932,7 @@ def _colour_code(colour, where: str) -> int:
     raise DataError(f"{where}: colour {colour!r} is not a colour; use '#rrggbb', [r, g, b] with 0..255, or a grey "
                     "level 0..255.")
 
+# %% ../nbs/00_io.ipynb #6555a58f
 def colour_table(colors, where: str = "colors") -> dict[int, int]:
     """Check a colour table `{class: colour}` and return it as {0xRRGGBB: class}.
 
@@ -918,10 +951,12 @@ def colour_table(colors, where: str = "colors") -> dict[int, int]:
         codes[code] = int(cls)
     return codes
 
+# %% ../nbs/00_io.ipynb #afdd5eb8
 def _rgb_codes(img) -> np.ndarray:
     rgb = np.asarray(img.convert("RGB")).astype(np.int32)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
+# %% ../nbs/00_io.ipynb #1cd6e481
 def read_mask(path, colors=None) -> np.ndarray:
     """(H, W) class indices of a mask picture.
 
@@ -958,7 +993,7 @@ def read_mask(path, colors=None) -> np.ndarray:
     lut = np.array([table[v] for v in values.tolist()])
     return lut[inverse.reshape(codes.shape)].astype(np.uint8 if lut.max() < 256 else np.int32)
 
-# %% ../nbs/00_io.ipynb #fc158d0f
+# %% ../nbs/00_io.ipynb #311a3bec
 DEFAULT_PALETTE = ("#000000", "#dc3c3c", "#f0c800", "#3c78dc", "#3cb44b", "#a050c8", "#f08c28", "#46c8c8")
 
 def write_mask(path, label_map: np.ndarray, colors=None, mode: str = "palette") -> Path:
@@ -987,6 +1022,7 @@ def write_mask(path, label_map: np.ndarray, colors=None, mode: str = "palette") 
         img.save(tmp, format="PNG")
     return path
 
+# %% ../nbs/00_io.ipynb #3e5fec6a
 def write_picture(path, image: np.ndarray) -> Path:
     """Write a (H, W) greyscale picture atomically: uint8 or uint16 (PNG and TIFF keep it exactly), or
     float32 as a TIFF (e.g. an uncertainty map)."""
@@ -1004,7 +1040,7 @@ def write_picture(path, image: np.ndarray) -> Path:
         Image.fromarray(image).save(tmp, format=fmt)
     return path
 
-# %% ../nbs/00_io.ipynb #3af8d634
+# %% ../nbs/00_io.ipynb #38343c93
 PICTURE_SIDECAR = "dataset.json"
 MASK_FOLDERS = ("masks", "labels")
 
@@ -1025,6 +1061,7 @@ def read_picture_sidecar(folder) -> dict:
             return out
     return {}
 
+# %% ../nbs/00_io.ipynb #3fba6d7c
 def _pictures_by_id(folder: Path) -> tuple[dict[str, Path], list[Path]]:
     found, ignored = {}, []
     for p in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -1037,6 +1074,7 @@ def _pictures_by_id(folder: Path) -> tuple[dict[str, Path], list[Path]]:
         found[cid] = p
     return found, ignored
 
+# %% ../nbs/00_io.ipynb #45337800
 class ImageFolderReader(CaseReader):
     """2D pictures as cases: `root/images/<id>.png` (PNG, JPEG, TIFF, BMP) and, when labelled,
     `root/masks/<id>.png` (or `labels/`). Each case is a (1, H, W) image on a grid of spacing
@@ -1096,7 +1134,7 @@ class ImageFolderReader(CaseReader):
         return dict(case=case_id, shape=(1, height, width), spacing=(1.0, *self.spacing), orientation="SPL",
                     file_orientation="SPL", dtype=mode, has_label=mask_path is not None)
 
-# %% ../nbs/00_io.ipynb #d6a363f8
+# %% ../nbs/00_io.ipynb #0ea55fef
 def describe_file(path) -> dict:
     "Shape, spacing, orientation, intensity range and (for integer maps) values of one image file."
     array, affine = load_image(path)
@@ -1108,6 +1146,7 @@ def describe_file(path) -> dict:
         info["values"] = np.unique(array).tolist()
     return info
 
+# %% ../nbs/00_io.ipynb #d542b8df
 def describe(path) -> list[dict]:
     "One row per file (an image path) or per case (a dataset folder), for tables and the CLI."
     path = Path(path)

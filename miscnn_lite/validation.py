@@ -26,7 +26,7 @@ __all__ = ['KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out'
            'rescore_cross_validation', 'predictive_entropy', 'member_variance', 'member_probabilities',
            'ensemble_predict', 'fold_model_dirs']
 
-# %% ../nbs/10_validation.ipynb #9fc0710e
+# %% ../nbs/10_validation.ipynb #a9a132fc
 @dataclass
 class Fold:
     "One split of the dataset: models train on `train` and are validated on `val` (case ids)."
@@ -38,6 +38,7 @@ class Fold:
         if overlap:
             raise MiscnnError(f"fold has cases in both train and val: {overlap[:5]}; a case may be in only one.")
 
+# %% ../nbs/10_validation.ipynb #70b3fb0c
 def _check_ids(case_ids, n_folds: int | None = None) -> list[str]:
     ids = [str(c) for c in case_ids]
     if len(set(ids)) != len(ids):
@@ -51,21 +52,24 @@ def _check_ids(case_ids, n_folds: int | None = None) -> list[str]:
                              f"validation case. Use n_folds <= {len(ids)} or add cases.")
     return ids
 
-# %% ../nbs/10_validation.ipynb #98e13716
+# %% ../nbs/10_validation.ipynb #128d09d4
 def _folds_from_parts(ids: list[str], parts: list[list[str]]) -> list[Fold]:
     return [Fold(train=[c for c in ids if c not in set(part)], val=list(part)) for part in parts]
 
+# %% ../nbs/10_validation.ipynb #3ae96148
 def kfold(case_ids, n_folds: int = 3, seed: int = 0) -> list[Fold]:
     "k-fold cross-validation: a seeded shuffle cut into `n_folds` validation parts of near-equal size."
     ids = _check_ids(case_ids, n_folds)
     order = np.random.default_rng(seed).permutation(len(ids))
     return _folds_from_parts(ids, [[ids[i] for i in part] for part in np.array_split(order, n_folds)])
 
+# %% ../nbs/10_validation.ipynb #843bac17
 def leave_one_out(case_ids) -> list[Fold]:
     "True leave-one-out: one fold per case, validated on that case alone."
     ids = _check_ids(case_ids, 2)
     return _folds_from_parts(ids, [[c] for c in ids])
 
+# %% ../nbs/10_validation.ipynb #b21292b4
 def percentage_split(case_ids, val_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
     "One fold with round(val_fraction · n) (at least 1) seeded random validation cases."
     if not 0 < val_fraction < 1:
@@ -75,6 +79,7 @@ def percentage_split(case_ids, val_fraction: float = 0.2, seed: int = 0) -> list
     order = np.random.default_rng(seed).permutation(len(ids))
     return _folds_from_parts(ids, [[ids[i] for i in sorted(order[:n_val])]])
 
+# %% ../nbs/10_validation.ipynb #5e1fe079
 def holdout(case_ids, val_ids) -> list[Fold]:
     "One fold validating on exactly `val_ids`."
     ids = _check_ids(case_ids)
@@ -83,7 +88,7 @@ def holdout(case_ids, val_ids) -> list[Fold]:
         raise MiscnnError(f"hold-out ids {missing[:5]} are not in the dataset.")
     return _folds_from_parts(ids, [[str(v) for v in val_ids]])
 
-# %% ../nbs/10_validation.ipynb #154733cd
+# %% ../nbs/10_validation.ipynb #184bb35a
 def acquisition_table(reader) -> pd.DataFrame:
     "Per case: slice count, slice thickness (mm, axis 0) and in-plane spacing, from headers only."
     rows = []
@@ -93,6 +98,7 @@ def acquisition_table(reader) -> pd.DataFrame:
                          in_plane_spacing=float(np.mean(h["spacing"][1:]))))
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_validation.ipynb #57d71c59
 def robust_folds(table: pd.DataFrame, n_folds: int = 3, key: str = "slice_thickness",
                  mode: str = "stratified") -> list[Fold]:
     """Folds assigned by an acquisition property.
@@ -114,6 +120,7 @@ def robust_folds(table: pd.DataFrame, n_folds: int = 3, key: str = "slice_thickn
         parts = [[c for c, s in zip(order, snake) if s % n_folds == k] for k in range(n_folds)]
     return _folds_from_parts(ids, parts)
 
+# %% ../nbs/10_validation.ipynb #c25ded0a
 def fold_table(folds: list[Fold], table: pd.DataFrame | None = None) -> pd.DataFrame:
     "Which fold validates each case, joined with its acquisition properties when given."
     rows = pd.DataFrame([dict(case=c, fold=i) for i, f in enumerate(folds) for c in f.val])
@@ -136,13 +143,14 @@ def label_volume_table(reader, labels: dict, case_ids=None) -> pd.DataFrame:
                                       for name, region in regions.items()}})
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_validation.ipynb #c94706e3
+# %% ../nbs/10_validation.ipynb #aca2026a
 def save_folds(folds: list[Fold], path, scheme: dict | None = None) -> Path:
     "Write folds (and how they were made) to JSON atomically."
     payload = dict(scheme=scheme or {}, folds=[asdict(f) for f in folds])
     write_json(path, payload)
     return Path(path)
 
+# %% ../nbs/10_validation.ipynb #f7c8339c
 def load_folds(path) -> list[Fold]:
     "Read folds written by `save_folds`."
     path = Path(path)
@@ -152,6 +160,7 @@ def load_folds(path) -> list[Fold]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MiscnnError(f"{path}: not a folds file written by save_folds ({e}). Delete it to make new folds.") from e
 
+# %% ../nbs/10_validation.ipynb #13c99ec2
 def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str = "kfold", **kwargs) -> list[Fold]:
     """Folds for `case_ids`: read from `path` when it exists (and matches the ids), else made and saved.
 
@@ -174,7 +183,7 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
     save_folds(folds, path, dict(scheme=scheme, n_folds=len(folds), seed=seed, **kwargs))
     return folds
 
-# %% ../nbs/10_validation.ipynb #a5614119
+# %% ../nbs/10_validation.ipynb #2406a58a
 def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", label=None) -> pd.DataFrame:
     """Mean, std and paired Wilcoxon p-value vs `baseline` per configuration.
 
@@ -207,6 +216,7 @@ def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", l
     out["mean ± std"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out["mean"], out["std"])]
     return out
 
+# %% ../nbs/10_validation.ipynb #5e29af63
 def plot_comparison(results: pd.DataFrame, metric: str = "DICE", label=None):
     "Box plot of per-case scores per configuration (one metric, one label); returns the Figure."
     import matplotlib.pyplot as plt
@@ -240,16 +250,17 @@ def machine_info() -> dict:
     return dict(cpu=cpu, cores=os.cpu_count(), cpu_flags=[f for f in KERNEL_FLAGS if f in flags],
                 tf_enable_onednn_opts=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
 
-# %% ../nbs/10_validation.ipynb #fa77c3dd
-MANIFEST_PACKAGES = ("miscnn-lite", "numpy", "scipy", "nibabel", "SimpleITK", "keras", "tensorflow", "torch",
-                     "batchgenerators", "papermill", "pandas")
-
+# %% ../nbs/10_validation.ipynb #012d0f61
 def _git_commit(cwd) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+# %% ../nbs/10_validation.ipynb #10bf6720
+MANIFEST_PACKAGES = ("miscnn-lite", "numpy", "scipy", "nibabel", "SimpleITK", "keras", "tensorflow", "torch",
+                     "batchgenerators", "papermill", "pandas")
 
 def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, seeds: dict | None = None) -> dict:
     """Everything needed to repeat a run: the `config`, package versions and Keras backend, the git commit,
@@ -273,11 +284,13 @@ def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, 
                 git_commit=_git_commit(Path(__file__).parent if "__file__" in globals() else Path.cwd()),
                 machine=machine_info())
 
+# %% ../nbs/10_validation.ipynb #2ff7be25
 def save_manifest(manifest: dict, folder) -> Path:
     path = Path(folder) / "manifest.json"
     write_json(path, manifest, default=str)
     return path
 
+# %% ../nbs/10_validation.ipynb #4ac9839f
 def load_manifest(path) -> dict:
     "Read a manifest; its `config` repeats the run."
     path = Path(path)
@@ -287,12 +300,13 @@ def load_manifest(path) -> dict:
         raise MissingFileError(f"{path}: no manifest here (is it a results folder?).")
     return json.loads(path.read_text(encoding="utf-8"))
 
-# %% ../nbs/10_validation.ipynb #34d18a4d
+# %% ../nbs/10_validation.ipynb #b872d18b
 def _as_reader(data):
     "A dataset reader as given, or opened from a dataset folder."
     from miscnn_lite.io import open_dataset
     return data if hasattr(data, "case_ids") else open_dataset(data)
 
+# %% ../nbs/10_validation.ipynb #d9852c70
 def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 10, labels=None,
                    metrics=("DICE", "HDRFDST95", "AVGDIST"), progress: bool = True, postprocess=None) -> pd.DataFrame:
     """Train, predict and evaluate every fold; returns the tidy table of all folds.
@@ -336,13 +350,14 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
     write_metrics_csv(table, out / "metrics.csv")
     return table
 
+# %% ../nbs/10_validation.ipynb #d941a23a
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     "Mean ± std over cases per label and metric, and per fold, from a cross-validation table."
     stats = table.groupby(["label", "metric"])["value"].agg(["mean", "std", "median", "min", "max", "count"])
     stats["mean ± std"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(stats["mean"], stats["std"].fillna(0))]
     return stats.reset_index()
 
-# %% ../nbs/10_validation.ipynb #841848e0
+# %% ../nbs/10_validation.ipynb #749bcd1a
 def _fold_predictions(results_dir, reader, folds):
     "(k, case, prediction on the case grid) for every saved validation prediction of `folds`."
     from miscnn_lite.io import load_prediction
@@ -355,6 +370,7 @@ def _fold_predictions(results_dir, reader, folds):
             case = reader.load_case(cid)
             yield k, case, load_prediction(path, case)
 
+# %% ../nbs/10_validation.ipynb #ad5603c5
 def tune_postprocessing(results_dir, data, folds: list[Fold], candidates: dict, region,
                         nested: bool = True) -> tuple[pd.DataFrame, dict]:
     """Choose a post-processing rule on saved cross-validation predictions (nnU-Net's way).
@@ -393,6 +409,7 @@ def tune_postprocessing(results_dir, data, folds: list[Fold], candidates: dict, 
     choice["all"] = best(scores)
     return scores, choice
 
+# %% ../nbs/10_validation.ipynb #9bf9f242
 def tune_min_volume(results_dir, data, folds: list[Fold], region, candidates_mm3, replace_with: int = 0,
                     nested: bool = True) -> tuple[pd.DataFrame, dict]:
     """`tune_postprocessing` for one rule: components of `region` smaller than v mm³ become `replace_with`.
@@ -413,6 +430,7 @@ def tune_min_volume(results_dir, data, folds: list[Fold], region, candidates_mm3
     scores, choice = tune_postprocessing(results_dir, data, folds, rules, region, nested)
     return scores.rename(columns={"candidate": "min_volume_mm3"}), choice
 
+# %% ../nbs/10_validation.ipynb #6e5c3d8a
 def rescore_cross_validation(results_dir, data, folds: list[Fold], make_postprocess, labels=None,
                              metrics=("DICE", "HDRFDST95", "AVGDIST"), name: str = "postprocessed") -> pd.DataFrame:
     """Post-process the saved validation predictions of every fold and score them again.
@@ -440,13 +458,14 @@ def rescore_cross_validation(results_dir, data, folds: list[Fold], make_postproc
     write_metrics_csv(table, out / f"metrics_{name}.csv")
     return table
 
-# %% ../nbs/10_validation.ipynb #22449857
+# %% ../nbs/10_validation.ipynb #bd814913
 def predictive_entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
     "Voxel-wise entropy (nats) of class probabilities along `axis`: 0 for a certain voxel, ln C for a uniform one."
     p = np.asarray(probs, np.float64)
     safe = np.where(p > 0, p, 1.0)                                  # 0 · ln 0 = 0
     return (-(p * np.log(safe)).sum(axis=axis)).astype(np.float32)
 
+# %% ../nbs/10_validation.ipynb #a32d3ed3
 def member_variance(member_probs) -> np.ndarray:
     "Voxel-wise disagreement of ensemble members: variance over members of each class probability, class mean."
     stack = np.stack([np.asarray(m, np.float64) for m in member_probs])
@@ -454,7 +473,7 @@ def member_variance(member_probs) -> np.ndarray:
         raise MiscnnError("member_variance: needs at least two members (one model has no disagreement to measure).")
     return stack.var(axis=0).mean(axis=-1).astype(np.float32)
 
-# %% ../nbs/10_validation.ipynb #c1999919
+# %% ../nbs/10_validation.ipynb #dbb622d1
 def member_probabilities(segmenter, case, mirror_axes=None) -> list[np.ndarray]:
     """The class probabilities of `case` one member at a time: the model as saved (`mirror_axes=None`), or
     once per mirroring of `mirror_axes` (image flipped, predicted without the saved mirroring, flipped back),
@@ -469,10 +488,12 @@ def member_probabilities(segmenter, case, mirror_axes=None) -> list[np.ndarray]:
         members.append(np.flip(segmenter.predict_probabilities(flipped, mirror_axes=()), flip))
     return members
 
+# %% ../nbs/10_validation.ipynb #b8b740fc
 def _beside(path: Path, name: str) -> Path:
     "`<dir>/<stem>_<name>.nii.gz` beside the prediction `<dir>/<stem>.nii.gz` (`.tif` beside a picture `.png`)."
     return path.with_name(f"{path.name.split('.')[0]}_{name}{'.tif' if path.suffix == '.png' else '.nii.gz'}")
 
+# %% ../nbs/10_validation.ipynb #bcafb2cf
 def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None,
                      uncertainty: bool = False, mirror_axes=None, path_of=None) -> list:
     """Average the class probabilities of several saved models (e.g. `out/fold_K/model`) on each case.
@@ -524,6 +545,7 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         results.append(save_prediction(label_map, case, path, colors=getattr(item, "colors", None)))
     return results
 
+# %% ../nbs/10_validation.ipynb #63235678
 def fold_model_dirs(results_dir) -> list[Path]:
     "The model folders of a cross-validation results folder, in fold order."
     dirs = sorted(Path(results_dir).glob("fold_*/model"), key=lambda p: int(p.parent.name.split("_")[1]))
