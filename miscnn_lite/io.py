@@ -24,7 +24,7 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'json_value',
            'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock', 'load_mapping',
-           'spacing_from_affine', 'orientation_from_affine', 'affine_from_spacing', 'check_spacing', 'check_seed',
+           'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing', 'check_seed',
            'reorient', 'load_nifti', 'save_nifti', 'is_picture', 'load_itk_image', 'load_image', 'Case',
            'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction',
            'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader',
@@ -192,23 +192,6 @@ def orientation_from_affine(affine: np.ndarray) -> str:
                         "fix the file header (qform/sform).")
     return "".join(codes)
 
-# %% ../nbs/00_io.ipynb #a51875e4
-def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """A 4×4 affine whose array axes point along `orientation` with `spacing` mm steps.
-
-    Args:
-        spacing: (sz, sy, sx) mm per array axis; all > 0.
-        orientation: three axis codes, one of each pair L/R, A/P, S/I (default `'SPL'`).
-        origin: world position (mm, RAS) of voxel (0, 0, 0)."""
-    spacing = check_spacing(spacing)
-    ornt = nib.orientations.axcodes2ornt(tuple(orientation))
-    affine = np.eye(4)
-    affine[:3, :3] = 0
-    for axis, (world, sign) in enumerate(ornt):
-        affine[int(world), axis] = sign * spacing[axis]
-    affine[:3, 3] = origin
-    return affine
-
 # %% ../nbs/00_io.ipynb #ff69ca57
 SPACING_RANGE_MM = (0.05, 20.0)   # a CT voxel outside this range is almost surely in the wrong unit
 
@@ -236,6 +219,23 @@ def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
                         "~0.001, micrometres ~1000). Fix the header (e.g. scale the affine to mm), or pass "
                         "spacing_range=(lo, hi) / spacing_range=None if these voxels are real.")
     return values
+
+# %% ../nbs/00_io.ipynb #a51875e4
+def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """A 4×4 affine whose array axes point along `orientation` with `spacing` mm steps.
+
+    Args:
+        spacing: (sz, sy, sx) mm per array axis; all > 0.
+        orientation: three axis codes, one of each pair L/R, A/P, S/I (default `'SPL'`).
+        origin: world position (mm, RAS) of voxel (0, 0, 0)."""
+    spacing = check_spacing(spacing)
+    ornt = nib.orientations.axcodes2ornt(tuple(orientation))
+    affine = np.eye(4)
+    affine[:3, :3] = 0
+    for axis, (world, sign) in enumerate(ornt):
+        affine[int(world), axis] = sign * spacing[axis]
+    affine[:3, 3] = origin
+    return affine
 
 # %% ../nbs/00_io.ipynb #163cf8ba
 def check_seed(seed, name: str = "seed") -> int:
