@@ -42,7 +42,7 @@ def fov_grid(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         axes.append(coords.reshape([n if i == k else 1 for i in range(3)]))
     return tuple(axes)
 
-# %% ../nbs/01_phantoms.ipynb #65cd57b1
+# %% ../nbs/01_phantoms.ipynb #d6bebb7f
 def _rotate(z, y, x, yaw: float, pitch: float, inverse: bool = False):
     "Apply (or undo, with `inverse`) pitch in the (z, y) plane then yaw in the (y, x) plane."
     cy, sy, cp, sp = (float(f(a)) for f, a in ((np.cos, yaw), (np.sin, yaw), (np.cos, pitch), (np.sin, pitch)))
@@ -52,6 +52,7 @@ def _rotate(z, y, x, yaw: float, pitch: float, inverse: bool = False):
     z, y = cp * z - sp * y, sp * z + cp * y
     return z, cy * y - sy * x, sy * y + cy * x
 
+# %% ../nbs/01_phantoms.ipynb #f108f9b7
 @dataclass
 class Ellipsoid:
     "An ellipsoid in field-of-view coordinates (each axis of the volume spans [-1, 1])."
@@ -129,7 +130,7 @@ def smooth_field(rng: np.random.Generator, shape: Sequence[int], scale: float | 
         field_ = field_.take(low, axis) * (1 - weight) + field_.take(low + 1, axis) * weight
     return (field_ - field_.mean()) / max(float(field_.std()), 1e-12)
 
-# %% ../nbs/01_phantoms.ipynb #f67ec7be
+# %% ../nbs/01_phantoms.ipynb #df5245bb
 TISSUE_HU: dict[str, tuple[float, float]] = {
     "air": (-1000, -1000), "fat": (-120, -80), "muscle": (35, 60),
     "liver": (80, 130), "spleen": (90, 140),
@@ -159,12 +160,13 @@ def check_contrast_phase(phase: str, allow_random: bool = True) -> str:
         raise MiscnnError(f"contrast_phase {phase!r}: choose one of {', '.join(known)}.")
     return phase
 
+# %% ../nbs/01_phantoms.ipynb #45e14f70
 def sample_tissue_hu(rng: np.random.Generator, phase: str = "venous") -> dict[str, float]:
     "One attenuation per tissue (HU), drawn uniformly within the ranges of `phase` (`PHASE_HU`)."
     ranges = PHASE_HU[check_contrast_phase(phase, allow_random=False)]
     return {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in ranges.items()}
 
-# %% ../nbs/01_phantoms.ipynb #2cb850a9
+# %% ../nbs/01_phantoms.ipynb #81195aea
 @dataclass
 class Tumor:
     "A renal tumor: a lumpy ellipsoid grown from inside kidney `kidney` (0 = patient right, 1 = left)."
@@ -174,6 +176,7 @@ class Tumor:
     heterogeneity_hu: float   # standard deviation of the texture, HU
     necrotic: bool            # a low-attenuation core
 
+# %% ../nbs/01_phantoms.ipynb #4b575cfd
 @dataclass
 class PhantomAnatomy:
     "Everything that defines one synthetic patient, in FOV units and HU (see `sample_anatomy`)."
@@ -194,20 +197,23 @@ class PhantomAnatomy:
     hu: dict[str, float] = field(default_factory=dict)                 # tissue -> HU for this case
     contrast_phase: str = "venous"                                     # which `PHASE_HU` table `hu` came from
 
-# %% ../nbs/01_phantoms.ipynb #b63819bc
+# %% ../nbs/01_phantoms.ipynb #071c7908
 def _u(rng, lo, hi) -> float: return float(rng.uniform(lo, hi))
 
+# %% ../nbs/01_phantoms.ipynb #a0cd3e75
 def _check_probability(p, name: str = "tumor_probability") -> float:
     if not 0 <= float(p) <= 1:
         raise MiscnnError(f"{name} {p!r}: expected a probability in [0, 1], e.g. 0.8.")
     return float(p)
 
+# %% ../nbs/01_phantoms.ipynb #5f8e8b11
 def _sample_body(rng) -> dict:
     "Skin outline, fat and muscle layers, spine position."
     body = Ellipsoid((0, _u(rng, -0.04, 0.04), _u(rng, -0.03, 0.03)), (1e3, _u(rng, 0.68, 0.84), _u(rng, 0.82, 0.96)))
     return dict(body=body, fat=_u(rng, 0.04, 0.13), wall=_u(rng, 0.035, 0.055), spine_x=_u(rng, -0.03, 0.03),
                 vertebra_period=_u(rng, 0.45, 0.6), vertebra_phase=_u(rng, -0.3, 0.3))
 
+# %% ../nbs/01_phantoms.ipynb #2dac5376
 def _sample_organs(rng) -> dict:
     "Liver (right lobe, and left lobe crossing the midline in front), spleen (left, posterior), aorta, IVC."
     right_lobe = Ellipsoid((_u(rng, 0.35, 0.6), _u(rng, -0.1, 0.0), _u(rng, -0.5, -0.4)),
@@ -220,6 +226,7 @@ def _sample_organs(rng) -> dict:
     ivc = Ellipsoid((0, _u(rng, 0.12, 0.18), _u(rng, -0.15, -0.1)), (1e3, 0.04, 0.06))
     return dict(liver=[right_lobe, left_lobe], spleen=spleen, aorta=aorta, ivc=ivc)
 
+# %% ../nbs/01_phantoms.ipynb #50bed59f
 def _sample_kidneys(rng) -> list[Ellipsoid]:
     "Right then left kidney: beside the spine, behind the bowel, hilum turned anteromedially."
     kidneys = []
@@ -229,6 +236,7 @@ def _sample_kidneys(rng) -> list[Ellipsoid]:
                                  yaw=-side * _u(rng, 0.3, 0.6), pitch=_u(rng, -0.15, 0.15)))
     return kidneys
 
+# %% ../nbs/01_phantoms.ipynb #77760cad
 def _sample_bowel(rng) -> list[tuple[Ellipsoid, float]]:
     "20–29 bowel loops filling the abdomen in front of the kidneys; gas, fluid, stool or oral contrast inside."
     contents = [(-950, -800), (0, 30), (-60, 60), (120, 250)]
@@ -240,6 +248,7 @@ def _sample_bowel(rng) -> list[tuple[Ellipsoid, float]]:
         loops.append((loop, _u(rng, *contents[int(rng.integers(len(contents)))])))
     return loops
 
+# %% ../nbs/01_phantoms.ipynb #596e6f70
 def _sample_cysts(rng, kidneys) -> list[tuple[int, Ellipsoid]]:
     "Benign cysts (kidney label in KiTS19): small round fluid pockets, in ~25 % of kidneys."
     cysts = []
@@ -250,7 +259,7 @@ def _sample_cysts(rng, kidneys) -> list[tuple[int, Ellipsoid]]:
             cysts.append((k, Ellipsoid(kidney.point(offset), tuple(size * r for r in kidney.radii))))
     return cysts
 
-# %% ../nbs/01_phantoms.ipynb #f65a43e0
+# %% ../nbs/01_phantoms.ipynb #7c492466
 def _sample_tumor(rng, kidneys, cortex_hu: float, phase: str = "venous") -> Tumor:
     "One tumor centred inside a random kidney; size log-uniform from 0.4 to 1.1 kidney radii."
     k = int(rng.integers(2))
@@ -264,6 +273,7 @@ def _sample_tumor(rng, kidneys, cortex_hu: float, phase: str = "venous") -> Tumo
     hu = cortex_hu - _u(rng, 0, 40) if iso else _u(rng, *TUMOR_HU[phase])
     return Tumor(shape, k, hu, heterogeneity_hu=_u(rng, 15, 30), necrotic=bool(size > 0.55 and rng.random() < 0.6))
 
+# %% ../nbs/01_phantoms.ipynb #dc861747
 def sample_tumors(rng: np.random.Generator, kidneys: list[Ellipsoid], cortex_hu: float,
                   tumor_probability: float = 0.8, phase: str = "venous") -> list[Tumor]:
     """Tumors of one case: none with probability 1 - `tumor_probability`, else one (two in ~15 %).
@@ -274,6 +284,7 @@ def sample_tumors(rng: np.random.Generator, kidneys: list[Ellipsoid], cortex_hu:
     tumors = [_sample_tumor(rng, kidneys, cortex_hu, phase) for _ in range(2)]
     return tumors[: (2 if second else 1)] if has_tumor else []
 
+# %% ../nbs/01_phantoms.ipynb #32f476df
 def sample_anatomy(rng: np.random.Generator, tumor_rng: np.random.Generator | None = None,
                    tumor_probability: float = 0.8, contrast_phase: str = "venous") -> PhantomAnatomy:
     """Draw a synthetic patient: organ poses and sizes (FOV units) and tissue HU values.
@@ -290,7 +301,7 @@ def sample_anatomy(rng: np.random.Generator, tumor_rng: np.random.Generator | No
     return PhantomAnatomy(**body, **organs, kidneys=kidneys, cysts=cysts, bowel=bowel, tumors=tumors, hu=hu,
                           contrast_phase=contrast_phase)
 
-# %% ../nbs/01_phantoms.ipynb #64682bdd
+# %% ../nbs/01_phantoms.ipynb #f5836381
 def _paint_body(hu, grid, a: PhantomAnatomy) -> np.ndarray:
     "Skin/fat, abdominal wall muscle, visceral fat; returns the (D, H, W) mask of the abdominal cavity."
     r = a.body.radius(grid)
@@ -300,6 +311,7 @@ def _paint_body(hu, grid, a: PhantomAnatomy) -> np.ndarray:
     hu[cavity] = a.hu["fat"]
     return cavity
 
+# %% ../nbs/01_phantoms.ipynb #4466fcb2
 def _paint_bowel(hu, grid, a: PhantomAnatomy, cavity):
     "Bowel loops: a muscular wall around gas, fluid, stool or contrast."
     for loop, content in a.bowel:
@@ -307,12 +319,14 @@ def _paint_bowel(hu, grid, a: PhantomAnatomy, cavity):
         hu[(r < 1) & cavity] = a.hu["bowel_wall"]
         hu[(r < 0.7) & cavity] = content
 
+# %% ../nbs/01_phantoms.ipynb #de31b6df
 def _paint_organs(hu, grid, a: PhantomAnatomy, cavity):
     "Liver, spleen, IVC and aorta, clipped to the abdominal cavity."
     for organ, tissue in [*((lobe, "liver") for lobe in a.liver), (a.spleen, "spleen"), (a.ivc, "ivc"), (a.aorta,
                                                                                                          "aorta")]:
         hu[(organ.radius(grid) < 1) & cavity] = a.hu[tissue]
 
+# %% ../nbs/01_phantoms.ipynb #82db5c77
 def _paint_spine(hu, grid, a: PhantomAnatomy):
     "Psoas and paraspinal muscles, vertebral body (cortex, marrow, discs), arch and spinal canal."
     z = grid[0]
@@ -331,7 +345,7 @@ def _paint_spine(hu, grid, a: PhantomAnatomy):
     hu[(body < 1) & disc] = a.hu["disc"]
     hu[Ellipsoid((0, 0.57, a.spine_x), (1e3, 0.045, 0.05)).radius(grid) < 1] = a.hu["csf"]
 
-# %% ../nbs/01_phantoms.ipynb #6518950f
+# %% ../nbs/01_phantoms.ipynb #711536a7
 def kidney_regions(kidney: Ellipsoid, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masks of one kidney: (labelled kidney, renal sinus, normalised kidney radius).
 
@@ -343,6 +357,7 @@ def kidney_regions(kidney: Ellipsoid, grid) -> tuple[np.ndarray, np.ndarray, np.
     r = kidney.radius(grid)
     return (r < 1) & ~sinus, sinus & (r < 1.3), r
 
+# %% ../nbs/01_phantoms.ipynb #daa3b43d
 def _paint_kidneys(hu, label, grid, a: PhantomAnatomy, medulla_texture):
     "Cortex shell, patchy medulla, sinus fat and pelvis, cysts; label 1 on the kidney."
     for k, kidney in enumerate(a.kidneys):
@@ -356,6 +371,7 @@ def _paint_kidneys(hu, label, grid, a: PhantomAnatomy, medulla_texture):
             if kc == k:
                 hu[(cyst.radius(grid) < 1) & mask] = a.hu["cyst"]
 
+# %% ../nbs/01_phantoms.ipynb #aa6a99aa
 def _paint_tumors(hu, label, grid, a: PhantomAnatomy, cavity, texture, lumps):
     "Lumpy, heterogeneous tumors with a darker pseudocapsule and optional necrosis; label 2."
     for t in a.tumors:
@@ -368,6 +384,7 @@ def _paint_tumors(hu, label, grid, a: PhantomAnatomy, cavity, texture, lumps):
         hu[inside] = values[inside]
         label[inside] = 2
 
+# %% ../nbs/01_phantoms.ipynb #131ce220
 def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random.Generator
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Paint `anatomy` into a volume (before blur and noise).
@@ -390,7 +407,7 @@ def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random
     _paint_tumors(hu, label, grid, anatomy, cavity, texture, lumps)
     return hu, label
 
-# %% ../nbs/01_phantoms.ipynb #bca740f4
+# %% ../nbs/01_phantoms.ipynb #b8e7c8c8
 @dataclass
 class Acquisition:
     "How a phantom is scanned and stored."
@@ -399,6 +416,7 @@ class Acquisition:
     blur_vox: tuple[float, float, float]  # Gaussian partial-volume sigma per axis, voxels
     noise_hu: float                       # standard deviation of the image noise, HU
 
+# %% ../nbs/01_phantoms.ipynb #319f077c
 def _check_orientation(orientation: str) -> str:
     code = str(orientation).upper()
     if len(code) != 3 or code[0] not in "SI" or code[1] not in "PA" or code[2] not in "LR":
@@ -407,6 +425,13 @@ def _check_orientation(orientation: str) -> str:
                          "Pass orientation=None to draw one at random.")
     return code
 
+# %% ../nbs/01_phantoms.ipynb #58e45a4a
+def _check_spacing_arg(spacing) -> tuple[float, float, float]:
+    "A `spacing=` argument of the phantom generator: three voxel sizes in mm, else a clear error."
+    return check_spacing(spacing, "spacing", ndim=3,
+                         hint="E.g. (2.5, 0.8, 0.8); pass spacing=None to draw one per case.")
+
+# %% ../nbs/01_phantoms.ipynb #ea2507cf
 def sample_acquisition(rng: np.random.Generator, spacing: Sequence[float] | None = None,
                        orientation: str | None = "SPL", flip_probability: float = 0.5) -> Acquisition:
     """Draw spacing (mm), partial-volume blur (voxels), noise (HU) and the stored orientation.
@@ -424,12 +449,7 @@ def sample_acquisition(rng: np.random.Generator, spacing: Sequence[float] | None
     return Acquisition(spacing, "".join(sampled) if orientation is None else _check_orientation(orientation),
                        (blur_z, blur_xy, blur_xy), noise)
 
-def _check_spacing_arg(spacing) -> tuple[float, float, float]:
-    "A `spacing=` argument of the phantom generator: three voxel sizes in mm, else a clear error."
-    return check_spacing(spacing, "spacing", ndim=3,
-                         hint="E.g. (2.5, 0.8, 0.8); pass spacing=None to draw one per case.")
-
-# %% ../nbs/01_phantoms.ipynb #f48db188
+# %% ../nbs/01_phantoms.ipynb #79802514
 def scanner_effects(hu: np.ndarray, acquisition: Acquisition, rng: np.random.Generator) -> np.ndarray:
     """Partial-volume blur, Gaussian noise, rounding to the scanner's int16 range.
 
@@ -441,6 +461,7 @@ def scanner_effects(hu: np.ndarray, acquisition: Acquisition, rng: np.random.Gen
     noisy = blurred + rng.normal(0.0, acquisition.noise_hu, hu.shape).astype(np.float32)
     return np.clip(np.rint(noisy), -1024, 3071).astype(np.int16)
 
+# %% ../nbs/01_phantoms.ipynb #07f449ad
 def stored_orientation(image: np.ndarray, label: np.ndarray, spacing: Sequence[float], orientation: str
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flip SPL arrays to `orientation` (e.g. 'IPR') and return (image, label, affine).
@@ -453,7 +474,7 @@ def stored_orientation(image: np.ndarray, label: np.ndarray, spacing: Sequence[f
     flipped = tuple(i for i in range(3) if orientation[i] != "SPL"[i])
     return (np.ascontiguousarray(np.flip(image, flipped)), np.ascontiguousarray(np.flip(label, flipped)), affine)
 
-# %% ../nbs/01_phantoms.ipynb #f461a205
+# %% ../nbs/01_phantoms.ipynb #4000513b
 def _check_shape(shape) -> tuple[int, int, int]:
     try:
         values = tuple(int(s) for s in shape)
@@ -464,12 +485,20 @@ def _check_shape(shape) -> tuple[int, int, int]:
                          f"(smaller volumes cannot show kidneys), e.g. shape={DEFAULT_SHAPE}.")
     return values
 
+# %% ../nbs/01_phantoms.ipynb #b3480990
 def _check_seed(seed) -> tuple[int, ...]:
     values = (seed,) if np.ndim(seed) == 0 else tuple(seed)
     if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in values):
         raise MiscnnError(f"seed {seed!r}: expected a non-negative int or a tuple of them, e.g. 0 or (0, 3).")
     return tuple(int(v) for v in values)
 
+# %% ../nbs/01_phantoms.ipynb #3e0c1f2c
+def _streams(seed, n: int = 4) -> list[np.random.Generator]:
+    """Independent random streams of a seed: patient, tumors, scanner, texture/noise (and contrast phase).
+    Child k of a `SeedSequence` does not depend on how many are spawned, so the first four never change."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(_check_seed(seed)).spawn(n)]
+
+# %% ../nbs/01_phantoms.ipynb #d1919559
 def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
                  spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
                  contrast_phase: str = "venous") -> tuple[PhantomAnatomy, Acquisition]:
@@ -480,11 +509,7 @@ def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
     return (sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase),
             sample_acquisition(scanner, spacing, orientation))
 
-def _streams(seed, n: int = 4) -> list[np.random.Generator]:
-    """Independent random streams of a seed: patient, tumors, scanner, texture/noise (and contrast phase).
-    Child k of a `SeedSequence` does not depend on how many are spawned, so the first four never change."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(_check_seed(seed)).spawn(n)]
-
+# %% ../nbs/01_phantoms.ipynb #514f9ca1
 def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
@@ -526,7 +551,13 @@ def toy_case(seed: int, shape=(24, 40, 40), tumor: bool = True) -> Case:
     image = rng.normal(0, 20, shape) + np.where(label == 1, 180, 0) + np.where(label == 2, 90, 0)
     return case_from_arrays(image.astype(np.int16), label, spacing=(3.0, 1.5, 1.5), case_id=f"toy_{seed:03d}")
 
-# %% ../nbs/01_phantoms.ipynb #f24e0a58
+# %% ../nbs/01_phantoms.ipynb #3b61651f
+def _check_n_cases(n_cases) -> int:
+    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
+        raise MiscnnError(f"n_cases {n_cases!r}: expected a positive number of cases, e.g. n_cases=12.")
+    return int(n_cases)
+
+# %% ../nbs/01_phantoms.ipynb #e98970aa
 def phantom_dataset_plan(n_cases: int = 12, seed: int = 0, tumor_probability: float = 0.8) -> list[dict]:
     """Per case: id, seed and tumor probability (1 or 0) — `round(n_cases * (1 - p))` cases get no tumor."""
     n_cases, p, seed = _check_n_cases(n_cases), _check_probability(tumor_probability), _check_seed(seed)
@@ -534,11 +565,7 @@ def phantom_dataset_plan(n_cases: int = 12, seed: int = 0, tumor_probability: fl
     return [dict(case_id=f"case_{i:05d}", seed=[*seed, i], tumor_probability=0.0 if i in healthy else 1.0)
             for i in range(n_cases)]
 
-def _check_n_cases(n_cases) -> int:
-    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
-        raise MiscnnError(f"n_cases {n_cases!r}: expected a positive number of cases, e.g. n_cases=12.")
-    return int(n_cases)
-
+# %% ../nbs/01_phantoms.ipynb #7a7db90c
 def _check_out_dir(out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -546,7 +573,7 @@ def _check_out_dir(out_dir) -> Path:
                                  "Choose a new folder name, e.g. data/phantoms.")
     return out
 
-# %% ../nbs/01_phantoms.ipynb #80f0e70a
+# %% ../nbs/01_phantoms.ipynb #1dab885b
 _READERS = {"kits19": KiTS19Reader, "nnunet": NnUNetReader}
 
 def _existing(out: Path, layout: str):
@@ -560,6 +587,7 @@ def _existing(out: Path, layout: str):
     except ValueError:      # an empty folder or one with no case in this layout
         return None
 
+# %% ../nbs/01_phantoms.ipynb #eadda2d1
 def _case_state(reader, case: Case) -> str:
     "'missing', 'identical' or 'different' (what `reader` holds under `case.id` vs `case`)."
     if reader is None or case.id not in reader.case_ids:
@@ -573,7 +601,12 @@ def _case_state(reader, case: Case) -> str:
         return "missing"
     return "identical" if np.array_equal(stored.label, case.label) else "different"
 
-# %% ../nbs/01_phantoms.ipynb #74999779
+# %% ../nbs/01_phantoms.ipynb #dfdc4243
+def _write_manifest(out: Path, manifest: dict):
+    "Write `out/phantoms.json` atomically (how the folder was made)."
+    write_json(out / "phantoms.json", manifest)
+
+# %% ../nbs/01_phantoms.ipynb #adcc6662
 def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
@@ -611,10 +644,6 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                               spacing=None if spacing is None else list(spacing), layout=layout,
                               contrast_phase=contrast_phase, cases=plan))
     return out
-
-def _write_manifest(out: Path, manifest: dict):
-    "Write `out/phantoms.json` atomically (how the folder was made)."
-    write_json(out / "phantoms.json", manifest)
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb
 PICTURE_COLORS = {0: "#000000", 1: "#dc3c3c", 2: "#f0c800"}   # background, kidney, tumor
@@ -664,7 +693,7 @@ def describe_phantoms(cases: Iterable[Case] | str | Path):
                          tumor_ml=round(int((c.label == 2).sum()) * voxel_ml, 2)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/01_phantoms.ipynb #dafe81e9
+# %% ../nbs/01_phantoms.ipynb #d03ed636
 @dataclass
 class WindowBaseline:
     "The best single HU window for one label, and its Dice over the pooled voxels of the cases."
@@ -673,6 +702,7 @@ class WindowBaseline:
     hi_hu: float      # exclusive
     dice: float
 
+# %% ../nbs/01_phantoms.ipynb #9ec11d6b
 def best_hu_window(cases: Iterable[Case], label: int = 2, bin_hu: float = 10,
                    hu_range: tuple[float, float] = (-1030, 3080)) -> WindowBaseline:
     """Exhaustive search of the HU window [lo, hi) that best segments `label` (pooled Dice).
@@ -694,6 +724,7 @@ def best_hu_window(cases: Iterable[Case], label: int = 2, bin_hu: float = 10,
     i, j = np.unravel_index(np.argmax(dice), dice.shape)
     return WindowBaseline(label, float(edges[i]), float(edges[j]), float(dice[i, j]))
 
+# %% ../nbs/01_phantoms.ipynb #e6f4fa6b
 def window_dice(case: Case, lo_hu: float, hi_hu: float, label: int = 2) -> float:
     "Dice of the mask `lo_hu <= image < hi_hu` against `case.label == label` (1.0 when both are empty)."
     pred, ref = (case.image >= lo_hu) & (case.image < hi_hu), case.label == label
