@@ -18,7 +18,7 @@ __all__ = ['ANALYSIS_MODES', 'as_channels_last', 'check_label', 'resolve_patch_s
            'grid_starts', 'patch_grid', 'patch_weights', 'PatchAccumulator', 'merge_patches', 'mirror_subsets',
            'mirror_tta', 'iter_patch_batches', 'sliding_window_predict']
 
-# %% ../nbs/03_patching.ipynb #0181f369
+# %% ../nbs/03_patching.ipynb #bd11409c
 def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
     "View `image` (D, H, W) or (D, H, W, C) as (D, H, W, C); raise for any other ndim."
     image = np.asarray(image)
@@ -29,7 +29,7 @@ def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
     raise MiscnnError(f"{name}: expected a (D, H, W) or (D, H, W, C) array, got shape {image.shape} "
                      f"(ndim {image.ndim}). Add/remove axes so the slice axis comes first and channels last.")
 
-
+# %% ../nbs/03_patching.ipynb #64d8ac67
 def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "label") -> np.ndarray:
     "Check that `label` is a (D, H, W) integer map on the grid `spatial_shape`; return it as an array."
     label = np.asarray(label)
@@ -41,10 +41,7 @@ def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "la
                          "Convert it with label.astype(np.uint8) after rounding.")
     return label
 
-# %% ../nbs/03_patching.ipynb #f5afabc6
-ANALYSIS_MODES = ("fullimage", "slice", "slab", "patch")
-
-
+# %% ../nbs/03_patching.ipynb #9442cd98
 def resolve_patch_shape(patch_shape: Sequence[int | None], image_shape: Sequence[int]) -> tuple[int, int, int]:
     "Replace `None` entries of a (d, h, w) `patch_shape` by the extent of `image_shape` (D, H, W)."
     if len(patch_shape) != 3:
@@ -54,6 +51,9 @@ def resolve_patch_shape(patch_shape: Sequence[int | None], image_shape: Sequence
     if any(not isinstance(p, (int, np.integer)) or p < 1 for p in out):
         raise MiscnnError(f"patch_shape: entries must be positive integers or None, got {tuple(patch_shape)}.")
     return tuple(int(p) for p in out)
+
+# %% ../nbs/03_patching.ipynb #332c750b
+ANALYSIS_MODES = ("fullimage", "slice", "slab", "patch")
 
 
 def analysis_patch_shape(mode: str, patch_shape: Sequence[int] | None = None) -> tuple:
@@ -74,7 +74,7 @@ def analysis_patch_shape(mode: str, patch_shape: Sequence[int] | None = None) ->
                          "E.g. patch_shape=(80, 160, 160) as in the KiTS19 paper.")
     return tuple(patch_shape)
 
-# %% ../nbs/03_patching.ipynb #fab6327c
+# %% ../nbs/03_patching.ipynb #b4d0ee33
 def pad_to_shape(array: np.ndarray, min_shape: Sequence[int], value: float = 0) -> tuple[np.ndarray, tuple]:
     """Pad the leading spatial axes of `array` (D, H, W[, C]) symmetrically to at least `min_shape` (d, h, w).
 
@@ -87,7 +87,7 @@ def pad_to_shape(array: np.ndarray, min_shape: Sequence[int], value: float = 0) 
     widths = pads + ((0, 0),) * (array.ndim - 3)
     return np.pad(array, widths, mode="constant", constant_values=value), pads
 
-
+# %% ../nbs/03_patching.ipynb #de7edbc3
 def crop_pads(array: np.ndarray, pads: Sequence[tuple[int, int]]) -> np.ndarray:
     "Undo `pad_to_shape`: remove `pads` ((before, after) per spatial axis) from `array` (D, H, W[, C])."
     return array[tuple(slice(b, array.shape[i] - a) for i, (b, a) in enumerate(pads))]
@@ -109,12 +109,12 @@ def class_locations(label: np.ndarray, classes: Iterable[int], max_per_class: in
         out[int(c)] = where
     return out
 
-# %% ../nbs/03_patching.ipynb #0cb12558
+# %% ../nbs/03_patching.ipynb #9d570908
 def _check_fraction(value, name):
     if not 0.0 <= float(value) <= 1.0:
         raise MiscnnError(f"{name}: {value} is not a probability in [0, 1].")
 
-
+# %% ../nbs/03_patching.ipynb #a8ec8d62
 def _present_classes(wanted, label, locations) -> list[int]:
     "Foreground classes of `label` to centre on: those of `wanted` (None = all > 0) that occur."
     if locations is not None:
@@ -129,7 +129,7 @@ def _present_classes(wanted, label, locations) -> list[int]:
                          "foreground_classes=None to use any foreground.")
     return present
 
-
+# %% ../nbs/03_patching.ipynb #de73fdf0
 def _draw_start(shape, patch, fraction, present, label, rng, locations) -> np.ndarray:
     "Start voxel (3,) of a `patch` inside a volume `shape`: centred on a class voxel with probability `fraction`."
     high = np.array(shape) - np.array(patch)
@@ -140,7 +140,7 @@ def _draw_start(shape, patch, fraction, present, label, rng, locations) -> np.nd
         return np.clip(centre - np.array(patch) // 2, 0, high)
     return np.array([rng.integers(h + 1) for h in high])
 
-
+# %% ../nbs/03_patching.ipynb #48ebad2d
 def _cut(image, label, start, patch, k) -> tuple[np.ndarray, np.ndarray]:
     "Copy the patch at `start`; with `k` > 0 slices z-k..z+k (edges repeated) become channels."
     sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
@@ -218,7 +218,7 @@ def slab_channels(volume: np.ndarray, k: int) -> np.ndarray:
     idx = np.clip(np.arange(len(v))[:, None] + np.arange(-k, k + 1)[None], 0, len(v) - 1)   # (D, 2k+1)
     return np.moveaxis(v[idx], 1, 3).reshape(*v.shape[:3], -1)
 
-# %% ../nbs/03_patching.ipynb #afa6a11f
+# %% ../nbs/03_patching.ipynb #b7b7f5bc
 @dataclass
 class SliceSampler:
     """Draw `n_slices` axial slices `(N, H, W, C)`, `(N, H, W)` from a case, foreground slices only if
@@ -244,7 +244,7 @@ class SliceSampler:
     def to_dict(self) -> dict:
         return {"name": "SliceSampler", **asdict(self)}
 
-
+# %% ../nbs/03_patching.ipynb #bc5a4bca
 def sampler_from_dict(d: dict):
     "Rebuild a `PatchSampler` or `SliceSampler` from its `to_dict()` (e.g. read back from a plan file)."
     samplers = {"PatchSampler": PatchSampler, "SliceSampler": SliceSampler}
@@ -252,14 +252,14 @@ def sampler_from_dict(d: dict):
         raise MiscnnError(f"sampler: unknown name {d.get('name')!r}; expected one of {sorted(samplers)}.")
     return samplers[d["name"]](**{k: v for k, v in d.items() if k != "name"})
 
-# %% ../nbs/03_patching.ipynb #0a560cad
+# %% ../nbs/03_patching.ipynb #cfebfada
 def _per_axis(value, name, n=3) -> tuple:
     values = tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value,) * n
     if len(values) != n:
         raise MiscnnError(f"{name}: expected one value or {n}, got {value}.")
     return values
 
-
+# %% ../nbs/03_patching.ipynb #182e2b66
 def grid_starts(size: int, patch: int, overlap: float) -> list[int]:
     "Start indices of patches of length `patch` tiling an axis of length `size` with `overlap` in [0, 1)."
     if not 0 <= overlap < 1:
@@ -271,7 +271,7 @@ def grid_starts(size: int, patch: int, overlap: float) -> list[int]:
     n = min(math.ceil((size - patch) / (patch * (1 - overlap))) + 1, size - patch + 1)   # steps >= 1 voxel
     return [int(round(s)) for s in np.linspace(0, size - patch, n)] if n > 1 else [0]
 
-
+# %% ../nbs/03_patching.ipynb #e4ab8552
 def patch_grid(shape: Sequence[int], patch_shape: Sequence[int], overlap: float | Sequence[float] = 0.5
                ) -> list[tuple[slice, slice, slice]]:
     """Slices of overlapping patches (d, h, w) covering every voxel of a (D, H, W) `shape`.
@@ -283,7 +283,7 @@ def patch_grid(shape: Sequence[int], patch_shape: Sequence[int], overlap: float 
     axes = [grid_starts(s, p, o) for s, p, o in zip(shape[:3], patch_shape, overlaps)]
     return [tuple(slice(s, s + p) for s, p in zip(start, patch_shape)) for start in itertools.product(*axes)]
 
-# %% ../nbs/03_patching.ipynb #b820c4b7
+# %% ../nbs/03_patching.ipynb #2195b724
 def patch_weights(patch_shape: Sequence[int], weighting: str = "gaussian", sigma_scale: float = 1 / 8) -> np.ndarray:
     """(d, h, w) float64 weights of one patch: ones for 'mean', a Gaussian with σ = patch·sigma_scale,
     max 1, for 'gaussian'."""
@@ -295,7 +295,7 @@ def patch_weights(patch_shape: Sequence[int], weighting: str = "gaussian", sigma
     w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     return w / w.max()
 
-
+# %% ../nbs/03_patching.ipynb #3df30884
 class PatchAccumulator:
     """Running weighted sum of patch predictions over a (D, H, W) grid with `n_classes` channels.
 
@@ -320,7 +320,7 @@ class PatchAccumulator:
                              "build the patches with patch_grid(shape, patch_shape, overlap).")
         return (self.total / self.weight_sum[..., None]).astype(np.float32)
 
-
+# %% ../nbs/03_patching.ipynb #74bcd643
 def merge_patches(predictions: Iterable[np.ndarray], slices: Iterable[tuple], shape: Sequence[int],
                   weighting: str = "gaussian") -> np.ndarray:
     "Merge patch `predictions` (each (d, h, w, K)) placed at `slices` into a (D, H, W, K) float32 volume."
@@ -334,7 +334,7 @@ def merge_patches(predictions: Iterable[np.ndarray], slices: Iterable[tuple], sh
         raise MiscnnError("predictions: no patch was given to merge.")
     return acc.result()
 
-# %% ../nbs/03_patching.ipynb #eb01475b
+# %% ../nbs/03_patching.ipynb #f7c732b6
 def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     "Every subset of the spatial `axes` (0 z, 1 y, 2 x) to flip, the empty one (no flip) first: 2**len(axes)."
     axes = tuple(int(a) for a in axes)
@@ -342,6 +342,7 @@ def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
         raise MiscnnError(f"mirror_axes: {axes} must be distinct spatial axes among 0 (z), 1 (y), 2 (x).")
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
+# %% ../nbs/03_patching.ipynb #7781f294
 def mirror_tta(predict: Callable[[np.ndarray], np.ndarray], axes: Sequence[int] = (0, 1, 2)) -> Callable:
     """Wrap `predict` ((B, d, h, w, C) -> (B, d, h, w, K)) to average over all mirrorings of the spatial `axes`.
 
@@ -357,14 +358,14 @@ def mirror_tta(predict: Callable[[np.ndarray], np.ndarray], axes: Sequence[int] 
         return total / len(subsets)
     return predict_mirrored
 
-# %% ../nbs/03_patching.ipynb #26f791e7
+# %% ../nbs/03_patching.ipynb #0224b7b2
 def iter_patch_batches(volume: np.ndarray, grid: Sequence[tuple], batch_size: int) -> Iterator[tuple[list, np.ndarray]]:
     "Yield `(slices, batch (B, d, h, w, C) float32)` for consecutive groups of `batch_size` grid patches."
     for i in range(0, len(grid), batch_size):
         slices = list(grid[i:i + batch_size])
         yield slices, np.stack([volume[s] for s in slices]).astype(np.float32)
 
-
+# %% ../nbs/03_patching.ipynb #32d1d80c
 def sliding_window_predict(volume: np.ndarray, patch_shape: Sequence[int], overlap: float | Sequence[float],
                            predict: Callable[[np.ndarray], np.ndarray], batch_size: int = 2,
                            weighting: str = "gaussian", mirror_axes: Sequence[int] = (),
