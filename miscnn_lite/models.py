@@ -30,11 +30,11 @@ def use_classic_threefry() -> bool:
 use_classic_threefry()
 
 
-# %% ../nbs/06_models.ipynb #0700e024
+# %% ../nbs/06_models.ipynb #b1832bbc
 def _tensorflow_backend() -> bool:
     return keras.backend.backend() == "tensorflow"
 
-
+# %% ../nbs/06_models.ipynb #7c6a887f
 def _same_padding(n, k_eff: int, stride: int):
     "TensorFlow's 'same' padding along an axis of size `n` (int or tensor): (output size, pad before, pad total)."
     out = (n + stride - 1) // stride
@@ -42,7 +42,7 @@ def _same_padding(n, k_eff: int, stride: int):
     total = max(total, 0) if isinstance(total, int) else ops.maximum(total, 0)
     return out, total // 2, total
 
-
+# %% ../nbs/06_models.ipynb #009be672
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class SliceConv3D(layers.Conv3D):
     """`keras.layers.Conv3D` computed as 2D convolutions over depth offsets (exact; faster
@@ -84,7 +84,7 @@ class SliceConv3D(layers.Conv3D):
             out = piece if out is None else out + piece
         return out
 
-
+# %% ../nbs/06_models.ipynb #cabde2ff
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class ShuffleConv3DTranspose(layers.Conv3DTranspose):
     """`keras.layers.Conv3DTranspose` with kernel == strides (the U-Net up-sampling) computed as
@@ -105,7 +105,7 @@ class ShuffleConv3DTranspose(layers.Conv3DTranspose):
         if self.use_bias: y = y + self.bias
         return y if self.activation is None else self.activation(y)
 
-# %% ../nbs/06_models.ipynb #6c565aab
+# %% ../nbs/06_models.ipynb #35a3a311
 NORMALIZATIONS = ("batch", "instance", "none")
 ACTIVATIONS = ("relu", "leaky_relu")
 BLOCKS = ("plain", "residual", "dense")
@@ -118,14 +118,14 @@ def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise MiscnnError(f"{name}={value!r} is not supported; expected one of {list(choices)}.")
 
-
+# %% ../nbs/06_models.ipynb #f095cb2b
 def _conv_cls(ndim: int, transpose: bool = False):
     """Convolution class for `ndim` spatial axes: Keras's `Conv2D` / `Conv2DTranspose`, and for
     3D the drop-in `SliceConv3D` / `ShuffleConv3DTranspose` (same weights, faster on a CPU)."""
     if ndim == 3: return ShuffleConv3DTranspose if transpose else SliceConv3D
     return getattr(layers, f"Conv{ndim}D{'Transpose' if transpose else ''}")
 
-
+# %% ../nbs/06_models.ipynb #9df47afa
 def normalization_layer(kind: str) -> layers.Layer | None:
     """Normalization over the channel axis: 'batch' (BatchNorm), 'instance' (one group per
     channel: GroupNormalization(groups=-1), statistics per sample and channel) or 'none'."""
@@ -134,13 +134,13 @@ def normalization_layer(kind: str) -> layers.Layer | None:
     if kind == "instance": return layers.GroupNormalization(groups=-1, epsilon=1e-5)
     return None
 
-
+# %% ../nbs/06_models.ipynb #a23fa82e
 def activation_layer(kind: str) -> layers.Layer:
     "Nonlinearity: 'relu' or 'leaky_relu' (negative slope 0.01, as nnU-Net)."
     _check_choice("activation", kind, ACTIVATIONS)
     return layers.ReLU() if kind == "relu" else layers.LeakyReLU(negative_slope=0.01)
 
-
+# %% ../nbs/06_models.ipynb #6de68254
 def conv_norm_act(x, filters: int, ndim: int, normalization="batch", activation="relu",
                   kernel_size=3, strides=1, dilation_rate=1, act=True):
     """Convolution ('same' padding) -> normalization -> activation.
@@ -185,7 +185,7 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
         x = conv_norm_act(layers.Concatenate()(feats), filters, kernel_size=1, **kw)
     return layers.Dropout(dropout)(x) if dropout > 0 else x
 
-# %% ../nbs/06_models.ipynb #1829a3bd
+# %% ../nbs/06_models.ipynb #68b70e75
 def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout):
     if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
         raise MiscnnError(f"n_classes={n_classes!r}: need an int >= 2 (background counts as a class; "
@@ -196,18 +196,18 @@ def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropo
     if base_filters < 1: raise MiscnnError(f"base_filters={base_filters}: need >= 1.")
     if not 0 <= dropout < 1: raise MiscnnError(f"dropout={dropout}: expected a rate in [0, 1).")
 
-
+# %% ../nbs/06_models.ipynb #4a161f37
 def _upsample(x, filters, ndim, upsampling):
     if upsampling == "transpose":
         return _conv_cls(ndim, transpose=True)(filters, 2, strides=2, padding="same")(x)
     return getattr(layers, f"UpSampling{ndim}D")(2)(x)
 
-
+# %% ../nbs/06_models.ipynb #7f9aae96
 def _softmax_head(x, n_classes, ndim, name):
     x = _conv_cls(ndim)(n_classes, 1, name=f"{name}_logits")(x)
     return layers.Activation("softmax", dtype="float32", name=name)(x)
 
-
+# %% ../nbs/06_models.ipynb #08087204
 def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, base_filters: int = 32,
          max_filters: int = 512, normalization: str = "batch", activation: str = "relu",
          block: str = "plain", dropout: float = 0.0, upsampling: str = "transpose",
@@ -255,25 +255,25 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
     out = _softmax_head(x, n_classes, ndim, "output")
     return keras.Model(inputs, [out] + aux[::-1] if aux else out, name=name)
 
-# %% ../nbs/06_models.ipynb #1342b8c3
+# %% ../nbs/06_models.ipynb #b82e26d8
 def standard_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "The paper's 3D U-Net with batch norm: filters 32..512, depth 4 (5 levels), ≈ 22.6 M parameters."
     return unet(n_classes, in_channels, ndim, **{**dict(depth=4, base_filters=32, max_filters=512,
                 normalization="batch", activation="relu", name="standard_unet"), **kwargs})
 
-
+# %% ../nbs/06_models.ipynb #e1d603c0
 def nnunet_like(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "nnU-Net-style U-Net: instance norm, LeakyReLU 0.01, strided-conv down-sampling, filters 32..320."
     return unet(n_classes, in_channels, ndim, **{**dict(depth=5, base_filters=32, max_filters=320,
                 normalization="instance", activation="leaky_relu", downsampling="strided",
                 name="nnunet_like"), **kwargs})
 
-
+# %% ../nbs/06_models.ipynb #1fed7ecd
 def residual_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "Standard U-Net with residual blocks (MIScnn's 'residual' variant)."
     return standard_unet(n_classes, in_channels, ndim, **{**dict(block="residual", name="residual_unet"), **kwargs})
 
-
+# %% ../nbs/06_models.ipynb #637a5cec
 def dense_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "Standard U-Net with dense blocks (MIScnn's 'dense' variant)."
     return standard_unet(n_classes, in_channels, ndim, **{**dict(block="dense", name="dense_unet"), **kwargs})
@@ -297,7 +297,7 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
         x = layers.Concatenate()([x, new])
     return keras.Model(inputs, _softmax_head(x, n_classes, ndim, "output"), name=name)
 
-# %% ../nbs/06_models.ipynb #7ef72355
+# %% ../nbs/06_models.ipynb #12b8d9bb
 MODELS = {"unet": unet, "standard_unet": standard_unet, "nnunet_like": nnunet_like, "residual_unet": residual_unet,
           "dense_unet": dense_unet, "msd_net": msd_net}
 
@@ -310,12 +310,14 @@ def model_options(name: str) -> list[str]:
         parameters = inspect.signature(unet).parameters
     return [n for n in parameters if n not in ("n_classes", "in_channels", "ndim", "name")]
 
+# %% ../nbs/06_models.ipynb #40b5af91
 def check_model_name(name) -> str:
     "`name` if it is a key of `MODELS`, else a `SettingsError` listing them."
     if name not in MODELS:
         raise SettingsError(f"model={name!r}: unknown network; choose one of {sorted(MODELS)}.")
     return name
 
+# %% ../nbs/06_models.ipynb #d9da77a1
 def build_model(name: str, n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **options) -> keras.Model:
     "The network `name` of `MODELS` with `options`; options it does not take are refused, naming those it does."
     unknown = sorted(set(options) - set(model_options(name)))
@@ -323,7 +325,7 @@ def build_model(name: str, n_classes: int = 3, in_channels: int = 1, ndim: int =
         raise SettingsError(f"model={name!r} takes no option(s) {unknown}; it takes {model_options(name)}.")
     return MODELS[name](n_classes, in_channels, ndim, **options)
 
-# %% ../nbs/06_models.ipynb #cffe7db4
+# %% ../nbs/06_models.ipynb #3ddb9fff
 def _members(models, top_k=None, scores=None):
     "Check members share one input/output contract; keep the `top_k` best by `scores`."
     models = list(models)
@@ -345,12 +347,12 @@ def _members(models, top_k=None, scores=None):
     for i, m in enumerate(models): m.name = f"member_{i}"
     return models
 
-
+# %% ../nbs/06_models.ipynb #911a60bd
 def _main_output(model):
     "The main output tensor (the first one with deep supervision)."
     return model.outputs[0]
 
-
+# %% ../nbs/06_models.ipynb #4d7c950f
 def _member_outputs(models, x):
     outs = []
     for m in models:
@@ -358,7 +360,7 @@ def _member_outputs(models, x):
         outs.append(y[0] if isinstance(y, (list, tuple)) else y)
     return outs
 
-
+# %% ../nbs/06_models.ipynb #81581bc0
 def average_ensemble(models, name: str = "average_ensemble") -> keras.Model:
     """Mean of the members' softmax outputs, as one Keras model with the members' input.
     Output (batch, *spatial, n_classes) float32 probabilities (the main output of members with
@@ -369,7 +371,7 @@ def average_ensemble(models, name: str = "average_ensemble") -> keras.Model:
     y = outs[0] if len(outs) == 1 else layers.Average(dtype="float32")(outs)
     return keras.Model(x, y, name=name)
 
-
+# %% ../nbs/06_models.ipynb #14b34da3
 def stacking_ensemble(models, top_k: int | None = None, scores=None, name: str = "stacking_ensemble",
                       init_scale: float = 10.0) -> keras.Model:
     """Learned 1×1-conv combiner over the concatenated softmax maps of frozen members.
@@ -396,21 +398,21 @@ def stacking_ensemble(models, top_k: int | None = None, scores=None, name: str =
     combiner.set_weights([kernel, np.zeros(n_classes, "float32")])
     return keras.Model(x, y, name=name)
 
-# %% ../nbs/06_models.ipynb #ef1e29c6
+# %% ../nbs/06_models.ipynb #ca01e904
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class DropDepth(layers.Layer):
     "(batch, 1, h, w, C) -> (batch, h, w, C): remove the depth axis of a one-slice patch."
     def call(self, x): return ops.squeeze(x, axis=1)
     def compute_output_shape(self, shape): return (shape[0],) + tuple(shape[2:])
 
-
+# %% ../nbs/06_models.ipynb #a44498d8
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class AddDepth(layers.Layer):
     "(batch, h, w, C) -> (batch, 1, h, w, C): give a 2D output back its depth axis."
     def call(self, x): return ops.expand_dims(x, axis=1)
     def compute_output_shape(self, shape): return (shape[0], 1) + tuple(shape[1:])
 
-
+# %% ../nbs/06_models.ipynb #777bb328
 def slice_model(network: keras.Model, name: str | None = None) -> keras.Model:
     """A 2D `network` (batch, h, w, C) -> (batch, h, w, n) as a volume model for one-slice
     patches: (batch, 1, h, w, C) -> (batch, 1, h, w, n). Weights are shared with `network`."""
@@ -422,7 +424,7 @@ def slice_model(network: keras.Model, name: str | None = None) -> keras.Model:
     outputs = [AddDepth(dtype="float32")(y) for y in keras.tree.flatten(network(DropDepth()(x)))]
     return keras.Model(x, outputs if len(outputs) > 1 else outputs[0], name=name or f"{network.name}_slices")
 
-# %% ../nbs/06_models.ipynb #12dd51fc
+# %% ../nbs/06_models.ipynb #8dbc782d
 def downsampling_factor(model: keras.Model, probe: int = 1024) -> int:
     """How many times smaller the coarsest feature map is than the input, per axis (a power of 2
     for U-Nets: 2**depth). Found by tracing a symbolic (probe,)*ndim patch through every layer,
@@ -440,7 +442,7 @@ def downsampling_factor(model: keras.Model, probe: int = 1024) -> int:
     specs = keras.tree.flatten(tracer.compute_output_spec(keras.KerasTensor((1,) + size + in_shape[-1:])))
     return max([factor] + [n // m for s in specs for n, m in zip(size, s.shape[1:-1])])
 
-
+# %% ../nbs/06_models.ipynb #21c98bc2
 def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int = 3, patch_shape=None) -> None:
     """Raise a ValueError explaining the mismatch unless `model` maps
     (batch, *patch_shape, in_channels) -> (batch, *patch_shape, n_classes) with `ndim` spatial axes.
@@ -477,7 +479,7 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
             raise MiscnnError(f"{name} maps patch {patch_shape} to {tuple(out.shape[1:-1])}; "
                               "segmentation needs the same spatial shape in and out ('same' padding).")
 
-# %% ../nbs/06_models.ipynb #3b0645e7
+# %% ../nbs/06_models.ipynb #73c2988b
 def _weight_layers(layer):
     "The layers under `layer` that own variables, depth first through nested models and wrappers."
     inner = getattr(layer, "layers", None)
@@ -489,6 +491,7 @@ def _weight_layers(layer):
     for sub in inner:
         yield from _weight_layers(sub)
 
+# %% ../nbs/06_models.ipynb #af398509
 def seed_weights(model: keras.Model, seed: int) -> keras.Model:
     """Redraw every weight of `model` from its layer's initializer seeded by `(seed, index)`; returns `model`.
 
