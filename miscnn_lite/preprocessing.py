@@ -20,7 +20,7 @@ __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep
            'ZScore', 'MinMax', 'resample_array', 'resample_label', 'Resample', 'Resize', 'PadCrop', 'LabelRemap',
            'OneHot', 'Pipeline', 'kits19_pipeline', 'preprocess_dataset']
 
-# %% ../nbs/02_preprocessing.ipynb #552b463b
+# %% ../nbs/02_preprocessing.ipynb #bef89198
 STEPS: dict[str, type] = {}
 
 
@@ -29,7 +29,7 @@ def register_step(cls: type) -> type:
     STEPS[cls.__name__] = cls
     return cls
 
-
+# %% ../nbs/02_preprocessing.ipynb #6974d480
 def _plain(value):
     "`value` as JSON data: tuples → lists, numpy scalars → Python numbers, int dict keys → pairs."
     if isinstance(value, dict): return [[_plain(k), _plain(v)] for k, v in value.items()]
@@ -37,7 +37,7 @@ def _plain(value):
     if isinstance(value, np.generic): return value.item()
     return value
 
-
+# %% ../nbs/02_preprocessing.ipynb #c6087648
 class Step:
     "Base class of a preprocessing step (subclasses are dataclasses registered with `register_step`)."
     def fit(self, cases: Iterable[Case]) -> "Step":
@@ -68,7 +68,14 @@ class Step:
         "Build a registered step from `to_dict()` output; `source` names the file in error messages."
         return step_from_dict(d, source)
 
+# %% ../nbs/02_preprocessing.ipynb #30555691
+def _check_fitted(step: Step):
+    if not step.fitted:
+        raise RuntimeError(f"{step!r} is not fitted: its statistics come from training data. Call "
+                           "pipeline.fit(train_cases) (or step.fit(cases)) first, or load a fitted "
+                           "pipeline with Pipeline.load(path).")
 
+# %% ../nbs/02_preprocessing.ipynb #b1d36245
 class IntensityStep(Step):
     "A step that changes only image intensities: no grid change, so `inverse` is the identity."
     def transform(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -86,7 +93,7 @@ class IntensityStep(Step):
             return self.transform(x)[0]
         return self.apply(x)[0]
 
-
+# %% ../nbs/02_preprocessing.ipynb #ef4dd2b9
 def step_from_dict(d: dict, source: str = "step dict") -> Step:
     "Look `d['step']` up in `STEPS` and build it from the other keys."
     name = d.get("step") if isinstance(d, dict) else None
@@ -100,13 +107,6 @@ def step_from_dict(d: dict, source: str = "step dict") -> Step:
                          f"expected some of {sorted(known)}.")
     try: return STEPS[name](**params)
     except ValueError as e: raise MiscnnError(f"{source}: {e}") from None
-
-
-def _check_fitted(step: Step):
-    if not step.fitted:
-        raise RuntimeError(f"{step!r} is not fitted: its statistics come from training data. Call "
-                           "pipeline.fit(train_cases) (or step.fit(cases)) first, or load a fitted "
-                           "pipeline with Pipeline.load(path).")
 
 # %% ../nbs/02_preprocessing.ipynb #411fd537
 @register_step
@@ -126,7 +126,7 @@ class ClipHU(IntensityStep):
     def transform(self, image):
         return np.clip(image.astype(np.float32), self.lo, self.hi), {}
 
-# %% ../nbs/02_preprocessing.ipynb #16ac3203
+# %% ../nbs/02_preprocessing.ipynb #ed01521a
 def _region_voxels(case: Case, region: str) -> np.ndarray:
     "The 1-D array of `case.image` voxels in `region` ('foreground', 'foreground_slices', 'all')."
     if region == "all": return case.image.ravel()
@@ -137,13 +137,13 @@ def _region_voxels(case: Case, region: str) -> np.ndarray:
     if region == "foreground": return case.image[fg]
     return case.image[fg.any(axis=(1, 2))].ravel()
 
-
+# %% ../nbs/02_preprocessing.ipynb #28f0dd78
 def _subsample(values: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
     "At most `n` of `values`, drawn with `rng` (all of them when `n` is None or large enough)."
     if n is None or values.size <= n: return values
     return values[rng.integers(0, values.size, n)]
 
-
+# %% ../nbs/02_preprocessing.ipynb #47eab583
 REGIONS = ("foreground_slices", "foreground", "all")
 
 
@@ -285,14 +285,14 @@ def resample_label(label: np.ndarray, spacing, new_spacing, new_shape=None, mode
         else: out[p > best] = c; np.maximum(best, p, out=best)
     return out
 
-# %% ../nbs/02_preprocessing.ipynb #ac7b617d
+# %% ../nbs/02_preprocessing.ipynb #0e8e8dfd
 def _scaled_affine(affine: np.ndarray, scale) -> np.ndarray:
     "Affine of a corner-aligned grid whose voxels are `scale` (per axis) times the old voxels."
     s = np.asarray(scale, float)
     m = np.eye(4); m[:3, :3] = np.diag(s); m[:3, 3] = (s - 1) / 2
     return np.asarray(affine, float) @ m
 
-
+# %% ../nbs/02_preprocessing.ipynb #8405a5bd
 class _GridStep(Step):
     "Shared code of Resample and Resize (fields image_order, label_mode): move a case onto a new grid, and back."
     def __post_init__(self):
@@ -321,7 +321,7 @@ class _GridStep(Step):
             return resample_label(prediction, *args, mode=self.label_mode)
         return resample_array(prediction, *args, order=0 if prediction.dtype.kind in "biu" else 1)
 
-
+# %% ../nbs/02_preprocessing.ipynb #9a032f3a
 @register_step
 @dataclass
 class Resample(_GridStep):
@@ -341,7 +341,7 @@ class Resample(_GridStep):
         new_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(case.image.shape, spacing, self.target_spacing))
         return self._regrid(case, new_shape, self.target_spacing)
 
-
+# %% ../nbs/02_preprocessing.ipynb #550268df
 @register_step
 @dataclass
 class Resize(_GridStep):
@@ -363,7 +363,18 @@ class Resize(_GridStep):
         new_spacing = tuple(s * n / t for s, n, t in zip(spacing, case.image.shape, new_shape))
         return self._regrid(case, new_shape, new_spacing)
 
-# %% ../nbs/02_preprocessing.ipynb #f2f4334c
+# %% ../nbs/02_preprocessing.ipynb #4885cd4f
+def _crop(a: np.ndarray, crop) -> np.ndarray:
+    "Remove crop[i] = [before, after] voxels on each of the first three axes of `a`."
+    return a[tuple(slice(b, a.shape[i] - e) for i, (b, e) in enumerate(crop))]
+
+# %% ../nbs/02_preprocessing.ipynb #fff8b7f3
+def _pad(a: np.ndarray, pad, value) -> np.ndarray:
+    "Pad the first three axes of `a` by pad[i] = [before, after] voxels of `value` (dtype kept)."
+    if not any(b or e for b, e in pad): return a
+    return np.pad(a, [tuple(p) for p in pad] + [(0, 0)] * (a.ndim - 3), constant_values=np.asarray(value, a.dtype))
+
+# %% ../nbs/02_preprocessing.ipynb #7eb2d6b0
 @register_step
 @dataclass
 class PadCrop(Step):
@@ -422,18 +433,7 @@ class PadCrop(Step):
             return filled
         return _pad(out, record["crop"], 0)
 
-
-def _crop(a: np.ndarray, crop) -> np.ndarray:
-    "Remove crop[i] = [before, after] voxels on each of the first three axes of `a`."
-    return a[tuple(slice(b, a.shape[i] - e) for i, (b, e) in enumerate(crop))]
-
-
-def _pad(a: np.ndarray, pad, value) -> np.ndarray:
-    "Pad the first three axes of `a` by pad[i] = [before, after] voxels of `value` (dtype kept)."
-    if not any(b or e for b, e in pad): return a
-    return np.pad(a, [tuple(p) for p in pad] + [(0, 0)] * (a.ndim - 3), constant_values=np.asarray(value, a.dtype))
-
-# %% ../nbs/02_preprocessing.ipynb #76425661
+# %% ../nbs/02_preprocessing.ipynb #80cf5f26
 def _integer_labels(label: np.ndarray, where: str) -> np.ndarray:
     "`label` as an integer array, or a clear error if it holds fractional values or is not numeric."
     label = np.asarray(label)
@@ -445,7 +445,7 @@ def _integer_labels(label: np.ndarray, where: str) -> np.ndarray:
                      f"{bad}. A label map is an integer array (0 background, 1 kidney, 2 tumor); if it was "
                      "interpolated, resample it with label_mode='nearest' instead.")
 
-
+# %% ../nbs/02_preprocessing.ipynb #39f9e98d
 @register_step
 @dataclass
 class LabelRemap(Step):
@@ -484,7 +484,7 @@ class LabelRemap(Step):
         for old, new in sorted(self.mapping.items()): back.setdefault(new, old)
         return LabelRemap(back).remap(prediction, "LabelRemap.inverse prediction")
 
-
+# %% ../nbs/02_preprocessing.ipynb #b1fb1079
 @dataclass
 class OneHot:
     """One-hot helper: (D, H, W) integer labels in 0..n_classes−1 → (D, H, W, n_classes) float32, and back."""
@@ -506,7 +506,7 @@ class OneHot:
     @classmethod
     def from_dict(cls, d): return cls(int(d["n_classes"]))
 
-# %% ../nbs/02_preprocessing.ipynb #31fbe06a
+# %% ../nbs/02_preprocessing.ipynb #0e04c0c4
 FORMAT = "miscnn_lite.preprocessing/1"
 
 
@@ -517,7 +517,7 @@ def _iter_cases(cases) -> Iterator[Case]:
         for cid in cases.case_ids: yield cases.load_case(cid)
     else: yield from cases
 
-
+# %% ../nbs/02_preprocessing.ipynb #3ac403fe
 class Pipeline:
     "Preprocessing steps applied in order, with a fitted state that is saved as JSON beside a model."
     def __init__(self, steps: list[Step]):
@@ -606,7 +606,7 @@ class Pipeline:
             raise MiscnnError(f"{path}: not valid JSON ({e}); the pipeline file is damaged, save it again.") from None
         return cls.from_dict(d, str(path))
 
-
+# %% ../nbs/02_preprocessing.ipynb #2b4bd07c
 def kits19_pipeline(target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), multiple_of: int | None = None,
                     label_mode: str = "nearest") -> Pipeline:
     """MIScnn's KiTS19 preprocessing: resample to 3.22 × 1.62 × 1.62 mm, clip to −79..304 HU,
