@@ -20,7 +20,7 @@ __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batc
            'SliceSkipping', 'SliceInterpolation', 'Compose', 'AugmentationPipeline', 'augmentation_from_dict',
            'ct_augmentation']
 
-# %% ../nbs/04_augmentation.ipynb #30bcd92e
+# %% ../nbs/04_augmentation.ipynb #9a979420
 def _as_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim not in (3, 4):
@@ -28,7 +28,7 @@ def _as_image(image) -> np.ndarray:
                          "Augment one sample at a time, or a batch with AugmentationPipeline.")
     return (image[..., None] if image.ndim == 3 else image).astype(np.float32)
 
-
+# %% ../nbs/04_augmentation.ipynb #2d4b902e
 def _as_label(label, spatial_shape):
     if label is None:
         return None
@@ -38,13 +38,13 @@ def _as_label(label, spatial_shape):
                          "expected the (D, H, W) class map of the same voxels.")
     return label
 
-
+# %% ../nbs/04_augmentation.ipynb #2c6fd0ae
 def _check_range(value, name, low=-np.inf, high=np.inf):
     lo, hi = value
     if not low <= lo <= hi <= high:
         raise MiscnnError(f"{name}: {tuple(value)} must be an interval (low <= high) within [{low}, {high}].")
 
-
+# %% ../nbs/04_augmentation.ipynb #a4237dd3
 @dataclass(kw_only=True)
 class Transform:
     "Base of all augmentations: apply `self.apply` with probability `p`; parameters are fields."
@@ -70,7 +70,7 @@ class Transform:
     def to_dict(self) -> dict:
         return {"name": type(self).__name__, **asdict(self)}
 
-# %% ../nbs/04_augmentation.ipynb #4c57a243
+# %% ../nbs/04_augmentation.ipynb #527d0454
 _GLOBAL_RANDOM_LOCK = threading.Lock()
 
 
@@ -86,7 +86,7 @@ def seeded_global_random(rng: np.random.Generator):
         finally:
             np.random.set_state(np_state); random.setstate(py_state)
 
-
+# %% ../nbs/04_augmentation.ipynb #2587f96a
 def to_batchgenerators(image: np.ndarray, label: np.ndarray | None = None) -> dict:
     "(D, H, W, C) image and (D, H, W) label -> batchgenerators `{'data': (1, C, D, H, W), 'seg': (1, 1, D, H, W)}`."
     d = {"data": np.ascontiguousarray(np.moveaxis(image, -1, 0)[None], dtype=np.float32)}
@@ -94,7 +94,7 @@ def to_batchgenerators(image: np.ndarray, label: np.ndarray | None = None) -> di
         d["seg"] = label[None, None].astype(np.float32)
     return d
 
-
+# %% ../nbs/04_augmentation.ipynb #bf47aec2
 def from_batchgenerators(data_dict: dict, label_dtype=np.uint8) -> tuple[np.ndarray, np.ndarray | None]:
     "Inverse of `to_batchgenerators`: `(image (D, H, W, C) float32, label (D, H, W) label_dtype or None)`."
     image = np.moveaxis(np.asarray(data_dict["data"])[0], 0, -1).astype(np.float32)
@@ -115,7 +115,7 @@ class BatchgeneratorsTransform(Transform):
             out = bg(**to_batchgenerators(image, label))
         return from_batchgenerators(out, dtype)
 
-# %% ../nbs/04_augmentation.ipynb #01add89b
+# %% ../nbs/04_augmentation.ipynb #a5e87cdb
 def _spatial(shape, *, angle_deg=0.0, out_of_plane_deg=0.0, scale=None, deformation_scale=None, order=3,
              border_mode="nearest"):
     from batchgenerators.transforms.spatial_transforms import SpatialTransform_2
@@ -127,7 +127,7 @@ def _spatial(shape, *, angle_deg=0.0, out_of_plane_deg=0.0, scale=None, deformat
         do_scale=scale is not None, scale=scale or (1, 1), border_mode_data=border_mode, order_data=order,
         border_mode_seg="constant", border_cval_seg=0, order_seg=0)
 
-
+# %% ../nbs/04_augmentation.ipynb #f7163a37
 @dataclass(kw_only=True)
 class Rotation(BatchgeneratorsTransform):
     "Rotate by a uniform angle in [-max_angle_deg, max_angle_deg] in-plane (and ±out_of_plane_deg)."
@@ -138,7 +138,7 @@ class Rotation(BatchgeneratorsTransform):
     def make(self, shape):
         return _spatial(shape, angle_deg=self.max_angle_deg, out_of_plane_deg=self.out_of_plane_deg, order=self.order)
 
-
+# %% ../nbs/04_augmentation.ipynb #2caf2eda
 @dataclass(kw_only=True)
 class Scaling(BatchgeneratorsTransform):
     "Zoom by a factor in `scale_range` (> 1 zooms out in batchgenerators' convention: structures shrink)."
@@ -152,7 +152,7 @@ class Scaling(BatchgeneratorsTransform):
     def make(self, shape):
         return _spatial(shape, scale=tuple(self.scale_range), order=self.order)
 
-
+# %% ../nbs/04_augmentation.ipynb #7b23a8f9
 @dataclass(kw_only=True)
 class ElasticDeformation(BatchgeneratorsTransform):
     "Smooth random displacement field; `deformation_scale` is its scale as a fraction of the patch size."
@@ -193,7 +193,7 @@ class Spatial(BatchgeneratorsTransform):
         t.p_rot_per_sample, t.p_scale_per_sample, t.p_el_per_sample = self.p_rotation, self.p_scale, self.p_elastic
         return t
 
-# %% ../nbs/04_augmentation.ipynb #300f0167
+# %% ../nbs/04_augmentation.ipynb #60fd94bf
 @dataclass(kw_only=True)
 class Mirror(BatchgeneratorsTransform):
     "Flip image and label along each spatial axis of `axes` (0 z, 1 y, 2 x) with probability 1/2."
@@ -208,7 +208,7 @@ class Mirror(BatchgeneratorsTransform):
         from batchgenerators.transforms.spatial_transforms import MirrorTransform
         return MirrorTransform(axes=tuple(self.axes))
 
-
+# %% ../nbs/04_augmentation.ipynb #bce61181
 @dataclass(kw_only=True)
 class Gamma(BatchgeneratorsTransform):
     "Gamma correction with gamma in `gamma_range` on the range-normalised image; mean and std kept."
@@ -222,7 +222,7 @@ class Gamma(BatchgeneratorsTransform):
         from batchgenerators.transforms.color_transforms import GammaTransform
         return GammaTransform(tuple(self.gamma_range), self.invert_image, per_channel=True, retain_stats=True)
 
-
+# %% ../nbs/04_augmentation.ipynb #1aa736e3
 @dataclass(kw_only=True)
 class Brightness(BatchgeneratorsTransform):
     "Multiply intensities by a factor in `multiplier_range`."
@@ -235,7 +235,7 @@ class Brightness(BatchgeneratorsTransform):
         from batchgenerators.transforms.color_transforms import BrightnessMultiplicativeTransform
         return BrightnessMultiplicativeTransform(tuple(self.multiplier_range), per_channel=True)
 
-
+# %% ../nbs/04_augmentation.ipynb #accd9630
 @dataclass(kw_only=True)
 class Contrast(BatchgeneratorsTransform):
     "Scale deviations from the mean by a factor in `contrast_range`, clipped to the original range."
@@ -248,7 +248,7 @@ class Contrast(BatchgeneratorsTransform):
         from batchgenerators.transforms.color_transforms import ContrastAugmentationTransform
         return ContrastAugmentationTransform(tuple(self.contrast_range), preserve_range=True, per_channel=True)
 
-
+# %% ../nbs/04_augmentation.ipynb #f51d63be
 @dataclass(kw_only=True)
 class GaussianNoise(BatchgeneratorsTransform):
     "Add i.i.d. Gaussian noise with variance drawn from `variance_range` (image units squared)."
@@ -261,7 +261,7 @@ class GaussianNoise(BatchgeneratorsTransform):
         from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
         return GaussianNoiseTransform(tuple(self.variance_range))
 
-
+# %% ../nbs/04_augmentation.ipynb #7602f3dd
 @dataclass(kw_only=True)
 class GaussianBlur(BatchgeneratorsTransform):
     "Blur with a Gaussian of σ (voxels) in `sigma_range`."
@@ -274,7 +274,7 @@ class GaussianBlur(BatchgeneratorsTransform):
         from batchgenerators.transforms.noise_transforms import GaussianBlurTransform
         return GaussianBlurTransform(tuple(self.sigma_range), different_sigma_per_channel=False)
 
-
+# %% ../nbs/04_augmentation.ipynb #1205bfee
 @dataclass(kw_only=True)
 class LowResolution(BatchgeneratorsTransform):
     "Down-sample by a zoom in `zoom_range` (linear), up-sample back (nearest): a blurrier scanner."
@@ -288,7 +288,7 @@ class LowResolution(BatchgeneratorsTransform):
         return SimulateLowResolutionTransform(tuple(self.zoom_range), per_channel=False,
                                               ignore_axes=(0,) if shape[0] == 1 else None)
 
-# %% ../nbs/04_augmentation.ipynb #3e041422
+# %% ../nbs/04_augmentation.ipynb #34f36b72
 def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's k-means on 1D `values` (any shape), initialised at quantiles (deterministic).
 
@@ -309,7 +309,7 @@ def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> tuple[np.ndar
     assign = np.searchsorted((centres[1:] + centres[:-1]) / 2, v)
     return centres, assign.reshape(np.shape(values))
 
-
+# %% ../nbs/04_augmentation.ipynb #82755334
 @dataclass(kw_only=True)
 class NoiseMap(Transform):
     "Add smooth Gaussian noise: white noise blurred with σ `smoothing_vox`, std drawn from `std_range`."
@@ -324,7 +324,7 @@ class NoiseMap(Transform):
         field *= rng.uniform(*self.std_range) / max(field.std(), 1e-12)
         return image + field[..., None], label
 
-
+# %% ../nbs/04_augmentation.ipynb #d6abf05d
 @dataclass(kw_only=True)
 class ClusterIntensityShift(Transform):
     "CWVRS: k-means the intensities of each channel into `n_clusters`; shift each by U(-max_shift, max_shift)."
@@ -346,12 +346,12 @@ class ClusterIntensityShift(Transform):
             out[..., c] += shifts[assign].astype(np.float32)
         return out, label
 
-
+# %% ../nbs/04_augmentation.ipynb #95d79fa4
 def _thick_slices(n: int, factor: int, offset: int) -> np.ndarray:
     "Indices of the slices kept when only every `factor`-th slice (from `offset`) of `n` survives."
     return np.arange(offset % factor, n, factor) if n > offset % factor else np.array([n - 1])
 
-
+# %% ../nbs/04_augmentation.ipynb #44f4a6ad
 @dataclass(kw_only=True)
 class SliceSkipping(Transform):
     "Keep every f-th slice (f from `factors`, random offset), each repeated over its neighbours."
@@ -368,7 +368,7 @@ class SliceSkipping(Transform):
         nearest = kept[np.argmin(np.abs(np.arange(len(image))[:, None] - kept[None]), axis=1)]
         return image[nearest], label
 
-
+# %% ../nbs/04_augmentation.ipynb #e96ed098
 @dataclass(kw_only=True)
 class SliceInterpolation(Transform):
     "Keep every f-th slice (f from `factors`, random offset) and linearly interpolate the others along z."
@@ -389,13 +389,7 @@ class SliceInterpolation(Transform):
         t = ((z - kept[lo]) / span).clip(0, 1)[:, None, None, None]
         return ((1 - t) * image[kept[lo]] + t * image[kept[hi]]).astype(np.float32), label
 
-# %% ../nbs/04_augmentation.ipynb #e38f74c7
-def _registry() -> dict:
-    return {cls.__name__: cls for cls in (Rotation, Scaling, ElasticDeformation, Spatial, Mirror, Gamma, Brightness,
-                                           Contrast, GaussianNoise, GaussianBlur, LowResolution, NoiseMap,
-                                           ClusterIntensityShift, SliceSkipping, SliceInterpolation)}
-
-
+# %% ../nbs/04_augmentation.ipynb #5350322a
 @dataclass
 class Compose:
     "Apply `transforms` in order (each with its own `p`) to one sample `(image, label)`."
@@ -409,7 +403,7 @@ class Compose:
     def to_dict(self) -> dict:
         return {"name": "Compose", "transforms": [t.to_dict() for t in self.transforms]}
 
-
+# %% ../nbs/04_augmentation.ipynb #a1f21730
 @dataclass
 class AugmentationPipeline:
     "Augment a batch `(images (B, D, H, W[, C]), labels (B, D, H, W) or None)` with probability `batch_ratio`."
@@ -441,7 +435,13 @@ class AugmentationPipeline:
         return {"name": "AugmentationPipeline", "batch_ratio": self.batch_ratio,
                 "transforms": [t.to_dict() for t in self.transforms]}
 
+# %% ../nbs/04_augmentation.ipynb #d7588472
+def _registry() -> dict:
+    return {cls.__name__: cls for cls in (Rotation, Scaling, ElasticDeformation, Spatial, Mirror, Gamma, Brightness,
+                                           Contrast, GaussianNoise, GaussianBlur, LowResolution, NoiseMap,
+                                           ClusterIntensityShift, SliceSkipping, SliceInterpolation)}
 
+# %% ../nbs/04_augmentation.ipynb #982e1bb7
 def augmentation_from_dict(d: dict):
     "Rebuild a transform, `Compose` or `AugmentationPipeline` from its `to_dict()`."
     d = dict(d)
