@@ -11,7 +11,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['LOCKED_COMMANDS', 'build_parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #b5753b0b
+# %% ../nbs/13_cli.ipynb #4890d26d
 def _cmd_phantoms(args) -> int:
     from miscnn_lite.phantoms import make_phantom_dataset, make_picture_dataset
     shape = {"shape": tuple(args.shape)} if args.shape else {}
@@ -22,11 +22,13 @@ def _cmd_phantoms(args) -> int:
     print(f"wrote {args.cases} phantom {'pictures' if args.pictures else 'cases'} to {out}")
     return 0
 
+# %% ../nbs/13_cli.ipynb #6d15f311
 def _format_rows(rows: list[dict]) -> str:
     import pandas as pd
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 60):
         return pd.DataFrame(rows).to_string(index=False)
 
+# %% ../nbs/13_cli.ipynb #52c57bb8
 def _cmd_info(args) -> int:
     from miscnn_lite.io import describe
     rows = describe(args.path)
@@ -37,6 +39,7 @@ def _cmd_info(args) -> int:
         print(_format_rows(rows))
     return 0
 
+# %% ../nbs/13_cli.ipynb #343e37f8
 def _cmd_evaluate(args) -> int:
     from miscnn_lite.evaluation import evaluate_paths
     metrics = args.metrics.split(",") if args.metrics else None
@@ -45,6 +48,7 @@ def _cmd_evaluate(args) -> int:
     print(f"{len(table)} rows written to {args.out}")
     return 0
 
+# %% ../nbs/13_cli.ipynb #c9990fbe
 def _cmd_train(args) -> int:
     from miscnn_lite.training import train_command
     train_command(data=args.data, out=args.out, epochs=args.epochs, iterations=args.iterations,
@@ -54,6 +58,7 @@ def _cmd_train(args) -> int:
                   **({"ndim": args.ndim} if args.ndim else {}))
     return 0
 
+# %% ../nbs/13_cli.ipynb #b47ed29c
 def _cmd_predict(args) -> int:
     from miscnn_lite.training import predict_command, prediction_items, prediction_path
     if len(args.model) == 1 and not args.uncertainty and args.mirror_axes is None:
@@ -72,6 +77,7 @@ def _cmd_predict(args) -> int:
     print(f"wrote {len(written)} prediction(s) to {args.out}")
     return 0
 
+# %% ../nbs/13_cli.ipynb #39512951
 def _cmd_preprocess(args) -> int:
     from miscnn_lite.io import open_dataset
     from miscnn_lite.preprocessing import ClipHU, Pipeline, PercentileWindow, Resample, ZScore, preprocess_dataset
@@ -88,6 +94,7 @@ def _cmd_preprocess(args) -> int:
     print(f"preprocessed {len(reader)} cases into {args.out} with {pipeline}")
     return 0
 
+# %% ../nbs/13_cli.ipynb #cfebc40d
 def _cmd_sweep(args) -> int:
     from miscnn_lite.experiments import run_sweep
     table = run_sweep(args.grid, args.out, scheduler=args.scheduler, max_workers=args.workers)
@@ -97,18 +104,21 @@ def _cmd_sweep(args) -> int:
     print(f"{len(table) - failed} of {len(table)} jobs finished; summary in {args.out / 'sweep.csv'}")
     return 0 if failed == 0 else 1
 
+# %% ../nbs/13_cli.ipynb #8bb90596
 def _cmd_experiment(args) -> int:
     from miscnn_lite.experiments import load_parameters, preset_file, run_default_experiment
     params = {**(load_parameters(preset_file(args.preset)) if args.preset else {}), **dict(args.param or [])}
     run_default_experiment(args.out, data=args.data, parameters=params, notebook=args.notebook)
     return 0
 
+# %% ../nbs/13_cli.ipynb #8ee57dad
 def _cmd_download(args) -> int:
     "Run the shipped copy of `data_scripts/download_<dataset>.py` with the remaining arguments."
     import importlib
     module = importlib.import_module(f"miscnn_lite.bundled._download_{args.dataset}")
     return module.main(args.rest, prog=f"miscnn-lite download {args.dataset}")
 
+# %% ../nbs/13_cli.ipynb #f3d26339
 def _cmd_course(args) -> int:
     from miscnn_lite.experiments import write_course
     written = write_course(args.dir, solutions=args.solutions, force=args.force)
@@ -116,7 +126,7 @@ def _cmd_course(args) -> int:
           "(`pip install jupyterlab` if it is missing)")
     return 0
 
-# %% ../nbs/13_cli.ipynb #64f4e274
+# %% ../nbs/13_cli.ipynb #b4763700
 def _key_value(text: str):
     "Parse `key=value` for `-p`; the value is read as YAML (numbers, lists, booleans)."
     import yaml
@@ -125,6 +135,7 @@ def _key_value(text: str):
     key, value = text.split("=", 1)
     return key, yaml.safe_load(value)
 
+# %% ../nbs/13_cli.ipynb #63f697ca
 def _labels(text: str) -> list[int]:
     "Parse `--labels 1,2` into integers >= 0."
     try:
@@ -135,6 +146,7 @@ def _labels(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated labels >= 0, e.g. --labels 1,2")
     return values
 
+# %% ../nbs/13_cli.ipynb #09b99c87
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="miscnn-lite", description="3D medical image segmentation kit (KiTS19-style CT).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -252,7 +264,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_course)
     return p
 
-# %% ../nbs/13_cli.ipynb #3db9aea4
+# %% ../nbs/13_cli.ipynb #c4e64439
+def _run_locked(args) -> int:
+    """Run the command holding the lock on `args.out`; a folder the lock created is removed again when the
+    command leaves it empty (it failed before writing anything, e.g. on a malformed preset)."""
+    from miscnn_lite.io import output_lock
+    out = Path(args.out)
+    created = not out.exists()
+    try:
+        with output_lock(out, f"miscnn-lite {args.command}"):
+            return args.func(args)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+# %% ../nbs/13_cli.ipynb #4c5c55a9
+def _is_user_error(e: BaseException) -> bool:
+    "The kit's own errors (MiscnnError is a ValueError), file and value errors, and a failed experiment notebook."
+    experiments = sys.modules.get("miscnn_lite.experiments")     # loaded only by the commands that run notebooks
+    return isinstance(e, (ValueError, KeyError, OSError)) or (
+        experiments is not None and isinstance(e, experiments.ExperimentFailed))
+
+# %% ../nbs/13_cli.ipynb #c1b76818
+def _message(e: BaseException, limit: int = 2000) -> str:
+    "One error message: KeyError without its quotes, at most `limit` characters."
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return text if len(text) <= limit else text[:limit] + f" ... ({len(text) - limit} more characters)"
+
+# %% ../nbs/13_cli.ipynb #417e3bbd
 LOCKED_COMMANDS = ("cv", "experiment", "sweep")   # train and predict take the lock in their own functions
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,27 +312,3 @@ def main(argv: list[str] | None = None) -> int:
               "(rerun with MISCNN_DEBUG=1 to see the traceback, and report it if the message does not help)",
               file=sys.stderr)
         return 1
-
-def _run_locked(args) -> int:
-    """Run the command holding the lock on `args.out`; a folder the lock created is removed again when the
-    command leaves it empty (it failed before writing anything, e.g. on a malformed preset)."""
-    from miscnn_lite.io import output_lock
-    out = Path(args.out)
-    created = not out.exists()
-    try:
-        with output_lock(out, f"miscnn-lite {args.command}"):
-            return args.func(args)
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-
-def _is_user_error(e: BaseException) -> bool:
-    "The kit's own errors (MiscnnError is a ValueError), file and value errors, and a failed experiment notebook."
-    experiments = sys.modules.get("miscnn_lite.experiments")     # loaded only by the commands that run notebooks
-    return isinstance(e, (ValueError, KeyError, OSError)) or (
-        experiments is not None and isinstance(e, experiments.ExperimentFailed))
-
-def _message(e: BaseException, limit: int = 2000) -> str:
-    "One error message: KeyError without its quotes, at most `limit` characters."
-    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    return text if len(text) <= limit else text[:limit] + f" ... ({len(text) - limit} more characters)"
