@@ -23,7 +23,7 @@ __all__ = ['BUNDLE_SOURCES', 'DEFAULT_EXPERIMENT', 'PATH_PARAMETERS', 'bundled',
            'check_parameters', 'load_parameters', 'ExperimentFailed', 'run_notebook', 'experiment_parameters',
            'run_default_experiment', 'expand_grid', 'run_sweep']
 
-# %% ../nbs/12_experiments.ipynb #3055b0ec
+# %% ../nbs/12_experiments.ipynb #9d073e73
 def bundled(name: str = "") -> Path:
     "A file or folder shipped in `miscnn_lite/bundled/` (`experiments`, `tutorials`, `_download_kits19.py`)."
     path = Path(str(importlib.resources.files("miscnn_lite") / "bundled" / name))
@@ -32,11 +32,12 @@ def bundled(name: str = "") -> Path:
                                 "in a repository checkout run `make bundle`.")
     return path
 
+# %% ../nbs/12_experiments.ipynb #f029fd6c
 def experiments_dir() -> Path:
     "The shipped experiment notebooks and `presets/` (a copy of the repository's `experiments/`)."
     return bundled("experiments")
 
-# %% ../nbs/12_experiments.ipynb #13aa7483
+# %% ../nbs/12_experiments.ipynb #a378a4cf
 def _shipped_file(name, folder: Path, suffix: str, what: str) -> Path:
     "`name` if it is an existing file, else the file of that name (with or without `suffix`) in `folder`."
     path = Path(name)
@@ -49,15 +50,17 @@ def _shipped_file(name, folder: Path, suffix: str, what: str) -> Path:
     raise MissingFileError(f"{name}: no such file and no shipped {what} of that name. "
                             f"Available {what}s: {available}; or pass the path of your own {suffix} file.")
 
+# %% ../nbs/12_experiments.ipynb #2b9a3068
 def experiment_notebook(name) -> Path:
     "The experiment notebook `name`: `kits19_cv`, `kits19_cv.ipynb`, or the path of any notebook."
     return _shipped_file(name, experiments_dir(), ".ipynb", "experiment")
 
+# %% ../nbs/12_experiments.ipynb #1b3c931e
 def preset_file(name) -> Path:
     "The parameter preset `name`: `ct_cues`, `experiments/presets/ct_cues.yaml`, or the path of any YAML file."
     return _shipped_file(name, experiments_dir() / "presets", ".yaml", "preset")
 
-# %% ../nbs/12_experiments.ipynb #dfbb3ac7
+# %% ../nbs/12_experiments.ipynb #61aceda6
 BUNDLE_SOURCES = {"experiments": "experiments", "tutorials": "nbs/tutorials",
                   "_download_kits19.py": "data_scripts/download_kits19.py",
                   "_download_examples.py": "data_scripts/download_examples.py"}
@@ -83,12 +86,7 @@ def _expected_bundle(root: Path) -> dict[str, bytes]:
                                     "(the folder holding experiments/, nbs/ and data_scripts/).")
     return files
 
-def _write_bytes(data: bytes, path: Path):
-    "Write `data` to `path` atomically, readable by everyone (`mkstemp` alone gives 0600)."
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
-
+# %% ../nbs/12_experiments.ipynb #e47eda00
 def bundle_differences(root=".", bundle=None) -> list[str]:
     "Bundle files (relative paths) missing, differing from the repository, or left over; `[]` when in sync."
     root = Path(root)
@@ -99,6 +97,14 @@ def bundle_differences(root=".", bundle=None) -> list[str]:
     changed = [n for n, data in expected.items() if n not in present or (bundle / n).read_bytes() != data]
     return sorted(changed) + sorted(present - set(expected))
 
+# %% ../nbs/12_experiments.ipynb #6aacbf13
+def _write_bytes(data: bytes, path: Path):
+    "Write `data` to `path` atomically, readable by everyone (`mkstemp` alone gives 0600)."
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)
+
+# %% ../nbs/12_experiments.ipynb #a55ccd84
 def write_bundle(root=".", bundle=None) -> list[str]:
     "Make `miscnn_lite/bundled/` (or `bundle`) a copy of the repository files that ship; returns what changed."
     root = Path(root)
@@ -134,10 +140,17 @@ def write_course(dest, solutions: bool = False, force: bool = False) -> list[Pat
         _write_bytes(data, target)
     return list(targets)
 
-# %% ../nbs/12_experiments.ipynb #65ee0365
-_TYPES = {"int": (int,), "float": (int, float), "str": (str, os.PathLike), "bool": (bool,),
-          "list": (list, tuple), "dict": (dict,), "tuple": (list, tuple)}
+# %% ../nbs/12_experiments.ipynb #f92b5eb3
+def _declared_type(p: dict) -> str:
+    "The annotated type, else the type of the literal default (`epochs = 3` gives 'int'), else 'None'."
+    if p["inferred_type_name"] not in ("None", None):
+        return p["inferred_type_name"]
+    try:
+        return type(ast.literal_eval(p["default"])).__name__
+    except (ValueError, SyntaxError):
+        return "None"
 
+# %% ../nbs/12_experiments.ipynb #4cf2d1da
 def notebook_parameters(notebook) -> dict[str, dict]:
     "Parameters declared in the notebook's `parameters` cell: {name: {default, type, help}}."
     import papermill as pm
@@ -160,14 +173,9 @@ def notebook_parameters(notebook) -> dict[str, dict]:
     return {name: dict(default=p["default"], type=_declared_type(p), help=p["help"])
             for name, p in params.items()}
 
-def _declared_type(p: dict) -> str:
-    "The annotated type, else the type of the literal default (`epochs = 3` gives 'int'), else 'None'."
-    if p["inferred_type_name"] not in ("None", None):
-        return p["inferred_type_name"]
-    try:
-        return type(ast.literal_eval(p["default"])).__name__
-    except (ValueError, SyntaxError):
-        return "None"
+# %% ../nbs/12_experiments.ipynb #d4981e39
+_TYPES = {"int": (int,), "float": (int, float), "str": (str, os.PathLike), "bool": (bool,),
+          "list": (list, tuple), "dict": (dict,), "tuple": (list, tuple)}
 
 
 def check_parameters(notebook, parameters: dict) -> dict:
@@ -192,17 +200,19 @@ def check_parameters(notebook, parameters: dict) -> dict:
                               f"(default {declared[name]['default']}; {declared[name]['help'] or 'no description'}).")
     return parameters
 
+# %% ../nbs/12_experiments.ipynb #33cd0604
 def load_parameters(path) -> dict:
     "Read parameters from a YAML (or JSON) file, the format `papermill -f` takes."
     return load_mapping(path, "parameters")
 
-# %% ../nbs/12_experiments.ipynb #c33fb0bd
+# %% ../nbs/12_experiments.ipynb #6cec07f7
 class ExperimentFailed(RuntimeError):
     "A notebook run failed; `.notebook` is the executed notebook kept for inspection."
     def __init__(self, message: str, notebook: Path):
         super().__init__(message)
         self.notebook = notebook
 
+# %% ../nbs/12_experiments.ipynb #df02c5b7
 def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, progress: bool = False,
                  kernel_name: str | None = None) -> Path:
     """Execute `notebook` with `parameters` (checked first) and write the executed copy to `output`."""
@@ -226,7 +236,7 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
                                    f"The executed notebook is kept at {failed}.", failed) from None
     return output
 
-# %% ../nbs/12_experiments.ipynb #4eaeb32f
+# %% ../nbs/12_experiments.ipynb #1ec73b82
 DEFAULT_EXPERIMENT = "kits19_cv.ipynb"
 
 PATH_PARAMETERS = ("data_dir", "test_data_dir")
@@ -243,6 +253,7 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
             params[key] = str(Path(params[key]).resolve())
     return params
 
+# %% ../nbs/12_experiments.ipynb #18c1494e
 def run_default_experiment(out="results", data=None, parameters: dict | None = None,
                            notebook: str = DEFAULT_EXPERIMENT, progress: bool = True) -> Path:
     """Run the experiment `notebook` (a shipped name or a path) with `out_dir=out` (and `data_dir=data`);
@@ -254,7 +265,7 @@ def run_default_experiment(out="results", data=None, parameters: dict | None = N
     print(f"executed notebook: {executed}")
     return executed
 
-# %% ../nbs/12_experiments.ipynb #9984385c
+# %% ../nbs/12_experiments.ipynb #c4282b5a
 def expand_grid(spec: dict) -> list[dict]:
     "All parameter sets of a sweep spec: `base` updated with every combination of `grid` values."
     import itertools
@@ -268,10 +279,12 @@ def expand_grid(spec: dict) -> list[dict]:
     keys = list(grid)
     return [{**base, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
+# %% ../nbs/12_experiments.ipynb #2669a7e8
 def _job_name(index: int, params: dict, varied: list[str]) -> str:
     text = "_".join(f"{k}-{params[k]}" for k in varied) or "run"
     return f"{index:03d}_" + "".join(c if c.isalnum() or c in "-._" else "-" for c in text)[:80]
 
+# %% ../nbs/12_experiments.ipynb #3ec2ea50
 def _run_job(notebook: str, folder: str, params: dict) -> dict:
     "One sweep job (runs in a worker process): returns status, error, seconds and the job's result.json."
     import time
@@ -290,6 +303,25 @@ def _run_job(notebook: str, folder: str, params: dict) -> dict:
     row["seconds"] = round(time.time() - start, 1)
     return row
 
+# %% ../nbs/12_experiments.ipynb #1723ada2
+def _plot_sweep(table, path):
+    import matplotlib.pyplot as plt
+    numeric = [c for c in table.columns if c.endswith("dice") and table[c].notna().any()] or ["seconds"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(table) + 2), 3.2))
+    width = 0.8 / len(numeric)
+    for i, col in enumerate(numeric):
+        ax.bar([j + i * width for j in range(len(table))], table[col].fillna(0), width, label=col)
+    for j, status in enumerate(table["status"]):
+        if status != "ok":
+            ax.annotate("failed", (j, 0), ha="center", va="bottom", color="tab:red")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(table))], table["job"], rotation=30, ha="right", fontsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+# %% ../nbs/12_experiments.ipynb #73143b6b
 def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_workers: int = 1) -> "pd.DataFrame":
     """Run every parameter set of a sweep; write `out/sweep.csv` and `out/sweep.png`; return the table.
 
@@ -329,20 +361,3 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
         table.to_csv(tmp, index=False)
     _plot_sweep(table, out / "sweep.png")
     return table
-
-def _plot_sweep(table, path):
-    import matplotlib.pyplot as plt
-    numeric = [c for c in table.columns if c.endswith("dice") and table[c].notna().any()] or ["seconds"]
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(table) + 2), 3.2))
-    width = 0.8 / len(numeric)
-    for i, col in enumerate(numeric):
-        ax.bar([j + i * width for j in range(len(table))], table[col].fillna(0), width, label=col)
-    for j, status in enumerate(table["status"]):
-        if status != "ok":
-            ax.annotate("failed", (j, 0), ha="center", va="bottom", color="tab:red")
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(table))], table["job"], rotation=30, ha="right", fontsize=7)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
