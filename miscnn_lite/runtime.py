@@ -10,9 +10,7 @@ import keras
 # %% auto #0
 __all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'set_heap_thresholds', 'HeapThresholds']
 
-# %% ../nbs/07a_runtime.ipynb #af193176
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt parameter numbers in glibc's malloc.h
-HEAP_MMAP_THRESHOLD = 32 << 20                   # glibc's largest adaptive mmap threshold on 64-bit
+# %% ../nbs/07a_runtime.ipynb #c285b21d
 _LIBC = None
 
 def _glibc():
@@ -26,6 +24,10 @@ def _glibc():
                 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     return _LIBC or None
 
+# %% ../nbs/07a_runtime.ipynb #4dc1019e
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # mallopt parameter numbers in glibc's malloc.h
+HEAP_MMAP_THRESHOLD = 32 << 20                   # glibc's largest adaptive mmap threshold on 64-bit
+
 def set_heap_thresholds(mmap_threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
     """Serve allocations up to `mmap_threshold` bytes from the heap and trim it above twice that
     (glibc `mallopt`). Returns False where there is no glibc (nothing to do)."""
@@ -34,6 +36,7 @@ def set_heap_thresholds(mmap_threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
     return bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) and
                 libc.mallopt(M_TRIM_THRESHOLD, 2 * int(mmap_threshold)))
 
+# %% ../nbs/07a_runtime.ipynb #6462511d
 class HeapThresholds(keras.callbacks.Callback):
     "Re-apply `set_heap_thresholds` before every batch (TensorFlow's generator dataset resets them each epoch)."
     def on_train_batch_begin(self, batch, logs=None):
