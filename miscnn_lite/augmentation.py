@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+from typing import ClassVar
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -47,12 +48,16 @@ def _check_range(value, name, low=-np.inf, high=np.inf):
 # %% ../nbs/04_augmentation.ipynb #a4237dd3
 @dataclass(kw_only=True)
 class Transform:
-    "Base of all augmentations: apply `self.apply` with probability `p`; parameters are fields."
+    """Base of all augmentations: apply `self.apply` with probability `p`; parameters are fields.
+    `checked_ranges` maps (low, high) interval fields to the bounds they must lie in (checked on creation)."""
     p: float = 1.0
+    checked_ranges: ClassVar[dict] = {}
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
             raise MiscnnError(f"{type(self).__name__}: p={self.p} is not a probability in [0, 1].")
+        for name, (low, high) in self.checked_ranges.items():
+            _check_range(getattr(self, name), name, low, high)
 
     def __call__(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         "Augment `image` (D, H, W[, C]) and `label` (D, H, W) or None; return them with the same shapes."
@@ -214,9 +219,7 @@ class Gamma(BatchgeneratorsTransform):
     "Gamma correction with gamma in `gamma_range` on the range-normalised image; mean and std kept."
     gamma_range: tuple = (0.7, 1.5)
     invert_image: bool = False
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.gamma_range, "gamma_range", 1e-3)
+    checked_ranges: ClassVar[dict] = {"gamma_range": (1e-3, np.inf)}
 
     def make(self, shape):
         from batchgenerators.transforms.color_transforms import GammaTransform
@@ -227,9 +230,7 @@ class Gamma(BatchgeneratorsTransform):
 class Brightness(BatchgeneratorsTransform):
     "Multiply intensities by a factor in `multiplier_range`."
     multiplier_range: tuple = (0.75, 1.25)
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.multiplier_range, "multiplier_range", 0.0)
+    checked_ranges: ClassVar[dict] = {"multiplier_range": (0.0, np.inf)}
 
     def make(self, shape):
         from batchgenerators.transforms.color_transforms import BrightnessMultiplicativeTransform
@@ -240,9 +241,7 @@ class Brightness(BatchgeneratorsTransform):
 class Contrast(BatchgeneratorsTransform):
     "Scale deviations from the mean by a factor in `contrast_range`, clipped to the original range."
     contrast_range: tuple = (0.75, 1.25)
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.contrast_range, "contrast_range", 0.0)
+    checked_ranges: ClassVar[dict] = {"contrast_range": (0.0, np.inf)}
 
     def make(self, shape):
         from batchgenerators.transforms.color_transforms import ContrastAugmentationTransform
@@ -253,9 +252,7 @@ class Contrast(BatchgeneratorsTransform):
 class GaussianNoise(BatchgeneratorsTransform):
     "Add i.i.d. Gaussian noise with variance drawn from `variance_range` (image units squared)."
     variance_range: tuple = (0.0, 0.1)
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.variance_range, "variance_range", 0.0)
+    checked_ranges: ClassVar[dict] = {"variance_range": (0.0, np.inf)}
 
     def make(self, shape):
         from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
@@ -266,9 +263,7 @@ class GaussianNoise(BatchgeneratorsTransform):
 class GaussianBlur(BatchgeneratorsTransform):
     "Blur with a Gaussian of σ (voxels) in `sigma_range`."
     sigma_range: tuple = (0.5, 1.0)
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.sigma_range, "sigma_range", 0.0)
+    checked_ranges: ClassVar[dict] = {"sigma_range": (0.0, np.inf)}
 
     def make(self, shape):
         from batchgenerators.transforms.noise_transforms import GaussianBlurTransform
@@ -279,9 +274,7 @@ class GaussianBlur(BatchgeneratorsTransform):
 class LowResolution(BatchgeneratorsTransform):
     "Down-sample by a zoom in `zoom_range` (linear), up-sample back (nearest): a blurrier scanner."
     zoom_range: tuple = (0.5, 1.0)
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.zoom_range, "zoom_range", 1e-3, 1.0)
+    checked_ranges: ClassVar[dict] = {"zoom_range": (1e-3, 1.0)}
 
     def make(self, shape):
         from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
@@ -315,9 +308,7 @@ class NoiseMap(Transform):
     "Add smooth Gaussian noise: white noise blurred with σ `smoothing_vox`, std drawn from `std_range`."
     std_range: tuple = (0.0, 0.1)
     smoothing_vox: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__(); _check_range(self.std_range, "std_range", 0.0)
+    checked_ranges: ClassVar[dict] = {"std_range": (0.0, np.inf)}
 
     def apply(self, image, label, rng):
         field = ndimage.gaussian_filter(rng.standard_normal(image.shape[:3]), self.smoothing_vox)
