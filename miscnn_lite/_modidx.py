@@ -871,6 +871,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'miscnn_lite.plan.TrainingPlan.replace': ('plan.html#trainingplan.replace', 'miscnn_lite/plan.py'),
                                   'miscnn_lite.plan.TrainingPlan.save': ('plan.html#trainingplan.save', 'miscnn_lite/plan.py'),
                                   'miscnn_lite.plan.TrainingPlan.to_dict': ('plan.html#trainingplan.to_dict', 'miscnn_lite/plan.py'),
+                                  'miscnn_lite.plan.TrainingPlan.with_settings': ( 'plan.html#trainingplan.with_settings',
+                                                                                   'miscnn_lite/plan.py'),
                                   'miscnn_lite.plan._json_data': ('plan.html#_json_data', 'miscnn_lite/plan.py'),
                                   'miscnn_lite.plan._plan_group': ('plan.html#_plan_group', 'miscnn_lite/plan.py')},
             'miscnn_lite.preprocessing': { 'miscnn_lite.preprocessing.ClipHU': ( 'preprocessing.html#cliphu',

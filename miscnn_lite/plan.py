@@ -20,7 +20,7 @@ from .models import check_model_name, model_options, slice_model
 from .losses import LOSSES, get_loss
 
 # %% auto #0
-__all__ = ['PLAN_FORMAT', 'PLAN_FILE', 'MODEL_DEFAULTS', 'PLAN_DEFAULTS', 'AUGMENTATIONS', 'TrainingPlan']
+__all__ = ['PLAN_FORMAT', 'PLAN_FILE', 'MODEL_DEFAULTS', 'PLAN_DEFAULTS', 'AUGMENTATIONS', 'SETTING_GROUPS', 'TrainingPlan']
 
 # %% ../nbs/07b_plan.ipynb #d7377d1f
 PLAN_FORMAT = "miscnn_lite.plan/1"
@@ -160,6 +160,26 @@ def load(cls: TrainingPlan, path) -> TrainingPlan:
 def replace(self: TrainingPlan, **changes) -> TrainingPlan:
     "A copy of the plan with `changes` (fields by name), checked like a new plan: `plan.replace(seed=1)`."
     return dataclasses.replace(self, **changes)
+
+# %% ../nbs/07b_plan.ipynb #baadeadf
+SETTING_GROUPS = dict(learning_rate="optimizer", lr_schedule="schedule", batch_size="schedule",
+                      iterations="schedule", lr_patience="schedule", lr_factor="schedule",
+                      stop_patience="schedule", overlap="prediction", weighting="prediction",
+                      mirror_axes="prediction", seed=None, workers=None, class_names=None, mixed_precision=None)
+
+# %% ../nbs/07b_plan.ipynb #9006ceb5
+@patch
+def with_settings(self: TrainingPlan, **settings) -> TrainingPlan:
+    """A copy of the plan with `Segmenter` keyword settings (`SETTING_GROUPS`) put into their groups:
+    `plan.with_settings(mirror_axes=(1, 2), batch_size=4)`. A setting a plan does not hold is refused."""
+    unknown = sorted(set(settings) - set(SETTING_GROUPS))
+    if unknown:
+        raise SettingsError(f"{unknown}: not settings a plan holds; it takes {sorted(SETTING_GROUPS)}.")
+    changes = {k: v for k, v in settings.items() if SETTING_GROUPS[k] is None}
+    for k, v in settings.items():
+        if group := SETTING_GROUPS[k]:
+            changes[group] = {**changes.get(group, getattr(self, group)), k: v}
+    return self.replace(**changes)
 
 # %% ../nbs/07b_plan.ipynb #dab16a7e
 @patch

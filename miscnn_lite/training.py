@@ -25,7 +25,7 @@ from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, get_loss, per_class_dice_metrics
-from .plan import PLAN_FILE, TrainingPlan
+from .plan import PLAN_FILE, SETTING_GROUPS, TrainingPlan
 from .runtime import HeapThresholds
 
 # %% auto #0
@@ -624,7 +624,8 @@ def _checksum_problem(folder: Path, name: str) -> str | None:
 def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     """A Segmenter from a model folder written by `save`/`fit` (safe mode), with the plan it was made from
     (`.plan`; None for a folder without plan.json). `overrides` replace saved settings (e.g.
-    mirror_axes=(0, 1, 2) for prediction with test-time augmentation); the plan stays as saved."""
+    mirror_axes=(0, 1, 2) for prediction with test-time augmentation); those a plan holds go into `.plan`
+    too (`TrainingPlan.with_settings`), so it says how this Segmenter predicts."""
     folder = Path(folder)
     if not (folder / MODEL_FILE).is_file():
         raise MissingFileError(f"{folder}: no {MODEL_FILE} in this folder. Train with Segmenter.fit(out=...) "
@@ -667,7 +668,7 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     kwargs.update(overrides)
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
     seg = cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss, **kwargs)
-    seg.plan = plan
+    seg.plan = plan and plan.with_settings(**{k: v for k, v in overrides.items() if k in SETTING_GROUPS})
     return seg
 
 # %% ../nbs/08_training.ipynb #95a554c4
