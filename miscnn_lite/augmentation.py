@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import random
 import threading
 from typing import ClassVar
@@ -15,11 +16,11 @@ from scipy import ndimage
 from .io import MiscnnError
 
 # %% auto #0
-__all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsTransform',
-           'Rotation', 'Scaling', 'ElasticDeformation', 'Spatial', 'Mirror', 'Gamma', 'Brightness', 'Contrast',
-           'GaussianNoise', 'GaussianBlur', 'LowResolution', 'kmeans_1d', 'NoiseMap', 'ClusterIntensityShift',
-           'SliceSkipping', 'SliceInterpolation', 'Compose', 'AugmentationPipeline', 'augmentation_from_dict',
-           'ct_augmentation']
+__all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsCall',
+           'BatchgeneratorsTransform', 'Rotation', 'Scaling', 'ElasticDeformation', 'Spatial', 'Mirror', 'Gamma',
+           'Brightness', 'Contrast', 'GaussianNoise', 'GaussianBlur', 'LowResolution', 'kmeans_1d', 'NoiseMap',
+           'ClusterIntensityShift', 'SliceSkipping', 'SliceInterpolation', 'Compose', 'AugmentationPipeline',
+           'augmentation_from_dict', 'ct_augmentation']
 
 # %% ../nbs/04_augmentation.ipynb #9a979420
 def _as_image(image) -> np.ndarray:
@@ -106,12 +107,44 @@ def from_batchgenerators(data_dict: dict, label_dtype=np.uint8) -> tuple[np.ndar
     seg = data_dict.get("seg")
     return image, (None if seg is None else np.rint(np.asarray(seg)[0, 0]).astype(label_dtype))
 
+# %% ../nbs/04_augmentation.ipynb #4122c7f1
+class BatchgeneratorsCall:
+    """A batchgenerators transform written as the call that builds it, field names in place of values.
+
+    `BatchgeneratorsCall("color_transforms.GammaTransform", "gamma_range", "invert_image", per_channel=True)`
+    builds `GammaTransform(tuple(w.gamma_range), w.invert_image, per_channel=True)` for a wrapper `w`.
+
+    Args:
+        transform: 'module.Class' under `batchgenerators.transforms`.
+        *fields: names of the wrapper's fields passed positionally, in the order of the call; intervals
+            (lists, tuples, arrays) are passed as tuples, other values as they are.
+        **keywords: fixed keyword arguments."""
+    def __init__(self, transform: str, *fields: str, **keywords):
+        self.transform, self.fields, self.keywords = transform, fields, keywords
+
+    def __call__(self, wrapper, **extra):
+        "Build the transform from `wrapper`'s fields, the fixed keywords and `extra` ones (e.g. shape-dependent)."
+        module, name = self.transform.rsplit(".", 1)
+        transform_class = getattr(importlib.import_module(f"batchgenerators.transforms.{module}"), name)
+        values = [getattr(wrapper, f) for f in self.fields]
+        args = [tuple(v) if np.ndim(v) == 1 else v for v in values]
+        return transform_class(*args, **self.keywords, **extra)
+
+    def __repr__(self):
+        parts = [repr(self.transform), *map(repr, self.fields), *(f"{k}={v!r}" for k, v in self.keywords.items())]
+        return f"BatchgeneratorsCall({', '.join(parts)})"
+
 # %% ../nbs/04_augmentation.ipynb #630d1500
 @dataclass(kw_only=True)
 class BatchgeneratorsTransform(Transform):
-    "A `Transform` that runs a batchgenerators transform built by `make(spatial_shape)`."
+    """A `Transform` that runs a batchgenerators transform built by `make(spatial_shape)`.
+    `make` builds `builds`, the `BatchgeneratorsCall` a subclass declares, or is overridden by the subclass."""
+    builds: ClassVar[BatchgeneratorsCall | None] = None
+
     def make(self, spatial_shape: tuple):
-        raise NotImplementedError
+        if self.builds is None:
+            raise NotImplementedError(f"{type(self).__name__}: declare `builds` or override `make`.")
+        return self.builds(self)
 
     def apply(self, image, label, rng):
         bg = self.make(image.shape[:3])
@@ -149,10 +182,7 @@ class Scaling(BatchgeneratorsTransform):
     "Zoom by a factor in `scale_range` (> 1 zooms out in batchgenerators' convention: structures shrink)."
     scale_range: tuple = (0.85, 1.25)
     order: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_range(self.scale_range, "scale_range", 1e-3)
+    checked_ranges: ClassVar[dict] = {"scale_range": (1e-3, np.inf)}
 
     def make(self, shape):
         return _spatial(shape, scale=tuple(self.scale_range), order=self.order)
@@ -163,10 +193,7 @@ class ElasticDeformation(BatchgeneratorsTransform):
     "Smooth random displacement field; `deformation_scale` is its scale as a fraction of the patch size."
     deformation_scale: tuple = (0.0, 0.25)
     order: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        _check_range(self.deformation_scale, "deformation_scale", 0.0, 1.0)
+    checked_ranges: ClassVar[dict] = {"deformation_scale": (0.0, 1.0)}
 
     def make(self, shape):
         return _spatial(shape, deformation_scale=tuple(self.deformation_scale), order=self.order)
@@ -220,10 +247,8 @@ class Gamma(BatchgeneratorsTransform):
     gamma_range: tuple = (0.7, 1.5)
     invert_image: bool = False
     checked_ranges: ClassVar[dict] = {"gamma_range": (1e-3, np.inf)}
-
-    def make(self, shape):
-        from batchgenerators.transforms.color_transforms import GammaTransform
-        return GammaTransform(tuple(self.gamma_range), self.invert_image, per_channel=True, retain_stats=True)
+    builds: ClassVar = BatchgeneratorsCall("color_transforms.GammaTransform", "gamma_range", "invert_image",
+                                           per_channel=True, retain_stats=True)
 
 # %% ../nbs/04_augmentation.ipynb #1aa736e3
 @dataclass(kw_only=True)
@@ -231,10 +256,8 @@ class Brightness(BatchgeneratorsTransform):
     "Multiply intensities by a factor in `multiplier_range`."
     multiplier_range: tuple = (0.75, 1.25)
     checked_ranges: ClassVar[dict] = {"multiplier_range": (0.0, np.inf)}
-
-    def make(self, shape):
-        from batchgenerators.transforms.color_transforms import BrightnessMultiplicativeTransform
-        return BrightnessMultiplicativeTransform(tuple(self.multiplier_range), per_channel=True)
+    builds: ClassVar = BatchgeneratorsCall("color_transforms.BrightnessMultiplicativeTransform", "multiplier_range",
+                                           per_channel=True)
 
 # %% ../nbs/04_augmentation.ipynb #accd9630
 @dataclass(kw_only=True)
@@ -242,10 +265,8 @@ class Contrast(BatchgeneratorsTransform):
     "Scale deviations from the mean by a factor in `contrast_range`, clipped to the original range."
     contrast_range: tuple = (0.75, 1.25)
     checked_ranges: ClassVar[dict] = {"contrast_range": (0.0, np.inf)}
-
-    def make(self, shape):
-        from batchgenerators.transforms.color_transforms import ContrastAugmentationTransform
-        return ContrastAugmentationTransform(tuple(self.contrast_range), preserve_range=True, per_channel=True)
+    builds: ClassVar = BatchgeneratorsCall("color_transforms.ContrastAugmentationTransform", "contrast_range",
+                                           preserve_range=True, per_channel=True)
 
 # %% ../nbs/04_augmentation.ipynb #f51d63be
 @dataclass(kw_only=True)
@@ -253,10 +274,7 @@ class GaussianNoise(BatchgeneratorsTransform):
     "Add i.i.d. Gaussian noise with variance drawn from `variance_range` (image units squared)."
     variance_range: tuple = (0.0, 0.1)
     checked_ranges: ClassVar[dict] = {"variance_range": (0.0, np.inf)}
-
-    def make(self, shape):
-        from batchgenerators.transforms.noise_transforms import GaussianNoiseTransform
-        return GaussianNoiseTransform(tuple(self.variance_range))
+    builds: ClassVar = BatchgeneratorsCall("noise_transforms.GaussianNoiseTransform", "variance_range")
 
 # %% ../nbs/04_augmentation.ipynb #7602f3dd
 @dataclass(kw_only=True)
@@ -264,10 +282,8 @@ class GaussianBlur(BatchgeneratorsTransform):
     "Blur with a Gaussian of σ (voxels) in `sigma_range`."
     sigma_range: tuple = (0.5, 1.0)
     checked_ranges: ClassVar[dict] = {"sigma_range": (0.0, np.inf)}
-
-    def make(self, shape):
-        from batchgenerators.transforms.noise_transforms import GaussianBlurTransform
-        return GaussianBlurTransform(tuple(self.sigma_range), different_sigma_per_channel=False)
+    builds: ClassVar = BatchgeneratorsCall("noise_transforms.GaussianBlurTransform", "sigma_range",
+                                           different_sigma_per_channel=False)
 
 # %% ../nbs/04_augmentation.ipynb #1205bfee
 @dataclass(kw_only=True)
@@ -275,11 +291,12 @@ class LowResolution(BatchgeneratorsTransform):
     "Down-sample by a zoom in `zoom_range` (linear), up-sample back (nearest): a blurrier scanner."
     zoom_range: tuple = (0.5, 1.0)
     checked_ranges: ClassVar[dict] = {"zoom_range": (1e-3, 1.0)}
+    builds: ClassVar = BatchgeneratorsCall("resample_transforms.SimulateLowResolutionTransform", "zoom_range",
+                                           per_channel=False)
 
     def make(self, shape):
-        from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
-        return SimulateLowResolutionTransform(tuple(self.zoom_range), per_channel=False,
-                                              ignore_axes=(0,) if shape[0] == 1 else None)
+        "`builds`, with one-slice patches (D = 1) not zoomed along z."
+        return self.builds(self, ignore_axes=(0,) if shape[0] == 1 else None)
 
 # %% ../nbs/04_augmentation.ipynb #34f36b72
 def kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -342,10 +359,10 @@ def _thick_slices(n: int, factor: int, offset: int) -> np.ndarray:
     "Indices of the slices kept when only every `factor`-th slice (from `offset`) of `n` survives."
     return np.arange(offset % factor, n, factor) if n > offset % factor else np.array([n - 1])
 
-# %% ../nbs/04_augmentation.ipynb #44f4a6ad
+# %% ../nbs/04_augmentation.ipynb #be6e86f8
 @dataclass(kw_only=True)
-class SliceSkipping(Transform):
-    "Keep every f-th slice (f from `factors`, random offset), each repeated over its neighbours."
+class _ThickSliceTransform(Transform):
+    "Base of the two thick-slice transforms: `factors` to draw f from, and the draw of the kept slices."
     factors: tuple = (2, 3)
 
     def __post_init__(self):
@@ -353,26 +370,28 @@ class SliceSkipping(Transform):
         if not self.factors or min(self.factors) < 1:
             raise MiscnnError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
 
-    def apply(self, image, label, rng):
+    def kept_slices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        "Draw f from `factors` and an offset in [0, f); the indices of the slices kept out of `n`."
         f = int(rng.choice(self.factors))
-        kept = _thick_slices(len(image), f, int(rng.integers(f)))
+        return _thick_slices(n, f, int(rng.integers(f)))
+
+# %% ../nbs/04_augmentation.ipynb #44f4a6ad
+@dataclass(kw_only=True)
+class SliceSkipping(_ThickSliceTransform):
+    "Keep every f-th slice (f from `factors`, random offset), each repeated over its neighbours."
+
+    def apply(self, image, label, rng):
+        kept = self.kept_slices(len(image), rng)
         nearest = kept[np.argmin(np.abs(np.arange(len(image))[:, None] - kept[None]), axis=1)]
         return image[nearest], label
 
 # %% ../nbs/04_augmentation.ipynb #e96ed098
 @dataclass(kw_only=True)
-class SliceInterpolation(Transform):
+class SliceInterpolation(_ThickSliceTransform):
     "Keep every f-th slice (f from `factors`, random offset) and linearly interpolate the others along z."
-    factors: tuple = (2, 3)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.factors or min(self.factors) < 1:
-            raise MiscnnError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
 
     def apply(self, image, label, rng):
-        f = int(rng.choice(self.factors))
-        kept = _thick_slices(len(image), f, int(rng.integers(f)))
+        kept = self.kept_slices(len(image), rng)
         z = np.clip(np.arange(len(image)), kept[0], kept[-1])        # constant beyond the outer kept slices
         hi = np.clip(np.searchsorted(kept, z), 1, max(len(kept) - 1, 1)) if len(kept) > 1 else np.zeros(len(z), int)
         lo = np.maximum(hi - 1, 0)

