@@ -58,3 +58,31 @@ def test_gpu_benchmark_runs_quick_on_cpu():
     net = torch_unet.TorchUNet(3, 1, depth=2, base_filters=4)
     assert float(values["train_tflop_per_step"]) == pytest.approx(3 * 2 * torch_unet.conv_flops(net, (1, 16, 32, 32))
                                                                   / 1e12, rel=1e-3)
+
+
+def test_tumor_levers_choose_on_the_other_folds():
+    import pandas as pd
+    import tumor_levers
+    # two folds, two candidate rules; the other fold decides: fold 0 takes rule 1 (fold 1 scores it 0.9 vs 0.5),
+    # fold 1 takes rule 0 (fold 0 scores it 0.6 vs 0.2), though each fold alone would prefer the other rule
+    table = pd.DataFrame([dict(fold=0, rule=0, case="a", kidney=0.9, tumor=0.6),
+                          dict(fold=0, rule=1, case="a", kidney=0.8, tumor=0.2),
+                          dict(fold=1, rule=0, case="b", kidney=0.7, tumor=0.5),
+                          dict(fold=1, rule=1, case="b", kidney=0.6, tumor=0.9)])
+    kidney, tumor = tumor_levers.chosen_on_other_folds(table, ["rule"], 2)
+    assert (kidney, tumor) == pytest.approx(((0.8 + 0.7) / 2, (0.2 + 0.5) / 2))
+
+
+def test_tumor_rule_turns_small_tumor_components_into_kidney():
+    from types import SimpleNamespace
+
+    import tumor_levers
+    label = np.zeros((1, 10, 10), np.uint8)
+    label[0, :, :6] = 1                      # 60 kidney voxels
+    label[0, 0, 0] = 2                       # a 1-voxel tumor: 1/60 of kidney+tumor, under 2 %
+    label[0, 5:9, 1:5] = 2                   # a 16-voxel tumor: 16/60, kept
+    case = SimpleNamespace(spacing=(1.0, 1.0, 1.0))
+    out = tumor_levers.tumor_rule(label, case, dict(largest_only=False, min_fraction=0.02))
+    assert out[0, 0, 0] == 1 and (out == 2).sum() == 16 and (out > 0).sum() == 60
+    np.testing.assert_array_equal(tumor_levers.tumor_rule(label, case, dict(largest_only=True, min_fraction=0)), out)
+    np.testing.assert_array_equal(tumor_levers.tumor_rule(label, case, dict(largest_only=False, min_fraction=0)), label)
