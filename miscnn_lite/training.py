@@ -657,9 +657,7 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
                                "short while copying. Copy the model folder again, or retrain (best.keras and "
                                "checkpoint/ of the run may still hold good weights). "
                                f"({type(e).__name__}: {str(e)[:200]})") from None
-    keys = ("learning_rate", "batch_size", "iterations", "overlap", "weighting", "mirror_axes", "lr_patience",
-            "lr_factor", "stop_patience", "mixed_precision", "seed", "workers", "use_multiprocessing", "class_names",
-            "lr_schedule")
+    keys = (*SETTING_GROUPS, "use_multiprocessing")       # the constructor settings config.json holds
     kwargs = {k: config[k] for k in keys if k in config}
     kwargs["mixed_precision"] = None       # the saved model already carries its dtype policy
     sampler = PatchSampler.from_dict(config["sampler"]) if config.get("sampler") else None
