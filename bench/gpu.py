@@ -10,7 +10,12 @@ In one run, interleaved (median of several steps each):
 - model FLOP utilisation (MFU): 3 × the forward convolution FLOPs per step / step time / the device's
   peak bf16 rate (`--peak-tflops`; known GPUs by name, else none is printed);
 - sliding-window inference through `patching.sliding_window_predict` with the Segmenter's model, batch 8:
-  patches per second.
+  patches per second (beside it the Segmenter's forward passes alone, and the hand-written network's over
+  as many patches, batch 8, softmax copied to the host: no window merging).
+Also timed, to show where the Segmenter's time goes: the same step with the batch already on the device
+(`segmenter_device_batch_step_ms`: no host-to-device copy), and with `--compile` the Segmenter's model
+recompiled with `jit_compile=True` (Keras wraps its train step in `torch.compile`; compile time reported).
+`--profile FILE` writes torch.profiler's kernel table of three steps of each side.
 Goals: segmenter_vs_torch_step_ratio <= 1.3, inference_patches_per_s >= 100 (GPU).
 """
 import argparse
@@ -27,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch_unet import TorchUNet, conv_flops, dice_ce_loss  # noqa: E402
 
+from miscnn_lite.losses import per_class_dice_metrics  # noqa: E402
 from miscnn_lite.models import unet  # noqa: E402
 from miscnn_lite.patching import patch_grid, sliding_window_predict  # noqa: E402
 from miscnn_lite.training import Segmenter  # noqa: E402
@@ -49,11 +55,28 @@ def median_step(step, repeats: int, sync) -> float:
     return float(np.median(times))
 
 
+def write_profile(path: Path, steps: dict, sync) -> None:
+    "torch.profiler's table (top 25 by device time, else CPU time) of three steps of each side, one section per side."
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    sections = []
+    for name, step in steps.items():
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            sync()
+        sections.append(f"## {name}\n{prof.key_averages().table(sort_by=sort, row_limit=25)}")
+    path.write_text("\n\n".join(sections))
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes that run on a CPU in seconds")
     ap.add_argument("--repeats", type=int, default=None, help="timed steps per side (default 10, quick 3)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak bf16 TFLOP/s for MFU")
+    ap.add_argument("--compile", action="store_true", help="also time the model compiled with jit_compile=True")
+    ap.add_argument("--profile", type=Path, default=None, help="write the profiler's kernel table to this file")
     args = ap.parse_args(argv)
     if keras.backend.backend() != "torch":
         raise SystemExit("bench/gpu.py compares against PyTorch on the same device: run with KERAS_BACKEND=torch.")
@@ -84,13 +107,36 @@ def main(argv=None) -> dict:
 
     def keras_step():
         seg.model.train_on_batch(x, y)
-    for step in (keras_step, torch_step):        # warm-up: compilation, autotuning, allocations
-        step(); step()
-    times = {"segmenter": [], "torch": []}
-    for _ in range(repeats):                     # interleaved, one step each, so both see the same load
-        times["segmenter"].append(median_step(keras_step, 1, sync))
-        times["torch"].append(median_step(torch_step, 1, sync))
-    seg_s, torch_s = (float(np.median(times[k])) for k in ("segmenter", "torch"))
+    x_dev, y_dev = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+
+    def keras_device_step():
+        seg.model.train_on_batch(x_dev, y_dev)
+    steps = {"segmenter": keras_step, "segmenter_device_batch": keras_device_step, "torch": torch_step}
+    if args.compile:
+        compiled = Segmenter(unet(3, depth=depth, base_filters=base), patch_shape=patch,
+                             mixed_precision="mixed_bfloat16", loss="dice_ce", seed=0).model
+        compiled.compile(optimizer=keras.optimizers.Adam(1e-3), loss=compiled.loss,
+                         metrics=per_class_dice_metrics(3, ["background", "class1", "class2"]), jit_compile=True)
+        steps["segmenter_compiled"] = lambda: compiled.train_on_batch(x_dev, y_dev)
+    warmup_s = {}
+    for name, step in list(steps.items()):       # warm-up: compilation, autotuning, allocations
+        sync(); t = time.perf_counter()
+        try:
+            step(); step(); sync()
+        except Exception as error:               # torch.compile may fail on a backend/driver combination
+            if name != "segmenter_compiled": raise
+            print(f"segmenter_compiled failed, left out: {type(error).__name__}: {str(error)[:500]}")
+            del steps[name]; args.compile = False
+            continue
+        warmup_s[name] = time.perf_counter() - t
+    times = {name: [] for name in steps}
+    for _ in range(repeats):                     # interleaved, one step each, so all see the same load
+        for name, step in steps.items():
+            times[name].append(median_step(step, 1, sync))
+    if args.profile:
+        write_profile(args.profile, steps, sync)
+    step_s = {name: float(np.median(t)) for name, t in times.items()}
+    seg_s, torch_s = step_s["segmenter"], step_s["torch"]
     train_flops = 3 * conv_flops(net, (1, *patch)) * len(x)
 
     volume = rng.normal(size=tuple(2 * p for p in patch)).astype("float32")
@@ -100,11 +146,31 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     sliding_window_predict(volume, patch, 0.5, forward, batch_size=8)
     infer_s = time.perf_counter() - t
+    batches = [rng.normal(size=(min(8, n_patches - i), *patch, 1)).astype("float32") for i in range(0, n_patches, 8)]
+    sync(); t = time.perf_counter()              # the Segmenter's forward passes alone, without window merging
+    for batch in batches:
+        forward(batch)
+    sync(); forward_s = time.perf_counter() - t
+    net.eval()                                   # the hand-written network over the same number of patches
+    batches = [torch.from_numpy(np.ascontiguousarray(np.moveaxis(b, -1, 1))) for b in batches]
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        for timed in (False, True):
+            sync(); t = time.perf_counter()
+            for batch in batches:
+                net(batch.to(device).to(memory_format=torch.channels_last_3d)).float().softmax(1).cpu()
+            sync(); torch_infer_s = time.perf_counter() - t
 
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "segmenter_step_ms": seg_s * 1e3, "torch_bf16_step_ms": torch_s * 1e3,
               "segmenter_vs_torch_step_ratio": seg_s / torch_s,
-              "train_tflop_per_step": train_flops / 1e12, "inference_patches_per_s": n_patches / infer_s}
+              "segmenter_device_batch_step_ms": step_s["segmenter_device_batch"] * 1e3,
+              "train_tflop_per_step": train_flops / 1e12, "inference_patches_per_s": n_patches / infer_s,
+              "segmenter_forward_patches_per_s": n_patches / forward_s,
+              "torch_bf16_inference_patches_per_s": n_patches / torch_infer_s}
+    if args.compile:
+        result["segmenter_compiled_step_ms"] = step_s["segmenter_compiled"] * 1e3
+        result["segmenter_compiled_vs_torch_step_ratio"] = step_s["segmenter_compiled"] / torch_s
+        result["segmenter_compiled_warmup_s"] = warmup_s["segmenter_compiled"]
     peak = peak_tflops(args.peak_tflops)
     if peak:
         result["mfu_segmenter"] = train_flops / seg_s / (peak * 1e12)

@@ -2,10 +2,10 @@
 
 # %% auto #0
 __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLINGS', 'MODELS', 'use_classic_threefry',
-           'SliceConv3D', 'ShuffleConv3DTranspose', 'normalization_layer', 'activation_layer', 'conv_norm_act',
-           'conv_block', 'unet', 'standard_unet', 'nnunet_like', 'residual_unet', 'dense_unet', 'msd_net',
-           'model_options', 'check_model_name', 'build_model', 'average_ensemble', 'stacking_ensemble', 'DropDepth',
-           'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'seed_weights', 'load_model']
+           'channels_first_call', 'SliceConv3D', 'ShuffleConv3DTranspose', 'normalization_layer', 'activation_layer',
+           'conv_norm_act', 'conv_block', 'unet', 'standard_unet', 'nnunet_like', 'residual_unet', 'dense_unet',
+           'msd_net', 'model_options', 'check_model_name', 'build_model', 'average_ensemble', 'stacking_ensemble',
+           'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'seed_weights', 'load_model']
 
 # %% ../nbs/06_models.ipynb #ebe1d2ab
 import inspect
@@ -42,18 +42,35 @@ def _same_padding(n, k_eff: int, stride: int):
     total = max(total, 0) if isinstance(total, int) else ops.maximum(total, 0)
     return out, total // 2, total
 
+# %% ../nbs/06_models.ipynb #0604c942
+def _torch_backend() -> bool:
+    return keras.backend.backend() == "torch"
+
+# %% ../nbs/06_models.ipynb #c1b7fd1f
+def channels_first_call(op, inputs, *args, **kwargs):
+    """`op(inputs, *args, data_format="channels_first", **kwargs)` for channels-last `inputs`
+    (batch, *spatial, C) through transposed views; returns channels-last. On torch the transposes
+    are views and the convolution reads the original memory (no copies)."""
+    n = len(inputs.shape)
+    out = op(ops.transpose(inputs, (0, n - 1, *range(1, n - 1))), *args, data_format="channels_first", **kwargs)
+    return ops.transpose(out, (0, *range(2, n), 1))
+
 # %% ../nbs/06_models.ipynb #009be672
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class SliceConv3D(layers.Conv3D):
     """`keras.layers.Conv3D` computed as 2D convolutions over depth offsets (exact; faster
-    training on TensorFlow CPU), strided and dilated ones included. Falls back to `Conv3D` for
-    'valid' padding, groups, channels-first data and other backends."""
+    training on TensorFlow CPU), strided and dilated ones included; on torch, one convolution of a
+    channels-first view (no copies). Falls back to `Conv3D` for 'valid' padding, groups and
+    channels-first data on TensorFlow, and on other backends."""
 
     def _use_slices(self) -> bool:
         return (_tensorflow_backend() and self.padding == "same" and self.groups == 1
                 and self.data_format == "channels_last")
 
     def convolution_op(self, inputs, kernel):
+        if _torch_backend() and self.data_format == "channels_last":
+            return channels_first_call(ops.conv, inputs, kernel, strides=list(self.strides), padding=self.padding,
+                                       dilation_rate=self.dilation_rate)
         if not self._use_slices(): return super().convolution_op(inputs, kernel)
         (kd, kh, kw), (sd, sh, sw), (rd, rh, rw) = self.kernel_size, self.strides, self.dilation_rate
         c_in, c_out = kernel.shape[-2], kernel.shape[-1]
@@ -88,20 +105,32 @@ class SliceConv3D(layers.Conv3D):
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class ShuffleConv3DTranspose(layers.Conv3DTranspose):
     """`keras.layers.Conv3DTranspose` with kernel == strides (the U-Net up-sampling) computed as
-    one matrix product and a voxel shuffle (exact; faster on TensorFlow CPU). Other settings and
-    backends use `Conv3DTranspose` unchanged."""
+    one matrix product and a voxel shuffle (exact; faster on TensorFlow CPU); on torch, one transposed
+    convolution of a channels-first view (no copies). Other settings and backends use
+    `Conv3DTranspose` unchanged."""
 
-    def call(self, inputs):
-        if not (_tensorflow_backend() and tuple(self.kernel_size) == tuple(self.strides)
+    def _use_shuffle(self) -> bool:
+        return (_tensorflow_backend() and tuple(self.kernel_size) == tuple(self.strides)
                 and tuple(self.dilation_rate) == (1, 1, 1) and self.output_padding is None
-                and self.data_format == "channels_last"):
-            return super().call(inputs)
+                and self.data_format == "channels_last")
+
+    def _shuffle(self, inputs):
         (a, b, c), c_out = self.kernel_size, self.filters
         shape = ops.shape(inputs)
         d, h, w = shape[1], shape[2], shape[3]
         kernel = ops.reshape(ops.transpose(self.kernel, (4, 0, 1, 2, 3)), (-1, a * b * c * c_out))
         y = ops.reshape(ops.matmul(inputs, kernel), (-1, d, h, w, a, b, c, c_out))
-        y = ops.reshape(ops.transpose(y, (0, 1, 4, 2, 5, 3, 6, 7)), (-1, d * a, h * b, w * c, c_out))
+        return ops.reshape(ops.transpose(y, (0, 1, 4, 2, 5, 3, 6, 7)), (-1, d * a, h * b, w * c, c_out))
+
+    def call(self, inputs):
+        if self._use_shuffle():
+            y = self._shuffle(inputs)
+        elif _torch_backend() and self.data_format == "channels_last":
+            y = channels_first_call(ops.conv_transpose, inputs, self.kernel, strides=list(self.strides),
+                                    padding=self.padding, output_padding=self.output_padding,
+                                    dilation_rate=self.dilation_rate)
+        else:
+            return super().call(inputs)
         if self.use_bias: y = y + self.bias
         return y if self.activation is None else self.activation(y)
 

@@ -13,7 +13,10 @@ from keras import layers
 
 from miscnn_lite.losses import CrossEntropyLoss
 from miscnn_lite.models import (
+    ShuffleConv3DTranspose,
+    SliceConv3D,
     average_ensemble,
+    channels_first_call,
     check_model,
     dense_unet,
     downsampling_factor,
@@ -128,6 +131,56 @@ def test_unet_options_map_patch_to_probabilities(ndim, block, norm, up, down):
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
     assert (out >= 0).all()
     assert downsampling_factor(model) == 4
+
+
+def _weights_after_one_sgd_step(layer, x, target):
+    inp = keras.Input(x.shape[1:])
+    model = keras.Model(inp, layer(inp))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.train_on_batch(x, target)
+    return [np_(w) for w in model.get_weights()]
+
+
+@pytest.mark.parametrize("native,ours", [
+    (lambda: layers.Conv3D(4, 3, padding="same"), lambda: SliceConv3D(4, 3, padding="same")),
+    (lambda: layers.Conv3D(4, 3, strides=2, padding="same", use_bias=False),
+     lambda: SliceConv3D(4, 3, strides=2, padding="same", use_bias=False)),
+    (lambda: layers.Conv3D(4, (1, 3, 3), dilation_rate=(1, 2, 2), padding="same"),
+     lambda: SliceConv3D(4, (1, 3, 3), dilation_rate=(1, 2, 2), padding="same")),
+    (lambda: layers.Conv3D(4, 3, padding="valid"), lambda: SliceConv3D(4, 3, padding="valid")),
+    (lambda: layers.Conv3DTranspose(4, 2, strides=2), lambda: ShuffleConv3DTranspose(4, 2, strides=2)),
+    (lambda: layers.Conv3DTranspose(4, 3, strides=2, padding="same"),
+     lambda: ShuffleConv3DTranspose(4, 3, strides=2, padding="same")),
+], ids=["3x3x3", "strided", "dilated", "valid", "transposed2x2x2", "transposed3x3x3"])
+def test_3d_layers_equal_keras_layers_on_this_backend(native, ours):
+    """The 3D layers the U-Nets use compute Keras's Conv3D / Conv3DTranspose on every backend (TensorFlow:
+    slices and shuffles; torch: channels-first views): same outputs, same weights after one SGD step."""
+    x = np.random.default_rng(0).normal(size=(2, 6, 10, 8, 3)).astype("float32")
+    a, b = native(), ours()
+    a.build(x.shape); b.build(x.shape)
+    b.set_weights(a.get_weights())
+    out = np_(a(x))
+    np.testing.assert_allclose(np_(b(x)), out, atol=1e-4)
+    target = np.random.default_rng(1).normal(size=out.shape).astype("float32")
+    for wa, wb in zip(_weights_after_one_sgd_step(a, x, target), _weights_after_one_sgd_step(b, x, target)):
+        np.testing.assert_allclose(wb, wa, atol=1e-4)
+
+
+if keras.backend.backend() == "torch":      # collected only in the torch run of this file (tests/test_backends.py)
+    def test_channels_first_call_hands_torch_a_view_of_the_input():
+        "On torch (how the kit trains on a GPU) the op sees the input's own memory in channels_last_3d layout."
+        import torch
+        x = keras.ops.convert_to_tensor(np.random.default_rng(0).normal(size=(2, 4, 6, 5, 3)).astype("float32"))
+        seen = {}
+
+        def spy(v, data_format):
+            seen.update(shares_memory=v.data_ptr() == x.data_ptr(), layout=v.is_contiguous(
+                memory_format=torch.channels_last_3d), shape=tuple(v.shape), format=data_format)
+            return v * 2
+        out = channels_first_call(spy, x)
+        assert seen == {"shares_memory": True, "layout": True, "shape": (2, 3, 4, 6, 5), "format": "channels_first"}
+        assert out.is_contiguous() and tuple(out.shape) == (2, 4, 6, 5, 3)
+        np.testing.assert_array_equal(np_(out), 2 * np_(x))
 
 
 def test_instance_norm_normalizes_each_sample_and_channel():
