@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from miscnn_lite.evaluation import evaluate_case, keep_largest_components, remove_small_components  # noqa: E402
+from miscnn_lite.evaluation import absorb_components, evaluate_case, keep_largest_components  # noqa: E402
 from miscnn_lite.io import open_dataset  # noqa: E402
 
 VARIANTS = {"plain": (), "mirror2": (2,), "mirror12": (1, 2)}
@@ -33,12 +33,7 @@ RULES = [dict(largest_only=b, min_fraction=f) for b in (False, True) for f in FR
 
 def tumor_rule(label_map, case, rule: dict):
     "The notebook's rule: tumor components but the largest, then those below a fraction of kidney+tumor, become kidney."
-    if rule["largest_only"]:
-        label_map = keep_largest_components(label_map, labels=[2], replace_with=1)
-    if rule["min_fraction"] > 0:
-        label_map = remove_small_components(label_map, 0.0, case.spacing, labels=[2], replace_with=1,
-                                            min_fraction=rule["min_fraction"], fraction_of=(1, 2))
-    return label_map
+    return absorb_components(label_map, label=2, into=1, spacing=case.spacing, fraction_of=(1, 2), **rule)
 
 
 def save_probabilities(run: Path, folds: list, reader, variants, where: Path) -> None:

@@ -238,6 +238,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.evaluation._regions_of': ('evaluation.html#_regions_of', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._strip_nifti': ( 'evaluation.html#_strip_nifti',
                                                                                  'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation.absorb_components': ( 'evaluation.html#absorb_components',
+                                                                                      'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.accuracy': ('evaluation.html#accuracy', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.adjusted_rand_index': ( 'evaluation.html#adjusted_rand_index',
                                                                                         'miscnn_lite/evaluation.py'),

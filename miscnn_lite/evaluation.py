@@ -34,7 +34,8 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
            'get_metric', 'get_metrics', 'metrics_table', 'compute_metrics', 'normalize_regions', 'region_mask',
            'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics', 'format_metrics_table',
            'statistics_path', 'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases',
-           'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes']
+           'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes',
+           'absorb_components']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -1100,3 +1101,16 @@ def fill_holes(label_map: np.ndarray, labels=None) -> np.ndarray:
         filled = ndimage.binary_fill_holes(region_mask(out, region))
         out[filled & (out == 0)] = region[0]
     return out.astype(np.asarray(label_map).dtype, copy=False)
+
+# %% ../nbs/09_evaluation.ipynb #9de3fa8a
+def absorb_components(label_map: np.ndarray, label: int, into: int, spacing=None, largest_only: bool = False,
+                      min_volume_mm3: float = 0.0, min_fraction: float = 0.0, fraction_of=None) -> np.ndarray:
+    """Copy of a label map whose components of `label` become `into`: all but the largest (if
+    `largest_only`), then those below `min_volume_mm3` (needs `spacing`) or below `min_fraction` of
+    the volume of `fraction_of` (as `remove_small_components`). Unchanged if no rule is set."""
+    if largest_only:
+        label_map = keep_largest_components(label_map, labels=[label], replace_with=into)
+    if min_volume_mm3 > 0 or min_fraction > 0:
+        label_map = remove_small_components(label_map, min_volume_mm3, spacing, labels=[label], replace_with=into,
+                                            min_fraction=min_fraction, fraction_of=fraction_of)
+    return label_map
