@@ -491,6 +491,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io.check_seed': ('io.html#check_seed', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.check_spacing': ('io.html#check_spacing', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.colour_table': ('io.html#colour_table', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io.dataset_class_names': ('io.html#dataset_class_names', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.describe': ('io.html#describe', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.describe_file': ('io.html#describe_file', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.fetch_example_data': ('io.html#fetch_example_data', 'miscnn_lite/io.py'),

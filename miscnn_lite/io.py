@@ -29,8 +29,8 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction',
            'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader',
            'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask',
-           'write_mask', 'write_picture', 'read_picture_sidecar', 'ImageFolderReader', 'describe_file', 'describe',
-           'fetch_example_data']
+           'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader',
+           'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -1060,6 +1060,30 @@ def read_picture_sidecar(folder) -> dict:
                 out["colors"] = {int(k): v for k, v in data["colors"].items()}
             return out
     return {}
+
+# %% ../nbs/00_io.ipynb #95525ec1
+def dataset_class_names(root) -> list[str] | None:
+    """Class names by index from `root/dataset.json`'s "labels" ({name: index} or {"index": name});
+    None when there is no dataset.json or no "labels". Indices must be 0, 1, …, K-1."""
+    path = Path(root) / PICTURE_SIDECAR
+    if not path.is_file():
+        return None
+    labels = load_mapping(path, "dataset description").get("labels")
+    if labels is None:
+        return None
+    if not isinstance(labels, dict):
+        raise DataError(f'{path}: "labels" is {labels!r}; give a mapping, e.g. {{"background": 0, "kidney": 1}}.')
+    pairs = [(v, k) if isinstance(v, int) and not isinstance(v, bool) else (k, v) for k, v in labels.items()
+             if not isinstance(v, (list, tuple))]                               # nnU-Net v2 regions: skipped
+    try:
+        names = {int(index): str(name) for index, name in pairs}
+    except (TypeError, ValueError):
+        raise DataError(f'{path}: "labels" {labels!r} mixes names and indices; write {{"background": 0, '
+                        '"kidney": 1}} or {"0": "background", "1": "kidney"}.') from None
+    if sorted(names) != list(range(len(names))) or len(pairs) != len(names):
+        raise DataError(f'{path}: "labels" has the class indices {sorted(i for i, _ in pairs)}; number the classes '
+                        f"0, 1, …, {len(pairs) - 1} (0 = background), each once.")
+    return [names[i] for i in range(len(names))]
 
 # %% ../nbs/00_io.ipynb #3fba6d7c
 def _pictures_by_id(folder: Path) -> tuple[dict[str, Path], list[Path]]:

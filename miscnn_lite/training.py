@@ -17,8 +17,9 @@ import keras
 
 from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
-                            check_spacing, load_mapping, open_dataset, output_lock, remove_temporaries,
-                            save_prediction, PICTURE_SUFFIXES, is_picture, json_value, write_json)
+                            check_spacing, dataset_class_names, load_mapping, open_dataset, output_lock,
+                            remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, json_value,
+                            write_json)
 from .preprocessing import ClipHU, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
@@ -796,10 +797,11 @@ def _picture_defaults(reader) -> dict:
     return {**PICTURE_TRAIN_DEFAULTS, **({"n_classes": max(int(c) for c in colors) + 1} if colors else {})}
 
 # %% ../nbs/08_training.ipynb #52ef11e2
-def _train(items, out: Path, opts: dict, progress: bool) -> pd.DataFrame:
-    "Split, build the Segmenter from the plan of checked `opts` and fit it into `out` (train_command holds the lock)."
+def _train(items, out: Path, opts: dict, progress: bool, class_names=None) -> pd.DataFrame:
+    """Split, build the Segmenter from the plan of checked `opts` (and the dataset's `class_names`, if any) and
+    fit it into `out` (train_command holds the lock)."""
     train, val = _split(items, opts["val_fraction"], opts["seed"])
-    seg = Segmenter.from_plan(plan_from_settings(opts))
+    seg = Segmenter.from_plan(plan_from_settings(opts).replace(class_names=class_names))
     return seg.fit(train, val or None, epochs=opts["epochs"], out=out, progress=progress, verbose=2 if progress else 0,
                    spacing_range=opts["spacing_range"])
 
@@ -831,7 +833,8 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                   overwrite: bool = False, **overrides) -> pd.DataFrame:
     """Train a U-Net on the dataset folder `data` into the model folder `out`.
 
-    Arguments left None come from `config` (YAML/JSON file or dict), else from `TRAIN_DEFAULTS`. Settings
+    Arguments left None come from `config` (YAML/JSON file or dict), else from `TRAIN_DEFAULTS`; class names
+    (the log's `dice_<name>` columns) from the dataset's dataset.json "labels", if it has them. Settings
     and every case are checked before anything is written. A folder holding a run continues it when the
     settings are the same (only `epochs` may change); other settings are refused with the differences,
     unless `resume` (continue the saved run; give no differing settings) or `overwrite` (remove the old
@@ -866,6 +869,11 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                                 "the saved settings, add --resume to continue the saved run (without the differing "
                                 "options), --overwrite to start afresh (the old run is removed), or use another --out.")
         opts = {**saved, "epochs": opts["epochs"] if "epochs" in explicit else saved["epochs"]}
+    names = dataset_class_names(reader.root)
+    if names is not None and len(names) != opts["n_classes"]:
+        raise SettingsError(f"{reader.root / 'dataset.json'}: names {len(names)} classes ({', '.join(names)}) but "
+                            f"n_classes={opts['n_classes']}; write \"n_classes\": {len(names)} in the --config file, "
+                            "or correct the dataset's \"labels\".")
     items = dataset_items(reader)
     with output_lock(out, "miscnn-lite train"):
         validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
@@ -873,7 +881,7 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
             _clear_run(out)
         remove_temporaries(out)
         write_json(out / TRAIN_SETTINGS_FILE, opts)
-        return _train(items, out, opts, progress)
+        return _train(items, out, opts, progress, names)
 
 # %% ../nbs/08_training.ipynb #f69d25c7
 def prediction_items(input, out) -> list[Path]:

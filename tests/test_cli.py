@@ -177,6 +177,8 @@ def test_pictures_train_predict_evaluate(tmp_path, capsys):
     settings = json.loads((model / "train_settings.json").read_text())
     assert (settings["ndim"], settings["patch_shape"], settings["hu_window"], settings["n_classes"]) == (2, [1, 32, 32],
                                                                                                          None, 3)
+    log = (model / "training_log.tsv").read_text().splitlines()[0].split("\t")     # names from dataset.json "labels"
+    assert {"dice_kidney", "dice_tumor", "val_dice_kidney", "val_dice_tumor"} <= set(log), log
     r = run("predict", "--model", model, "--input", data, "--out", pred)
     assert r.returncode == 0, r.stderr
     written = sorted(p.name for p in pred.iterdir())
@@ -194,6 +196,13 @@ def test_pictures_train_predict_evaluate(tmp_path, capsys):
     own = read_mask(first)
     expected = 2 * ((ref == 1) & (own == 1)).sum() / max((ref == 1).sum() + (own == 1).sum(), 1)
     assert abs(dice["case_00000"] - expected) < 1e-9
+    # bad input: dataset.json names 2 classes, the run trains 3
+    sidecar = json.loads((data / "dataset.json").read_text())
+    (data / "dataset.json").write_text(json.dumps({**sidecar, "labels": {"0": "background", "1": "kidney"}}))
+    r = run("train", "--data", data, "--out", tmp_path / "model2", "--epochs", 1)
+    assert r.returncode != 0 and "names 2 classes (background, kidney) but n_classes=3" in r.stderr, r.stderr
+    assert not (tmp_path / "model2").exists()
+    (data / "dataset.json").write_text(json.dumps(sidecar))
     # bad input: a colour outside the table names the file and the colour
     rgb = np.array(Image.open(data / "masks" / "case_00001.png").convert("RGB"))
     rgb[0, 0] = (1, 2, 3)
