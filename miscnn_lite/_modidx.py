@@ -687,6 +687,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'miscnn_lite.losses.class_dice': ('losses.html#class_dice', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.confusion_sums': ('losses.html#confusion_sums', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.cross_entropy': ('losses.html#cross_entropy', 'miscnn_lite/losses.py'),
+                                    'miscnn_lite.losses.deep_supervision_weights': ( 'losses.html#deep_supervision_weights',
+                                                                                     'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.get_loss': ('losses.html#get_loss', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.one_hot_target': ('losses.html#one_hot_target', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.per_class_dice_metrics': ( 'losses.html#per_class_dice_metrics',

@@ -603,14 +603,20 @@ def patch_dataset_class():
 
         class PatchDataset(PatchBatches, keras.utils.PyDataset):
             """`PatchBatches` as a `keras.utils.PyDataset` (same arguments, plus `workers`,
-            `use_multiprocessing`, `max_queue_size`)."""
+            `use_multiprocessing`, `max_queue_size`, and `targets`: the number of model outputs that
+            learn the same label, e.g. a U-Net with deep supervision; each batch is then
+            `(x, (y, y, ...))`)."""
             def __init__(self, entries, patch_shape, workers: int = 1, use_multiprocessing: bool = False,
-                         max_queue_size: int = 10, **kwargs):
+                         max_queue_size: int = 10, targets: int = 1, **kwargs):
                 keras.utils.PyDataset.__init__(self, workers=workers, use_multiprocessing=use_multiprocessing,
                                                max_queue_size=max_queue_size)
                 PatchBatches.__init__(self, entries, patch_shape, _shared_counter=use_multiprocessing, **kwargs)
+                self.targets = int(targets)
 
-            __getitem__ = PatchBatches.__getitem__
+            def __getitem__(self, index: int):
+                batch = PatchBatches.__getitem__(self, index)
+                return batch if self.targets == 1 or len(batch) == 1 else (batch[0], (batch[1],) * self.targets)
+
             __len__ = PatchBatches.__len__
             on_epoch_end = PatchBatches.on_epoch_end
 

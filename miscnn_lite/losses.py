@@ -3,7 +3,8 @@
 # %% auto #0
 __all__ = ['LOSSES', 'one_hot_target', 'confusion_sums', 'class_dice', 'SegmentationLoss', 'SoftDiceLoss', 'ClasswiseDiceLoss',
            'JaccardLoss', 'tversky_index', 'TverskyLoss', 'FocalTverskyLoss', 'GeneralizedDiceLoss', 'cross_entropy',
-           'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'get_loss', 'DiceMetric', 'per_class_dice_metrics']
+           'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'get_loss', 'DiceMetric', 'per_class_dice_metrics',
+           'deep_supervision_weights']
 
 # %% ../nbs/07_losses.ipynb #af43bf77
 import numpy as np
@@ -299,3 +300,11 @@ def per_class_dice_metrics(n_classes: int, class_names=None, include_background:
     if len(names) != n_classes:
         raise MiscnnError(f"class_names has {len(names)} entries for n_classes={n_classes}: give one name per class.")
     return [DiceMetric(c, name=f"dice_{names[c]}") for c in range(0 if include_background else 1, n_classes)]
+
+# %% ../nbs/07_losses.ipynb #20bda1fe
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    "Loss weights of `n_outputs` outputs, full resolution first: 1, 1/2, 1/4, … normalised to sum to 1."
+    if not isinstance(n_outputs, int) or n_outputs < 1:
+        raise MiscnnError(f"n_outputs={n_outputs!r}: a model has at least one output.")
+    raw = [0.5 ** i for i in range(n_outputs)]
+    return [w / sum(raw) for w in raw]

@@ -25,7 +25,7 @@ from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
-from .losses import LOSSES, get_loss, per_class_dice_metrics
+from .losses import LOSSES, deep_supervision_weights, get_loss, per_class_dice_metrics
 from .plan import PLAN_FILE, SETTING_GROUPS, TrainingPlan
 from .runtime import HeapThresholds
 
@@ -384,7 +384,8 @@ class Segmenter:
         self.plan = None                      # the TrainingPlan it was made from (`from_plan`, `load`)
 
     def _prepare_model(self, model):
-        "Apply the dtype policy and strategy scope, then compile with Adam, the loss and per-class Dice."
+        """Apply the dtype policy and strategy scope, then compile with Adam, the loss and per-class Dice (a
+        model with several outputs, deep supervision: the loss on each, `deep_supervision_weights`)."""
         s = self.settings
         scope = self.strategy.scope() if self.strategy else contextlib.nullcontext()
         with scope:
@@ -398,8 +399,12 @@ class Segmenter:
             if s["mixed_precision"] == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             names = s["class_names"] or ["background"] + [f"class{c}" for c in range(1, self.n_classes)]
-            model.compile(optimizer=optimizer, loss=_loss(self.loss),
-                          metrics=per_class_dice_metrics(self.n_classes, names))
+            metrics, heads = per_class_dice_metrics(self.n_classes, names), len(model.outputs)
+            if heads == 1:
+                model.compile(optimizer=optimizer, loss=_loss(self.loss), metrics=metrics)
+            else:                             # deep supervision: every output learns the label, Dice of the first
+                model.compile(optimizer=optimizer, loss=[_loss(self.loss)] * heads,
+                              loss_weights=deep_supervision_weights(heads), metrics=[metrics] + [[]] * (heads - 1))
         return model
 
     @property
@@ -469,7 +474,7 @@ def _loaders(self: Segmenter, train, val, cache_dir, progress):
     cache = PreprocessedCache(cache_dir, self.pipeline)
     PatchDataset = patch_dataset_class()
     common = dict(batch_size=s["batch_size"], sampler=self.sampler, seed=s["seed"], workers=s["workers"],
-                  use_multiprocessing=s["use_multiprocessing"])
+                  use_multiprocessing=s["use_multiprocessing"], targets=len(self.model.outputs))
     train_ds = PatchDataset(cache.prepare(train, progress=progress), self.patch_shape, iterations=s["iterations"],
                             augmentation=self.augmentation, **common)
     val_ds = None
