@@ -444,14 +444,14 @@ class AddDepth(layers.Layer):
 # %% ../nbs/06_models.ipynb #777bb328
 def slice_model(network: keras.Model, name: str | None = None) -> keras.Model:
     """A 2D `network` (batch, h, w, C) -> (batch, h, w, n) as a volume model for one-slice
-    patches: (batch, 1, h, w, C) -> (batch, 1, h, w, n). Weights are shared with `network`."""
+    patches: (batch, 1, h, w, C) -> (batch, 1, h, w, n). Weights are shared with `network`; a network
+    with several outputs (deep supervision) gives as many, under the same names."""
     in_shape = tuple(network.inputs[0].shape)
     if len(in_shape) != 4:
         raise MiscnnError(f"slice_model: network '{network.name}' has input shape {in_shape}; expected a 2D network "
                           "(batch, h, w, channels). Build it with ndim=2.")
     x = keras.Input((1,) + in_shape[1:], name="slices")
     flat = keras.tree.flatten(network(DropDepth()(x)))
-    # several outputs (deep supervision) keep the network's output names, so the training log says aux_1_loss
     names = list(getattr(network, "output_names", None) or [None] * len(flat)) if len(flat) > 1 else [None]
     outputs = [AddDepth(dtype="float32", name=n)(y) for y, n in zip(flat, names)]
     return keras.Model(x, outputs if len(outputs) > 1 else outputs[0], name=name or f"{network.name}_slices")
