@@ -45,6 +45,23 @@ def test_dice_ce_loss_matches_the_library():
     assert ours == pytest.approx(library, abs=1e-4)
 
 
+def test_gpu_fit_benchmark_runs_quick_on_cpu():
+    "bench/gpu_fit.py: fit fed by the loader; its figures hang together (epoch = steps × step time, patches)."
+    env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_fit.py"), "--quick"], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+    assert v["device"] == "cpu" and v["workers"] == "2"
+    epoch_s, step_ms, premade_ms = float(v["fit_epoch_s"]), float(v["fit_step_ms"]), float(v["premade_step_ms"])
+    assert step_ms == pytest.approx(epoch_s / 3 * 1e3, rel=1e-3)                     # 3 steps per epoch
+    assert float(v["augmented_patches_per_s"]) == pytest.approx(2 * 3 / epoch_s, rel=1e-3)
+    assert float(v["input_wait_fraction"]) == pytest.approx(max(0.0, 1 - premade_ms / step_ms), abs=1e-3)
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_fit.py"), "--quick", "--epochs", "1"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode != 0 and "--epochs: give at least 2" in r.stderr
+
+
 def test_gpu_benchmark_runs_quick_on_cpu():
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--repeats", "2"],
