@@ -10,7 +10,8 @@ processor had no AVX-512 (a newer run of the same seed, kernels and instruction 
 The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
-docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>/ and go into a second table, between
+docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_deep_supervision]/ and go into a second
+table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
 import argparse
@@ -47,8 +48,9 @@ def run_name(run: dict) -> str:
     config = run["manifest"]["config"]
     if config.get("real_ct_test"):
         shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
+        ds = "_deep_supervision" if config.get("deep_supervision") else ""     # runs before 2026-12-04: none
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
-                f"{config.get('augmentation')}_{shape}")
+                f"{config.get('augmentation')}_{shape}{ds}")
     isa = instruction_set(run["manifest"])
     return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}" + ("" if isa == "avx512" else f"_{isa}")
 

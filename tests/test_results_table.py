@@ -63,3 +63,5 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert ("| sim2real_seed0_non_contrast_ct_96x112x112 | 48 × [96, 112, 112] at [3.0, 3.0, 3.0] mm | "
             "non_contrast | ct | 0.950 | 0.812 | 7.2 | 14 / 30 | 11.0 | 1.1 |") in block
     assert "real CT kidney Dice ≥ 0.8 (trained on phantoms only), met by 1 of 1" in block
+    run["manifest"]["config"]["deep_supervision"] = True                  # a lever of its own: kept beside, not over
+    assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_96x112x112_deep_supervision"
