@@ -3,8 +3,8 @@
 # %% auto #0
 __all__ = ['LOSSES', 'one_hot_target', 'confusion_sums', 'class_dice', 'SegmentationLoss', 'SoftDiceLoss', 'ClasswiseDiceLoss',
            'JaccardLoss', 'tversky_index', 'TverskyLoss', 'FocalTverskyLoss', 'GeneralizedDiceLoss', 'cross_entropy',
-           'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'get_loss', 'DiceMetric', 'per_class_dice_metrics',
-           'deep_supervision_weights']
+           'CrossEntropyLoss', 'DiceCELoss', 'TanimotoCELoss', 'region_matrix', 'RegionDiceCELoss', 'get_loss',
+           'DiceMetric', 'per_class_dice_metrics', 'deep_supervision_weights']
 
 # %% ../nbs/07_losses.ipynb #af43bf77
 import numpy as np
@@ -246,10 +246,54 @@ class TanimotoCELoss(SegmentationLoss):
     def get_config(self):
         return {**super().get_config(), "tanimoto_weight": self.tanimoto_weight, "ce_weight": self.ce_weight}
 
+# %% ../nbs/07_losses.ipynb #27e4e9f8
+def region_matrix(regions, n_classes: int) -> np.ndarray:
+    """(n_classes, R) 0/1 matrix: column r marks the classes of region r. regions=None: region k holds the
+    classes k+1, …, n_classes−1 (nested in class order; KiTS19: [[1, 2], [2]])."""
+    if regions is None: regions = [list(range(k, n_classes)) for k in range(1, n_classes)]
+    m = np.zeros((n_classes, len(regions)), "float32")
+    for r, classes in enumerate(regions):
+        ids = [int(c) for c in classes]
+        if not ids or any(not 0 < c < n_classes for c in ids):
+            raise MiscnnError(f"regions={regions!r}: region {r} is {classes!r}; each region needs foreground "
+                              f"class ids in 1..{n_classes - 1} (the model predicts {n_classes} classes).")
+        m[ids, r] = 1
+    return m
+
+# %% ../nbs/07_losses.ipynb #b16bc7b1
+@_register
+class RegionDiceCELoss(SegmentationLoss):
+    """dice_weight · (1 − mean_r Dice_r) + ce_weight · binary cross-entropy, over regions (unions of classes).
+
+    regions: lists of class ids, e.g. KiTS19 [[1, 2], [2]]; None nests the classes in order (`region_matrix`).
+    batch_dice: see `SegmentationLoss`. Reads class probabilities (B, ..., C) like every loss here."""
+    def __init__(self, regions=None, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5,
+                 eps: float = 1e-7, **kwargs):
+        super().__init__(smooth, **kwargs)
+        self.regions = None if regions is None else [[int(c) for c in r] for r in regions]
+        self.dice_weight, self.ce_weight, self.eps = float(dice_weight), float(ce_weight), float(eps)
+
+    def call(self, y_true, y_pred):
+        m = ops.convert_to_tensor(region_matrix(self.regions, y_pred.shape[-1]), y_pred.dtype)
+        g = ops.tensordot(one_hot_target(y_true, y_pred), m, axes=1)                 # (B, ..., R) region targets
+        p = ops.tensordot(y_pred, m, axes=1)                                         # region probabilities
+        axes = tuple(range(1, len(y_pred.shape) - 1))
+        tp = ops.sum(g * p, axis=axes)
+        tp, fp, fn = self.pooled(tp, ops.sum(p, axis=axes) - tp, ops.sum(g, axis=axes) - tp)
+        dice = ops.mean((2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth), axis=-1)
+        p = ops.clip(p, self.eps, 1 - self.eps)
+        bce = -ops.mean(g * ops.log(p) + (1 - g) * ops.log(1 - p), axis=(*axes, len(y_pred.shape) - 1))
+        return self.dice_weight * (1 - dice) + self.ce_weight * bce
+
+    def get_config(self):
+        return {**super().get_config(), "regions": self.regions, "dice_weight": self.dice_weight,
+                "ce_weight": self.ce_weight, "eps": self.eps}
+
 # %% ../nbs/07_losses.ipynb #8a34f4dd
 LOSSES = {"dice": ClasswiseDiceLoss, "soft_dice": SoftDiceLoss, "jaccard": JaccardLoss, "tversky": TverskyLoss,
           "focal_tversky": FocalTverskyLoss, "generalized_dice": GeneralizedDiceLoss,
-          "cross_entropy": CrossEntropyLoss, "dice_ce": DiceCELoss, "tanimoto_ce": TanimotoCELoss}
+          "cross_entropy": CrossEntropyLoss, "dice_ce": DiceCELoss, "tanimoto_ce": TanimotoCELoss,
+          "region_dice_ce": RegionDiceCELoss}
 
 # %% ../nbs/07_losses.ipynb #2057c9e5
 def get_loss(name: str, **kwargs) -> SegmentationLoss:

@@ -3,9 +3,10 @@
 # %% auto #0
 __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLINGS', 'MODELS', 'use_classic_threefry',
            'channels_first_call', 'SliceConv3D', 'ShuffleConv3DTranspose', 'normalization_layer', 'activation_layer',
-           'conv_norm_act', 'conv_block', 'unet', 'standard_unet', 'nnunet_like', 'residual_unet', 'dense_unet',
-           'msd_net', 'model_options', 'check_model_name', 'build_model', 'average_ensemble', 'stacking_ensemble',
-           'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor', 'check_model', 'seed_weights', 'load_model']
+           'conv_norm_act', 'conv_block', 'region_chain', 'NestedRegions', 'unet', 'standard_unet', 'nnunet_like',
+           'residual_unet', 'dense_unet', 'msd_net', 'model_options', 'check_model_name', 'build_model',
+           'average_ensemble', 'stacking_ensemble', 'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor',
+           'check_model', 'seed_weights', 'load_model']
 
 # %% ../nbs/06_models.ipynb #ebe1d2ab
 import inspect
@@ -231,17 +232,70 @@ def _upsample(x, filters, ndim, upsampling):
         return _conv_cls(ndim, transpose=True)(filters, 2, strides=2, padding="same")(x)
     return getattr(layers, f"UpSampling{ndim}D")(2)(x)
 
+# %% ../nbs/06_models.ipynb #bf0789b3
+def region_chain(regions, n_classes: int) -> list[int]:
+    """Check nested regions (nnU-Net's `regions`, KiTS19: [[1, 2], [2]] = kidney+tumor, tumor) and return
+    the classes in order of depth, background first ([0, 1, 2]): region 0 holds every foreground class,
+    each next region lies inside the one before and is one class smaller, the last holds one class."""
+    fix = (f"give nested regions of the classes 1..{n_classes - 1}, each inside the one before and one class "
+           f"smaller, e.g. {[list(range(k, n_classes)) for k in range(1, n_classes)]}.")
+    if not isinstance(regions, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in regions):
+        raise MiscnnError(f"regions={regions!r}: expected a list of lists of class ids; {fix}")
+    sets = [set(int(c) for c in r) for r in regions]
+    if len(sets) != n_classes - 1 or any(len(s) != len(r) for s, r in zip(sets, regions)):
+        raise MiscnnError(f"regions={regions!r}: {n_classes} classes need {n_classes - 1} regions "
+                          f"without repeated ids; {fix}")
+    if sets[0] != set(range(1, n_classes)):
+        raise MiscnnError(f"regions={regions!r}: region 0 is {sorted(sets[0])} but must hold every foreground "
+                          f"class {list(range(1, n_classes))}; {fix}")
+    order = [0]
+    for outer, inner in zip(sets, sets[1:] + [set()]):
+        if not inner < outer or len(outer - inner) != 1:
+            raise MiscnnError(f"regions={regions!r}: {sorted(inner)} is not {sorted(outer)} less one class; {fix}")
+        order.append((outer - inner).pop())
+    return order
+
+# %% ../nbs/06_models.ipynb #cae94074
+@keras.saving.register_keras_serializable(package="miscnn_lite")
+class NestedRegions(layers.Layer):
+    """Region logits (..., R) → class probabilities (..., R + 1) of nested regions r_0 ⊃ … ⊃ r_{R−1}.
+
+    order: the classes by depth, background first (`region_chain`). P(in r_k) = σ(a_0)·…·σ(a_k); the
+    class of depth k gets P(in r_{k−1})·σ(−a_k), the deepest class P(in r_{R−1})."""
+    def __init__(self, order, **kwargs):
+        super().__init__(**kwargs)
+        self.order = [int(c) for c in order]
+
+    def call(self, logits):
+        logits = ops.cast(logits, "float32")
+        inside, by_depth = None, []
+        for k in range(len(self.order) - 1):
+            a = logits[..., k:k + 1]
+            by_depth.append(ops.sigmoid(-a) if inside is None else inside * ops.sigmoid(-a))
+            inside = ops.sigmoid(a) if inside is None else inside * ops.sigmoid(a)
+        by_depth.append(inside)
+        return ops.concatenate([by_depth[self.order.index(c)] for c in range(len(self.order))], axis=-1)
+
+    def compute_output_shape(self, shape): return tuple(shape[:-1]) + (len(self.order),)
+
+    def get_config(self): return {**super().get_config(), "order": self.order}
+
 # %% ../nbs/06_models.ipynb #7f9aae96
-def _softmax_head(x, n_classes, ndim, name):
-    x = _conv_cls(ndim)(n_classes, 1, name=f"{name}_logits")(x)
-    return layers.Activation("softmax", dtype="float32", name=name)(x)
+def _output_head(x, n_classes, ndim, name, regions=None):
+    "A 1×1 convolution to class scores and a float32 softmax, or (`regions`) to region logits and `NestedRegions`."
+    if regions is None:
+        x = _conv_cls(ndim)(n_classes, 1, name=f"{name}_logits")(x)
+        return layers.Activation("softmax", dtype="float32", name=name)(x)
+    order = region_chain(regions, n_classes)
+    x = _conv_cls(ndim)(n_classes - 1, 1, name=f"{name}_logits")(x)
+    return NestedRegions(order, dtype="float32", name=name)(x)
 
 # %% ../nbs/06_models.ipynb #08087204
 def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, base_filters: int = 32,
          max_filters: int = 512, normalization: str = "batch", activation: str = "relu",
          block: str = "plain", dropout: float = 0.0, upsampling: str = "transpose",
          downsampling: str = "maxpool", deep_supervision: bool = False, n_convs: int = 2,
-         name: str = "unet") -> keras.Model:
+         regions=None, name: str = "unet") -> keras.Model:
     """Build a 2D or 3D U-Net (Ronneberger 2015, Çiçek 2016) as a Keras functional model.
 
     Args:
@@ -256,9 +310,11 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
         upsampling: 'transpose' (learned) | 'upsample' (nearest neighbour).
         downsampling: 'maxpool' | 'strided' (first conv of each lower level has stride 2).
         deep_supervision: also output upsampled predictions of the coarser decoder levels.
+        regions: None (softmax over the classes) or nested regions, e.g. [[1, 2], [2]]: one logit per region,
+            class probabilities from `NestedRegions` (train with the `region_dice_ce` loss).
     Returns:
         keras.Model: input (None,)*ndim + (in_channels,); output (None,)*ndim + (n_classes,)
-        float32 softmax (a list `[main, aux_1, ...]` with deep supervision)."""
+        float32 class probabilities (a list `[main, aux_1, ...]` with deep supervision)."""
     _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout)
     for arg, val, ch in [("normalization", normalization, NORMALIZATIONS), ("activation", activation, ACTIVATIONS),
                          ("block", block, BLOCKS), ("upsampling", upsampling, UPSAMPLINGS),
@@ -279,9 +335,9 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
         x = layers.Concatenate()([_upsample(x, filters[l], ndim, upsampling), skips[l]])
         x = conv_block(x, filters[l], **kw)
         if deep_supervision and 0 < l:
-            p = _softmax_head(x, n_classes, ndim, f"aux_{l}_lowres")
+            p = _output_head(x, n_classes, ndim, f"aux_{l}_lowres", regions)
             aux.append(getattr(layers, f"UpSampling{ndim}D")(2**l, name=f"aux_{l}", dtype="float32")(p))
-    out = _softmax_head(x, n_classes, ndim, "output")
+    out = _output_head(x, n_classes, ndim, "output", regions)
     return keras.Model(inputs, [out] + aux[::-1] if aux else out, name=name)
 
 # %% ../nbs/06_models.ipynb #b82e26d8
@@ -310,12 +366,12 @@ def dense_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs
 # %% ../nbs/06_models.ipynb #a58d2f4a
 def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 100, width: int = 1,
             max_dilation: int = 10, normalization: str = "none", activation: str = "relu",
-            name: str = "msd_net") -> keras.Model:
+            regions=None, name: str = "msd_net") -> keras.Model:
     """Mixed-scale dense network. Input (None,)*ndim + (in_channels,); output float32 softmax
     (None,)*ndim + (n_classes,). Any spatial size works (no pooling).
 
     depth: number of dilated layers d; width: channels each layer adds;
-    layer i (0-based) uses dilation (i mod max_dilation) + 1."""
+    layer i (0-based) uses dilation (i mod max_dilation) + 1. regions: as `unet`'s."""
     _validate_unet_args(n_classes, in_channels, ndim, depth, 1, 0.0)
     if width < 1 or max_dilation < 1:
         raise MiscnnError(f"width={width}, max_dilation={max_dilation}: both must be >= 1.")
@@ -324,7 +380,7 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
     for i in range(depth):
         new = conv_norm_act(x, width, ndim, normalization, activation, dilation_rate=(i % max_dilation) + 1)
         x = layers.Concatenate()([x, new])
-    return keras.Model(inputs, _softmax_head(x, n_classes, ndim, "output"), name=name)
+    return keras.Model(inputs, _output_head(x, n_classes, ndim, "output", regions), name=name)
 
 # %% ../nbs/06_models.ipynb #12b8d9bb
 MODELS = {"unet": unet, "standard_unet": standard_unet, "nnunet_like": nnunet_like, "residual_unet": residual_unet,

@@ -1,6 +1,7 @@
 """The papermill experiments run end to end on tiny phantoms, and bad parameters fail before any work."""
 import json
 
+import keras
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -94,18 +95,24 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
 @pytest.mark.parametrize("mode", ["2d", "2.5d"])
 def test_kits19_cv_slice_modes(tmp_path, mode):
     """2D and 2.5D runs train a 2D network on one-slice patches and predict every validation case; the 2.5D run
-    with deep supervision (three outputs through slice_model, the fold ensemble predicting from the first)."""
+    with deep supervision (three outputs through slice_model, the fold ensemble predicting from the first), the
+    2D run on the KiTS regions (nested region outputs, the region loss)."""
     params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1,
-                  batch_dice=mode == "2d", deep_supervision=mode == "2.5d")
+                  batch_dice=mode == "2d", deep_supervision=mode == "2.5d", region_based=mode == "2d")
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["patch_shape"] == [1, 32, 32]
-    assert config["loss"]["class_name"] == "DiceCELoss" and config["loss"]["config"]["batch_dice"] == (mode == "2d")
+    assert config["loss"]["class_name"] == ("RegionDiceCELoss" if mode == "2d" else "DiceCELoss")
+    assert config["loss"]["config"]["batch_dice"] == (mode == "2d")
+    assert config["loss"]["config"].get("regions") == ([[1, 2], [2]] if mode == "2d" else None)
     assert config["sampler"]["slab_neighbours"] == (1 if mode == "2.5d" else 0)
     from miscnn_lite.training import Segmenter
     seg = Segmenter.load(tmp_path / "fold_0" / "model")
     assert tuple(seg.model.inputs[0].shape) == (None, 1, None, None, 3 if mode == "2.5d" else 1)
     assert len(seg.model.outputs) == (2 if mode == "2.5d" else 1)          # depth 2: the output and one coarser level
+    network = next(l for l in seg.model.layers if isinstance(l, keras.Model))              # inside slice_model
+    heads = [type(l).__name__ for l in network.layers if l.name == "output"]
+    assert heads == (["NestedRegions"] if mode == "2d" else ["Activation"])
     log = pd.read_csv(tmp_path / "fold_0" / "model" / "training_log.tsv", sep="\t")
     assert ("aux_1_loss" in log.columns) == (mode == "2.5d")
     metrics = pd.read_csv(tmp_path / "metrics.csv")

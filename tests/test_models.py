@@ -211,6 +211,21 @@ def test_deep_supervision_outputs_train_together():
     assert loss[-1] < loss[0]
 
 
+def test_region_unet_learns_nested_regions_with_the_region_loss():
+    """A U-Net with KiTS region outputs and the region loss learns 'kidney+tumor = image > 0, tumor = image > 1':
+    the loss falls and most voxels get their class by argmax of the class probabilities."""
+    from miscnn_lite.losses import RegionDiceCELoss
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 16, 16, 1)).astype("float32")
+    y = ((x > 0).astype("int32") + (x > 1))
+    model = unet(3, ndim=2, depth=2, base_filters=4, normalization="instance", regions=[[1, 2], [2]])
+    model.compile(keras.optimizers.Adam(0.01), loss=RegionDiceCELoss([[1, 2], [2]]))
+    loss = model.fit(np.tile(x, (5, 1, 1, 1)), np.tile(y, (5, 1, 1, 1)), batch_size=4, epochs=12,
+                     verbose=0).history["loss"]
+    assert loss[-1] < 0.5 * loss[0]
+    assert (np_(model(x)).argmax(-1) == y[..., 0]).mean() > 0.85
+
+
 @pytest.mark.parametrize("block", ["plain", "residual", "dense"])
 def test_tiny_unet_learns_a_threshold(block):
     """Gradients reach every layer: a few Adam steps fit 'label = image > 0'."""
@@ -344,6 +359,8 @@ def test_check_model_fixed_input_size():
     lambda: nnunet_like(depth=2, base_filters=4, deep_supervision=True),
     lambda: residual_unet(ndim=2, depth=2, base_filters=4, dropout=0.2),
     lambda: msd_net(3, ndim=3, depth=3, normalization="batch"),
+    lambda: unet(3, depth=2, base_filters=4, deep_supervision=True, regions=[[1, 2], [2]]),
+    lambda: msd_net(4, ndim=2, depth=3, regions=[[1, 2, 3], [1, 3], [3]]),
 ])
 def test_save_and_load_in_safe_mode_without_custom_objects(build, tmp_path):
     model = build()
@@ -380,12 +397,14 @@ def test_load_model_bad_paths(tmp_path):
         load_model(tmp_path / "w.h5")
 
 
-def test_mixed_precision_keeps_float32_probabilities():
+@pytest.mark.parametrize("regions", [None, [[1, 2], [2]]])
+def test_mixed_precision_keeps_float32_probabilities(regions):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = unet(3, ndim=2, depth=2, base_filters=4, deep_supervision=True)
-        outs = model(np.zeros((1, 16, 16, 1), "float32"))
+        model = unet(3, ndim=2, depth=2, base_filters=4, deep_supervision=True, regions=regions)
+        outs = model(np.random.default_rng(0).normal(size=(1, 16, 16, 1)).astype("float32"))
         assert [keras.backend.standardize_dtype(o.dtype) for o in outs] == ["float32"] * 2   # main + aux_1
         assert keras.backend.standardize_dtype(model.layers[1].compute_dtype) == "bfloat16"
+        np.testing.assert_allclose(np_(keras.ops.sum(outs[0], axis=-1)), 1.0, atol=1e-5)
     finally:
         keras.mixed_precision.set_global_policy("float32")
