@@ -172,7 +172,7 @@ def holdout_dice(xs, ys, base, n_eval, epochs):
             loss = dice_ce_loss(net(to_torch(x)), torch.from_numpy(np.asarray(y).reshape(y.shape[:4]).astype(np.int64)))
             loss.backward()
             optimizer.step()
-            losses["pytorch"].append(float(loss))
+            losses["pytorch"].append(loss.item())
     x, truth = xs[2 * n_train:], np.asarray(ys[2 * n_train:]).reshape(len(xs) - 2 * n_train, *xs.shape[1:4])
     with torch.no_grad():                                  # the PyTorch network is still in train mode
         preds = {"pytorch": net(to_torch(x)).argmax(1).numpy()}
