@@ -10,7 +10,7 @@ processor had no AVX-512 (a newer run of the same seed, kernels and instruction 
 The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
-docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_deep_supervision]/ and go into a second
+docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_pelvis][_deep_supervision]/ and go into a second
 table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -49,10 +49,16 @@ def run_name(run: dict) -> str:
     if config.get("real_ct_test"):
         shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
         ds = "_deep_supervision" if config.get("deep_supervision") else ""     # runs before 2026-12-04: none
+        pelvis = "_pelvis" if _reaches_pelvis(config) else ""
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
-                f"{config.get('augmentation')}_{shape}{ds}")
+                f"{config.get('augmentation')}_{shape}{pelvis}{ds}")
     isa = instruction_set(run["manifest"])
     return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}" + ("" if isa == "avx512" else f"_{isa}")
+
+
+def _reaches_pelvis(config: dict) -> bool:
+    "Whether the run's phantoms reach below the abdomen (`phantom_fov_z` below -1; runs before it: no)."
+    return (config.get("phantom_fov_z") or [-1, 1])[0] < -1
 
 
 def instruction_set(manifest: dict) -> str:
@@ -120,6 +126,8 @@ def sim2real_table(runs: list[dict]) -> str:
         r, config = run["result"], run["manifest"]["config"]
         real, hu = r["real_ct"], r["real_ct"].get("kidney_hu_p10_p50_p90", {})
         phantoms = f"{config['n_cases']} × {config.get('phantom_shape')} at {config.get('phantom_spacing')} mm"
+        if _reaches_pelvis(config):
+            phantoms += f", z {config['phantom_fov_z']} (with pelvis)"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
                     f"{config.get('augmentation')} | {_dice(r['kidney+tumor_dice'])} | {_dice(real['DICE'])} | "
                     f"{real['HDRFDST95']:.1f} | {hu.get('real_ct', ['–'] * 3)[1]} / "

@@ -18,10 +18,10 @@ from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spac
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
            'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
            'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy',
-           'kidney_regions', 'render_anatomy', 'Acquisition', 'sample_acquisition', 'scanner_effects',
-           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
-           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
-           'window_dice']
+           'kidney_regions', 'check_fov_z', 'sample_pelvis', 'render_anatomy', 'Acquisition', 'sample_acquisition',
+           'scanner_effects', 'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case',
+           'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
+           'WindowBaseline', 'best_hu_window', 'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -31,14 +31,15 @@ SLICE_THICKNESS_MM = (0.5, 0.625, 0.8, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0)  # common 
 LABELS = {0: "background", 1: "kidney", 2: "tumor"}
 
 # %% ../nbs/01_phantoms.ipynb #c0a0607e
-def fov_grid(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Voxel-centre coordinates of a (D, H, W) volume, scaled to [-1, 1] along each axis.
+def fov_grid(shape: Sequence[int], z_range: Sequence[float] = (-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel-centre coordinates of a (D, H, W) volume, scaled to [-1, 1] along each axis (z to `z_range`).
 
     Returns:
         (z, y, x) float32 arrays of shapes (D, 1, 1), (1, H, 1), (1, 1, W) that broadcast together."""
     axes = []
     for k, n in enumerate(shape):
-        coords = (np.arange(n, dtype=np.float32) + 0.5) / n * 2 - 1
+        lo, hi = (float(v) for v in z_range) if k == 0 else (-1.0, 1.0)
+        coords = (np.arange(n, dtype=np.float32) + 0.5) / n * (hi - lo) + lo
         axes.append(coords.reshape([n if i == k else 1 for i in range(3)]))
     return tuple(axes)
 
@@ -194,6 +195,7 @@ class PhantomAnatomy:
     cysts: list[tuple[int, Ellipsoid]] = field(default_factory=list)   # (kidney index, shape)
     bowel: list[tuple[Ellipsoid, float]] = field(default_factory=list) # (loop, content HU)
     tumors: list[Tumor] = field(default_factory=list)
+    pelvis: list[tuple[str, Ellipsoid]] = field(default_factory=list)  # (part, shape) below z = -1
     hu: dict[str, float] = field(default_factory=dict)                 # tissue -> HU for this case
     contrast_phase: str = "venous"                                     # which `PHASE_HU` table `hu` came from
 
@@ -384,17 +386,65 @@ def _paint_tumors(hu, label, grid, a: PhantomAnatomy, cavity, texture, lumps):
         hu[inside] = values[inside]
         label[inside] = 2
 
+# %% ../nbs/01_phantoms.ipynb #bcfd0aac
+def check_fov_z(fov_z) -> tuple[float, float]:
+    "`fov_z` as two floats (lowest, highest z of the field of view, FOV units), else a clear error."
+    try:
+        lo, hi = (float(v) for v in fov_z)
+    except (TypeError, ValueError):
+        lo = hi = None
+    if lo is None or not -4 <= lo < hi <= 4:
+        raise MiscnnError(f"fov_z {fov_z!r}: expected (lowest, highest) z in FOV units with -4 <= lowest < highest "
+                          "<= 4, e.g. (-1, 1) for the abdomen or (-1.9, 0.9) for an abdomen-pelvis scan.")
+    return lo, hi
+
+# %% ../nbs/01_phantoms.ipynb #8bd44d9f
+def sample_pelvis(rng: np.random.Generator) -> list[tuple[str, Ellipsoid]]:
+    "Pelvic parts below z = −1, FOV units: ('gluteal' | 'iliac_wing', shape) per side (right first), then the bladder."
+    parts = []
+    for side in (-1, 1):                                           # -1 right (low x), +1 left
+        parts.append(("gluteal", Ellipsoid((_u(rng, -1.5, -1.2), _u(rng, 0.35, 0.5), side * _u(rng, 0.45, 0.6)),
+                                           (_u(rng, 0.35, 0.5), _u(rng, 0.2, 0.28), _u(rng, 0.2, 0.28)),
+                                           yaw=side * _u(rng, 0.2, 0.5))))
+        parts.append(("iliac_wing", Ellipsoid((_u(rng, -1.3, -1.1), _u(rng, 0.15, 0.3), side * _u(rng, 0.42, 0.52)),
+                                              (_u(rng, 0.25, 0.35), _u(rng, 0.28, 0.36), _u(rng, 0.05, 0.07)),
+                                              yaw=-side * _u(rng, 0.5, 0.8))))
+    parts.append(("bladder", Ellipsoid((_u(rng, -1.75, -1.45), _u(rng, -0.35, -0.15), _u(rng, -0.05, 0.05)),
+                                       (_u(rng, 0.15, 0.25), _u(rng, 0.15, 0.25), _u(rng, 0.2, 0.3)))))
+    return parts
+
+# %% ../nbs/01_phantoms.ipynb #4bff362c
+def _paint_pelvis(hu, grid, a: PhantomAnatomy, cavity):
+    """Gluteal muscles and iliac wings (cortex, marrow) inside the body wall, the bladder (wall, urine) in the
+    cavity; only where z < −1."""
+    below = grid[0] < -1
+    if not a.pelvis or not below.any():
+        return
+    in_body = (a.body.radius(grid) < 1 - a.fat) & below
+    for part, shape in a.pelvis:
+        r = shape.radius(grid)
+        if part == "gluteal":
+            hu[(r < 1) & in_body] = a.hu["muscle"]
+        elif part == "iliac_wing":
+            hu[(r < 1) & in_body] = a.hu["bone_cortical"]
+            hu[(r < 0.7) & in_body] = a.hu["bone_cancellous"]
+        else:
+            hu[(r < 1) & cavity & below] = a.hu["bowel_wall"]
+            hu[(r < 0.85) & cavity & below] = a.hu["urine"]
+
 # %% ../nbs/01_phantoms.ipynb #131ce220
-def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random.Generator,
+                   fov_z: Sequence[float] = (-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """Paint `anatomy` into a volume (before blur and noise).
 
     Args:
         shape: (D, H, W) voxels.
         rng: texture stream (medulla pattern, tumor texture and lumps).
+        fov_z: (lowest, highest) z of the field of view, FOV units: (-1, 1) the abdomen around the kidneys,
+            below -1 the pelvis (`sample_pelvis`).
     Returns:
         (hu: (D, H, W) float32 HU, label: (D, H, W) uint8 with 0 background, 1 kidney, 2 tumor)."""
-    shape, grid = tuple(int(s) for s in shape), fov_grid(shape)
+    shape, grid = tuple(int(s) for s in shape), fov_grid(shape, check_fov_z(fov_z))
     scale = np.array(shape) / 48                                # texture blob size follows the FOV
     medulla, texture, lumps = (smooth_field(rng, shape, s * scale) for s in (1.5, 1.2, 3.0))
     hu = np.full(shape, anatomy.hu["air"], dtype=np.float32)
@@ -402,6 +452,7 @@ def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random
     cavity = _paint_body(hu, grid, anatomy)
     _paint_bowel(hu, grid, anatomy, cavity)
     _paint_organs(hu, grid, anatomy, cavity)
+    _paint_pelvis(hu, grid, anatomy, cavity)
     _paint_spine(hu, grid, anatomy)
     _paint_kidneys(hu, label, grid, anatomy, medulla)
     _paint_tumors(hu, label, grid, anatomy, cavity, texture, lumps)
@@ -503,17 +554,18 @@ def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
                  spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
                  contrast_phase: str = "venous") -> tuple[PhantomAnatomy, Acquisition]:
     "The plan of `generate_phantom(seed, ...)`: its anatomy and acquisition, without rendering a voxel."
-    patient, tumors, scanner, _, phase = _streams(seed, 5)
+    patient, tumors, scanner, _, phase, pelvis = _streams(seed, 6)
     if check_contrast_phase(contrast_phase) == "random":     # its own stream: the patient stays the same
         contrast_phase = CONTRAST_PHASES[int(phase.integers(len(CONTRAST_PHASES)))]
-    return (sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase),
-            sample_acquisition(scanner, spacing, orientation))
+    anatomy = sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase)
+    anatomy.pelvis = sample_pelvis(pelvis)                    # its own stream too: the abdomen stays the same
+    return anatomy, sample_acquisition(scanner, spacing, orientation)
 
 # %% ../nbs/01_phantoms.ipynb #514f9ca1
 def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
-                     contrast_phase: str = "venous") -> Case:
+                     contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0)) -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -526,12 +578,15 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
         case_id: defaults to 'phantom_<seed>'.
         contrast_phase: 'venous' (KiTS19-like), 'arterial', 'non_contrast' (`PHASE_HU`), or 'random' (one
             of them per seed, from a stream of its own).
+        fov_z: (lowest, highest) z of the field of view, FOV units: (-1, 1) the abdomen around the kidneys;
+            reaching below -1 adds the pelvis (gluteal muscles, iliac wings, bladder), as an abdomen-pelvis
+            CT shows it. Keep D / (highest - lowest) as for the abdomen to keep organ sizes in mm.
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor)."""
     shape = _check_shape(shape)
     anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase)
     noise = _streams(seed)[3]
-    hu, label = render_anatomy(anatomy, shape, noise)
+    hu, label = render_anatomy(anatomy, shape, noise, fov_z)
     image = scanner_effects(hu, acquisition, noise)
     image, label, affine = stored_orientation(image, label, acquisition.spacing, acquisition.orientation)
     case_id = case_id or "phantom_" + "_".join(map(str, _check_seed(seed)))
@@ -610,7 +665,7 @@ def _write_manifest(out: Path, manifest: dict):
 def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
-                         contrast_phase: str = "venous") -> Path:
+                         contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0)) -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -621,15 +676,17 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         overwrite: replace existing cases that differ (default: raise instead).
         progress: show a tqdm progress bar.
         contrast_phase: passed to `generate_phantom` ('random': one phase per case).
+        fov_z: passed to `generate_phantom` ((-1, 1): the abdomen; e.g. (-1.9, 0.9) reaches into the pelvis).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
-    spacing = None if spacing is None else _check_spacing_arg(spacing)
+    spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
-                                orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase)
+                                orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
+                                fov_z=fov_z)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -642,7 +699,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     _write_manifest(out, dict(generator="miscnn_lite.phantoms.make_phantom_dataset", n_cases=len(plan), seed=seed,
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,
-                              contrast_phase=contrast_phase, cases=plan))
+                              contrast_phase=contrast_phase, fov_z=list(fov_z), cases=plan))
     return out
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb

@@ -123,10 +123,13 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
 
 def test_kits19_cv_single_split_skips_tumor_rule_and_scores_the_real_ct(tmp_path):
     """A percentage split has one fold: no other folds to choose a threshold on, so the raw scores stand.
-    With real_ct_test the fold model also segments the real example CT (non-contrast phantoms here)."""
-    params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast")
+    With real_ct_test the fold model also segments the real example CT (non-contrast phantoms reaching into the
+    pelvis here)."""
+    params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast",
+                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48])
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
+    assert json.loads((tmp_path / "phantoms" / "phantoms.json").read_text())["fov_z"] == [-1.5, 1.0]
     assert not (tmp_path / "metrics_postprocessed.csv").exists()
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["tumor_rule"] == {"all": {"largest_only": False, "min_volume_mm3": 0.0, "min_fraction": 0.0}}

@@ -315,3 +315,16 @@ def test_import_does_not_load_keras():
             "print(any(m.split('.')[0] in ('keras', 'tensorflow', 'torch') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_default_phantoms_are_unchanged():
+    """The README's numbers rest on these arrays: the default phantom and a drawn-orientation non-contrast one
+    hash as they did before the pelvis (drawn from a stream of its own) was added."""
+    import hashlib
+    expected = {0: "e659c030abd122c9e19224c121558ff73245936ea6a7d06a256c9e42bc66ac87",
+                (0, 5): "640853469dd524c66dcd83d452ebe869ce4d3c455accd84a81646f213d96bbad"}
+    cases = {0: generate_phantom(0),
+             (0, 5): generate_phantom((0, 5), shape=(40, 64, 64), orientation=None, contrast_phase="non_contrast")}
+    for seed, case in cases.items():
+        data = case.image.tobytes() + case.label.tobytes() + np.asarray(case.affine).tobytes()
+        assert hashlib.sha256(data).hexdigest() == expected[seed], seed

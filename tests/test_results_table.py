@@ -65,3 +65,7 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert "real CT kidney Dice ≥ 0.8 (trained on phantoms only), met by 1 of 1" in block
     run["manifest"]["config"]["deep_supervision"] = True                  # a lever of its own: kept beside, not over
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_96x112x112_deep_supervision"
+    run["manifest"]["config"].update(deep_supervision=False, phantom_fov_z=[-1.9, 0.9], phantom_shape=[134, 112, 112])
+    assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis"
+    row = "| 48 × [134, 112, 112] at [3.0, 3.0, 3.0] mm, z [-1.9, 0.9] (with pelvis) |"
+    assert row in results_table.sim2real_table([run])
