@@ -10,7 +10,7 @@ processor had no AVX-512 (a newer run of the same seed, kernels and instruction 
 The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
-docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_pelvis][_deep_supervision]/ and go into a second
+docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_deep_supervision]/ and go into a second
 table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -50,8 +50,10 @@ def run_name(run: dict) -> str:
         shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
         ds = "_deep_supervision" if config.get("deep_supervision") else ""     # runs before 2026-12-04: none
         pelvis = "_pelvis" if _reaches_pelvis(config) else ""
+        spacing = config.get("phantom_spacing")                          # the kept runs before 2026-12-04: 3 mm
+        mm = "" if spacing in (None, [3.0, 3.0, 3.0], [3, 3, 3]) else "_" + "x".join(f"{v:g}" for v in spacing) + "mm"
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
-                f"{config.get('augmentation')}_{shape}{pelvis}{ds}")
+                f"{config.get('augmentation')}_{shape}{mm}{pelvis}{ds}")
     isa = instruction_set(run["manifest"])
     return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}" + ("" if isa == "avx512" else f"_{isa}")
 
@@ -128,6 +130,8 @@ def sim2real_table(runs: list[dict]) -> str:
         phantoms = f"{config['n_cases']} × {config.get('phantom_shape')} at {config.get('phantom_spacing')} mm"
         if _reaches_pelvis(config):
             phantoms += f", z {config['phantom_fov_z']} (with pelvis)"
+        if config.get("target_spacing"):
+            phantoms += f", resampled to {config['target_spacing']} mm"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
                     f"{config.get('augmentation')} | {_dice(r['kidney+tumor_dice'])} | {_dice(real['DICE'])} | "
                     f"{real['HDRFDST95']:.1f} | {hu.get('real_ct', ['–'] * 3)[1]} / "

@@ -69,3 +69,5 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis"
     row = "| 48 × [134, 112, 112] at [3.0, 3.0, 3.0] mm, z [-1.9, 0.9] (with pelvis) |"
     assert row in results_table.sim2real_table([run])
+    run["manifest"]["config"]["phantom_spacing"] = [3.0, 3.5, 3.5]        # another phantom spacing: a run of its own
+    assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_3x3.5x3.5mm_pelvis"
