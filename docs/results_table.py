@@ -10,8 +10,8 @@ processor had no AVX-512 (a newer run of the same seed, kernels and instruction 
 The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
-docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_deep_supervision]/ and go into a second
-table, between
+docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_deep_supervision]/
+and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
 import argparse
