@@ -108,6 +108,18 @@ def main():
     print(f"loader_step_ratio: {live_ms / pre_ms:.3f}")
 
 
+def _channels_first(a):
+    "A channels-last numpy batch as a channels-first torch tensor (the layout of `TorchUNet`)."
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 1)))
+
+
+def _torch_labels(y):
+    "A (B, D, H, W, 1) label batch as the (B, D, H, W) int64 tensor PyTorch's losses take."
+    import torch
+    return torch.from_numpy(np.asarray(y).reshape(y.shape[:4]).astype(np.int64))
+
+
 def pytorch_reference(x, y, base, repeats):
     """Median seconds per training step, interleaved: {ratio name: (Keras, plain PyTorch)} for the
     Keras U-Net in float32 and under mixed_bfloat16 against `TorchUNet` in float32 on the same batch."""
@@ -118,8 +130,8 @@ def pytorch_reference(x, y, base, repeats):
     torch.manual_seed(0)
     net = TorchUNet(3, 1, depth=3, base_filters=base)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
-    yt = torch.from_numpy(np.asarray(y).reshape(y.shape[:4]).astype(np.int64))
+    xt = _channels_first(x)
+    yt = _torch_labels(y)
 
     def torch_step():
         optimizer.zero_grad(set_to_none=True)
@@ -160,7 +172,6 @@ def holdout_dice(xs, ys, base, n_eval, epochs):
     optimizer = torch.optim.Adam(net.parameters(), 3e-3)
     for m in (fp32, bf16):
         m.compile(keras.optimizers.Adam(3e-3), get_loss("dice_ce"))
-    to_torch = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 1)))   # noqa: E731
     n_train = len(xs) // 2 - n_eval
     for _ in range(epochs):
         losses = {"keras_fp32": [], "keras_bf16": [], "pytorch": []}
@@ -169,13 +180,13 @@ def holdout_dice(xs, ys, base, n_eval, epochs):
             losses["keras_fp32"].append(float(fp32.train_on_batch(x, y)))
             losses["keras_bf16"].append(float(bf16.train_on_batch(x, y)))
             optimizer.zero_grad(set_to_none=True)
-            loss = dice_ce_loss(net(to_torch(x)), torch.from_numpy(np.asarray(y).reshape(y.shape[:4]).astype(np.int64)))
+            loss = dice_ce_loss(net(_channels_first(x)), _torch_labels(y))
             loss.backward()
             optimizer.step()
             losses["pytorch"].append(loss.item())
     x, truth = xs[2 * n_train:], np.asarray(ys[2 * n_train:]).reshape(len(xs) - 2 * n_train, *xs.shape[1:4])
     with torch.no_grad():                                  # the PyTorch network is still in train mode
-        preds = {"pytorch": net(to_torch(x)).argmax(1).numpy()}
+        preds = {"pytorch": net(_channels_first(x)).argmax(1).numpy()}
     for name, m in (("keras_fp32", fp32), ("keras_bf16", bf16)):
         preds[name] = np.argmax(keras.ops.convert_to_numpy(m(x, training=True)), -1)
     return {name: (np.mean(losses[name]), dice_score(truth > 0, p > 0, 1), dice_score(truth, p, 2))
