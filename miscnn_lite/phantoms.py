@@ -16,12 +16,13 @@ from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spac
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
-           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
-           'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy',
-           'kidney_regions', 'check_fov_z', 'sample_pelvis', 'render_anatomy', 'Acquisition', 'sample_acquisition',
-           'scanner_effects', 'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case',
-           'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
-           'WindowBaseline', 'best_hu_window', 'window_dice']
+           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'MUSCLE_FAT_SUSCEPTIBILITY', 'PICTURE_COLORS', 'fov_grid',
+           'Ellipsoid', 'smooth_field', 'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy',
+           'sample_tumors', 'sample_anatomy', 'kidney_regions', 'check_fov_z', 'sample_pelvis', 'render_anatomy',
+           'check_myosteatosis', 'sample_muscle_hu', 'Acquisition', 'sample_acquisition', 'scanner_effects',
+           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
+           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
+           'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -198,6 +199,11 @@ class PhantomAnatomy:
     pelvis: list[tuple[str, Ellipsoid]] = field(default_factory=list)  # (part, shape) below z = -1
     hu: dict[str, float] = field(default_factory=dict)                 # tissue -> HU for this case
     contrast_phase: str = "venous"                                     # which `PHASE_HU` table `hu` came from
+    muscle_hu: dict[str, float] = field(default_factory=dict)          # muscle group -> HU (`sample_muscle_hu`)
+
+    def muscle(self, group: str) -> float:
+        "HU of one muscle group ('wall', 'psoas', 'paraspinal', 'gluteal'); the tissue's HU where none was drawn."
+        return self.muscle_hu.get(group, self.hu["muscle"])
 
 # %% ../nbs/01_phantoms.ipynb #071c7908
 def _u(rng, lo, hi) -> float: return float(rng.uniform(lo, hi))
@@ -308,7 +314,7 @@ def _paint_body(hu, grid, a: PhantomAnatomy) -> np.ndarray:
     "Skin/fat, abdominal wall muscle, visceral fat; returns the (D, H, W) mask of the abdominal cavity."
     r = a.body.radius(grid)
     hu[r < 1] = a.hu["fat"]
-    hu[r < 1 - a.fat] = a.hu["muscle"]
+    hu[r < 1 - a.fat] = a.muscle("wall")
     cavity = r < 1 - a.fat - a.wall
     hu[cavity] = a.hu["fat"]
     return cavity
@@ -335,8 +341,8 @@ def _paint_spine(hu, grid, a: PhantomAnatomy):
     psoas_scale = 0.55 + 0.45 * (1 - z) / 2                    # psoas thickens toward the pelvis (z = -1)
     for side in (-1, 1):
         psoas = Ellipsoid((0, 0.33, a.spine_x + side * 0.2), (1e3, 0.1, 0.085)).radius(grid) / psoas_scale
-        hu[psoas < 1] = a.hu["muscle"]
-        hu[Ellipsoid((0, 0.62, a.spine_x + side * 0.17), (1e3, 0.1, 0.11)).radius(grid) < 1] = a.hu["muscle"]
+        hu[psoas < 1] = a.muscle("psoas")
+        hu[Ellipsoid((0, 0.62, a.spine_x + side * 0.17), (1e3, 0.1, 0.11)).radius(grid) < 1] = a.muscle("paraspinal")
     disc = np.cos(2 * np.pi * (z - a.vertebra_phase) / a.vertebra_period) > 0.7   # (D, 1, 1) slabs
     body = Ellipsoid((0, 0.4, a.spine_x), (1e3, 0.11, 0.13)).radius(grid)
     arch = Ellipsoid((0, 0.58, a.spine_x), (1e3, 0.1, 0.09)).radius(grid)
@@ -424,7 +430,7 @@ def _paint_pelvis(hu, grid, a: PhantomAnatomy, cavity):
     for part, shape in a.pelvis:
         r = shape.radius(grid)
         if part == "gluteal":
-            hu[(r < 1) & in_body] = a.hu["muscle"]
+            hu[(r < 1) & in_body] = a.muscle("gluteal")
         elif part == "iliac_wing":
             hu[(r < 1) & in_body] = a.hu["bone_cortical"]
             hu[(r < 0.7) & in_body] = a.hu["bone_cancellous"]
@@ -457,6 +463,28 @@ def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random
     _paint_kidneys(hu, label, grid, anatomy, medulla)
     _paint_tumors(hu, label, grid, anatomy, cavity, texture, lumps)
     return hu, label
+
+# %% ../nbs/01_phantoms.ipynb #1dce16dc
+MUSCLE_FAT_SUSCEPTIBILITY = {"wall": 0.5, "psoas": 0.3, "paraspinal": 1.0, "gluteal": 1.0}   # muscle group -> weight
+
+def check_myosteatosis(myosteatosis) -> float:
+    "`myosteatosis` as a float in [0, 0.6] (the highest fat fraction a muscle group can reach), else a clear error."
+    try:
+        value = float(myosteatosis)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 <= value <= 0.6:
+        raise MiscnnError(f"myosteatosis {myosteatosis!r}: expected the highest muscle fat fraction in [0, 0.6], "
+                          "e.g. 0.3 (0 keeps every muscle at the tissue's HU).")
+    return value
+
+# %% ../nbs/01_phantoms.ipynb #66f48e90
+def sample_muscle_hu(rng: np.random.Generator, hu: dict[str, float], myosteatosis: float = 0.0) -> dict[str, float]:
+    """HU per muscle group of one patient: `hu['muscle']` mixed with `hu['fat']` by the group's fat fraction
+    severity · susceptibility · U(0.5, 1), severity ~ U(0, `myosteatosis`) (`MUSCLE_FAT_SUSCEPTIBILITY`)."""
+    severity = _u(rng, 0, check_myosteatosis(myosteatosis))
+    fractions = {g: severity * w * _u(rng, 0.5, 1) for g, w in MUSCLE_FAT_SUSCEPTIBILITY.items()}
+    return {g: (1 - f) * hu["muscle"] + f * hu["fat"] for g, f in fractions.items()}
 
 # %% ../nbs/01_phantoms.ipynb #b8e7c8c8
 @dataclass
@@ -552,20 +580,22 @@ def _streams(seed, n: int = 4) -> list[np.random.Generator]:
 # %% ../nbs/01_phantoms.ipynb #d1919559
 def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
                  spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
-                 contrast_phase: str = "venous") -> tuple[PhantomAnatomy, Acquisition]:
+                 contrast_phase: str = "venous", myosteatosis: float = 0.0) -> tuple[PhantomAnatomy, Acquisition]:
     "The plan of `generate_phantom(seed, ...)`: its anatomy and acquisition, without rendering a voxel."
-    patient, tumors, scanner, _, phase, pelvis = _streams(seed, 6)
+    patient, tumors, scanner, _, phase, pelvis, muscles = _streams(seed, 7)
     if check_contrast_phase(contrast_phase) == "random":     # its own stream: the patient stays the same
         contrast_phase = CONTRAST_PHASES[int(phase.integers(len(CONTRAST_PHASES)))]
     anatomy = sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase)
     anatomy.pelvis = sample_pelvis(pelvis)                    # its own stream too: the abdomen stays the same
+    anatomy.muscle_hu = sample_muscle_hu(muscles, anatomy.hu, myosteatosis)   # and the muscles' fat
     return anatomy, sample_acquisition(scanner, spacing, orientation)
 
 # %% ../nbs/01_phantoms.ipynb #514f9ca1
 def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
-                     contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0)) -> Case:
+                     contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
+                     myosteatosis: float = 0.0) -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -581,10 +611,12 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
         fov_z: (lowest, highest) z of the field of view, FOV units: (-1, 1) the abdomen around the kidneys;
             reaching below -1 adds the pelvis (gluteal muscles, iliac wings, bladder), as an abdomen-pelvis
             CT shows it. Keep D / (highest - lowest) as for the abdomen to keep organ sizes in mm.
+        myosteatosis: highest fat fraction of a muscle group, in [0, 0.6] (`sample_muscle_hu`); 0: healthy muscle.
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor)."""
     shape = _check_shape(shape)
-    anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase)
+    anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase,
+                                       myosteatosis)
     noise = _streams(seed)[3]
     hu, label = render_anatomy(anatomy, shape, noise, fov_z)
     image = scanner_effects(hu, acquisition, noise)
@@ -665,7 +697,8 @@ def _write_manifest(out: Path, manifest: dict):
 def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
-                         contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0)) -> Path:
+                         contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
+                         myosteatosis: float = 0.0) -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -677,16 +710,18 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         progress: show a tqdm progress bar.
         contrast_phase: passed to `generate_phantom` ('random': one phase per case).
         fov_z: passed to `generate_phantom` ((-1, 1): the abdomen; e.g. (-1.9, 0.9) reaches into the pelvis).
+        myosteatosis: passed to `generate_phantom` (0: healthy muscle; 0.3: fat-infiltrated back and buttock muscles).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
     spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
+    myosteatosis = check_myosteatosis(myosteatosis)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
                                 orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
-                                fov_z=fov_z)
+                                fov_z=fov_z, myosteatosis=myosteatosis)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -699,7 +734,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     _write_manifest(out, dict(generator="miscnn_lite.phantoms.make_phantom_dataset", n_cases=len(plan), seed=seed,
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,
-                              contrast_phase=contrast_phase, fov_z=list(fov_z), cases=plan))
+                              contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
+                              cases=plan))
     return out
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb

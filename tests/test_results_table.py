@@ -71,3 +71,6 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert row in results_table.sim2real_table([run])
     run["manifest"]["config"]["phantom_spacing"] = [3.0, 3.5, 3.5]        # another phantom spacing: a run of its own
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_3x3.5x3.5mm_pelvis"
+    run["manifest"]["config"].update(phantom_spacing=[3.0, 3.0, 3.0], phantom_myosteatosis=0.3)   # fatty muscle
+    assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
+    assert "(with pelvis), fatty muscle up to 0.3 |" in results_table.sim2real_table([run])
