@@ -39,6 +39,7 @@ def soft_sums(g, p):
     tp = ops.sum(g * p, axis=axes)
     return tp, ops.sum(p, axis=axes) - tp, ops.sum(g, axis=axes) - tp
 
+# %% ../nbs/07_losses.ipynb #ac0b7c3b
 def confusion_sums(y_true, y_pred):
     "`soft_sums` of the one-hot target of `y_true` (class map or one-hot) and the softmax `y_pred`, per class."
     return soft_sums(one_hot_target(y_true, y_pred), y_pred)
@@ -48,6 +49,7 @@ def dice_from_sums(tp, fp, fn, smooth: float = 1e-5):
     "Soft Dice from confusion sums, elementwise: (2·tp + smooth) / (2·tp + fp + fn + smooth)."
     return (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
 
+# %% ../nbs/07_losses.ipynb #1f28d1ca
 def class_dice(y_true, y_pred, smooth: float = 1e-5):
     "Soft Dice per sample and class, (B, C), from `confusion_sums`."
     return dice_from_sums(*confusion_sums(y_true, y_pred), smooth)
