@@ -11,7 +11,7 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_myosteatosis<M>]
-[_deep_supervision]/
+[_distractors<N>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -55,6 +55,7 @@ def run_name(run: dict) -> str:
         mm = "" if spacing in (None, [3.0, 3.0, 3.0], [3, 3, 3]) else "_" + "x".join(f"{v:g}" for v in spacing) + "mm"
         fat = config.get("phantom_myosteatosis") or 0                   # runs before 2026-12-05: healthy muscle
         fat = f"_myosteatosis{fat:g}" if fat else ""
+        fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
@@ -135,6 +136,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += f", z {config['phantom_fov_z']} (with pelvis)"
         if config.get("phantom_myosteatosis"):
             phantoms += f", fatty muscle up to {config['phantom_myosteatosis']:g}"
+        if config.get("phantom_distractors"):
+            phantoms += f", {config['phantom_distractors']} decoys each"
         if config.get("target_spacing"):
             phantoms += f", resampled to {config['target_spacing']} mm"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "

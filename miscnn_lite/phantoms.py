@@ -19,10 +19,10 @@ __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_
            'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'MUSCLE_FAT_SUSCEPTIBILITY', 'PICTURE_COLORS', 'fov_grid',
            'Ellipsoid', 'smooth_field', 'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy',
            'sample_tumors', 'sample_anatomy', 'kidney_regions', 'check_fov_z', 'sample_pelvis', 'render_anatomy',
-           'check_myosteatosis', 'sample_muscle_hu', 'Acquisition', 'sample_acquisition', 'scanner_effects',
-           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
-           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
-           'window_dice']
+           'check_myosteatosis', 'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'Acquisition',
+           'sample_acquisition', 'scanner_effects', 'stored_orientation', 'plan_phantom', 'generate_phantom',
+           'toy_case', 'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
+           'WindowBaseline', 'best_hu_window', 'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -200,6 +200,7 @@ class PhantomAnatomy:
     hu: dict[str, float] = field(default_factory=dict)                 # tissue -> HU for this case
     contrast_phase: str = "venous"                                     # which `PHASE_HU` table `hu` came from
     muscle_hu: dict[str, float] = field(default_factory=dict)          # muscle group -> HU (`sample_muscle_hu`)
+    distractors: list[tuple[Ellipsoid, float]] = field(default_factory=list)  # (shape, HU) kidney-like decoys
 
     def muscle(self, group: str) -> float:
         "HU of one muscle group ('wall', 'psoas', 'paraspinal', 'gluteal'); the tissue's HU where none was drawn."
@@ -438,6 +439,18 @@ def _paint_pelvis(hu, grid, a: PhantomAnatomy, cavity):
             hu[(r < 1) & cavity & below] = a.hu["bowel_wall"]
             hu[(r < 0.85) & cavity & below] = a.hu["urine"]
 
+# %% ../nbs/01_phantoms.ipynb #ef0a01b0
+def _paint_distractors(hu, grid, a: PhantomAnatomy):
+    "Decoy blobs (`sample_distractors`) inside the body, kept 15 % of a radius away from both kidneys."
+    if not a.distractors:
+        return
+    in_body = a.body.radius(grid) < 1
+    near_kidney = np.zeros(in_body.shape, bool)
+    for kidney in a.kidneys:
+        near_kidney |= kidney.radius(grid) < 1.15
+    for shape, value in a.distractors:
+        hu[(shape.radius(grid) < 1) & in_body & ~near_kidney] = value
+
 # %% ../nbs/01_phantoms.ipynb #131ce220
 def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random.Generator,
                    fov_z: Sequence[float] = (-1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
@@ -459,6 +472,7 @@ def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random
     _paint_bowel(hu, grid, anatomy, cavity)
     _paint_organs(hu, grid, anatomy, cavity)
     _paint_pelvis(hu, grid, anatomy, cavity)
+    _paint_distractors(hu, grid, anatomy)
     _paint_spine(hu, grid, anatomy)
     _paint_kidneys(hu, label, grid, anatomy, medulla)
     _paint_tumors(hu, label, grid, anatomy, cavity, texture, lumps)
@@ -485,6 +499,27 @@ def sample_muscle_hu(rng: np.random.Generator, hu: dict[str, float], myosteatosi
     severity = _u(rng, 0, check_myosteatosis(myosteatosis))
     fractions = {g: severity * w * _u(rng, 0.5, 1) for g, w in MUSCLE_FAT_SUSCEPTIBILITY.items()}
     return {g: (1 - f) * hu["muscle"] + f * hu["fat"] for g, f in fractions.items()}
+
+# %% ../nbs/01_phantoms.ipynb #7ff51213
+def check_distractors(distractors) -> int:
+    "`distractors` as a count in [0, 40] (decoy blobs per phantom), else a clear error."
+    if isinstance(distractors, bool) or not isinstance(distractors, (int, np.integer)) or not 0 <= distractors <= 40:
+        raise MiscnnError(f"distractors {distractors!r}: expected a whole number of decoy blobs per phantom in "
+                          "[0, 40], e.g. 8 (0: none).")
+    return int(distractors)
+
+# %% ../nbs/01_phantoms.ipynb #3d8cd913
+def sample_distractors(rng: np.random.Generator, count: int, kidney_hu: float) -> list[tuple[Ellipsoid, float]]:
+    """`count` decoys (shape, HU): ellipsoids of kidney-like size (semi-axes 0.08–0.3 FOV units along z,
+    0.05–0.15 in-plane), anywhere from the pelvis (z = −1.9) to the top of the abdomen, turned at random,
+    at `kidney_hu` ± 15 HU."""
+    decoys = []
+    for _ in range(check_distractors(count)):
+        shape = Ellipsoid((_u(rng, -1.9, 1.0), _u(rng, -0.6, 0.6), _u(rng, -0.8, 0.8)),
+                          (_u(rng, 0.08, 0.3), _u(rng, 0.05, 0.15), _u(rng, 0.05, 0.15)),
+                          yaw=_u(rng, -np.pi, np.pi), pitch=_u(rng, -0.8, 0.8))
+        decoys.append((shape, kidney_hu + _u(rng, -15, 15)))
+    return decoys
 
 # %% ../nbs/01_phantoms.ipynb #b8e7c8c8
 @dataclass
@@ -580,14 +615,16 @@ def _streams(seed, n: int = 4) -> list[np.random.Generator]:
 # %% ../nbs/01_phantoms.ipynb #d1919559
 def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
                  spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
-                 contrast_phase: str = "venous", myosteatosis: float = 0.0) -> tuple[PhantomAnatomy, Acquisition]:
+                 contrast_phase: str = "venous", myosteatosis: float = 0.0,
+                 distractors: int = 0) -> tuple[PhantomAnatomy, Acquisition]:
     "The plan of `generate_phantom(seed, ...)`: its anatomy and acquisition, without rendering a voxel."
-    patient, tumors, scanner, _, phase, pelvis, muscles = _streams(seed, 7)
+    patient, tumors, scanner, _, phase, pelvis, muscles, decoys = _streams(seed, 8)
     if check_contrast_phase(contrast_phase) == "random":     # its own stream: the patient stays the same
         contrast_phase = CONTRAST_PHASES[int(phase.integers(len(CONTRAST_PHASES)))]
     anatomy = sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase)
     anatomy.pelvis = sample_pelvis(pelvis)                    # its own stream too: the abdomen stays the same
     anatomy.muscle_hu = sample_muscle_hu(muscles, anatomy.hu, myosteatosis)   # and the muscles' fat
+    anatomy.distractors = sample_distractors(decoys, distractors, anatomy.hu["kidney_cortex"])   # and the decoys
     return anatomy, sample_acquisition(scanner, spacing, orientation)
 
 # %% ../nbs/01_phantoms.ipynb #514f9ca1
@@ -595,7 +632,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
                      contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
-                     myosteatosis: float = 0.0) -> Case:
+                     myosteatosis: float = 0.0, distractors: int = 0) -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -612,11 +649,12 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
             reaching below -1 adds the pelvis (gluteal muscles, iliac wings, bladder), as an abdomen-pelvis
             CT shows it. Keep D / (highest - lowest) as for the abdomen to keep organ sizes in mm.
         myosteatosis: highest fat fraction of a muscle group, in [0, 0.6] (`sample_muscle_hu`); 0: healthy muscle.
+        distractors: decoy blobs of kidney attenuation per phantom, labelled background (`sample_distractors`).
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor)."""
     shape = _check_shape(shape)
     anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase,
-                                       myosteatosis)
+                                       myosteatosis, distractors)
     noise = _streams(seed)[3]
     hu, label = render_anatomy(anatomy, shape, noise, fov_z)
     image = scanner_effects(hu, acquisition, noise)
@@ -698,7 +736,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
                          contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
-                         myosteatosis: float = 0.0) -> Path:
+                         myosteatosis: float = 0.0, distractors: int = 0) -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -711,17 +749,19 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         contrast_phase: passed to `generate_phantom` ('random': one phase per case).
         fov_z: passed to `generate_phantom` ((-1, 1): the abdomen; e.g. (-1.9, 0.9) reaches into the pelvis).
         myosteatosis: passed to `generate_phantom` (0: healthy muscle; 0.3: fat-infiltrated back and buttock muscles).
+        distractors: passed to `generate_phantom` (decoy blobs of kidney attenuation per phantom; 0: none).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
     spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
-    myosteatosis = check_myosteatosis(myosteatosis)
+    myosteatosis, distractors = check_myosteatosis(myosteatosis), check_distractors(distractors)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
                                 orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
-                                fov_z=fov_z, myosteatosis=myosteatosis)
+                                fov_z=fov_z, myosteatosis=myosteatosis,
+                                distractors=distractors)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -735,7 +775,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,
                               contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
-                              cases=plan))
+                              distractors=distractors, cases=plan))
     return out
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb

@@ -74,3 +74,7 @@ def test_sim2real_rows_and_goal(tmp_path):
     run["manifest"]["config"].update(phantom_spacing=[3.0, 3.0, 3.0], phantom_myosteatosis=0.3)   # fatty muscle
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
     assert "(with pelvis), fatty muscle up to 0.3 |" in results_table.sim2real_table([run])
+    run["manifest"]["config"]["phantom_distractors"] = 8                   # decoys: a lever of its own
+    assert results_table.run_name(run) == ("sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
+                                           "_distractors8")
+    assert "fatty muscle up to 0.3, 8 decoys each |" in results_table.sim2real_table([run])
