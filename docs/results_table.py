@@ -53,7 +53,7 @@ def run_name(run: dict) -> str:
         pelvis = "_pelvis" if _reaches_pelvis(config) else ""
         spacing = config.get("phantom_spacing")                          # the kept runs before 2026-12-04: 3 mm
         mm = "" if spacing in (None, [3.0, 3.0, 3.0], [3, 3, 3]) else "_" + "x".join(f"{v:g}" for v in spacing) + "mm"
-        fat = config.get("phantom_myosteatosis") or 0                   # runs before 2026-12-05: healthy muscle
+        fat = config.get("phantom_myosteatosis") or 0                   # runs before the option: healthy muscle
         fat = f"_myosteatosis{fat:g}" if fat else ""
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
