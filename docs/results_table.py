@@ -11,7 +11,7 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_myosteatosis<M>]
-[_distractors<N>][_deep_supervision]/
+[_distractors<N>][_context][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -56,6 +56,7 @@ def run_name(run: dict) -> str:
         fat = config.get("phantom_myosteatosis") or 0                   # runs before the option: healthy muscle
         fat = f"_myosteatosis{fat:g}" if fat else ""
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
+        fat += "_context" if config.get("phantom_context") else ""           # organ classes around the kidneys
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
@@ -138,6 +139,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += f", fatty muscle up to {config['phantom_myosteatosis']:g}"
         if config.get("phantom_distractors"):
             phantoms += f", {config['phantom_distractors']} decoys each"
+        if config.get("phantom_context"):
+            phantoms += ", liver/spleen/muscle/bowel/bladder trained as classes"
         if config.get("target_spacing"):
             phantoms += f", resampled to {config['target_spacing']} mm"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "

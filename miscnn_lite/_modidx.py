@@ -877,6 +877,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'miscnn_lite.phantoms.check_fov_z': ('phantoms.html#check_fov_z', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms.check_myosteatosis': ( 'phantoms.html#check_myosteatosis',
                                                                                    'miscnn_lite/phantoms.py'),
+                                      'miscnn_lite.phantoms.context_labels': ('phantoms.html#context_labels', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms.describe_phantoms': ( 'phantoms.html#describe_phantoms',
                                                                                   'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms.fov_grid': ('phantoms.html#fov_grid', 'miscnn_lite/phantoms.py'),

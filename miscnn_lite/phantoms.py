@@ -16,13 +16,14 @@ from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spac
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
-           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'MUSCLE_FAT_SUSCEPTIBILITY', 'PICTURE_COLORS', 'fov_grid',
-           'Ellipsoid', 'smooth_field', 'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy',
-           'sample_tumors', 'sample_anatomy', 'kidney_regions', 'check_fov_z', 'sample_pelvis', 'render_anatomy',
-           'check_myosteatosis', 'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'Acquisition',
-           'sample_acquisition', 'scanner_effects', 'stored_orientation', 'plan_phantom', 'generate_phantom',
-           'toy_case', 'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
-           'WindowBaseline', 'best_hu_window', 'window_dice']
+           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'MUSCLE_FAT_SUSCEPTIBILITY', 'CONTEXT_LABELS',
+           'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field', 'check_contrast_phase', 'sample_tissue_hu',
+           'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy', 'kidney_regions', 'check_fov_z',
+           'sample_pelvis', 'render_anatomy', 'check_myosteatosis', 'sample_muscle_hu', 'check_distractors',
+           'sample_distractors', 'context_labels', 'Acquisition', 'sample_acquisition', 'scanner_effects',
+           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
+           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
+           'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -521,6 +522,38 @@ def sample_distractors(rng: np.random.Generator, count: int, kidney_hu: float) -
         decoys.append((shape, kidney_hu + _u(rng, -15, 15)))
     return decoys
 
+# %% ../nbs/01_phantoms.ipynb #be4bd2cc
+CONTEXT_LABELS = {3: "liver", 4: "spleen", 5: "muscle", 6: "bowel", 7: "bladder"}   # after kidney 1, tumor 2
+
+def context_labels(anatomy: PhantomAnatomy, hu: np.ndarray, label: np.ndarray,
+                   fov_z: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
+    """`label` with the organs around the kidneys added as `CONTEXT_LABELS`, where `hu` shows them.
+
+    Args:
+        anatomy: the plan that `hu` was rendered from.
+        hu, label: `render_anatomy(anatomy, shape, rng, fov_z)` (before scanner effects).
+    Returns:
+        (D, H, W) uint8: kidney 1 and tumor 2 as in `label`, then liver 3, spleen 4, muscle 5, bowel 6,
+        bladder 7 on the background voxels that lie in the organ's shape and hold its painted HU."""
+    a, grid = anatomy, fov_grid(hu.shape, check_fov_z(fov_z))
+
+    def inside(*shapes) -> np.ndarray:
+        return np.logical_or.reduce([s.radius(grid) < 1 for s in shapes] + [np.zeros(hu.shape, bool)])
+
+    def painted(*values) -> np.ndarray:
+        return np.isin(hu, np.asarray(values, np.float32))
+
+    bladder = [shape for part, shape in a.pelvis if part == "bladder"]
+    organs = {"liver": inside(*a.liver) & painted(a.hu["liver"]),
+              "spleen": inside(a.spleen) & painted(a.hu["spleen"]),
+              "muscle": painted(*(a.muscle(group) for group in MUSCLE_FAT_SUSCEPTIBILITY)),
+              "bowel": inside(*(loop for loop, _ in a.bowel)) & painted(a.hu["bowel_wall"], *(c for _, c in a.bowel)),
+              "bladder": (grid[0] < -1) & inside(*bladder) & painted(a.hu["bowel_wall"], a.hu["urine"])}
+    out, free = label.copy(), label == 0
+    for value, organ in CONTEXT_LABELS.items():                  # in this order: the bladder wins over bowel
+        out[organs[organ] & free] = value
+    return out
+
 # %% ../nbs/01_phantoms.ipynb #b8e7c8c8
 @dataclass
 class Acquisition:
@@ -632,7 +665,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
                      contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
-                     myosteatosis: float = 0.0, distractors: int = 0) -> Case:
+                     myosteatosis: float = 0.0, distractors: int = 0, context: bool = False) -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -650,13 +683,19 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
             CT shows it. Keep D / (highest - lowest) as for the abdomen to keep organ sizes in mm.
         myosteatosis: highest fat fraction of a muscle group, in [0, 0.6] (`sample_muscle_hu`); 0: healthy muscle.
         distractors: decoy blobs of kidney attenuation per phantom, labelled background (`sample_distractors`).
+        context: also label the organs around the kidneys (`CONTEXT_LABELS`: liver 3 ... bladder 7, `context_labels`).
     Returns:
-        `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor)."""
+        `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor;
+        with `context`, 3-7 the `CONTEXT_LABELS`)."""
     shape = _check_shape(shape)
+    if not isinstance(context, (bool, np.bool_)):
+        raise MiscnnError(f"context {context!r}: give True (label the organs around the kidneys too) or False.")
     anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase,
                                        myosteatosis, distractors)
     noise = _streams(seed)[3]
     hu, label = render_anatomy(anatomy, shape, noise, fov_z)
+    if context:
+        label = context_labels(anatomy, hu, label, fov_z)
     image = scanner_effects(hu, acquisition, noise)
     image, label, affine = stored_orientation(image, label, acquisition.spacing, acquisition.orientation)
     case_id = case_id or "phantom_" + "_".join(map(str, _check_seed(seed)))
@@ -736,7 +775,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
                          contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
-                         myosteatosis: float = 0.0, distractors: int = 0) -> Path:
+                         myosteatosis: float = 0.0, distractors: int = 0, context: bool = False) -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -750,6 +789,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         fov_z: passed to `generate_phantom` ((-1, 1): the abdomen; e.g. (-1.9, 0.9) reaches into the pelvis).
         myosteatosis: passed to `generate_phantom` (0: healthy muscle; 0.3: fat-infiltrated back and buttock muscles).
         distractors: passed to `generate_phantom` (decoy blobs of kidney attenuation per phantom; 0: none).
+        context: passed to `generate_phantom` (True: liver, spleen, muscle, bowel, bladder labelled 3-7 too).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
@@ -761,7 +801,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
                                 orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
                                 fov_z=fov_z, myosteatosis=myosteatosis,
-                                distractors=distractors)
+                                distractors=distractors, context=context)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -775,7 +815,9 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,
                               contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
-                              distractors=distractors, cases=plan))
+                              distractors=distractors, context=bool(context),
+                              labels={str(k): v for k, v in {**LABELS, **(CONTEXT_LABELS if context else {})}.items()},
+                              cases=plan))
     return out
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb

@@ -124,12 +124,23 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
 def test_kits19_cv_single_split_skips_tumor_rule_and_scores_the_real_ct(tmp_path):
     """A percentage split has one fold: no other folds to choose a threshold on, so the raw scores stand.
     With real_ct_test the fold model also segments the real example CT (non-contrast phantoms reaching into the
-    pelvis here)."""
+    pelvis here, with their context classes: trained as classes 3-7, folded into background in every prediction)."""
     params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast",
-                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48])
+                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48], phantom_context=True)
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
-    assert json.loads((tmp_path / "phantoms" / "phantoms.json").read_text())["fov_z"] == [-1.5, 1.0]
+    phantoms = json.loads((tmp_path / "phantoms" / "phantoms.json").read_text())
+    assert phantoms["fov_z"] == [-1.5, 1.0] and phantoms["context"] is True
+    config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
+    assert config["class_names"] == ["background", "kidney", "tumor", "liver", "spleen", "muscle", "bowel", "bladder"]
+    assert config["sampler"]["foreground_classes"] == [1, 2]          # patches still centred on kidney and tumor
+    from miscnn_lite.io import open_dataset
+    from miscnn_lite.training import Segmenter
+    assert Segmenter.load(tmp_path / "fold_0" / "model").model.outputs[0].shape[-1] == 8
+    assert set(np.unique(open_dataset(tmp_path / "phantoms").load_case("case_00000").label)) >= {0, 1, 3, 5, 6}
+    saved = [*(tmp_path / "fold_0" / "predictions").glob("*.nii.gz"), *(tmp_path / "real_ct_predictions").glob("*")]
+    for path in saved:
+        assert np.asanyarray(nib.load(path).dataobj).max() <= 2, path   # the context classes became background
     assert not (tmp_path / "metrics_postprocessed.csv").exists()
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["tumor_rule"] == {"all": {"largest_only": False, "min_volume_mm3": 0.0, "min_fraction": 0.0}}
@@ -160,6 +171,10 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
         run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2],
                                                     n_cases=2, n_folds=2,
+                                                    phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match="region_based=True trains only the kidney"):
+        run_notebook(nb, tmp_path / "c.ipynb", dict(out_dir=str(tmp_path / "c"), phantom_context=True,
+                                                    region_based=True, n_cases=2, n_folds=2,
                                                     phantom_shape=[16, 48, 48]))
 
 
