@@ -11,7 +11,7 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_myosteatosis<M>]
-[_distractors<N>][_context][_deep_supervision]/
+[_distractors<N>][_context][_patch<H>x<W>][_batch<B>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -57,6 +57,9 @@ def run_name(run: dict) -> str:
         fat = f"_myosteatosis{fat:g}" if fat else ""
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
         fat += "_context" if config.get("phantom_context") else ""           # organ classes around the kidneys
+        patch = list(config.get("patch_shape") or [1, 64, 64])[-2:]        # every kept run before: 64 x 64, batch 8
+        fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))
+        fat += "" if config.get("batch_size", 8) == 8 else f"_batch{config['batch_size']}"
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
@@ -141,6 +144,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += f", {config['phantom_distractors']} decoys each"
         if config.get("phantom_context"):
             phantoms += ", liver/spleen/muscle/bowel/bladder trained as classes"
+        if list(config.get("patch_shape") or [1, 64, 64])[-2:] != [64, 64] or config.get("batch_size", 8) != 8:
+            phantoms += f", patches {config['patch_shape']} × {config.get('batch_size', 8)}"
         if config.get("target_spacing"):
             phantoms += f", resampled to {config['target_spacing']} mm"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "

@@ -82,3 +82,7 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3_context"
     assert "fatty muscle up to 0.3, liver/spleen/muscle/bowel/bladder trained as classes |" in \
         results_table.sim2real_table([run])
+    run["manifest"]["config"].update(phantom_context=False, patch_shape=[1, 112, 112], batch_size=3)  # whole slices
+    assert results_table.run_name(run) == ("sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
+                                           "_patch112x112_batch3")
+    assert "fatty muscle up to 0.3, patches [1, 112, 112] × 3 |" in results_table.sim2real_table([run])

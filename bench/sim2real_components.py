@@ -1,0 +1,70 @@
+"""Where a sim2real run's kidney voxels go on the real CT: the rows of bench/README.md's sim2real tables.
+
+    python bench/sim2real_components.py RUN_DIR [RUN_DIR ...]
+
+For each run folder of the sim2real preset (`miscnn-lite experiment -f experiments/presets/sim2real.yaml`,
+with its fold models), the fold ensemble segments TotalSegmentator's example CT without post-processing
+(cached as RUN_DIR/raw_real_ct.npy) and the script prints one table row: the raw kidney Dice, the kidney
+voxels found, the false ones (those more than 20 slices, 60 mm, below the lowest kidney slice: in the
+pelvis), then result.json's real-CT Dice after post-processing, HD95 and minutes. Runs with context classes
+(`phantom_context`) also get the share of each TotalSegmentator organ given each class, and the real-CT
+Dice of the context classes (TotalSegmentator's labels are model output, not manual; it has no abdominal
+wall muscle, so the muscle Dice counts the phantoms' wall muscle as false).
+"""
+import json
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from miscnn_lite.io import fetch_example_data, open_dataset, reorient
+from miscnn_lite.phantoms import CONTEXT_LABELS
+from miscnn_lite.validation import ensemble_predict, fold_model_dirs
+
+STRUCTURES = {"kidney": [2, 3, 23, 24], "liver": [5], "spleen": [1], "muscle": list(range(80, 90)),
+              "bowel": [18, 19, 20], "bladder": [21]}    # TotalSegmentator v2 "total" numbers of each organ
+
+
+def main(runs: list[str]):
+    examples = fetch_example_data() / "totalsegmentator_ct"
+    case = open_dataset(examples).load_case("example_ct")
+    image = nib.load(examples / "example_ct" / "structures.nii.gz")
+    structures = reorient(np.asanyarray(image.dataobj), image.affine, "SPL")[0]
+    names = json.loads((examples / "structures.json").read_text())
+    reference = case.label > 0
+    pelvis = np.nonzero(reference.any((1, 2)))[0].min() - 20        # axis 0 points up (SPL)
+    for run in map(Path, runs):
+        cache = run / "raw_real_ct.npy"
+        if not cache.exists():
+            np.save(cache, ensemble_predict(fold_model_dirs(run), [case])[0])
+        predicted = np.load(cache)
+        kidney = np.isin(predicted, [1, 2])
+        found, false = int((kidney & reference).sum()), kidney & ~reference
+        result = json.loads((run / "result.json").read_text())
+        print(f"| {run.name} | {2 * found / (kidney.sum() + reference.sum()):.3f} | {found:,} | "
+              f"{int(false.sum()):,} ({int(false[:pelvis].sum()):,}) | {result['real_ct']['DICE']:.3f} | "
+              f"{result['real_ct']['HDRFDST95']:.1f} mm | {result['minutes']} |")
+        if predicted.max() > 2:
+            classes = {0: "background", 1: "kidney", 2: "tumor", **CONTEXT_LABELS}
+            for organ, ids in STRUCTURES.items():
+                shares = np.bincount(predicted[np.isin(structures, ids)], minlength=len(classes))
+                shares = shares / shares.sum()
+                print(f"    {organ}: " + ", ".join(f"{classes[c]} {s:.2f}" for c, s in enumerate(shares) if s >= 0.05))
+            dice = {name: 2 * ((predicted == c) & np.isin(structures, STRUCTURES[name])).sum() /
+                    ((predicted == c).sum() + np.isin(structures, STRUCTURES[name]).sum())
+                    for c, name in CONTEXT_LABELS.items()}
+            print("    real-CT Dice: " + ", ".join(f"{name} {d:.3f}" for name, d in dice.items()))
+        components, n = ndimage.label(kidney)
+        sizes = ndimage.sum(kidney, components, range(1, n + 1))
+        for k in np.argsort(-sizes)[:4]:
+            values, counts = np.unique(structures[components == k + 1], return_counts=True)
+            top = sorted(zip(counts, values), reverse=True)[:2]
+            print(f"    component {int(sizes[k]):,}: " + ", ".join(f"{names[str(int(v))]} {int(c):,}" for c, v in top))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
