@@ -57,13 +57,18 @@ def run_name(run: dict) -> str:
         fat = f"_myosteatosis{fat:g}" if fat else ""
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
         fat += "_context" if config.get("phantom_context") else ""           # organ classes around the kidneys
-        patch = list(config.get("patch_shape") or [1, 64, 64])[-2:]        # every kept run before: 64 x 64, batch 8
+        patch, batch = _patches(config)
         fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))
-        fat += "" if config.get("batch_size", 8) == 8 else f"_batch{config['batch_size']}"
+        fat += "" if batch == 8 else f"_batch{batch}"
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
     return f"seed{config['seed']}_{config.get('cpu_kernels', 'onednn')}" + ("" if isa == "avx512" else f"_{isa}")
+
+
+def _patches(config: dict) -> tuple[list[int], int]:
+    "The run's in-plane patch [h, w] and batch size (every kept run before the options: [64, 64] and 8)."
+    return list(config.get("patch_shape") or [1, 64, 64])[-2:], config.get("batch_size", 8)
 
 
 def _reaches_pelvis(config: dict) -> bool:
@@ -144,8 +149,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += f", {config['phantom_distractors']} decoys each"
         if config.get("phantom_context"):
             phantoms += ", liver/spleen/muscle/bowel/bladder trained as classes"
-        if list(config.get("patch_shape") or [1, 64, 64])[-2:] != [64, 64] or config.get("batch_size", 8) != 8:
-            phantoms += f", patches {config['patch_shape']} × {config.get('batch_size', 8)}"
+        if _patches(config) != ([64, 64], 8):
+            phantoms += f", patches {config['patch_shape']} × {_patches(config)[1]}"
         if config.get("target_spacing"):
             phantoms += f", resampled to {config['target_spacing']} mm"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
