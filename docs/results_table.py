@@ -10,8 +10,8 @@ processor had no AVX-512 (a newer run of the same seed, kernels and instruction 
 The table goes between `<!-- results-table:start -->` and `<!-- results-table:end -->` in README.md
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
-docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis][_myosteatosis<M>]
-[_distractors<N>][_context][_patch<H>x<W>][_batch<B>][_deep_supervision]/
+docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis|_adultpelvis][_myosteatosis<M>]
+[_distractors<N>][_kidneys<K>][_context][_patch<H>x<W>][_batch<B>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -50,12 +50,15 @@ def run_name(run: dict) -> str:
     if config.get("real_ct_test"):
         shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
         ds = "_deep_supervision" if config.get("deep_supervision") else ""     # runs before 2026-12-04: none
-        pelvis = "_pelvis" if _reaches_pelvis(config) else ""
+        adult = config.get("phantom_pelvis", "simple") == "adult"          # runs before the option: simple
+        pelvis = ("_adultpelvis" if adult else "_pelvis") if _reaches_pelvis(config) else ""
         spacing = config.get("phantom_spacing")                          # the kept runs before 2026-12-04: 3 mm
         mm = "" if spacing in (None, [3.0, 3.0, 3.0], [3, 3, 3]) else "_" + "x".join(f"{v:g}" for v in spacing) + "mm"
         fat = config.get("phantom_myosteatosis") or 0                   # runs before the option: healthy muscle
         fat = f"_myosteatosis{fat:g}" if fat else ""
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
+        scale = config.get("phantom_kidney_scale") or 1                  # runs before the option: as drawn
+        fat += "" if scale == 1 else f"_kidneys{scale:g}"
         fat += "_context" if config.get("phantom_context") else ""           # organ classes around the kidneys
         patch, batch = _patches(config)
         fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))
@@ -142,11 +145,14 @@ def sim2real_table(runs: list[dict]) -> str:
         real, hu = r["real_ct"], r["real_ct"].get("kidney_hu_p10_p50_p90", {})
         phantoms = f"{config['n_cases']} × {config.get('phantom_shape')} at {config.get('phantom_spacing')} mm"
         if _reaches_pelvis(config):
-            phantoms += f", z {config['phantom_fov_z']} (with pelvis)"
+            adult = "adult " if config.get("phantom_pelvis", "simple") == "adult" else ""
+            phantoms += f", z {config['phantom_fov_z']} (with {adult}pelvis)"
         if config.get("phantom_myosteatosis"):
             phantoms += f", fatty muscle up to {config['phantom_myosteatosis']:g}"
         if config.get("phantom_distractors"):
             phantoms += f", {config['phantom_distractors']} decoys each"
+        if (config.get("phantom_kidney_scale") or 1) != 1:
+            phantoms += f", kidneys × {config['phantom_kidney_scale']:g}"
         if config.get("phantom_context"):
             phantoms += ", liver/spleen/muscle/bowel/bladder trained as classes"
         if _patches(config) != ([64, 64], 8):

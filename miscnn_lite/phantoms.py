@@ -16,14 +16,14 @@ from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spac
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
-           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'MUSCLE_FAT_SUSCEPTIBILITY', 'CONTEXT_LABELS',
-           'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field', 'check_contrast_phase', 'sample_tissue_hu',
-           'Tumor', 'PhantomAnatomy', 'sample_tumors', 'sample_anatomy', 'kidney_regions', 'check_fov_z',
-           'sample_pelvis', 'render_anatomy', 'check_myosteatosis', 'sample_muscle_hu', 'check_distractors',
-           'sample_distractors', 'context_labels', 'Acquisition', 'sample_acquisition', 'scanner_effects',
-           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
-           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
-           'window_dice']
+           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PELVIS_MODELS', 'MUSCLE_FAT_SUSCEPTIBILITY',
+           'CONTEXT_LABELS', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field', 'check_contrast_phase',
+           'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'check_kidney_scale', 'sample_anatomy',
+           'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy', 'check_myosteatosis',
+           'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'context_labels', 'Acquisition',
+           'sample_acquisition', 'scanner_effects', 'stored_orientation', 'plan_phantom', 'generate_phantom',
+           'toy_case', 'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
+           'WindowBaseline', 'best_hu_window', 'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -294,18 +294,39 @@ def sample_tumors(rng: np.random.Generator, kidneys: list[Ellipsoid], cortex_hu:
     tumors = [_sample_tumor(rng, kidneys, cortex_hu, phase) for _ in range(2)]
     return tumors[: (2 if second else 1)] if has_tumor else []
 
+# %% ../nbs/01_phantoms.ipynb #66d0b8e5
+def _check_range(value, name: str, lo: float, hi: float, expected: str) -> float:
+    "`value` as a float in [`lo`, `hi`] (not a bool), else an error: '<name> <value>: expected <expected>'."
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, (bool, np.bool_)) or not lo <= number <= hi:
+        raise MiscnnError(f"{name} {value!r}: expected {expected}")
+    return number
+
+def check_kidney_scale(kidney_scale) -> float:
+    "`kidney_scale` as a float in [0.5, 2] (factor on the kidneys' radii), else a clear error."
+    return _check_range(kidney_scale, "kidney_scale", 0.5, 2, "a factor on the kidneys' radii in [0.5, 2], e.g. 1.25 "
+                        "for adult kidneys on a 336 mm field of view (1 keeps the drawn size).")
+
 # %% ../nbs/01_phantoms.ipynb #32f476df
 def sample_anatomy(rng: np.random.Generator, tumor_rng: np.random.Generator | None = None,
-                   tumor_probability: float = 0.8, contrast_phase: str = "venous") -> PhantomAnatomy:
+                   tumor_probability: float = 0.8, contrast_phase: str = "venous",
+                   kidney_scale: float = 1.0) -> PhantomAnatomy:
     """Draw a synthetic patient: organ poses and sizes (FOV units) and tissue HU values.
 
     Args:
         rng: random stream of the patient.
         tumor_rng: separate stream for the tumors (default: continue `rng`).
         tumor_probability: probability that the case has at least one tumor, in [0, 1].
-        contrast_phase: 'venous' (KiTS19-like), 'arterial' or 'non_contrast' (`PHASE_HU`)."""
+        contrast_phase: 'venous' (KiTS19-like), 'arterial' or 'non_contrast' (`PHASE_HU`).
+        kidney_scale: factor on every kidney radius (`check_kidney_scale`); cysts and tumors follow, the
+            random draws do not change."""
     hu = sample_tissue_hu(rng, contrast_phase)
     body, organs, kidneys = _sample_body(rng), _sample_organs(rng), _sample_kidneys(rng)
+    kidneys = [Ellipsoid(k.center, tuple(check_kidney_scale(kidney_scale) * r for r in k.radii), k.yaw, k.pitch)
+               for k in kidneys]
     bowel, cysts = _sample_bowel(rng), _sample_cysts(rng, kidneys)
     tumors = sample_tumors(tumor_rng or rng, kidneys, hu["kidney_cortex"], tumor_probability, contrast_phase)
     return PhantomAnatomy(**body, **organs, kidneys=kidneys, cysts=cysts, bowel=bowel, tumors=tumors, hu=hu,
@@ -407,16 +428,47 @@ def check_fov_z(fov_z) -> tuple[float, float]:
     return lo, hi
 
 # %% ../nbs/01_phantoms.ipynb #8bd44d9f
-def sample_pelvis(rng: np.random.Generator) -> list[tuple[str, Ellipsoid]]:
-    "Pelvic parts below z = −1, FOV units: ('gluteal' | 'iliac_wing', shape) per side (right first), then the bladder."
-    parts = []
+PELVIS_MODELS = ("simple", "adult")   # what `sample_pelvis` can draw
+
+def check_pelvis(pelvis) -> str:
+    "`pelvis` if it names one of `PELVIS_MODELS`, else a clear error."
+    if not isinstance(pelvis, str) or pelvis not in PELVIS_MODELS:
+        raise MiscnnError(f"pelvis {pelvis!r}: choose one of {', '.join(PELVIS_MODELS)} ('adult': gluteus maximus and "
+                          "medius, adult bladder).")
+    return pelvis
+
+def _sample_adult_side(rng, side: int) -> list[tuple[str, Ellipsoid]]:
+    "One side of the adult pelvis: gluteus maximus, gluteus medius on the outer face of the iliac wing, the wing."
+    wing = Ellipsoid((_u(rng, -1.3, -1.1), _u(rng, 0.15, 0.3), side * _u(rng, 0.42, 0.52)),
+                     (_u(rng, 0.25, 0.35), _u(rng, 0.28, 0.36), _u(rng, 0.05, 0.07)), yaw=-side * _u(rng, 0.5, 0.8))
+    medius_radii = (_u(rng, 0.4, 0.55), _u(rng, 0.22, 0.3), _u(rng, 0.09, 0.13))
+    lateral = side * (wing.radii[2] + 0.8 * medius_radii[2])          # outside the wing, in the wing's frame
+    medius = Ellipsoid(wing.point((_u(rng, 0.0, 0.1), _u(rng, 0.0, 0.08), lateral)), medius_radii, yaw=wing.yaw)
+    maximus = Ellipsoid((_u(rng, -1.6, -1.35), _u(rng, 0.5, 0.62), side * _u(rng, 0.3, 0.42)),
+                        (_u(rng, 0.4, 0.6), _u(rng, 0.08, 0.12), _u(rng, 0.3, 0.45)), yaw=side * _u(rng, 0.3, 0.6))
+    return [("gluteal", maximus), ("gluteal", medius), ("iliac_wing", wing)]   # the wing last: bone over muscle
+
+def sample_pelvis(rng: np.random.Generator, model: str = "simple") -> list[tuple[str, Ellipsoid]]:
+    """Pelvic parts below z = −1, FOV units: ('gluteal' | 'iliac_wing', shape) per side (right first), then the bladder.
+
+    model: 'simple', one gluteal blob per side and a 75–320 ml bladder; 'adult', gluteus maximus (a sheet
+    behind the hip) and gluteus medius (a fan on the outer face of the iliac wing, level with the wing) per
+    side and a 120–670 ml bladder, at adult sizes on the `sim2real` preset's field of view."""
+    model, parts = check_pelvis(model), []
     for side in (-1, 1):                                           # -1 right (low x), +1 left
+        if model == "adult":
+            parts += _sample_adult_side(rng, side)
+            continue
         parts.append(("gluteal", Ellipsoid((_u(rng, -1.5, -1.2), _u(rng, 0.35, 0.5), side * _u(rng, 0.45, 0.6)),
                                            (_u(rng, 0.35, 0.5), _u(rng, 0.2, 0.28), _u(rng, 0.2, 0.28)),
                                            yaw=side * _u(rng, 0.2, 0.5))))
         parts.append(("iliac_wing", Ellipsoid((_u(rng, -1.3, -1.1), _u(rng, 0.15, 0.3), side * _u(rng, 0.42, 0.52)),
                                               (_u(rng, 0.25, 0.35), _u(rng, 0.28, 0.36), _u(rng, 0.05, 0.07)),
                                               yaw=-side * _u(rng, 0.5, 0.8))))
+    if model == "adult":
+        parts.append(("bladder", Ellipsoid((_u(rng, -1.65, -1.4), _u(rng, -0.35, -0.15), _u(rng, -0.05, 0.05)),
+                                           (_u(rng, 0.18, 0.35), _u(rng, 0.18, 0.32), _u(rng, 0.22, 0.35)))))
+        return parts
     parts.append(("bladder", Ellipsoid((_u(rng, -1.75, -1.45), _u(rng, -0.35, -0.15), _u(rng, -0.05, 0.05)),
                                        (_u(rng, 0.15, 0.25), _u(rng, 0.15, 0.25), _u(rng, 0.2, 0.3)))))
     return parts
@@ -484,14 +536,8 @@ MUSCLE_FAT_SUSCEPTIBILITY = {"wall": 0.5, "psoas": 0.3, "paraspinal": 1.0, "glut
 
 def check_myosteatosis(myosteatosis) -> float:
     "`myosteatosis` as a float in [0, 0.6] (the highest fat fraction a muscle group can reach), else a clear error."
-    try:
-        value = float(myosteatosis)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0 <= value <= 0.6:
-        raise MiscnnError(f"myosteatosis {myosteatosis!r}: expected the highest muscle fat fraction in [0, 0.6], "
-                          "e.g. 0.3 (0 keeps every muscle at the tissue's HU).")
-    return value
+    return _check_range(myosteatosis, "myosteatosis", 0, 0.6, "the highest muscle fat fraction in [0, 0.6], e.g. 0.3 "
+                        "(0 keeps every muscle at the tissue's HU).")
 
 # %% ../nbs/01_phantoms.ipynb #66f48e90
 def sample_muscle_hu(rng: np.random.Generator, hu: dict[str, float], myosteatosis: float = 0.0) -> dict[str, float]:
@@ -649,13 +695,14 @@ def _streams(seed, n: int = 4) -> list[np.random.Generator]:
 def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
                  spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
                  contrast_phase: str = "venous", myosteatosis: float = 0.0,
-                 distractors: int = 0) -> tuple[PhantomAnatomy, Acquisition]:
+                 distractors: int = 0, kidney_scale: float = 1.0,
+                 pelvis: str = "simple") -> tuple[PhantomAnatomy, Acquisition]:
     "The plan of `generate_phantom(seed, ...)`: its anatomy and acquisition, without rendering a voxel."
-    patient, tumors, scanner, _, phase, pelvis, muscles, decoys = _streams(seed, 8)
+    patient, tumors, scanner, _, phase, pelvis_rng, muscles, decoys = _streams(seed, 8)
     if check_contrast_phase(contrast_phase) == "random":     # its own stream: the patient stays the same
         contrast_phase = CONTRAST_PHASES[int(phase.integers(len(CONTRAST_PHASES)))]
-    anatomy = sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase)
-    anatomy.pelvis = sample_pelvis(pelvis)                    # its own stream too: the abdomen stays the same
+    anatomy = sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase, kidney_scale)
+    anatomy.pelvis = sample_pelvis(pelvis_rng, pelvis)        # its own stream too: the abdomen stays the same
     anatomy.muscle_hu = sample_muscle_hu(muscles, anatomy.hu, myosteatosis)   # and the muscles' fat
     anatomy.distractors = sample_distractors(decoys, distractors, anatomy.hu["kidney_cortex"])   # and the decoys
     return anatomy, sample_acquisition(scanner, spacing, orientation)
@@ -665,7 +712,8 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
                      contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
-                     myosteatosis: float = 0.0, distractors: int = 0, context: bool = False) -> Case:
+                     myosteatosis: float = 0.0, distractors: int = 0, context: bool = False,
+                     kidney_scale: float = 1.0, pelvis: str = "simple") -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -684,6 +732,8 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
         myosteatosis: highest fat fraction of a muscle group, in [0, 0.6] (`sample_muscle_hu`); 0: healthy muscle.
         distractors: decoy blobs of kidney attenuation per phantom, labelled background (`sample_distractors`).
         context: also label the organs around the kidneys (`CONTEXT_LABELS`: liver 3 ... bladder 7, `context_labels`).
+        kidney_scale: factor on the kidneys' radii (`check_kidney_scale`; 1.25: adult kidneys on a 336 mm field).
+        pelvis: 'simple' or 'adult' (`sample_pelvis`): the anatomy painted below z = -1, where `fov_z` reaches there.
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor;
         with `context`, 3-7 the `CONTEXT_LABELS`)."""
@@ -691,7 +741,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
     if not isinstance(context, (bool, np.bool_)):
         raise MiscnnError(f"context {context!r}: give True (label the organs around the kidneys too) or False.")
     anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase,
-                                       myosteatosis, distractors)
+                                       myosteatosis, distractors, kidney_scale, pelvis)
     noise = _streams(seed)[3]
     hu, label = render_anatomy(anatomy, shape, noise, fov_z)
     if context:
@@ -775,7 +825,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
                          contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
-                         myosteatosis: float = 0.0, distractors: int = 0, context: bool = False) -> Path:
+                         myosteatosis: float = 0.0, distractors: int = 0, context: bool = False,
+                         kidney_scale: float = 1.0, pelvis: str = "simple") -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -790,18 +841,23 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         myosteatosis: passed to `generate_phantom` (0: healthy muscle; 0.3: fat-infiltrated back and buttock muscles).
         distractors: passed to `generate_phantom` (decoy blobs of kidney attenuation per phantom; 0: none).
         context: passed to `generate_phantom` (True: liver, spleen, muscle, bowel, bladder labelled 3-7 too).
+        kidney_scale: passed to `generate_phantom` (factor on the kidneys' radii; 1: as drawn).
+        pelvis: passed to `generate_phantom` ('simple' or 'adult', `sample_pelvis`).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
     spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
     myosteatosis, distractors = check_myosteatosis(myosteatosis), check_distractors(distractors)
+    kidney_scale = check_kidney_scale(kidney_scale)
+    pelvis = check_pelvis(pelvis)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
                                 orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
                                 fov_z=fov_z, myosteatosis=myosteatosis,
-                                distractors=distractors, context=context)
+                                distractors=distractors, context=context, kidney_scale=kidney_scale,
+                                pelvis=pelvis)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -815,7 +871,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,
                               contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
-                              distractors=distractors, context=bool(context),
+                              distractors=distractors, context=bool(context), kidney_scale=kidney_scale,
+                              pelvis=pelvis,
                               labels={str(k): v for k, v in {**LABELS, **(CONTEXT_LABELS if context else {})}.items()},
                               cases=plan))
     return out

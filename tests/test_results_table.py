@@ -78,7 +78,14 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert results_table.run_name(run) == ("sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
                                            "_distractors8")
     assert "fatty muscle up to 0.3, 8 decoys each |" in results_table.sim2real_table([run])
-    run["manifest"]["config"].update(phantom_distractors=0, phantom_context=True)   # organ classes: another lever
+    run["manifest"]["config"].update(phantom_distractors=0, phantom_kidney_scale=1.25)   # larger kidneys
+    assert results_table.run_name(run) == ("sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
+                                           "_kidneys1.25")
+    assert "fatty muscle up to 0.3, kidneys × 1.25 |" in results_table.sim2real_table([run])
+    run["manifest"]["config"].update(phantom_kidney_scale=1.0, phantom_pelvis="adult")   # another pelvis model
+    assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_adultpelvis_myosteatosis0.3"
+    assert "z [-1.9, 0.9] (with adult pelvis), fatty muscle up to 0.3 |" in results_table.sim2real_table([run])
+    run["manifest"]["config"].update(phantom_pelvis="simple", phantom_context=True)   # organ classes: another lever
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3_context"
     assert "fatty muscle up to 0.3, liver/spleen/muscle/bowel/bladder trained as classes |" in \
         results_table.sim2real_table([run])
