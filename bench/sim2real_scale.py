@@ -47,12 +47,12 @@ def main(runs: list[str], scales: list[float]):
     for run in map(Path, runs):
         phantoms = open_dataset(run / "phantoms")
         body = np.median([body_area_mm2(phantoms.load_case(c)) for c in phantoms.case_ids[:12]])
-        rule = float(np.sqrt(body_area_mm2(case) / body))
-        for f in [*scales, round(rule, 3)]:
-            predicted = shrunk_prediction(fold_model_dirs(run), case, f)
+        rule = round(float(np.sqrt(body_area_mm2(case) / body)), 3)
+        dirs = fold_model_dirs(run)
+        for name, f in [*((f"{f:g}", f) for f in scales), (f"{rule:g} (body area)", rule)]:
+            predicted = shrunk_prediction(dirs, case, f)
             kidney = predicted > 0
             post = keep_largest_components(predicted, labels={"kidneys": (1, 2)}, keep=2) > 0
-            name = f"{f:g} (body area)" if f == round(rule, 3) else f"{f:g}"
             print(f"| {run.name} | {name} | {dice(kidney, reference):.3f} | {int((kidney & reference).sum()):,} | "
                   f"{int((kidney & ~reference).sum()):,} | {dice(post, reference):.3f} |", flush=True)
 

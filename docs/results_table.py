@@ -50,15 +50,13 @@ def run_name(run: dict) -> str:
     if config.get("real_ct_test"):
         shape = "x".join(map(str, config.get("phantom_shape") or ["default"]))
         ds = "_deep_supervision" if config.get("deep_supervision") else ""     # runs before 2026-12-04: none
-        adult = config.get("phantom_pelvis", "simple") == "adult"          # runs before the option: simple
-        pelvis = ("_adultpelvis" if adult else "_pelvis") if _reaches_pelvis(config) else ""
+        pelvis = ("_adultpelvis" if _adult_pelvis(config) else "_pelvis") if _reaches_pelvis(config) else ""
         spacing = config.get("phantom_spacing")                          # the kept runs before 2026-12-04: 3 mm
         mm = "" if spacing in (None, [3.0, 3.0, 3.0], [3, 3, 3]) else "_" + "x".join(f"{v:g}" for v in spacing) + "mm"
         fat = config.get("phantom_myosteatosis") or 0                   # runs before the option: healthy muscle
         fat = f"_myosteatosis{fat:g}" if fat else ""
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
-        scale = config.get("phantom_kidney_scale") or 1                  # runs before the option: as drawn
-        fat += "" if scale == 1 else f"_kidneys{scale:g}"
+        fat += "" if _kidney_scale(config) == 1 else f"_kidneys{_kidney_scale(config):g}"
         fat += "_context" if config.get("phantom_context") else ""           # organ classes around the kidneys
         patch, batch = _patches(config)
         fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))
@@ -72,6 +70,16 @@ def run_name(run: dict) -> str:
 def _patches(config: dict) -> tuple[list[int], int]:
     "The run's in-plane patch [h, w] and batch size (every kept run before the options: [64, 64] and 8)."
     return list(config.get("patch_shape") or [1, 64, 64])[-2:], config.get("batch_size", 8)
+
+
+def _adult_pelvis(config: dict) -> bool:
+    "Whether the run's phantoms have the adult pelvis (`phantom_pelvis`; runs before the option: simple)."
+    return config.get("phantom_pelvis", "simple") == "adult"
+
+
+def _kidney_scale(config: dict) -> float:
+    "The run's `phantom_kidney_scale` (runs before the option: 1, kidneys as drawn)."
+    return config.get("phantom_kidney_scale") or 1
 
 
 def _reaches_pelvis(config: dict) -> bool:
@@ -145,14 +153,13 @@ def sim2real_table(runs: list[dict]) -> str:
         real, hu = r["real_ct"], r["real_ct"].get("kidney_hu_p10_p50_p90", {})
         phantoms = f"{config['n_cases']} × {config.get('phantom_shape')} at {config.get('phantom_spacing')} mm"
         if _reaches_pelvis(config):
-            adult = "adult " if config.get("phantom_pelvis", "simple") == "adult" else ""
-            phantoms += f", z {config['phantom_fov_z']} (with {adult}pelvis)"
+            phantoms += f", z {config['phantom_fov_z']} (with {'adult ' if _adult_pelvis(config) else ''}pelvis)"
         if config.get("phantom_myosteatosis"):
             phantoms += f", fatty muscle up to {config['phantom_myosteatosis']:g}"
         if config.get("phantom_distractors"):
             phantoms += f", {config['phantom_distractors']} decoys each"
-        if (config.get("phantom_kidney_scale") or 1) != 1:
-            phantoms += f", kidneys × {config['phantom_kidney_scale']:g}"
+        if _kidney_scale(config) != 1:
+            phantoms += f", kidneys × {_kidney_scale(config):g}"
         if config.get("phantom_context"):
             phantoms += ", liver/spleen/muscle/bowel/bladder trained as classes"
         if _patches(config) != ([64, 64], 8):

@@ -16,14 +16,14 @@ from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spac
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
-           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PELVIS_MODELS', 'MUSCLE_FAT_SUSCEPTIBILITY',
-           'CONTEXT_LABELS', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field', 'check_contrast_phase',
-           'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'check_kidney_scale', 'sample_anatomy',
-           'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy', 'check_myosteatosis',
-           'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'context_labels', 'Acquisition',
-           'sample_acquisition', 'scanner_effects', 'stored_orientation', 'plan_phantom', 'generate_phantom',
-           'toy_case', 'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
-           'WindowBaseline', 'best_hu_window', 'window_dice']
+           'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PELVIS_MODELS', 'BLADDER_RANGES',
+           'MUSCLE_FAT_SUSCEPTIBILITY', 'CONTEXT_LABELS', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
+           'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'check_kidney_scale',
+           'sample_anatomy', 'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy',
+           'check_myosteatosis', 'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'context_labels',
+           'Acquisition', 'sample_acquisition', 'scanner_effects', 'stored_orientation', 'plan_phantom',
+           'generate_phantom', 'toy_case', 'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset',
+           'describe_phantoms', 'WindowBaseline', 'best_hu_window', 'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -325,8 +325,8 @@ def sample_anatomy(rng: np.random.Generator, tumor_rng: np.random.Generator | No
             random draws do not change."""
     hu = sample_tissue_hu(rng, contrast_phase)
     body, organs, kidneys = _sample_body(rng), _sample_organs(rng), _sample_kidneys(rng)
-    kidneys = [Ellipsoid(k.center, tuple(check_kidney_scale(kidney_scale) * r for r in k.radii), k.yaw, k.pitch)
-               for k in kidneys]
+    scale = check_kidney_scale(kidney_scale)
+    kidneys = [Ellipsoid(k.center, tuple(scale * r for r in k.radii), k.yaw, k.pitch) for k in kidneys]
     bowel, cysts = _sample_bowel(rng), _sample_cysts(rng, kidneys)
     tumors = sample_tumors(tumor_rng or rng, kidneys, hu["kidney_cortex"], tumor_probability, contrast_phase)
     return PhantomAnatomy(**body, **organs, kidneys=kidneys, cysts=cysts, bowel=bowel, tumors=tumors, hu=hu,
@@ -437,10 +437,24 @@ def check_pelvis(pelvis) -> str:
                           "medius, adult bladder).")
     return pelvis
 
+BLADDER_RANGES = {   # pelvis model -> ranges of the bladder's centre (z, y, x) and radii (z, y, x), FOV units
+    "simple": (((-1.75, -1.45), (-0.35, -0.15), (-0.05, 0.05)), ((0.15, 0.25), (0.15, 0.25), (0.2, 0.3))),
+    "adult": (((-1.65, -1.4), (-0.35, -0.15), (-0.05, 0.05)), ((0.18, 0.35), (0.18, 0.32), (0.22, 0.35)))}
+
+def _sample_iliac_wing(rng, side: int) -> Ellipsoid:
+    "The iliac wing of one side: a thin plate turned toward the front."
+    return Ellipsoid((_u(rng, -1.3, -1.1), _u(rng, 0.15, 0.3), side * _u(rng, 0.42, 0.52)),
+                     (_u(rng, 0.25, 0.35), _u(rng, 0.28, 0.36), _u(rng, 0.05, 0.07)), yaw=-side * _u(rng, 0.5, 0.8))
+
+def _sample_simple_side(rng, side: int) -> list[tuple[str, Ellipsoid]]:
+    "One side of the simple pelvis: a round gluteal blob, the iliac wing."
+    gluteal = Ellipsoid((_u(rng, -1.5, -1.2), _u(rng, 0.35, 0.5), side * _u(rng, 0.45, 0.6)),
+                        (_u(rng, 0.35, 0.5), _u(rng, 0.2, 0.28), _u(rng, 0.2, 0.28)), yaw=side * _u(rng, 0.2, 0.5))
+    return [("gluteal", gluteal), ("iliac_wing", _sample_iliac_wing(rng, side))]
+
 def _sample_adult_side(rng, side: int) -> list[tuple[str, Ellipsoid]]:
     "One side of the adult pelvis: gluteus maximus, gluteus medius on the outer face of the iliac wing, the wing."
-    wing = Ellipsoid((_u(rng, -1.3, -1.1), _u(rng, 0.15, 0.3), side * _u(rng, 0.42, 0.52)),
-                     (_u(rng, 0.25, 0.35), _u(rng, 0.28, 0.36), _u(rng, 0.05, 0.07)), yaw=-side * _u(rng, 0.5, 0.8))
+    wing = _sample_iliac_wing(rng, side)
     medius_radii = (_u(rng, 0.4, 0.55), _u(rng, 0.22, 0.3), _u(rng, 0.09, 0.13))
     lateral = side * (wing.radii[2] + 0.8 * medius_radii[2])          # outside the wing, in the wing's frame
     medius = Ellipsoid(wing.point((_u(rng, 0.0, 0.1), _u(rng, 0.0, 0.08), lateral)), medius_radii, yaw=wing.yaw)
@@ -454,24 +468,11 @@ def sample_pelvis(rng: np.random.Generator, model: str = "simple") -> list[tuple
     model: 'simple', one gluteal blob per side and a 75–320 ml bladder; 'adult', gluteus maximus (a sheet
     behind the hip) and gluteus medius (a fan on the outer face of the iliac wing, level with the wing) per
     side and a 120–670 ml bladder, at adult sizes on the `sim2real` preset's field of view."""
-    model, parts = check_pelvis(model), []
-    for side in (-1, 1):                                           # -1 right (low x), +1 left
-        if model == "adult":
-            parts += _sample_adult_side(rng, side)
-            continue
-        parts.append(("gluteal", Ellipsoid((_u(rng, -1.5, -1.2), _u(rng, 0.35, 0.5), side * _u(rng, 0.45, 0.6)),
-                                           (_u(rng, 0.35, 0.5), _u(rng, 0.2, 0.28), _u(rng, 0.2, 0.28)),
-                                           yaw=side * _u(rng, 0.2, 0.5))))
-        parts.append(("iliac_wing", Ellipsoid((_u(rng, -1.3, -1.1), _u(rng, 0.15, 0.3), side * _u(rng, 0.42, 0.52)),
-                                              (_u(rng, 0.25, 0.35), _u(rng, 0.28, 0.36), _u(rng, 0.05, 0.07)),
-                                              yaw=-side * _u(rng, 0.5, 0.8))))
-    if model == "adult":
-        parts.append(("bladder", Ellipsoid((_u(rng, -1.65, -1.4), _u(rng, -0.35, -0.15), _u(rng, -0.05, 0.05)),
-                                           (_u(rng, 0.18, 0.35), _u(rng, 0.18, 0.32), _u(rng, 0.22, 0.35)))))
-        return parts
-    parts.append(("bladder", Ellipsoid((_u(rng, -1.75, -1.45), _u(rng, -0.35, -0.15), _u(rng, -0.05, 0.05)),
-                                       (_u(rng, 0.15, 0.25), _u(rng, 0.15, 0.25), _u(rng, 0.2, 0.3)))))
-    return parts
+    side_parts = _sample_adult_side if check_pelvis(model) == "adult" else _sample_simple_side
+    parts = [part for side in (-1, 1) for part in side_parts(rng, side)]   # -1 right (low x), +1 left
+    centre, radii = BLADDER_RANGES[model]
+    bladder = Ellipsoid(tuple(_u(rng, *r) for r in centre), tuple(_u(rng, *r) for r in radii))
+    return parts + [("bladder", bladder)]
 
 # %% ../nbs/01_phantoms.ipynb #4bff362c
 def _paint_pelvis(hu, grid, a: PhantomAnatomy, cavity):
