@@ -6,7 +6,10 @@ For each run folder of the sim2real preset (`miscnn-lite experiment -f experimen
 with its fold models), the fold ensemble segments TotalSegmentator's example CT without post-processing
 (cached as RUN_DIR/raw_real_ct.npy) and the script prints one table row: the raw kidney Dice, the kidney
 voxels found, the false ones (those more than 20 slices, 60 mm, below the lowest kidney slice: in the
-pelvis), then result.json's real-CT Dice after post-processing, HD95 and minutes. Runs with context classes
+pelvis), then result.json's real-CT Dice after post-processing, HD95 and minutes; below it the four largest
+components with the TotalSegmentator structures they cover, and the Dice when exactly the components that
+touch the real kidney are kept: what a perfect choice of whole components (the kind of post-processing the
+kit does) would reach. Runs with context classes
 (`phantom_context`) also get the share of each TotalSegmentator organ given each class, and the real-CT
 Dice of the context classes (TotalSegmentator's labels are model output, not manual; it has no abdominal
 wall muscle, so the muscle Dice counts the phantoms' wall muscle as false).
@@ -62,6 +65,10 @@ def main(runs: list[str]):
             values, counts = np.unique(structures[components == k + 1], return_counts=True)
             top = sorted(zip(counts, values), reverse=True)[:2]
             print(f"    component {int(sizes[k]):,}: " + ", ".join(f"{names[str(int(v))]} {int(c):,}" for c, v in top))
+        touching = np.isin(components, 1 + np.nonzero(ndimage.sum(reference, components, range(1, n + 1)))[0])
+        print(f"    components touching the real kidney kept, the rest dropped: Dice "
+              f"{2 * (touching & reference).sum() / (touching.sum() + reference.sum()):.3f}, "
+              f"{int((touching & ~reference).sum()):,} false voxels kept")
 
 
 if __name__ == "__main__":

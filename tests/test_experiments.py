@@ -98,13 +98,15 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     with deep supervision (three outputs through slice_model, the fold ensemble predicting from the first), the
     2D run on the KiTS regions (nested region outputs, the region loss)."""
     params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1,
-                  batch_dice=mode == "2d", deep_supervision=mode == "2.5d", region_based=mode == "2d")
+                  batch_dice=mode == "2d", deep_supervision=mode == "2.5d", region_based=mode == "2d",
+                  dice_background=mode == "2d")
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["patch_shape"] == [1, 32, 32]
     assert config["loss"]["class_name"] == ("RegionDiceCELoss" if mode == "2d" else "DiceCELoss")
     assert config["loss"]["config"]["batch_dice"] == (mode == "2d")
     assert config["loss"]["config"].get("regions") == ([[1, 2], [2]] if mode == "2d" else None)
+    assert config["loss"]["config"].get("include_background", True) == (mode == "2d")   # 2.5d: Dice of kidney, tumor
     assert config["sampler"]["slab_neighbours"] == (1 if mode == "2.5d" else 0)
     from miscnn_lite.training import Segmenter
     seg = Segmenter.load(tmp_path / "fold_0" / "model")
@@ -171,6 +173,11 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
         run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2],
                                                     n_cases=2, n_folds=2,
+                                                    phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match="dice_background=False leaves background out of dice_ce's Dice mean; "
+                                               "loss='dice_ce' with region_based=True"):
+        run_notebook(nb, tmp_path / "d.ipynb", dict(out_dir=str(tmp_path / "d"), dice_background=False,
+                                                    region_based=True, n_cases=2, n_folds=2,
                                                     phantom_shape=[16, 48, 48]))
     with pytest.raises(ExperimentFailed, match="region_based=True trains only the kidney"):
         run_notebook(nb, tmp_path / "c.ipynb", dict(out_dir=str(tmp_path / "c"), phantom_context=True,

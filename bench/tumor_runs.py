@@ -1,0 +1,56 @@
+"""One table row per finished `kits19_cv` run: what it changed from the default and what it scored.
+
+    python bench/tumor_runs.py RUN_DIR [RUN_DIR ...]
+
+Reads each run folder's result.json, manifest.json and plan.json (the files `make experiment` writes) and
+prints a markdown row: the run's name, the parameters that differ from the notebook's defaults (from the
+manifest's config; the loss options from plan.json, so a run of a scratch copy of the notebook is named
+by what it trained), the seed, kidney Dice, tumor Dice (before the rule), the test ensemble's tumor
+Dice, minutes, the 15-minute load average at the end, and the processor. The rows of bench/README.md's
+"Further tumor levers" table come from here.
+"""
+import json
+import sys
+from pathlib import Path
+
+from miscnn_lite.experiments import experiments_dir, notebook_parameters
+
+IGNORED = {"data_dir", "out_dir", "seed", "cpu_kernels"}       # where a run lives; seed and kernels get columns
+
+
+def changes(config: dict, plan: dict, defaults: dict) -> str:
+    "The parameters of `config` (and loss options of `plan`) that differ from the notebook's defaults."
+    diff = [f"{k}={v}" for k, v in config.items()
+            if k in defaults and k not in IGNORED and v != defaults[k]["default"]]
+    if plan.get("loss_options", {}).get("include_background") is False and "dice_background=False" not in diff:
+        diff.append("dice_background=False")
+    return ", ".join(diff) or "the default"
+
+
+def row(folder: Path, defaults: dict) -> str:
+    read = lambda name: json.loads((folder / name).read_text(encoding="utf-8"))
+    result, manifest, plan = read("result.json"), read("manifest.json"), read("plan.json")
+    config = manifest["config"]
+    return (f"| {folder.name} | {changes(config, plan, defaults)} | {config['seed']} | "
+            f"{config.get('cpu_kernels', 'onednn')} | {result['kidney_dice']:.3f} | {result['tumor_dice']:.3f} "
+            f"({result['tumor_dice_before_rule']:.3f}) | {result['test_ensemble_dice']['tumor']:.3f} | "
+            f"{result['minutes']} | {result.get('load_average_15min', '')} | {manifest['machine']['cpu']} |")
+
+
+def main(folders: list[str]):
+    if not folders:
+        raise SystemExit(__doc__)
+    defaults = {k: dict(default=eval(v["default"], {}, {})) for k, v in    # the defaults as Python literals
+                notebook_parameters(experiments_dir() / "kits19_cv.ipynb").items()}
+    print("| run | changed from the default | seed | CPU kernels | kidney | tumor (before the rule) | "
+          "test ensemble tumor | minutes | load | CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for folder in map(Path, folders):
+        for name in ("result.json", "manifest.json", "plan.json"):
+            if not (folder / name).is_file():
+                raise SystemExit(f"{folder / name}: missing. Give the results folder of a finished kits19_cv run.")
+        print(row(folder, defaults))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
