@@ -103,3 +103,17 @@ def test_tumor_rule_turns_small_tumor_components_into_kidney():
     assert out[0, 0, 0] == 1 and (out == 2).sum() == 16 and (out > 0).sum() == 60
     np.testing.assert_array_equal(tumor_levers.tumor_rule(label, case, dict(largest_only=True, min_fraction=0)), out)
     np.testing.assert_array_equal(tumor_levers.tumor_rule(label, case, dict(largest_only=False, min_fraction=0)), label)
+
+
+def test_tumor_runs_names_what_a_run_changed_from_the_default():
+    import tumor_runs
+    defaults = {"seed": dict(default=0), "epochs": dict(default=14), "slab_neighbours": dict(default=2),
+                "augmentation": dict(default="none")}
+    config = dict(seed=2, epochs=14, slab_neighbours=3, augmentation="none", data_dir="/tmp/x", not_a_parameter=1)
+    assert tumor_runs.changes(config, {}, defaults) == "slab_neighbours=3"      # the seed has a column of its own
+    assert tumor_runs.changes(dict(config, slab_neighbours=2), {}, defaults) == "the default"
+    scratch = {"loss_options": {"batch_dice": True, "include_background": False}}   # plan.json of a scratch copy
+    assert tumor_runs.changes(config, scratch, defaults) == "slab_neighbours=3, dice_background=False"
+    with_parameter = dict(defaults, dice_background=dict(default=True))           # named once, from the config
+    assert (tumor_runs.changes(dict(config, dice_background=False), scratch, with_parameter)
+            == "slab_neighbours=3, dice_background=False")
