@@ -9,6 +9,7 @@ by what it trained), the seed, kidney Dice, tumor Dice (before the rule), the te
 Dice, minutes, the 15-minute load average at the end, and the processor. The rows of bench/README.md's
 "Further tumor levers" table come from here.
 """
+import ast
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def row(folder: Path, defaults: dict) -> str:
 def main(folders: list[str]):
     if not folders:
         raise SystemExit(__doc__)
-    defaults = {k: dict(default=eval(v["default"], {}, {})) for k, v in    # the defaults as Python literals
+    defaults = {k: dict(default=ast.literal_eval(v["default"])) for k, v in    # the defaults as Python literals
                 notebook_parameters(experiments_dir() / "kits19_cv.ipynb").items()}
     print("| run | changed from the default | seed | CPU kernels | kidney | tumor (before the rule) | "
           "test ensemble tumor | minutes | load | CPU |")
