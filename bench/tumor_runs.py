@@ -1,17 +1,19 @@
 """One table row per finished `kits19_cv` run: what it changed from the default and what it scored.
 
-    python bench/tumor_runs.py RUN_DIR [RUN_DIR ...]
+    python bench/tumor_runs.py [--default NAME=VALUE ...] RUN_DIR [RUN_DIR ...]
 
 Reads each run folder's result.json, manifest.json and plan.json (the files `make experiment` writes) and
 prints a markdown row: the run's name, the parameters that differ from the notebook's defaults (from the
 manifest's config; the loss options from plan.json, so a run of a scratch copy of the notebook is named
 by what it trained), the seed, kidney Dice, tumor Dice (before the rule), the test ensemble's tumor
 Dice, minutes, the 15-minute load average at the end, and the processor. The rows of bench/README.md's
-"Further tumor levers" table come from here.
+"Further tumor levers" table come from here. `--default NAME=VALUE` compares with a default of the
+past instead of the notebook's own (that table: `--default slab_neighbours=2`, the default it was run
+against).
 """
+import argparse
 import ast
 import json
-import sys
 from pathlib import Path
 
 from miscnn_lite.experiments import experiments_dir, notebook_parameters
@@ -22,7 +24,7 @@ IGNORED = {"data_dir", "out_dir", "seed", "cpu_kernels"}       # where a run liv
 def changes(config: dict, plan: dict, defaults: dict) -> str:
     "The parameters of `config` (and loss options of `plan`) that differ from the notebook's defaults."
     diff = [f"{k}={v}" for k, v in config.items()
-            if k in defaults and k not in IGNORED and v != defaults[k]["default"]]
+            if k in defaults and k not in IGNORED and v != defaults[k]]
     if plan.get("loss_options", {}).get("include_background") is False and "dice_background=False" not in diff:
         diff.append("dice_background=False")
     return ", ".join(diff) or "the default"
@@ -38,15 +40,32 @@ def row(folder: Path, defaults: dict) -> str:
             f"{result['minutes']} | {result.get('load_average_15min', '')} | {manifest['machine']['cpu']} |")
 
 
-def main(folders: list[str]):
-    if not folders:
-        raise SystemExit(__doc__)
-    defaults = {k: dict(default=ast.literal_eval(v["default"])) for k, v in    # the defaults as Python literals
+def notebook_defaults(overrides: list[str] = ()) -> dict:
+    "kits19_cv's defaults as Python values, with `NAME=VALUE` overrides (VALUE a Python literal or a word)."
+    defaults = {k: ast.literal_eval(v["default"]) for k, v in
                 notebook_parameters(experiments_dir() / "kits19_cv.ipynb").items()}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or name not in defaults:
+            raise SystemExit(f"--default {item!r}: give NAME=VALUE with NAME a kits19_cv parameter.")
+        try:
+            defaults[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            defaults[name] = value                                  # a bare word, e.g. augmentation=ct
+    return defaults
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--default", action="append", default=[], metavar="NAME=VALUE",
+                        help="compare with this value of a parameter instead of the notebook's default")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    args = parser.parse_args(argv)
+    defaults = notebook_defaults(args.default)
     print("| run | changed from the default | seed | CPU kernels | kidney | tumor (before the rule) | "
           "test ensemble tumor | minutes | load | CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for folder in map(Path, folders):
+    for folder in map(Path, args.runs):
         for name in ("result.json", "manifest.json", "plan.json"):
             if not (folder / name).is_file():
                 raise SystemExit(f"{folder / name}: missing. Give the results folder of a finished kits19_cv run.")
@@ -54,4 +73,4 @@ def main(folders: list[str]):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -107,13 +107,25 @@ def test_tumor_rule_turns_small_tumor_components_into_kidney():
 
 def test_tumor_runs_names_what_a_run_changed_from_the_default():
     import tumor_runs
-    defaults = {"seed": dict(default=0), "epochs": dict(default=14), "slab_neighbours": dict(default=2),
-                "augmentation": dict(default="none")}
+    defaults = {"seed": 0, "epochs": 14, "slab_neighbours": 2, "augmentation": "none"}
     config = dict(seed=2, epochs=14, slab_neighbours=3, augmentation="none", data_dir="/tmp/x", not_a_parameter=1)
     assert tumor_runs.changes(config, {}, defaults) == "slab_neighbours=3"      # the seed has a column of its own
     assert tumor_runs.changes(dict(config, slab_neighbours=2), {}, defaults) == "the default"
     scratch = {"loss_options": {"batch_dice": True, "include_background": False}}   # plan.json of a scratch copy
     assert tumor_runs.changes(config, scratch, defaults) == "slab_neighbours=3, dice_background=False"
-    with_parameter = dict(defaults, dice_background=dict(default=True))           # named once, from the config
+    with_parameter = dict(defaults, dice_background=True)                        # named once, from the config
     assert (tumor_runs.changes(dict(config, dice_background=False), scratch, with_parameter)
             == "slab_neighbours=3, dice_background=False")
+
+
+def test_tumor_runs_compares_with_a_default_of_the_past():
+    import tumor_runs
+    now = tumor_runs.notebook_defaults()
+    assert now["epochs"] == 14 and now["augmentation"] == "none" and now["phantom_spacing"] is None
+    past = tumor_runs.notebook_defaults(["slab_neighbours=2", "augmentation=ct", "epochs=20"])
+    assert (past["slab_neighbours"], past["augmentation"], past["epochs"]) == (2, "ct", 20)
+    assert {k: v for k, v in past.items() if k not in ("slab_neighbours", "augmentation", "epochs")} == \
+        {k: v for k, v in now.items() if k not in ("slab_neighbours", "augmentation", "epochs")}
+    for bad in ("slab_neighbours", "not_a_parameter=1"):
+        with pytest.raises(SystemExit, match="NAME=VALUE with NAME a kits19_cv parameter"):
+            tumor_runs.notebook_defaults([bad])
