@@ -11,7 +11,7 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis|_adultpelvis][_myosteatosis<M>]
-[_distractors<N>][_kidneys<K>][_context][_patch<H>x<W>][_batch<B>][_deep_supervision]/
+[_distractors<N>][_kidneys<K>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -61,6 +61,7 @@ def run_name(run: dict) -> str:
         patch, batch = _patches(config)
         fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))
         fat += "" if batch == 8 else f"_batch{batch}"
+        fat += "" if _slab(config) == 5 else f"_slab{_slab(config)}"
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
@@ -70,6 +71,11 @@ def run_name(run: dict) -> str:
 def _patches(config: dict) -> tuple[list[int], int]:
     "The run's in-plane patch [h, w] and batch size (every kept run before the options: [64, 64] and 8)."
     return list(config.get("patch_shape") or [1, 64, 64])[-2:], config.get("batch_size", 8)
+
+
+def _slab(config: dict) -> int:
+    "Slices per 2.5D input slab (the sim2real runs before 2026-12-05: 5); 5 for other modes, so no name changes."
+    return 2 * config.get("slab_neighbours", 2) + 1 if config.get("analysis_mode", "2.5d") == "2.5d" else 5
 
 
 def _adult_pelvis(config: dict) -> bool:
@@ -164,6 +170,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += ", liver/spleen/muscle/bowel/bladder trained as classes"
         if _patches(config) != ([64, 64], 8):
             phantoms += f", patches {config['patch_shape']} × {_patches(config)[1]}"
+        if _slab(config) != 5:
+            phantoms += f", {_slab(config)}-slice slabs"
         if config.get("target_spacing"):
             phantoms += f", resampled to {config['target_spacing']} mm"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
