@@ -142,8 +142,9 @@ def table(runs: list[dict]) -> str:
         lines.append(f"- {key.replace('_', ' ')}: {min(values):.3f}–{max(values):.3f} over {len(runs)} run(s) "
                      f"(spread {max(values) - min(values):.3f}); goal ≥ {goal} met by {met} of {len(runs)}")
     lines.append(_machines_line(runs))
-    lines.append("- load: the machine's 15-minute load average at the end of the run (about 1 when nothing "
-                 "else ran beside it on the 2 cores; above 2 the minutes are inflated, the Dice values are not)")
+    lines.append("- load: the machine's 15-minute load average at the end of the run; the run's own threads keep "
+                 "it at 1.0–2.5 on the 2 cores when nothing else runs beside it (eigen kernels at the top of that "
+                 "range); well above 2.5 the cores were shared and the minutes are inflated, the Dice values are not")
     return "\n".join(lines)
 
 
