@@ -30,9 +30,16 @@ def changes(config: dict, plan: dict, defaults: dict) -> str:
     return ", ".join(diff) or "the default"
 
 
+def read(folder: Path, name: str) -> dict:
+    "One of a run folder's JSON files, with a clear error when the run did not finish."
+    path = folder / name
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing. Give the results folder of a finished kits19_cv run.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def row(folder: Path, defaults: dict) -> str:
-    read = lambda name: json.loads((folder / name).read_text(encoding="utf-8"))
-    result, manifest, plan = read("result.json"), read("manifest.json"), read("plan.json")
+    result, manifest, plan = (read(folder, f"{name}.json") for name in ("result", "manifest", "plan"))
     config = manifest["config"]
     return (f"| {folder.name} | {changes(config, plan, defaults)} | {config['seed']} | "
             f"{config.get('cpu_kernels', 'onednn')} | {result['kidney_dice']:.3f} | {result['tumor_dice']:.3f} "
@@ -66,9 +73,6 @@ def main(argv: list[str] | None = None):
           "test ensemble tumor | minutes | load | CPU |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for folder in map(Path, args.runs):
-        for name in ("result.json", "manifest.json", "plan.json"):
-            if not (folder / name).is_file():
-                raise SystemExit(f"{folder / name}: missing. Give the results folder of a finished kits19_cv run.")
         print(row(folder, defaults))
 
 
