@@ -17,10 +17,12 @@ export PYTHONUTF8 := 1
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that lies on local disk: an unpinned torch pulls a multi-GB CUDA build.
+# The environment takes about 4.5 GB (TensorFlow, torch, JAX): a failed install says how much disk is free.
+INSTALL_FAILED = { echo "make setup: pip install into $(VENV) failed; it needs about 5 GB of disk, $$(df -h --output=avail $(VENV) | tail -1 | tr -d ' ') free there. Free disk space (or fix the error above) and rerun make." >&2; exit 1; }
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install "torch==2.13.0" 2> >(grep -v "is ignored: it is neither" >&2)
-	$(PIP) install -e ".[dev]" 2> >(grep -v "is ignored: it is neither" >&2)
+	$(PIP) install "torch==2.13.0" 2> >(grep -v "is ignored: it is neither" >&2) || $(INSTALL_FAILED)
+	$(PIP) install -e ".[dev]" 2> >(grep -v "is ignored: it is neither" >&2) || $(INSTALL_FAILED)
 	touch $(STAMP)
 
 # Chromium (Debian) drives the JupyterLab widget test; installed only when missing.
