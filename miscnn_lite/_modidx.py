@@ -285,6 +285,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.evaluation.get_metrics': ('evaluation.html#get_metrics', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.global_consistency_error': ( 'evaluation.html#global_consistency_error',
                                                                                              'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation.grow_by_intensity': ( 'evaluation.html#grow_by_intensity',
+                                                                                      'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.hausdorff_distance': ( 'evaluation.html#hausdorff_distance',
                                                                                        'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.interclass_correlation': ( 'evaluation.html#interclass_correlation',

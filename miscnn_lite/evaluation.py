@@ -35,7 +35,7 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
            'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics', 'format_metrics_table',
            'statistics_path', 'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases',
            'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes',
-           'absorb_components']
+           'absorb_components', 'grow_by_intensity']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -1114,3 +1114,27 @@ def absorb_components(label_map: np.ndarray, label: int, into: int, spacing=None
         label_map = remove_small_components(label_map, min_volume_mm3, spacing, labels=[label], replace_with=into,
                                             min_fraction=min_fraction, fraction_of=fraction_of)
     return label_map
+
+# %% ../nbs/09_evaluation.ipynb #a135c801
+def grow_by_intensity(label_map: np.ndarray, image: np.ndarray, steps: int = 1, percentiles=(5, 95),
+                      connectivity: int = 1) -> np.ndarray:
+    """Copy of a label map grown `steps` times by one neighbour layer (`connectivity`: 1 faces only) into
+    background voxels whose `image` intensity lies between the `percentiles` of the label's own voxels.
+    Labels grow in turn, lower first; only background voxels change; `steps=0` returns a plain copy."""
+    out = check_label_map(label_map, "label_map").copy()
+    image = np.asarray(image)
+    if image.shape != out.shape:
+        raise MiscnnError(f"image shape {image.shape} differs from label_map shape {out.shape}: grow the label "
+                          "map on the grid of the image it was predicted from (e.g. case.image).")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+        raise MiscnnError(f"steps {steps!r} must be an int >= 0 (voxel layers to grow; 0 leaves the map as it is).")
+    low, high = (float(p) for p in percentiles)
+    if not 0 <= low < high <= 100:
+        raise MiscnnError(f"percentiles {tuple(percentiles)!r} must be two numbers 0 <= low < high <= 100 "
+                          "(e.g. (5, 95): the central 90 % of each label's intensities).")
+    structure = ndimage.generate_binary_structure(out.ndim, connectivity)
+    ranges = {label: np.percentile(image[out == label], (low, high)) for label in _present_labels(out)}
+    for _ in range(int(steps)):
+        for label, (lo, hi) in ranges.items():
+            out[ndimage.binary_dilation(out == label, structure) & (out == 0) & (image >= lo) & (image <= hi)] = label
+    return out.astype(np.asarray(label_map).dtype, copy=False)

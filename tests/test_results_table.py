@@ -97,5 +97,9 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert results_table.run_name(run) == ("sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
                                            "_patch112x112_batch3_slab7")
     assert "patches [1, 112, 112] × 3, 7-slice slabs |" in results_table.sim2real_table([run])
+    run["manifest"]["config"]["grow_steps"] = 1                                        # the HU-constrained growth
+    assert results_table.run_name(run).endswith("_batch3_slab7_grow1")
+    assert "7-slice slabs; kidneys grown 1 voxel layer(s) within their HU |" in results_table.sim2real_table([run])
+    run["manifest"]["config"]["grow_steps"] = 0
     run["manifest"]["config"]["slab_neighbours"] = 2                                  # the preset's 5 slices
     assert results_table.run_name(run).endswith("_batch3")
