@@ -20,10 +20,11 @@ __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_
            'MUSCLE_FAT_SUSCEPTIBILITY', 'CONTEXT_LABELS', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
            'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'check_kidney_scale',
            'sample_anatomy', 'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy',
-           'check_myosteatosis', 'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'context_labels',
-           'Acquisition', 'sample_acquisition', 'scanner_effects', 'stored_orientation', 'plan_phantom',
-           'generate_phantom', 'toy_case', 'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset',
-           'describe_phantoms', 'WindowBaseline', 'best_hu_window', 'window_dice']
+           'check_myosteatosis', 'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'check_perirenal_bowel',
+           'sample_perirenal_bowel', 'context_labels', 'Acquisition', 'sample_acquisition', 'scanner_effects',
+           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
+           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
+           'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -569,6 +570,34 @@ def sample_distractors(rng: np.random.Generator, count: int, kidney_hu: float) -
         decoys.append((shape, kidney_hu + _u(rng, -15, 15)))
     return decoys
 
+# %% ../nbs/01_phantoms.ipynb #2b374306
+def check_perirenal_bowel(perirenal_bowel) -> int:
+    "`perirenal_bowel` as a count in [0, 8] (bowel loops laid against the kidneys per phantom), else a clear error."
+    if isinstance(perirenal_bowel, bool) or not isinstance(perirenal_bowel, (int, np.integer)) or \
+            not 0 <= perirenal_bowel <= 8:
+        raise MiscnnError(f"perirenal_bowel {perirenal_bowel!r}: expected a whole number of bowel loops against the "
+                          "kidneys per phantom in [0, 8], e.g. 2 (0: none).")
+    return int(perirenal_bowel)
+
+def sample_perirenal_bowel(rng: np.random.Generator, kidneys: Sequence[Ellipsoid],
+                           count: int) -> list[tuple[Ellipsoid, float]]:
+    """`count` fluid-filled bowel loops (shape, content HU) against the kidneys, right and left in turn: a direction
+    in the kidney's own frame between straight ahead and straight outward (tilted up or down by up to 0.6), the
+    loop (semi-axes 0.12–0.25 FOV units along z, 0.06–0.1 in-plane) centred 0.9 of its radius beyond the kidney's
+    surface, so that its wall meets the kidney; content 0–30 HU."""
+    loops = []
+    for i in range(check_perirenal_bowel(count)):
+        kidney = kidneys[i % len(kidneys)]
+        outward = np.sign(kidney.center[2]) or 1.0                   # the right kidney lies at negative x
+        angle = _u(rng, 0, np.pi / 2)                                 # 0: in front, pi/2: beside
+        direction = np.array([_u(rng, -0.6, 0.6), -np.cos(angle), outward * np.sin(angle)])
+        surface = direction / np.linalg.norm(direction / np.array(kidney.radii))    # on the kidney's surface
+        radii = (_u(rng, 0.12, 0.25), _u(rng, 0.06, 0.1), _u(rng, 0.06, 0.1))
+        centre = surface + 0.9 * radii[1] * surface / np.linalg.norm(surface)
+        loops.append((Ellipsoid(kidney.point(centre), radii, yaw=_u(rng, -np.pi, np.pi), pitch=_u(rng, -0.5, 0.5)),
+                      _u(rng, 0, 30)))
+    return loops
+
 # %% ../nbs/01_phantoms.ipynb #be4bd2cc
 CONTEXT_LABELS = {3: "liver", 4: "spleen", 5: "muscle", 6: "bowel", 7: "bladder"}   # after kidney 1, tumor 2
 
@@ -697,15 +726,16 @@ def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
                  spacing: Sequence[float] | None = None, orientation: str | None = "SPL",
                  contrast_phase: str = "venous", myosteatosis: float = 0.0,
                  distractors: int = 0, kidney_scale: float = 1.0,
-                 pelvis: str = "simple") -> tuple[PhantomAnatomy, Acquisition]:
+                 pelvis: str = "simple", perirenal_bowel: int = 0) -> tuple[PhantomAnatomy, Acquisition]:
     "The plan of `generate_phantom(seed, ...)`: its anatomy and acquisition, without rendering a voxel."
-    patient, tumors, scanner, _, phase, pelvis_rng, muscles, decoys = _streams(seed, 8)
+    patient, tumors, scanner, _, phase, pelvis_rng, muscles, decoys, contact = _streams(seed, 9)
     if check_contrast_phase(contrast_phase) == "random":     # its own stream: the patient stays the same
         contrast_phase = CONTRAST_PHASES[int(phase.integers(len(CONTRAST_PHASES)))]
     anatomy = sample_anatomy(patient, tumors, _check_probability(tumor_probability), contrast_phase, kidney_scale)
     anatomy.pelvis = sample_pelvis(pelvis_rng, pelvis)        # its own stream too: the abdomen stays the same
     anatomy.muscle_hu = sample_muscle_hu(muscles, anatomy.hu, myosteatosis)   # and the muscles' fat
     anatomy.distractors = sample_distractors(decoys, distractors, anatomy.hu["kidney_cortex"])   # and the decoys
+    anatomy.bowel = [*anatomy.bowel, *sample_perirenal_bowel(contact, anatomy.kidneys, perirenal_bowel)]  # and these
     return anatomy, sample_acquisition(scanner, spacing, orientation)
 
 # %% ../nbs/01_phantoms.ipynb #514f9ca1
@@ -714,7 +744,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
                      orientation: str | None = "SPL", case_id: str | None = None,
                      contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
                      myosteatosis: float = 0.0, distractors: int = 0, context: bool = False,
-                     kidney_scale: float = 1.0, pelvis: str = "simple") -> Case:
+                     kidney_scale: float = 1.0, pelvis: str = "simple", perirenal_bowel: int = 0) -> Case:
     """A synthetic KiTS-like contrast CT case.
 
     Args:
@@ -735,6 +765,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
         context: also label the organs around the kidneys (`CONTEXT_LABELS`: liver 3 ... bladder 7, `context_labels`).
         kidney_scale: factor on the kidneys' radii (`check_kidney_scale`; 1.25: adult kidneys on a 336 mm field).
         pelvis: 'simple' or 'adult' (`sample_pelvis`): the anatomy painted below z = -1, where `fov_z` reaches there.
+        perirenal_bowel: fluid-filled bowel loops against the kidneys, labelled background (`sample_perirenal_bowel`).
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor;
         with `context`, 3-7 the `CONTEXT_LABELS`)."""
@@ -742,7 +773,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
     if not isinstance(context, (bool, np.bool_)):
         raise MiscnnError(f"context {context!r}: give True (label the organs around the kidneys too) or False.")
     anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase,
-                                       myosteatosis, distractors, kidney_scale, pelvis)
+                                       myosteatosis, distractors, kidney_scale, pelvis, perirenal_bowel)
     noise = _streams(seed)[3]
     hu, label = render_anatomy(anatomy, shape, noise, fov_z)
     if context:
@@ -827,7 +858,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                          layout: str = "kits19", overwrite: bool = False, progress: bool = True,
                          contrast_phase: str = "venous", fov_z: Sequence[float] = (-1.0, 1.0),
                          myosteatosis: float = 0.0, distractors: int = 0, context: bool = False,
-                         kidney_scale: float = 1.0, pelvis: str = "simple") -> Path:
+                         kidney_scale: float = 1.0, pelvis: str = "simple", perirenal_bowel: int = 0) -> Path:
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
@@ -844,13 +875,14 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         context: passed to `generate_phantom` (True: liver, spleen, muscle, bowel, bladder labelled 3-7 too).
         kidney_scale: passed to `generate_phantom` (factor on the kidneys' radii; 1: as drawn).
         pelvis: passed to `generate_phantom` ('simple' or 'adult', `sample_pelvis`).
+        perirenal_bowel: passed to `generate_phantom` (bowel loops against the kidneys per phantom; 0: none).
     Identical cases already on disk are skipped; files are written atomically."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
     spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
     myosteatosis, distractors = check_myosteatosis(myosteatosis), check_distractors(distractors)
     kidney_scale = check_kidney_scale(kidney_scale)
-    pelvis = check_pelvis(pelvis)
+    pelvis, perirenal_bowel = check_pelvis(pelvis), check_perirenal_bowel(perirenal_bowel)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
@@ -858,7 +890,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                                 orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
                                 fov_z=fov_z, myosteatosis=myosteatosis,
                                 distractors=distractors, context=context, kidney_scale=kidney_scale,
-                                pelvis=pelvis)
+                                pelvis=pelvis, perirenal_bowel=perirenal_bowel)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
@@ -873,7 +905,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                               spacing=None if spacing is None else list(spacing), layout=layout,
                               contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
                               distractors=distractors, context=bool(context), kidney_scale=kidney_scale,
-                              pelvis=pelvis,
+                              pelvis=pelvis, perirenal_bowel=perirenal_bowel,
                               labels={str(k): v for k, v in {**LABELS, **(CONTEXT_LABELS if context else {})}.items()},
                               cases=plan))
     return out
