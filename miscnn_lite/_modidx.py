@@ -692,6 +692,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.TverskyLoss.get_config': ( 'losses.html#tverskyloss.get_config',
                                                                                    'miscnn_lite/losses.py'),
+                                    'miscnn_lite.losses._class_weights': ('losses.html#_class_weights', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses._register': ('losses.html#_register', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.class_dice': ('losses.html#class_dice', 'miscnn_lite/losses.py'),
                                     'miscnn_lite.losses.confusion_sums': ('losses.html#confusion_sums', 'miscnn_lite/losses.py'),

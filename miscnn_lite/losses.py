@@ -94,6 +94,14 @@ class SoftDiceLoss(SegmentationLoss):
         return 1 - dice_from_sums(tp, fp, fn, self.smooth)
 
 # %% ../nbs/07_losses.ipynb #2ce831fe
+def _class_weights(class_weights, n_classes: int) -> np.ndarray:
+    "`class_weights` as a float array of one weight per class, else a clear error."
+    w = np.asarray(class_weights, float)
+    if len(w) != n_classes:
+        raise MiscnnError(f"class_weights has {len(w)} values but the model predicts {n_classes} classes: give one "
+                          "weight per class.")
+    return w
+
 @_register
 class ClasswiseDiceLoss(SegmentationLoss):
     """1 - weighted mean over classes of the soft Dice per class (macro average), per sample.
@@ -106,10 +114,7 @@ class ClasswiseDiceLoss(SegmentationLoss):
         self.include_background = bool(include_background)
 
     def _weights(self, n_classes):
-        w = np.ones(n_classes) if self.class_weights is None else np.asarray(self.class_weights, float)
-        if len(w) != n_classes:
-            raise MiscnnError(f"class_weights has {len(w)} values but the model predicts {n_classes} classes: give one "
-                              "weight per class.")
+        w = np.ones(n_classes) if self.class_weights is None else _class_weights(self.class_weights, n_classes)
         if not self.include_background: w = np.concatenate([[0.0], w[1:]])
         if w.sum() <= 0: raise MiscnnError(f"class_weights={self.class_weights}: the weights must not all be zero.")
         return (w / w.sum()).astype("float32")
@@ -189,7 +194,8 @@ def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
     "Mean over voxels of -Σ_c w_c·g_c·log(clip(p_c, eps, 1)): (B,). class_weights: C numbers or None (all 1)."
     g = one_hot_target(y_true, y_pred)
     ce = -g * ops.log(ops.clip(y_pred, eps, 1.0))
-    if class_weights is not None: ce = ce * ops.convert_to_tensor(np.asarray(class_weights, "float32"), ce.dtype)
+    if class_weights is not None:
+        ce = ce * ops.convert_to_tensor(_class_weights(class_weights, y_pred.shape[-1]).astype("float32"), ce.dtype)
     return ops.mean(ops.sum(ce, axis=-1), axis=tuple(range(1, len(y_pred.shape) - 1)))
 
 # %% ../nbs/07_losses.ipynb #7ddd3d78
@@ -202,9 +208,6 @@ class CrossEntropyLoss(SegmentationLoss):
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
-        if self.class_weights is not None and len(self.class_weights) != y_pred.shape[-1]:
-            raise MiscnnError(f"class_weights has {len(self.class_weights)} values but the model predicts "
-                              f"{y_pred.shape[-1]} classes: give one weight per class.")
         return cross_entropy(y_true, y_pred, self.class_weights)
 
     def get_config(self):
@@ -216,22 +219,24 @@ class DiceCELoss(SegmentationLoss):
     """dice_weight · (1 - mean_c Dice_c) + ce_weight · cross-entropy (nnU-Net uses 1 and 1).
 
     include_background: False leaves class 0 out of the Dice mean (nnU-Net's choice; the
-    cross-entropy still covers every class). batch_dice: see `SegmentationLoss`."""
+    cross-entropy still covers every class). batch_dice: see `SegmentationLoss`. class_weights: one weight
+    per class on the cross-entropy term (MONAI's `DiceCELoss(weight=)`), e.g. [1, 1, 3] for a rare tumor class."""
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, include_background: bool = True,
-                 smooth: float = 1e-5, **kwargs):
+                 smooth: float = 1e-5, class_weights=None, **kwargs):
         super().__init__(smooth, **kwargs)
         self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
         self.include_background = bool(include_background)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def call(self, y_true, y_pred):
         tp, fp, fn = self.pooled(*confusion_sums(y_true, y_pred))
         dice = dice_from_sums(tp, fp, fn, self.smooth)
         dice = ops.mean(dice if self.include_background else dice[:, 1:], axis=-1)   # (B,), or (1,) pooled
-        return self.dice_weight * (1 - dice) + self.ce_weight * cross_entropy(y_true, y_pred)
+        return self.dice_weight * (1 - dice) + self.ce_weight * cross_entropy(y_true, y_pred, self.class_weights)
 
     def get_config(self):
         return {**super().get_config(), "dice_weight": self.dice_weight, "ce_weight": self.ce_weight,
-                "include_background": self.include_background}
+                "include_background": self.include_background, "class_weights": self.class_weights}
 
 # %% ../nbs/07_losses.ipynb #55210da9
 @_register

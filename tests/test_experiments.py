@@ -99,7 +99,7 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     2D run on the KiTS regions (nested region outputs, the region loss)."""
     params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1,
                   batch_dice=mode == "2d", deep_supervision=mode == "2.5d", region_based=mode == "2d",
-                  dice_background=mode == "2d")
+                  dice_background=mode == "2d", ce_class_weights=None if mode == "2d" else [1, 1, 3])
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["patch_shape"] == [1, 32, 32]
@@ -107,6 +107,7 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     assert config["loss"]["config"]["batch_dice"] == (mode == "2d")
     assert config["loss"]["config"].get("regions") == ([[1, 2], [2]] if mode == "2d" else None)
     assert config["loss"]["config"].get("include_background", True) == (mode == "2d")   # 2.5d: Dice of kidney, tumor
+    assert config["loss"]["config"].get("class_weights") == (None if mode == "2d" else [1.0, 1.0, 3.0])
     assert config["sampler"]["slab_neighbours"] == (1 if mode == "2.5d" else 0)
     from miscnn_lite.training import Segmenter
     seg = Segmenter.load(tmp_path / "fold_0" / "model")
@@ -128,11 +129,13 @@ def test_kits19_cv_single_split_skips_tumor_rule_and_scores_the_real_ct(tmp_path
     With real_ct_test the fold model also segments the real example CT (non-contrast phantoms reaching into the
     pelvis here, with their context classes: trained as classes 3-7, folded into background in every prediction)."""
     params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast",
-                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48], phantom_context=True)
+                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48], phantom_context=True, phantom_perirenal_bowel=2,
+                  grow_steps=1)
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
     phantoms = json.loads((tmp_path / "phantoms" / "phantoms.json").read_text())
-    assert phantoms["fov_z"] == [-1.5, 1.0] and phantoms["context"] is True
+    assert phantoms["fov_z"] == [-1.5, 1.0] and phantoms["context"] is True and phantoms["perirenal_bowel"] == 2
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["grow_steps"] == 1
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["class_names"] == ["background", "kidney", "tumor", "liver", "spleen", "muscle", "bowel", "bladder"]
     assert config["sampler"]["foreground_classes"] == [1, 2]          # patches still centred on kidney and tumor
@@ -179,6 +182,15 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
         run_notebook(nb, tmp_path / "d.ipynb", dict(out_dir=str(tmp_path / "d"), dice_background=False,
                                                     region_based=True, n_cases=2, n_folds=2,
                                                     phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match=r"ce_class_weights=\[1, 3\]: give 3 numbers >= 0"):
+        run_notebook(nb, tmp_path / "w.ipynb", dict(out_dir=str(tmp_path / "w"), ce_class_weights=[1, 3], n_cases=2,
+                                                    n_folds=2, phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match="grow_steps=-1: give an int >= 0"):
+        run_notebook(nb, tmp_path / "g.ipynb", dict(out_dir=str(tmp_path / "g"), grow_steps=-1, n_cases=2,
+                                                    n_folds=2, phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match="perirenal_bowel 9: expected a whole number"):
+        run_notebook(nb, tmp_path / "b.ipynb", dict(out_dir=str(tmp_path / "b"), phantom_perirenal_bowel=9, n_cases=2,
+                                                    n_folds=2, phantom_shape=[16, 48, 48]))
     with pytest.raises(ExperimentFailed, match="region_based=True trains only the kidney"):
         run_notebook(nb, tmp_path / "c.ipynb", dict(out_dir=str(tmp_path / "c"), phantom_context=True,
                                                     region_based=True, n_cases=2, n_folds=2,
