@@ -129,8 +129,8 @@ def test_kits19_cv_single_split_skips_tumor_rule_and_scores_the_real_ct(tmp_path
     With real_ct_test the fold model also segments the real example CT (non-contrast phantoms reaching into the
     pelvis here, with their context classes: trained as classes 3-7, folded into background in every prediction)."""
     params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast",
-                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48], phantom_context=True, phantom_perirenal_bowel=2,
-                  grow_steps=1)
+                  phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48], phantom_context=True,
+                  phantom_perirenal_bowel=2, grow_steps=1)
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
     phantoms = json.loads((tmp_path / "phantoms" / "phantoms.json").read_text())
