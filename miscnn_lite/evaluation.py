@@ -1126,11 +1126,14 @@ def grow_by_intensity(label_map: np.ndarray, image: np.ndarray, steps: int = 1, 
     if image.shape != out.shape:
         raise MiscnnError(f"image shape {image.shape} differs from label_map shape {out.shape}: grow the label "
                           "map on the grid of the image it was predicted from (e.g. case.image).")
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
         raise MiscnnError(f"steps {steps!r} must be an int >= 0 (voxel layers to grow; 0 leaves the map as it is).")
-    low, high = (float(p) for p in percentiles)
+    try:
+        low, high = (float(p) for p in percentiles)
+    except (TypeError, ValueError):
+        low = high = float("nan")
     if not 0 <= low < high <= 100:
-        raise MiscnnError(f"percentiles {tuple(percentiles)!r} must be two numbers 0 <= low < high <= 100 "
+        raise MiscnnError(f"percentiles {percentiles!r} must be two numbers 0 <= low < high <= 100 "
                           "(e.g. (5, 95): the central 90 % of each label's intensities).")
     structure = ndimage.generate_binary_structure(out.ndim, connectivity)
     ranges = {label: np.percentile(image[out == label], (low, high)) for label in _present_labels(out)}
