@@ -11,7 +11,7 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis|_adultpelvis][_myosteatosis<M>]
-[_distractors<N>][_bowel<N>][_kidneys<K>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_grow<N>][_deep_supervision]/
+[_distractors<N>][_bowel<N>][_kidneys<K>][_cases<N>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_grow<N>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -58,6 +58,7 @@ def run_name(run: dict) -> str:
         fat += f"_distractors{config['phantom_distractors']}" if config.get("phantom_distractors") else ""
         fat += f"_bowel{config['phantom_perirenal_bowel']}" if config.get("phantom_perirenal_bowel") else ""
         fat += "" if _kidney_scale(config) == 1 else f"_kidneys{_kidney_scale(config):g}"
+        fat += "" if config.get("n_cases", 48) == 48 else f"_cases{config['n_cases']}"   # every kept run before: 48
         fat += "_context" if config.get("phantom_context") else ""           # organ classes around the kidneys
         patch, batch = _patches(config)
         fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))

@@ -82,6 +82,10 @@ def test_sim2real_rows_and_goal(tmp_path):
     assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3_bowel2"
     assert "fatty muscle up to 0.3, 2 bowel loops against the kidneys |" in results_table.sim2real_table([run])
     run["manifest"]["config"]["phantom_perirenal_bowel"] = 0
+    run["manifest"]["config"]["n_cases"] = 64                                           # more phantoms
+    assert results_table.run_name(run) == "sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3_cases64"
+    assert "| 64 × [134, 112, 112] at" in results_table.sim2real_table([run])
+    run["manifest"]["config"]["n_cases"] = 48
     run["manifest"]["config"].update(phantom_distractors=0, phantom_kidney_scale=1.25)   # larger kidneys
     assert results_table.run_name(run) == ("sim2real_seed0_non_contrast_ct_134x112x112_pelvis_myosteatosis0.3"
                                            "_kidneys1.25")
