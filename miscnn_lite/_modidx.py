@@ -842,6 +842,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'miscnn_lite.phantoms.Tumor': ('phantoms.html#tumor', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms.WindowBaseline': ('phantoms.html#windowbaseline', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms._case_state': ('phantoms.html#_case_state', 'miscnn_lite/phantoms.py'),
+                                      'miscnn_lite.phantoms._check_count': ('phantoms.html#_check_count', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms._check_n_cases': ('phantoms.html#_check_n_cases', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms._check_orientation': ( 'phantoms.html#_check_orientation',
                                                                                    'miscnn_lite/phantoms.py'),

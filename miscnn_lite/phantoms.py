@@ -550,12 +550,16 @@ def sample_muscle_hu(rng: np.random.Generator, hu: dict[str, float], myosteatosi
     return {g: (1 - f) * hu["muscle"] + f * hu["fat"] for g, f in fractions.items()}
 
 # %% ../nbs/01_phantoms.ipynb #7ff51213
+def _check_count(value, name: str, hi: int, what: str, example: int) -> int:
+    "`value` as an int in [0, `hi`] (not a bool), else an error naming `name` and what it counts per phantom."
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= hi:
+        raise MiscnnError(f"{name} {value!r}: expected a whole number of {what} per phantom in [0, {hi}], "
+                          f"e.g. {example} (0: none).")
+    return int(value)
+
 def check_distractors(distractors) -> int:
     "`distractors` as a count in [0, 40] (decoy blobs per phantom), else a clear error."
-    if isinstance(distractors, bool) or not isinstance(distractors, (int, np.integer)) or not 0 <= distractors <= 40:
-        raise MiscnnError(f"distractors {distractors!r}: expected a whole number of decoy blobs per phantom in "
-                          "[0, 40], e.g. 8 (0: none).")
-    return int(distractors)
+    return _check_count(distractors, "distractors", 40, "decoy blobs", 8)
 
 # %% ../nbs/01_phantoms.ipynb #3d8cd913
 def sample_distractors(rng: np.random.Generator, count: int, kidney_hu: float) -> list[tuple[Ellipsoid, float]]:
@@ -573,11 +577,7 @@ def sample_distractors(rng: np.random.Generator, count: int, kidney_hu: float) -
 # %% ../nbs/01_phantoms.ipynb #2b374306
 def check_perirenal_bowel(perirenal_bowel) -> int:
     "`perirenal_bowel` as a count in [0, 8] (bowel loops laid against the kidneys per phantom), else a clear error."
-    if isinstance(perirenal_bowel, bool) or not isinstance(perirenal_bowel, (int, np.integer)) or \
-            not 0 <= perirenal_bowel <= 8:
-        raise MiscnnError(f"perirenal_bowel {perirenal_bowel!r}: expected a whole number of bowel loops against the "
-                          "kidneys per phantom in [0, 8], e.g. 2 (0: none).")
-    return int(perirenal_bowel)
+    return _check_count(perirenal_bowel, "perirenal_bowel", 8, "bowel loops against the kidneys", 2)
 
 def sample_perirenal_bowel(rng: np.random.Generator, kidneys: Sequence[Ellipsoid],
                            count: int) -> list[tuple[Ellipsoid, float]]:
