@@ -105,6 +105,26 @@ def test_tumor_rule_turns_small_tumor_components_into_kidney():
     np.testing.assert_array_equal(tumor_levers.tumor_rule(label, case, dict(largest_only=False, min_fraction=0)), label)
 
 
+def test_tumor_component_rules_read_the_tumor_probability():
+    import tumor_levers
+    label = np.zeros((1, 6, 8), np.uint8)
+    label[0, :, :6] = 1
+    label[0, 0, 0:2] = 2                     # a sure tumor component: mean probability 0.9
+    label[0, 4, 4] = 2                       # an unsure one: 0.3
+    p = np.zeros(label.shape, np.float32)
+    p[0, 0, 0:2], p[0, 4, 4] = 0.9, 0.3
+    p[0, 1, 0:3] = 0.15                      # a kidney row beside the sure tumor, over the low threshold 0.1
+    p[0, 3, 7] = 0.5                         # a background voxel: never grown into
+    dropped = tumor_levers.drop_unsure_tumor(label, p, 0.5)
+    assert dropped[0, 4, 4] == 1 and (dropped == 2).sum() == 2 and (dropped > 0).sum() == (label > 0).sum()
+    np.testing.assert_array_equal(tumor_levers.drop_unsure_tumor(label, p, 0.2), label)
+    grown = tumor_levers.grow_tumor(label, p, 0.1)
+    expected = label.copy()
+    expected[0, 1, 0:3] = 2                  # joined to the sure tumor; no kidney over 0.1 beside the 0.3 one
+    np.testing.assert_array_equal(grown, expected)
+    np.testing.assert_array_equal(tumor_levers.grow_tumor(label, p, 0.2), label)
+
+
 def test_tumor_runs_names_what_a_run_changed_from_the_default():
     import tumor_runs
     defaults = {"seed": 0, "epochs": 14, "slab_neighbours": 2, "augmentation": "none"}
