@@ -118,6 +118,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                              'miscnn_lite/augmentation.py'),
                                           'miscnn_lite.augmentation.kmeans_1d': ( 'augmentation.html#kmeans_1d',
                                                                                   'miscnn_lite/augmentation.py'),
+                                          'miscnn_lite.augmentation.mirror_augmentation': ( 'augmentation.html#mirror_augmentation',
+                                                                                            'miscnn_lite/augmentation.py'),
                                           'miscnn_lite.augmentation.seeded_global_random': ( 'augmentation.html#seeded_global_random',
                                                                                              'miscnn_lite/augmentation.py'),
                                           'miscnn_lite.augmentation.to_batchgenerators': ( 'augmentation.html#to_batchgenerators',

@@ -20,7 +20,7 @@ __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batc
            'BatchgeneratorsTransform', 'Rotation', 'Scaling', 'ElasticDeformation', 'Spatial', 'Mirror', 'Gamma',
            'Brightness', 'Contrast', 'GaussianNoise', 'GaussianBlur', 'LowResolution', 'kmeans_1d', 'NoiseMap',
            'ClusterIntensityShift', 'SliceSkipping', 'SliceInterpolation', 'Compose', 'AugmentationPipeline',
-           'augmentation_from_dict', 'ct_augmentation']
+           'augmentation_from_dict', 'ct_augmentation', 'mirror_augmentation']
 
 # %% ../nbs/04_augmentation.ipynb #9a979420
 def _as_image(image) -> np.ndarray:
@@ -482,3 +482,9 @@ def ct_augmentation(ndim: int = 3, max_angle_deg: float = 16.0, batch_ratio: flo
     transforms += [SliceSkipping(p=0.1), SliceInterpolation(p=0.1)] if ndim == 3 else []
     ratio = batch_ratio if batch_ratio is not None else (0.8 if ndim == 2 else 0.9)
     return AugmentationPipeline(transforms, ratio)
+
+# %% ../nbs/04_augmentation.ipynb #50a76aec
+def mirror_augmentation(axes=(2,)) -> AugmentationPipeline:
+    """Mirroring only: each sample of every batch flipped along each of `axes` (0 z, 1 y, 2 x) with
+    probability 1/2, label with image. The default, left-right, keeps an abdomen plausible."""
+    return AugmentationPipeline([Mirror(p=1.0, axes=tuple(axes))], batch_ratio=1.0)

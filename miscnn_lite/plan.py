@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .io import CorruptFileError, MissingFileError, SettingsError, check_seed, write_json
 from .preprocessing import Pipeline, Step, step_from_dict
 from .patching import PatchSampler
-from .augmentation import ct_augmentation
+from .augmentation import ct_augmentation, mirror_augmentation
 from . import models
 from .models import check_model_name, model_options, slice_model
 from .losses import LOSSES, get_loss
@@ -32,7 +32,7 @@ PLAN_DEFAULTS = dict(
     schedule=dict(lr_schedule="plateau", epochs=10, iterations=150, batch_size=2, lr_patience=20, lr_factor=0.1,
                   stop_patience=150),
     prediction=dict(overlap=0.5, weighting="gaussian", mirror_axes=[]))
-AUGMENTATIONS = (None, "ct")
+AUGMENTATIONS = (None, "ct", "mirror")
 
 # %% ../nbs/07b_plan.ipynb #5556d035
 def _plan_group(name: str, given, defaults: dict, known) -> dict:
@@ -67,7 +67,7 @@ class TrainingPlan:
     optimizer: {'name': 'adam', 'learning_rate': step size}.
     schedule: lr_schedule ('plateau' | 'poly'), epochs, iterations (steps per epoch), batch_size,
         lr_patience, lr_factor, stop_patience.
-    augmentation: None or 'ct' (`augmentation.ct_augmentation`).
+    augmentation: None, 'ct' (`augmentation.ct_augmentation`) or 'mirror' (left-right flips only).
     preprocessing: the unfitted steps as `Step.to_dict()` dicts (Steps or a Pipeline are converted).
     prediction: overlap, weighting, mirror_axes of the sliding window.
     seed: seeds the initial weights, patches and augmentation.
@@ -93,7 +93,8 @@ class TrainingPlan:
         if self.loss not in LOSSES:
             raise SettingsError(f"loss={self.loss!r}: unknown loss; choose one of {sorted(LOSSES)}.")
         if self.augmentation not in AUGMENTATIONS:
-            raise SettingsError(f"augmentation={self.augmentation!r}: choose None or 'ct' (ct_augmentation).")
+            raise SettingsError(f"augmentation={self.augmentation!r}: choose None, 'ct' (ct_augmentation) or 'mirror' "
+                                "(mirror_augmentation: left-right flips).")
         self.model_options = _plan_group("model_options", self.model_options, MODEL_DEFAULTS,
                                          [*MODEL_DEFAULTS, *model_options(self.model)])
         known = {"sampler": [f.name for f in fields(PatchSampler) if f.name != "patch_shape"]}
@@ -211,5 +212,6 @@ def build_loss(self: TrainingPlan) -> keras.losses.Loss:
 # %% ../nbs/07b_plan.ipynb #7f65e5c5
 @patch
 def build_augmentation(self: TrainingPlan):
-    "`ct_augmentation(ndim)` when augmentation is 'ct', None when it is None."
+    "`ct_augmentation(ndim)` for 'ct', `mirror_augmentation()` for 'mirror', None for None."
+    if self.augmentation == "mirror": return mirror_augmentation()
     return ct_augmentation(self.model_options["ndim"]) if self.augmentation == "ct" else None

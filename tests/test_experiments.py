@@ -99,8 +99,12 @@ def test_kits19_cv_slice_modes(tmp_path, mode):
     2D run on the KiTS regions (nested region outputs, the region loss)."""
     params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1,
                   batch_dice=mode == "2d", deep_supervision=mode == "2.5d", region_based=mode == "2d",
-                  dice_background=mode == "2d", ce_class_weights=None if mode == "2d" else [1, 1, 3])
+                  dice_background=mode == "2d", ce_class_weights=None if mode == "2d" else [1, 1, 3],
+                  augmentation="mirror" if mode == "2.5d" else "none", mirror_axes=[2] if mode == "2.5d" else [])
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
+    plan = json.loads((tmp_path / "fold_0" / "model" / "plan.json").read_text())
+    assert plan["augmentation"] == ("mirror" if mode == "2.5d" else None)
+    assert plan["prediction"]["mirror_axes"] == ([2] if mode == "2.5d" else [])
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["patch_shape"] == [1, 32, 32]
     assert config["loss"]["class_name"] == ("RegionDiceCELoss" if mode == "2d" else "DiceCELoss")
@@ -190,6 +194,12 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
                                                     n_folds=2, phantom_shape=[16, 48, 48]))
     with pytest.raises(ExperimentFailed, match="perirenal_bowel 9: expected a whole number"):
         run_notebook(nb, tmp_path / "b.ipynb", dict(out_dir=str(tmp_path / "b"), phantom_perirenal_bowel=9, n_cases=2,
+                                                    n_folds=2, phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match="augmentation='heavy': choose none, ct"):
+        run_notebook(nb, tmp_path / "a.ipynb", dict(out_dir=str(tmp_path / "a"), augmentation="heavy", n_cases=2,
+                                                    n_folds=2, phantom_shape=[16, 48, 48]))
+    with pytest.raises(ExperimentFailed, match=r"mirror_axes=\[2, 2\]: give distinct axes"):
+        run_notebook(nb, tmp_path / "m.ipynb", dict(out_dir=str(tmp_path / "m"), mirror_axes=[2, 2], n_cases=2,
                                                     n_folds=2, phantom_shape=[16, 48, 48]))
     with pytest.raises(ExperimentFailed, match="region_based=True trains only the kidney"):
         run_notebook(nb, tmp_path / "c.ipynb", dict(out_dir=str(tmp_path / "c"), phantom_context=True,
