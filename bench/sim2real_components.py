@@ -1,6 +1,6 @@
 """Where a sim2real run's kidney voxels go on the real CT: the rows of bench/README.md's sim2real tables.
 
-    python bench/sim2real_components.py RUN_DIR [RUN_DIR ...]
+    python bench/sim2real_components.py [--mirror] RUN_DIR [RUN_DIR ...]
 
 For each run folder of the sim2real preset (`miscnn-lite experiment -f experiments/presets/sim2real.yaml`,
 with its fold models), the fold ensemble segments TotalSegmentator's example CT without post-processing
@@ -13,6 +13,8 @@ kit does) would reach. Runs with context classes
 (`phantom_context`) also get the share of each TotalSegmentator organ given each class, and the real-CT
 Dice of the context classes (TotalSegmentator's labels are model output, not manual; it has no abdominal
 wall muscle, so the muscle Dice counts the phantoms' wall muscle as false).
+With `--mirror`, each run also gets the real-CT kidney Dice of its fold ensemble with test-time mirroring
+(none, left-right, front-back), post-processed as the run was (two largest components, then its grow_steps).
 """
 import json
 import sys
@@ -22,6 +24,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from miscnn_lite.evaluation import grow_by_intensity, keep_largest_components
 from miscnn_lite.io import fetch_example_data, open_dataset, reorient
 from miscnn_lite.phantoms import CONTEXT_LABELS
 from miscnn_lite.validation import ensemble_predict, fold_model_dirs
@@ -30,7 +33,18 @@ STRUCTURES = {"kidney": [2, 3, 23, 24], "liver": [5], "spleen": [1], "muscle": l
               "bowel": [18, 19, 20], "bladder": [21]}    # TotalSegmentator v2 "total" numbers of each organ
 
 
-def main(runs: list[str]):
+def mirrored(run: Path, case, reference) -> None:
+    "Real-CT kidney Dice of the run's fold ensemble under each test-time mirroring, post-processed as the run was."
+    grow = json.loads((run / "manifest.json").read_text())["config"].get("grow_steps", 0)
+    for name, axes in (("none", None), ("left-right", (2,)), ("front-back", (1,))):
+        label_map = ensemble_predict(fold_model_dirs(run), [case], mirror_axes=axes)[0]
+        label_map = keep_largest_components(np.where(label_map > 2, 0, label_map), labels={"kidneys": (1, 2)}, keep=2)
+        kidney = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
+        print(f"    test-time mirroring {name}: real-CT kidney Dice "
+              f"{2 * (kidney & reference).sum() / (kidney.sum() + reference.sum()):.4f}")
+
+
+def main(runs: list[str], mirror: bool = False):
     examples = fetch_example_data() / "totalsegmentator_ct"
     case = open_dataset(examples).load_case("example_ct")
     image = nib.load(examples / "example_ct" / "structures.nii.gz")
@@ -69,9 +83,12 @@ def main(runs: list[str]):
         print(f"    components touching the real kidney kept, the rest dropped: Dice "
               f"{2 * (touching & reference).sum() / (touching.sum() + reference.sum()):.3f}, "
               f"{int((touching & ~reference).sum()):,} false voxels kept")
+        if mirror:
+            mirrored(run, case, reference)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = [a for a in sys.argv[1:] if a != "--mirror"]
+    if not args:
         sys.exit(__doc__)
-    main(sys.argv[1:])
+    main(args, mirror="--mirror" in sys.argv[1:])
