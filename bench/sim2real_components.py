@@ -33,11 +33,12 @@ STRUCTURES = {"kidney": [2, 3, 23, 24], "liver": [5], "spleen": [1], "muscle": l
               "bowel": [18, 19, 20], "bladder": [21]}    # TotalSegmentator v2 "total" numbers of each organ
 
 
-def mirrored(run: Path, case, reference) -> None:
-    "Real-CT kidney Dice of the run's fold ensemble under each test-time mirroring, post-processed as the run was."
+def mirrored(run: Path, case, reference, plain) -> None:
+    """Real-CT kidney Dice of the run's fold ensemble under each test-time mirroring (`plain`: its cached
+    prediction without), post-processed as the run was."""
     grow = json.loads((run / "manifest.json").read_text())["config"].get("grow_steps", 0)
     for name, axes in (("none", None), ("left-right", (2,)), ("front-back", (1,))):
-        label_map = ensemble_predict(fold_model_dirs(run), [case], mirror_axes=axes)[0]
+        label_map = plain if axes is None else ensemble_predict(fold_model_dirs(run), [case], mirror_axes=axes)[0]
         label_map = keep_largest_components(np.where(label_map > 2, 0, label_map), labels={"kidneys": (1, 2)}, keep=2)
         kidney = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
         print(f"    test-time mirroring {name}: real-CT kidney Dice "
@@ -84,7 +85,7 @@ def main(runs: list[str], mirror: bool = False):
               f"{2 * (touching & reference).sum() / (touching.sum() + reference.sum()):.3f}, "
               f"{int((touching & ~reference).sum()):,} false voxels kept")
         if mirror:
-            mirrored(run, case, reference)
+            mirrored(run, case, reference, predicted)
 
 
 if __name__ == "__main__":
