@@ -252,6 +252,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                              'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.bounding_box': ( 'evaluation.html#bounding_box',
                                                                                  'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation.check_binary_mask': ( 'evaluation.html#check_binary_mask',
+                                                                                      'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.check_image_axes': ( 'evaluation.html#check_image_axes',
                                                                                      'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.check_label_map': ( 'evaluation.html#check_label_map',

@@ -31,11 +31,11 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
            'surface_overlap', 'surfel_area_table', 'corner_codes', 'Surfels', 'surfels', 'surfel_surface_dice',
            'mean_absolute_error', 'mean_squared_error', 'root_mean_squared_error', 'normalized_root_mean_squared_error',
            'peak_signal_to_noise_ratio', 'coefficient_of_determination', 'structural_similarity', 'LabelPair', 'Metric',
-           'get_metric', 'get_metrics', 'metrics_table', 'compute_metrics', 'normalize_regions', 'region_mask',
-           'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics', 'format_metrics_table',
-           'statistics_path', 'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases',
-           'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes',
-           'absorb_components', 'grow_by_intensity']
+           'get_metric', 'get_metrics', 'metrics_table', 'check_binary_mask', 'compute_metrics', 'normalize_regions',
+           'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics',
+           'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
+           'plot_metric_distributions', 'match_cases', 'resample_to_grid', 'evaluate_paths', 'keep_largest_components',
+           'remove_small_components', 'fill_holes', 'absorb_components', 'grow_by_intensity']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -234,11 +234,11 @@ def variation_of_information(c: Confusion) -> float:
 # %% ../nbs/09_evaluation.ipynb #69ebfb4d
 def global_consistency_error(c: Confusion) -> float:
     """GCE = min(E(R,P), E(P,R)) / N, E summing each voxel's local refinement error
-    |region \\ other region| / |region|. Empty regions contribute nothing."""
-    def term(errors, inside):                      # errors·(errors + 2·inside)/(errors + inside)
-        return 0.0 if errors + inside == 0 else errors * (errors + 2 * inside) / (errors + inside)
-    e_ref = term(c.fn, c.tp) + term(c.fp, c.tn)
-    e_pred = term(c.fp, c.tp) + term(c.fn, c.tn)
+    |region \\ other region| / |region| (Martin et al. 2001). Empty regions contribute nothing."""
+    def term(a, b):                # a voxels of a region overlap b voxels of the other partition's region, and
+        return 0.0 if a + b == 0 else 2 * a * b / (a + b)     # the other way round: a·b/(a+b) + b·a/(a+b)
+    e_ref = term(c.tp, c.fn) + term(c.tn, c.fp)          # regions of the reference: foreground tp+fn, background tn+fp
+    e_pred = term(c.tp, c.fp) + term(c.tn, c.fn)
     return min(e_ref, e_pred) / c.n
 
 # %% ../nbs/09_evaluation.ipynb #f7e61aee
@@ -709,6 +709,23 @@ def metrics_table() -> pd.DataFrame:
                               better={True: "higher", False: "lower", None: ""}[m.higher_is_better],
                               description=m.description) for m in METRICS.values()])
 
+# %% ../nbs/09_evaluation.ipynb #ab7a7e1b
+def check_binary_mask(mask, name: str = "mask") -> None:
+    """Raise unless `mask` is boolean or holds only 0 and 1: the label metrics compare two masks, and a
+    label map or a probability map would be read differently by different metrics (DICE as 'not 0',
+    ICCORR by value)."""
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        return
+    other = mask[(mask != 0) & (mask != 1)]
+    if other.size:
+        values = np.unique(other)
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise MiscnnError(f"{name} holds values other than 0 and 1 ({shown}): "
+                          "compute_metrics compares binary masks. For one label of a label map pass `label_map == k`; "
+                          "for every label and region use evaluate_case(reference, prediction, spacing, labels=...); "
+                          "threshold probabilities first (e.g. `probabilities > 0.5`).")
+
 # %% ../nbs/09_evaluation.ipynb #2dc2149a
 def compute_metrics(reference: np.ndarray, prediction: np.ndarray, spacing=None,
                     metrics: Iterable[str | Metric] | str | None = None) -> dict[str, float]:
@@ -719,8 +736,12 @@ def compute_metrics(reference: np.ndarray, prediction: np.ndarray, spacing=None,
         metrics: names or `Metric`s (default `DEFAULT_METRICS`).
     Returns:
         {metric name: float}."""
+    metrics = get_metrics(metrics)
+    if any(m.kind == "label" for m in metrics):
+        for name, mask in (("reference", reference), ("prediction", prediction)):
+            check_binary_mask(mask, name)
     pair = LabelPair(np.asarray(reference), np.asarray(prediction), spacing)
-    return {m.name: float(m.compute(pair)) for m in get_metrics(metrics)}
+    return {m.name: float(m.compute(pair)) for m in metrics}
 
 # %% ../nbs/09_evaluation.ipynb #f77cd906
 KITS19_REGIONS = {"kidney+tumor": (1, 2), "tumor": (2,)}

@@ -183,7 +183,7 @@ PYMIA_CONFUSION = {
     "DICE": pm.DiceCoefficient, "JACRD": pm.JaccardCoefficient, "SNSVTY": pm.Sensitivity,
     "SPCFTY": pm.Specificity, "PRCISON": pm.Precision, "FMEASR": pm.FMeasure, "FALLOUT": pm.Fallout,
     "FNR": pm.FalseNegativeRate, "ACURCY": pm.Accuracy, "TP": pm.TruePositive, "FP": pm.FalsePositive,
-    "TN": pm.TrueNegative, "FN": pm.FalseNegative, "GCOERR": pm.GlobalConsistencyError,
+    "TN": pm.TrueNegative, "FN": pm.FalseNegative,
     "VOLSMTY": pm.VolumeSimilarity, "RNDIND": pm.RandIndex, "ADJRIND": pm.AdjustedRandIndex,
     "MUTINF": pm.MutualInformation, "VARINFO": pm.VariationOfInformation, "KAPPA": pm.CohenKappaCoefficient,
     "AUC": pm.AreaUnderCurve,
@@ -196,8 +196,8 @@ PYMIA_SPACING = {"REFVOL": pm.ReferenceVolume, "PREDVOL": pm.PredictionVolume,
 
 def pymia_value(name, ref, pred, spacing):
     r, p = ref.astype(np.uint8), pred.astype(np.uint8)
-    if name in PYMIA_CONFUSION:
-        metric = PYMIA_CONFUSION[name]()
+    if name in PYMIA_CONFUSION or name == "GCOERR_pymia":
+        metric = PYMIA_CONFUSION.get(name, pm.GlobalConsistencyError)()
         metric.confusion_matrix = pymia_base.ConfusionMatrix(p, r)
     else:
         metric = {**PYMIA_ARRAYS, **PYMIA_SPACING}[name]()
@@ -223,6 +223,23 @@ def test_pymia_metrics_match(name, ref, pred):
     for metric, value in ours.items():
         expected = pymia_value(metric, ref, pred, spacing)
         assert value == pytest.approx(expected, rel=1e-9, abs=TOL), metric
+
+
+def test_gce_is_martins_definition_not_pymias_closed_form():
+    "GCOERR summed voxel by voxel as Martin et al. define it; pymia's closed form differs (deliberately not matched)."
+    rng = np.random.default_rng(0)
+    differs = 0
+    for q in (0.1, 0.3, 0.6):
+        ref, pred = rng.random((2, 9, 11)) < q
+        r, p = ref.ravel(), pred.ravel()
+
+        def refinement_error(a, b):
+            return sum(np.count_nonzero((a == a[i]) & (b != b[i])) / np.count_nonzero(a == a[i]) for i in range(a.size))
+        expected = min(refinement_error(r, p), refinement_error(p, r)) / r.size
+        ours = ev.compute_metrics(ref, pred, metrics=["GCOERR"])["GCOERR"]
+        assert ours == pytest.approx(expected, abs=TOL)
+        differs += abs(ours - pymia_value("GCOERR_pymia", ref, pred, (1, 1))) > 1e-3
+    assert differs == 3
 
 
 @pytest.mark.parametrize("beta", [0.5, 2.0])
