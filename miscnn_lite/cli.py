@@ -18,7 +18,11 @@ def _key_value(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r}: expected key=value, e.g. -p epochs=3")
     key, value = text.split("=", 1)
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value {value!r} is not valid YAML "
+                                         f"({getattr(e, 'problem', None) or e}); e.g. -p 'patch_shape=[1, 64, 64]'")
 
 # %% ../nbs/13_cli.ipynb #63f697ca
 def _labels(text: str) -> list[int]:
@@ -30,6 +34,17 @@ def _labels(text: str) -> list[int]:
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated labels >= 0, e.g. --labels 1,2")
     return values
+
+# %% ../nbs/13_cli.ipynb #8485724a
+def _positive_int(text: str) -> int:
+    "Parse a count >= 1 (`--workers`)."
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1, e.g. --workers 2")
+    return value
 
 # %% ../nbs/13_cli.ipynb #f8d15971
 def _add_data_and_out(s: argparse.ArgumentParser, data_help: str, out_help: str) -> None:
@@ -180,8 +195,11 @@ def _add_predict(sub) -> None:
 
 # %% ../nbs/13_cli.ipynb #39512951
 def _cmd_preprocess(args) -> int:
-    from miscnn_lite.io import open_dataset
+    from miscnn_lite.io import MiscnnError, open_dataset
     from miscnn_lite.preprocessing import ClipHU, Pipeline, PercentileWindow, Resample, ZScore, preprocess_dataset
+    if args.out.resolve() == args.data.resolve():
+        raise MiscnnError(f"--out {args.out} is the --data folder: the preprocessed cases would mix with the dataset. "
+                          "Give another folder, e.g. --out preprocessed.")
     reader = open_dataset(args.data)
     if args.pipeline:
         pipeline = Pipeline.load(args.pipeline)
@@ -225,7 +243,7 @@ def _add_sweep(sub) -> None:
     s = sub.add_parser("sweep", help="run a grid of experiment notebooks (processes or a Dask cluster)")
     s.add_argument("grid", type=Path, help="YAML with notebook, base and grid (see 12_experiments)")
     s.add_argument("--out", type=Path, default=Path("results/sweep"), help="sweep folder (default results/sweep)")
-    s.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    s.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
     s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     s.set_defaults(func=_cmd_sweep)
 
@@ -321,8 +339,19 @@ def _is_user_error(e: BaseException) -> bool:
 
 # %% ../nbs/13_cli.ipynb #c1b76818
 def _message(e: BaseException, limit: int = 2000) -> str:
-    "One error message: KeyError without its quotes, at most `limit` characters."
+    """One error message: KeyError without its quotes, an operating-system error as the path and what to do,
+    at most `limit` characters."""
+    import errno
     text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, OSError) and not isinstance(e, ValueError) and e.filename is not None:
+        hint = {errno.EEXIST: "a file is in the way where a folder is needed: choose another path",
+                errno.ENOTDIR: "a file is in the way where a folder is needed: choose another path",
+                errno.EISDIR: "is a folder where a file is expected: give a file path",
+                errno.EACCES: "permission denied: check that you may read it (or write there), or choose another path",
+                errno.EPERM: "not permitted: check the permissions, or choose another path",
+                errno.EROFS: "read-only file system: choose a writable place",
+                errno.ENOSPC: "the disk is full: free space and run again"}.get(e.errno, e.strerror or str(e))
+        text = f"{e.filename}: {hint}."
     return text if len(text) <= limit else text[:limit] + f" ... ({len(text) - limit} more characters)"
 
 # %% ../nbs/13_cli.ipynb #417e3bbd

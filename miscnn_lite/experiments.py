@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import MiscnnError, MissingFileError, atomic_path, load_mapping
+from .io import DataError, MiscnnError, MissingFileError, atomic_path, load_mapping
 
 if TYPE_CHECKING:                                   # for annotations only: pandas loads when a sweep runs
     import pandas as pd
@@ -43,6 +43,8 @@ def _shipped_file(name, folder: Path, suffix: str, what: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise DataError(f"{name}: is a folder; give the {suffix} file of the {what} (or the name of a shipped one).")
     shipped = folder / (path.name if path.suffix == suffix else path.name + suffix)
     if shipped.is_file():
         return shipped
@@ -52,8 +54,16 @@ def _shipped_file(name, folder: Path, suffix: str, what: str) -> Path:
 
 # %% ../nbs/12_experiments.ipynb #2b9a3068
 def experiment_notebook(name) -> Path:
-    "The experiment notebook `name`: `kits19_cv`, `kits19_cv.ipynb`, or the path of any notebook."
-    return _shipped_file(name, experiments_dir(), ".ipynb", "experiment")
+    "The experiment notebook `name`: `kits19_cv`, `kits19_cv.ipynb`, or the path of any notebook (checked to be one)."
+    path = _shipped_file(name, experiments_dir(), ".ipynb", "experiment")
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells")
+    except (ValueError, AttributeError):                  # not JSON, not UTF-8, or JSON that is not an object
+        cells = None
+    if not isinstance(cells, list):
+        raise DataError(f"{path}: not a Jupyter notebook (.ipynb JSON with cells); give an experiment notebook such "
+                        "as kits19_cv or the path of your own .ipynb.")
+    return path
 
 # %% ../nbs/12_experiments.ipynb #1b3c931e
 def preset_file(name) -> Path:
@@ -272,6 +282,10 @@ def expand_grid(spec: dict) -> list[dict]:
     unknown = set(spec) - {"notebook", "base", "grid"}
     if unknown:
         raise MiscnnError(f"sweep spec: unknown keys {sorted(unknown)}; use notebook, base and grid.")
+    for key in ("base", "grid"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise MiscnnError(f"sweep spec: {key} must be a mapping of parameter names to values "
+                              f"(e.g. {key}: {{epochs: 3}}), got {spec[key]!r}.")
     base, grid = dict(spec.get("base") or {}), dict(spec.get("grid") or {})
     for name, values in grid.items():
         if not isinstance(values, list) or not values:

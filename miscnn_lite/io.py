@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -22,10 +23,10 @@ import numpy as np
 # %% auto #0
 __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'PICTURE_SUFFIXES', 'NPY_LOCK',
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
-           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'atomic_path', 'json_value',
-           'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock', 'load_mapping',
-           'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing', 'check_seed',
-           'reorient', 'load_nifti', 'save_nifti', 'is_picture', 'load_itk_image', 'load_image', 'Case',
+           'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
+           'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
+           'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing',
+           'check_seed', 'reorient', 'load_nifti', 'save_nifti', 'is_picture', 'load_itk_image', 'load_image', 'Case',
            'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction',
            'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader',
            'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask',
@@ -52,6 +53,30 @@ class CorruptFileError(MiscnnError):
 class MissingFileError(MiscnnError, FileNotFoundError):
     "A file or folder the kit needs is not there; the message names the path and what writes it."
 
+# %% ../nbs/00_io.ipynb #f4ef0b8d
+_UMASK = os.umask(0o022)                  # read once (os.umask can only be read by setting it) and put back
+os.umask(_UMASK)
+
+class OutputError(MiscnnError, OSError):
+    "A file or folder cannot be written where it was asked for (named in the message, with what to do)."
+
+def output_problem(path: Path, e: OSError) -> str:
+    "Why `path` cannot be written, from the OSError `e`, in words that name `path` and say what to do."
+    path = Path(path)
+    blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if path.is_dir():
+        why = "is a folder where a file is to be written: give a file path, or move the folder away"
+    elif blocker is not None:
+        why = f"cannot be created: {blocker} is a file where a folder is needed; choose another path"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = (f"no permission to write in {path.parent} ({e.strerror}): choose a writable place, "
+               "or change the folder's permissions")
+    elif e.errno == errno.ENOSPC:
+        why = f"the disk holding {path.parent} is full: free space and run again"
+    else:
+        why = f"cannot be written ({e.strerror or e}): choose another path"
+    return f"{path}: {why}. Nothing was changed there."
+
 # %% ../nbs/00_io.ipynb #9689dea9
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -59,18 +84,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name ends with everything after the first dot of the name (`.nii.gz`, `.npy`,
     `.weights.h5`) so writers that pick a format from the extension behave. On an exception the
-    temporary file is removed and `path` is left untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stem = path.name.split(".")[0]
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + path.name[len(stem):], dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    temporary file is removed and `path` is left untouched; a place that cannot be written (a folder
+    of that name, a file where a folder is needed, no permission, a full disk) raises `OutputError`
+    naming `path`, not the temporary file."""
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stem = path.name.split(".")[0]
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + path.name[len(stem):], dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp)
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~_UMASK)        # mkstemp makes it owner-only; the file gets the mode open() gives
         os.replace(tmp, path)
+    except OSError as e:
+        ours = {str(p) for p in (path, tmp, *path.parents) if p is not None}
+        if e.errno == errno.ENOSPC or e.filename is None or str(e.filename) in ours or str(e.filename2) in ours:
+            raise OutputError(output_problem(path, e)) from e
+        raise
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 # %% ../nbs/00_io.ipynb #d1255132
@@ -162,6 +196,8 @@ def load_mapping(path, what: str = "settings") -> dict:
     "Read a YAML (or JSON) file holding a mapping `name: value`; clear errors for a missing file or a non-mapping."
     import yaml
     path = Path(path)
+    if path.is_dir():
+        raise SettingsError(f"{path}: is a folder; give the YAML (or JSON) file of {what}.")
     if not path.is_file():
         raise MissingFileError(f"{path}: {what} file not found.")
     try:
@@ -860,7 +896,8 @@ def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
                         "nnU-Net imagesTr/, .npz files or images/ + masks/ pictures). Pass the folder that holds the "
                         "cases.")
     if not path.is_dir():
-        raise MissingFileError(f"{path}: dataset folder does not exist (for a single file use load_case).")
+        raise MissingFileError(f"{path}: does not exist (no file or folder of that name); a dataset folder is "
+                               "expected (one image file: load_case in Python, or miscnn-lite predict --input FILE).")
     if (path / "imagesTr").is_dir():
         return NnUNetReader(path, "Tr", orientation)
     if (path / "imagesTs").is_dir():

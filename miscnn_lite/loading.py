@@ -225,8 +225,9 @@ class ReaderItem:
         return getattr(self.reader, "colors", None)
 
 # %% ../nbs/05_loading.ipynb #5e787014
-def item_source(item):
-    "Normalise a dataset item to (case_id, load() -> Case, source file paths or None for in-memory cases)."
+def item_source(item, with_label: bool = True):
+    """Normalise a dataset item to (case_id, load() -> Case, source file paths or None for in-memory cases).
+    with_label=False: a KiTS19 case folder is loaded without its segmentation (prediction never reads it)."""
     if isinstance(item, ReaderItem):
         return item.case_id, item.load, (item.paths or None)
     if isinstance(item, Case):
@@ -239,6 +240,7 @@ def item_source(item):
         img, seg, _ = case_folder_files(p)
         if img is None:
             raise MiscnnError(f"{p}: a case folder must contain imaging.nii.gz (KiTS19 layout).")
+        seg = seg if with_label else None
         return p.name, (lambda: load_case(img, seg, case_id=p.name)), [x for x in (img, seg) if x]
     if p.is_file():
         cid = p.name.split(".")[0]

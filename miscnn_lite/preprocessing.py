@@ -617,6 +617,7 @@ def kits19_pipeline(target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), mul
 # %% ../nbs/02_preprocessing.ipynb #c8dbf807
 def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -> Path:
     """Apply a fitted `pipeline` to every case and write `out/<id>.npz`, `out/pipeline.json`, `out/records.json`.
+    A rerun into the same folder replaces the earlier run: its cases that are not in this one are removed.
 
     Args:
         cases: list of Cases or a dataset reader (`miscnn_lite.io.open_dataset`).
@@ -626,6 +627,11 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
         raise MiscnnError("preprocess_dataset: the pipeline is not fitted; call pipeline.fit(cases) first.")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    try:                                                  # an earlier run into this folder: its cases are replaced
+        previous = json.loads((out / "records.json").read_text(encoding="utf-8"))
+        previous = {check_case_id(c) for c in previous} if isinstance(previous, dict) else set()
+    except (OSError, ValueError):
+        previous = set()
     items = _iter_cases(cases)
     if progress:
         from tqdm.auto import tqdm
@@ -640,4 +646,6 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
             np.savez_compressed(tmp, **arrays)
     pipeline.save(out / "pipeline.json")
     write_json(out / "records.json", records, indent=None)
+    for stale in set(previous) - set(records):            # cases of an earlier run into this folder, not of this one
+        (out / f"{stale}.npz").unlink(missing_ok=True)
     return out

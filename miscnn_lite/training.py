@@ -35,8 +35,8 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
            'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path',
-           'train_command', 'prediction_items', 'predict_command', 'check_train_settings', 'settings_differences',
-           'plan_from_settings']
+           'check_prediction_targets', 'train_command', 'prediction_items', 'predict_command', 'check_train_settings',
+           'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -724,6 +724,21 @@ def prediction_path(item, case: Case, out: Path) -> Path:
         return out / p.parent.name / "prediction.nii.gz"
     return out / f"{case.id}.nii.gz"
 
+# %% ../nbs/08_training.ipynb #350914ca
+def check_prediction_targets(items, out) -> None:
+    """Raise before anything is predicted when two of `items` would be written to the same prediction file
+    (`a.nii` and `a.nii.gz` in one folder), which would keep only the last of them."""
+    from types import SimpleNamespace
+    seen = {}
+    for item in items:
+        case_id, _, paths = item_source(item, with_label=False)
+        image = item.image_path if isinstance(item, Case) else (paths or [None])[0]
+        target = prediction_path(item, SimpleNamespace(id=case_id, image_path=image), Path(out))
+        if target in seen:
+            raise MiscnnError(f"{seen[target]} and {image or case_id} would both be predicted into {target}: rename "
+                              "one of them, or predict them into separate output folders.")
+        seen[target] = image or case_id
+
 # %% ../nbs/08_training.ipynb #0ba05089
 @patch
 def predict(self: Segmenter, cases, out=None, progress: bool = True):
@@ -735,12 +750,21 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
     items = dataset_items(cases)
     if not items:
         raise MiscnnError(f"{cases!r}: no images to predict (expected NIfTI files, KiTS19 case folders or Cases).")
+    if out is not None:
+        check_prediction_targets(items, out)
     results = []
     if progress:
         from tqdm.auto import tqdm
         items = tqdm(items, desc="predicting", unit="case")
     for item in items:
-        case = item_source(item)[1]() if not isinstance(item, Case) else item
+        try:
+            case = item_source(item, with_label=False)[1]() if not isinstance(item, Case) else item
+        except MiscnnError as e:
+            if out is None or not results:
+                raise
+            raise type(e)(f"{e} (the {len(results)} prediction(s) written before it stay in {out}: "
+                          f"{', '.join(str(Path(r).relative_to(out)) for r in results[:3])}"
+                          f"{', ...' if len(results) > 3 else ''})") from e
         label_map = self.predict_case(case)
         if out is None:
             results.append(label_map)
@@ -907,6 +931,7 @@ def prediction_items(input, out) -> list[Path]:
     if not items:
         raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz), no picture dataset (images/) and no "
                           f"image files ({', '.join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)}).")
+    check_prediction_targets(items, out)
     return items
 
 # %% ../nbs/08_training.ipynb #c78c7e53

@@ -525,7 +525,7 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         items = tqdm(items, desc="predicting", unit="case")
     results = []
     for item in items:
-        case = item if isinstance(item, Case) else item_source(item)[1]()
+        case = item if isinstance(item, Case) else item_source(item, with_label=False)[1]()   # labels unread
         member_probs = [p for m in models for p in member_probabilities(m, case, mirror_axes)]
         probs = sum(member_probs) / len(member_probs)
         label_map = np.argmax(probs, axis=-1).astype(np.uint8)

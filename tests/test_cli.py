@@ -159,6 +159,39 @@ def test_predict_ensemble_with_uncertainty_maps_for_the_viewer(tmp_path, capsys)
     assert not (tmp_path / "p2").exists()
 
 
+def test_predict_reads_no_labels_refuses_name_clashes_and_names_what_it_wrote(tmp_path, capsys):
+    "A damaged segmentation does not stop predict; a.nii beside a.nii.gz is refused before anything is written; a"
+    " damaged image after a written prediction says what stays."
+    pytest.importorskip("keras")
+    from miscnn_lite.cli import main
+    from miscnn_lite.models import unet
+    from miscnn_lite.phantoms import toy_case
+    from miscnn_lite.training import Segmenter
+    Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2).save(tmp_path / "model")
+    for k in (0, 1):
+        save_case(toy_case(k, shape=(16, 24, 24)), tmp_path / "data")
+    cases = sorted((tmp_path / "data").iterdir())
+    (cases[0] / "segmentation.nii.gz").write_bytes(b"damaged")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "p1")]) == 0
+    assert sorted(p.name for p in (tmp_path / "p1").iterdir()) == [c.name for c in cases]
+    (cases[1] / "imaging.nii.gz").write_bytes(b"damaged")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "data"),
+                 "--out", str(tmp_path / "p2")]) == 2
+    err = capsys.readouterr().err
+    assert "imaging.nii.gz" in err and f"stay in {tmp_path / 'p2'}: {cases[0].name}/prediction.nii.gz" in err, err
+    files = tmp_path / "files"
+    files.mkdir()
+    shutil.copy(cases[0] / "imaging.nii.gz", files / "a.nii.gz")
+    import nibabel as nib
+    nib.save(nib.load(files / "a.nii.gz"), files / "a.nii")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(files),
+                 "--out", str(tmp_path / "p3")]) == 2
+    err = capsys.readouterr().err
+    assert "would both be predicted into" in err and "a.nii" in err, err
+    assert not (tmp_path / "p3").exists()
+
+
 def test_pictures_train_predict_evaluate(tmp_path, capsys):
     "A folder of 2D pictures with RGB colour masks: phantoms --pictures, train, predict (PNG), evaluate, bad input."
     from PIL import Image
