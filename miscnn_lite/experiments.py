@@ -261,6 +261,9 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
     for key in PATH_PARAMETERS:
         if isinstance(params.get(key), (str, os.PathLike)):
             params[key] = str(Path(params[key]).resolve())
+            if not Path(params[key]).is_dir():            # checked here, before a kernel starts and writes a folder
+                raise MissingFileError(f"{key} {params[key]}: no such dataset folder; give an existing folder "
+                                       "(KiTS19 or nnU-Net layout), or leave it out for phantoms.")
     return params
 
 # %% ../nbs/12_experiments.ipynb #18c1494e

@@ -633,6 +633,11 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     mirror_axes=(0, 1, 2) for prediction with test-time augmentation); those a plan holds go into `.plan`
     too (`TrainingPlan.with_settings`), so it says how this Segmenter predicts."""
     folder = Path(folder)
+    if folder.is_file():
+        raise MissingFileError(f"{folder}: is a file; give the model folder that holds it ({folder.parent}).")
+    if not folder.exists():
+        raise MissingFileError(f"{folder}: no such model folder; give a folder written by Segmenter.fit(out=...) or "
+                               "miscnn-lite train.")
     if not (folder / MODEL_FILE).is_file():
         raise MissingFileError(f"{folder}: no {MODEL_FILE} in this folder. Train with Segmenter.fit(out=...) "
                                 "or miscnn-lite train, or point to the model folder.")
