@@ -32,11 +32,11 @@ from .runtime import HeapThresholds
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
            'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE',
-           'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
+           'TRAIN_DATA_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
            'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path',
-           'check_prediction_targets', 'train_command', 'prediction_items', 'predict_command', 'check_train_settings',
-           'settings_differences', 'plan_from_settings']
+           'check_prediction_targets', 'dataset_fingerprint', 'check_same_dataset', 'train_command', 'prediction_items',
+           'predict_command', 'check_train_settings', 'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -805,6 +805,7 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
 PICTURE_TRAIN_DEFAULTS = dict(ndim=2, patch_shape=(1, 128, 128), target_spacing=None, hu_window=None)
 
 TRAIN_SETTINGS_FILE = "train_settings.json"
+TRAIN_DATA_FILE = "train_data.json"      # which dataset a model folder was trained on (`dataset_fingerprint`)
 
 # %% ../nbs/08_training.ipynb #f28a2c75
 def _read_config(config) -> dict:
@@ -857,9 +858,35 @@ def _saved_settings(path: Path) -> dict | None:
 def _clear_run(out: Path) -> None:
     "Remove a run's files from `out` (model, pipeline, config, plan, logs, settings, checkpoints); the cache stays."
     for name in (MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, PLAN_FILE, LOG_FILE, BEST_FILE, TRAIN_SETTINGS_FILE,
-                 CHECKSUM_FILE):
+                 TRAIN_DATA_FILE, CHECKSUM_FILE):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+
+# %% ../nbs/08_training.ipynb #e19fbd52
+def dataset_fingerprint(items) -> dict:
+    "{case id: sizes in bytes of its files}: tells two datasets apart without reading them (a copy keeps it)."
+    fingerprint = {}
+    for item in items:
+        case_id, _, paths = item_source(item)
+        fingerprint[str(case_id)] = [Path(p).stat().st_size for p in paths or ()]
+    return fingerprint
+
+def check_same_dataset(out: Path, data, items) -> dict:
+    """The fingerprint of `items`; raise when `out` holds a run trained on another dataset (a run continued
+    on other cases would mix two datasets in one model and one log)."""
+    fingerprint = dataset_fingerprint(items)
+    try:
+        saved = json.loads((out / TRAIN_DATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fingerprint                            # a new run, or one from before this check
+    if isinstance(saved, dict) and saved.get("cases") not in (None, fingerprint):
+        differ = sorted(set(saved["cases"]) ^ set(fingerprint)) or sorted(
+            c for c in fingerprint if saved["cases"].get(c) != fingerprint[c])
+        raise SettingsError(f"--out {out}: holds a run trained on {saved.get('data')} ({len(saved['cases'])} cases); "
+                            f"--data {data} is another dataset (cases differ: {', '.join(differ[:3])}"
+                            f"{', ...' if len(differ) > 3 else ''}). Use --overwrite to start afresh on it, or another "
+                            "--out.")
+    return fingerprint
 
 # %% ../nbs/08_training.ipynb #3022e963
 def train_command(data, out, epochs=None, iterations=None, batch_size=None, patch_shape=None, model=None,
@@ -910,11 +937,13 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                             "or correct the dataset's \"labels\".")
     items = dataset_items(reader)
     with output_lock(out, "miscnn-lite train"):
+        fingerprint = dataset_fingerprint(items) if overwrite else check_same_dataset(out, data, items)
         validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
         if overwrite:
             _clear_run(out)
         remove_temporaries(out)
         write_json(out / TRAIN_SETTINGS_FILE, opts)
+        write_json(out / TRAIN_DATA_FILE, {"data": str(Path(data).resolve()), "cases": fingerprint})
         return _train(items, out, opts, progress, names)
 
 # %% ../nbs/08_training.ipynb #f69d25c7

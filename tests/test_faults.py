@@ -264,10 +264,11 @@ def test_train_refuses_bad_paths(world, tmp_path, capsys, fault):
 
 
 # ---------------------------------------------------------------- an existing run is never silently changed
-@pytest.mark.parametrize("fault", ["other_base_filters", "other_loss", "locked", "settings_corrupt", "resume_other"])
+@pytest.mark.parametrize("fault", ["other_base_filters", "other_loss", "locked", "settings_corrupt", "resume_other",
+                                   "other_data"])
 def test_existing_run_is_protected(world, tmp_path, capsys, fault):
     model = copy_model(world, tmp_path)
-    argv, token = list(TINY), None
+    argv, token, data = list(TINY), None, world["data"]
     if fault == "other_base_filters":
         argv[argv.index("--base-filters") + 1], token = "8", "base_filters: saved 4, now 8"
     elif fault == "other_loss":
@@ -279,10 +280,15 @@ def test_existing_run_is_protected(world, tmp_path, capsys, fault):
     elif fault == "settings_corrupt":
         (model / "train_settings.json").write_text('{"epochs": 2, "base_')
         token = "train_settings.json"
+    elif fault == "other_data":                       # the same case ids, other phantoms: not the dataset of the run
+        from miscnn_lite.phantoms import make_phantom_dataset
+        data = make_phantom_dataset(tmp_path / "data2", n_cases=3, seed=1, shape=(24, 48, 48), spacing=(2.5, 1.5, 1.5),
+                                    progress=False)
+        argv, token = argv + ["--epochs", "3"], f"--data {data} is another dataset (cases differ: case_00000"
     else:
         argv, token = argv + ["--resume", "--depth", "3", "--patch-shape", "16", "32", "32"], "depth: saved 2, now 3"
     before = snapshot(model)
-    code, err = cli(capsys, "train", "--data", world["data"], "--out", model, "--config", world["config"], *argv)
+    code, err = cli(capsys, "train", "--data", data, "--out", model, "--config", world["config"], *argv)
     assert code == 2 and token in err and "Traceback" not in err, err
     assert snapshot(model) == before
 
