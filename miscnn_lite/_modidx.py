@@ -354,6 +354,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.evaluation.surfels': ('evaluation.html#surfels', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.undefined_ratio': ( 'evaluation.html#undefined_ratio',
                                                                                     'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation.unmatched_cases': ( 'evaluation.html#unmatched_cases',
+                                                                                    'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.variation_of_information': ( 'evaluation.html#variation_of_information',
                                                                                              'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.volume': ('evaluation.html#volume', 'miscnn_lite/evaluation.py'),

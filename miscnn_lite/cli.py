@@ -65,7 +65,8 @@ def _cmd_phantoms(args) -> int:
     if args.pictures:
         out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape)
     else:
-        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet)
+        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet,
+                                   overwrite=args.overwrite)
     print(f"wrote {args.cases} phantom {'pictures' if args.pictures else 'cases'} to {out}")
     return 0
 
@@ -78,6 +79,8 @@ def _add_phantoms(sub) -> None:
     s.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="volume shape in voxels")
     s.add_argument("--pictures", action="store_true",
                    help="write 2D pictures instead: images/<id>.png, RGB masks/<id>.png, dataset.json (colour table)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace case folders of --out that hold other phantoms (default: refuse)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_phantoms)
 
@@ -106,11 +109,15 @@ def _add_info(sub) -> None:
 
 # %% ../nbs/13_cli.ipynb #343e37f8
 def _cmd_evaluate(args) -> int:
-    from miscnn_lite.evaluation import evaluate_paths
+    from miscnn_lite.evaluation import evaluate_paths, unmatched_cases
     metrics = args.metrics.split(",") if args.metrics else None
     table = evaluate_paths(args.reference, args.prediction, labels=args.labels, metrics=metrics, out=args.out,
                            resample=args.resample)
     print(f"{len(table)} rows written to {args.out}")
+    for what, cases in unmatched_cases(args.reference, args.prediction).items():
+        if cases:
+            more = ", ..." if len(cases) > 5 else ""
+            print(f"note: {len(cases)} {what}, not evaluated: {', '.join(cases[:5])}{more}")
     return 0
 
 # %% ../nbs/13_cli.ipynb #b9193017

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
-                            read_mask, read_picture_sidecar, is_picture,
+                            read_mask, read_picture_sidecar, is_picture, case_folder_files,
                             orientation_from_affine, spacing_from_affine)
 
 # %% auto #0
@@ -34,8 +34,8 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
            'get_metric', 'get_metrics', 'metrics_table', 'check_binary_mask', 'compute_metrics', 'normalize_regions',
            'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics',
            'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
-           'plot_metric_distributions', 'match_cases', 'resample_to_grid', 'evaluate_paths', 'keep_largest_components',
-           'remove_small_components', 'fill_holes', 'absorb_components', 'grow_by_intensity']
+           'plot_metric_distributions', 'match_cases', 'unmatched_cases', 'resample_to_grid', 'evaluate_paths',
+           'keep_largest_components', 'remove_small_components', 'fill_holes', 'absorb_components', 'grow_by_intensity']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -964,6 +964,19 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
                           f"{', '.join(missing[:5])}. "
                          "Predict them, or evaluate a folder holding only the cases you want.")
     return [(c, refs[c], preds[c]) for c in common]
+
+# %% ../nbs/09_evaluation.ipynb #c8a0a857
+def unmatched_cases(reference, prediction) -> dict[str, list[str]]:
+    """What `match_cases` leaves out of two folders, for a note beside the results: predictions of cases the
+    reference folder has no label of, and reference case folders without a segmentation (a test set's cases)."""
+    reference, prediction = Path(reference), Path(prediction)
+    if not (reference.is_dir() and prediction.is_dir()):
+        return {"predictions without reference": [], "reference cases without segmentation": []}
+    refs = _case_files(reference, ("segmentation.nii.gz", "segmentation.nii"))
+    return {"predictions without reference": sorted(set(_case_files(prediction, _PREDICTION_NAMES)) - set(refs)),
+            "reference cases without segmentation": sorted(
+                p.name for p in reference.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None
+                and p.name not in refs)}
 
 # %% ../nbs/09_evaluation.ipynb #188fddd3
 def resample_to_grid(label_map: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray:

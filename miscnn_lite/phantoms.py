@@ -894,7 +894,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
-                                  f"with shape {shape}. Use an empty folder, or pass overwrite=True to replace it.")
+                                  f"with shape {shape}. Use an empty folder, or pass overwrite=True "
+                                  "(miscnn-lite phantoms --overwrite) to replace it.")
         if state != "identical":
             save_case(case, out, layout=layout)
             written += 1

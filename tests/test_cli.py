@@ -55,6 +55,13 @@ def test_phantoms_command(tmp_path):
     assert cases == ["case_00000", "case_00001"]
     r = run("info", tmp_path / "ph")
     assert r.returncode == 0 and "case_00001" in r.stdout
+    before = (tmp_path / "ph" / "case_00000" / "imaging.nii.gz").read_bytes()
+    other = ("phantoms", "--out", tmp_path / "ph", "--cases", 2, "--seed", 4, "--shape", 24, 48, 48, "--quiet")
+    r = run(*other)
+    assert r.returncode == 2 and "phantoms --overwrite" in r.stderr, r.stderr
+    assert (tmp_path / "ph" / "case_00000" / "imaging.nii.gz").read_bytes() == before
+    assert run(*other, "--overwrite").returncode == 0
+    assert (tmp_path / "ph" / "case_00000" / "imaging.nii.gz").read_bytes() != before
 
 
 def test_preprocess_command(tmp_path):
