@@ -26,12 +26,12 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
            'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing',
-           'check_seed', 'reorient', 'load_nifti', 'save_nifti', 'is_picture', 'load_itk_image', 'load_image', 'Case',
-           'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction',
-           'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader',
-           'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask',
-           'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader',
-           'describe_file', 'describe', 'fetch_example_data']
+           'check_seed', 'reorient', 'UnreadableFileError', 'check_readable', 'load_nifti', 'save_nifti', 'is_picture',
+           'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
+           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
+           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
+           'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
+           'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -304,14 +304,25 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def _is_nifti(path: Path) -> bool:
     return path.name.endswith(NIFTI_SUFFIXES)
 
+# %% ../nbs/00_io.ipynb #15c22964
+class UnreadableFileError(MiscnnError, PermissionError):
+    "A file exists but this user may not read it."
+
+def check_readable(path: Path) -> None:
+    "Raise unless `path` exists and this user may read it (a file it may not read is not a corrupt file)."
+    if not path.exists():
+        raise MissingFileError(f"{path}: no such file.")
+    if not os.access(path, os.R_OK):
+        raise UnreadableFileError(f"{path}: permission denied, this user may not read it. Ask its owner to make it "
+                                  "readable (e.g. chmod a+r), or copy it to a place you own.")
+
 # %% ../nbs/00_io.ipynb #50fe3f76
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a NIfTI file. Returns (array as stored, 4×4 affine).
 
     A 4D file whose last axis has length 1 is squeezed to 3D; other 4D files are refused."""
     path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"{path}: no such file.")
+    check_readable(path)
     if not _is_nifti(path):
         raise DataError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
     try:
@@ -383,8 +394,7 @@ def load_itk_image(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     "Read a 3D NRRD or MetaImage file with SimpleITK. Returns (array, RAS affine), like `load_nifti`."
     import SimpleITK as sitk
     path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"{path}: no such file.")
+    check_readable(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
