@@ -800,7 +800,7 @@ def evaluate_case(reference: np.ndarray, prediction: np.ndarray, spacing=None, l
         for name, region in regions.items():
             if require_labels and not set(region) & set(present):
                 raise MiscnnError(f"case {case_id}: label region {name} {region} is in neither reference nor "
-                                 f"prediction (labels present: {present}). Check labels=, or pass "
+                                 f"prediction (labels present: {present}). Check labels= (--labels), or pass "
                                  "require_labels=False to score it as empty in both.")
             pair = LabelPair(region_mask(ref_map, region), region_mask(pred_map, region), spacing)
             rows += [(case_id, name, m.name, float(m.compute(pair))) for m in label_metrics]
@@ -824,7 +824,7 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], 
         for name, region in normalize_regions(labels).items():
             if not set(region) & seen:
                 raise MiscnnError(f"label region {name} {region} occurs in no reference or prediction of the "
-                                 f"{len(tables)} cases (labels found: {sorted(seen)}). Check labels=.")
+                                 f"{len(tables)} cases (labels found: {sorted(seen)}). Check labels= (--labels).")
     return pd.concat(tables, ignore_index=True)
 
 # %% ../nbs/09_evaluation.ipynb #39b275c0
