@@ -1212,6 +1212,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                       'miscnn_lite/training.py'),
                                       'miscnn_lite.training._train': ('training.html#_train', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.append_log': ('training.html#append_log', 'miscnn_lite/training.py'),
+                                      'miscnn_lite.training.check_inputs_fit_models': ( 'training.html#check_inputs_fit_models',
+                                                                                        'miscnn_lite/training.py'),
                                       'miscnn_lite.training.check_prediction_targets': ( 'training.html#check_prediction_targets',
                                                                                          'miscnn_lite/training.py'),
                                       'miscnn_lite.training.check_same_dataset': ( 'training.html#check_same_dataset',

@@ -168,7 +168,7 @@ def _add_train(sub) -> None:
 
 # %% ../nbs/13_cli.ipynb #b47ed29c
 def _cmd_predict(args) -> int:
-    from miscnn_lite.training import predict_command, prediction_items, prediction_path
+    from miscnn_lite.training import check_inputs_fit_models, predict_command, prediction_items, prediction_path
     if len(args.model) == 1 and not args.uncertainty and args.mirror_axes is None:
         written = predict_command(args.model[0], args.input, args.out)
     else:                                          # several members: models × mirrorings, averaged
@@ -178,6 +178,7 @@ def _cmd_predict(args) -> int:
         if args.mirror_axes is not None:
             mirror_subsets(args.mirror_axes)       # checked before the output folder is created
         items = prediction_items(args.input, args.out)
+        check_inputs_fit_models(args.model, items)
         with output_lock(args.out, "miscnn-lite predict"):
             remove_temporaries(args.out)
             written = ensemble_predict(args.model, items, out=args.out, progress=True, uncertainty=args.uncertainty,

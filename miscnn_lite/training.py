@@ -36,7 +36,8 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
            'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path',
            'check_prediction_targets', 'dataset_fingerprint', 'check_same_dataset', 'train_command', 'prediction_items',
-           'predict_command', 'check_train_settings', 'settings_differences', 'plan_from_settings']
+           'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
+           'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -968,6 +969,25 @@ def prediction_items(input, out) -> list[Path]:
     check_prediction_targets(items, out)
     return items
 
+# %% ../nbs/08_training.ipynb #9cb1e0a9
+def check_inputs_fit_models(model_dirs, items) -> None:
+    """Raise when a model trained by `train_command` on 3D volumes is asked to predict 2D pictures, or one
+    trained on pictures to predict volumes (its `train_settings.json` says which; other models are not checked)."""
+    kinds = {"pictures" if is_picture(Path((item_source(i, with_label=False)[2] or ["-"])[0])) else "volumes"
+             for i in items}
+    for folder in map(Path, model_dirs):
+        try:
+            settings = _saved_settings(folder / TRAIN_SETTINGS_FILE)
+        except MiscnnError:
+            continue                                  # damaged settings do not matter for prediction
+        if settings is None:
+            continue
+        trained = "pictures" if settings["ndim"] == 2 and settings["hu_window"] is None else "volumes"
+        if kinds - {trained}:
+            raise MiscnnError(f"{folder}: trained on {'2D pictures' if trained == 'pictures' else '3D CT volumes'}, "
+                              f"but the input holds {' and '.join(sorted(kinds - {trained}))}; predict them with a "
+                              f"model trained on {' and '.join(sorted(kinds - {trained}))}.")
+
 # %% ../nbs/08_training.ipynb #c78c7e53
 def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
     """Predict `input` (see `prediction_items`) with the model folder `model_dir`; write
@@ -975,6 +995,7 @@ def predict_command(model_dir, input, out, progress: bool = True) -> list[Path]:
     Returns the written paths."""
     seg = Segmenter.load(model_dir)
     items = prediction_items(input, out)
+    check_inputs_fit_models([model_dir], items)
     with output_lock(out, "miscnn-lite predict"):
         remove_temporaries(out)                  # left by a predict that was killed while writing
         return seg.predict(items, out=out, progress=progress)

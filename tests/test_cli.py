@@ -236,6 +236,9 @@ def test_pictures_train_predict_evaluate(tmp_path, capsys):
     own = read_mask(first)
     expected = 2 * ((ref == 1) & (own == 1)).sum() / max((ref == 1).sum() + (own == 1).sum(), 1)
     assert abs(dice["case_00000"] - expected) < 1e-9
+    save_case(case_from_arrays(np.zeros((8, 48, 48), np.int16), spacing=(2.5, 0.8, 0.8), case_id="ct"), tmp_path / "ct")
+    r = run("predict", "--model", model, "--input", tmp_path / "ct", "--out", tmp_path / "pred_ct")
+    assert r.returncode == 2 and "trained on 2D pictures, but the input holds volumes" in r.stderr, r.stderr
     # bad input: dataset.json names 2 classes, the run trains 3
     sidecar = json.loads((data / "dataset.json").read_text())
     (data / "dataset.json").write_text(json.dumps({**sidecar, "labels": {"0": "background", "1": "kidney"}}))

@@ -341,10 +341,13 @@ def test_predict_refuses_damaged_model(world, tmp_path, capsys, fault):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("fault", ["input_missing", "input_without_images", "out_is_file", "out_locked"])
+@pytest.mark.parametrize("fault", ["input_missing", "input_without_images", "out_is_file", "out_locked", "pictures"])
 def test_predict_refuses_bad_paths(world, tmp_path, capsys, fault):
     inp, out = world["data"] / "case_00000", tmp_path / "pred"
-    if fault == "input_missing":
+    if fault == "pictures":                            # the world's model was trained on 3D volumes
+        from miscnn_lite.phantoms import make_picture_dataset
+        inp = make_picture_dataset(tmp_path / "pics", n_cases=1, shape=(8, 48, 48))
+    elif fault == "input_missing":
         inp = tmp_path / "nothing"
     elif fault == "input_without_images":
         inp = tmp_path / "txt"; inp.mkdir(); (inp / "notes.txt").write_text("x")
@@ -355,7 +358,9 @@ def test_predict_refuses_bad_paths(world, tmp_path, capsys, fault):
         (out / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "command": "x"}))
     before = snapshot(out) if out.is_dir() else None
     code, err = cli(capsys, "predict", "--model", world["model"], "--input", inp, "--out", out)
-    assert code == 2 and (str(inp) in err or str(out) in err) and "Traceback" not in err, err
+    assert code == 2 and (str(inp) in err or str(out) in err or fault == "pictures") and "Traceback" not in err, err
+    if fault == "pictures":
+        assert "trained on 3D CT volumes, but the input holds pictures" in err and not out.exists(), err
     if fault == "out_is_file":
         assert out.read_text() == "keep me"
     elif before is not None:
