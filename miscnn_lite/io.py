@@ -26,12 +26,12 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
            'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing',
-           'check_seed', 'reorient', 'UnreadableFileError', 'check_readable', 'load_nifti', 'save_nifti', 'is_picture',
-           'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case',
-           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
-           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
-           'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
-           'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
+           'check_seed', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti', 'save_nifti',
+           'is_picture', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays',
+           'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files',
+           'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset',
+           'read_picture', 'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar',
+           'dataset_class_names', 'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -297,6 +297,20 @@ def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") ->
     out = nib.orientations.apply_orientation(array, transform)
     new_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape[:3])
     return np.ascontiguousarray(out), new_affine
+
+# %% ../nbs/00_io.ipynb #ed41cede
+def regrid(array: np.ndarray, affine: np.ndarray, target_affine: np.ndarray) -> np.ndarray | None:
+    """`array` (on the grid of `affine`) on the grid of `target_affine` when the two grids hold the same voxels
+    with axes permuted or flipped — the exact inverse of a `reorient`, read from the affines themselves rather
+    than from axis codes (which an oblique affine at exactly 45° leaves ambiguous); None when they do not."""
+    to_source = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(target_affine, float)   # target → source index
+    signs = np.round(to_source[:3, :3])
+    if (not np.allclose(to_source[:3, :3], signs, atol=1e-4) or not (np.abs(signs).sum(0) == 1).all()
+            or not (np.abs(signs).sum(1) == 1).all()):
+        return None
+    axes = np.abs(signs).argmax(1)                      # the target axis of each source axis, and its direction
+    ornt = np.stack([axes, signs[np.arange(3), axes]], axis=1)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
 
 # %% ../nbs/00_io.ipynb #4449d87a
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -597,7 +611,11 @@ def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, co
         return write_mask(path, prediction[0].astype(dtype), colors)
     affine = case.affine
     if case.original_affine is not None:
-        prediction, affine = reorient(prediction, case.affine, orientation_from_affine(case.original_affine))
+        back = regrid(prediction, case.affine, case.original_affine)
+        if back is not None:                      # the grid of the original file, voxel for voxel
+            prediction, affine = back, case.original_affine
+        else:
+            prediction, affine = reorient(prediction, case.affine, orientation_from_affine(case.original_affine))
     return save_nifti(path, prediction.astype(dtype), affine)
 
 # %% ../nbs/00_io.ipynb #af60f8e4
@@ -605,7 +623,8 @@ def load_prediction(path, case: Case) -> np.ndarray:
     "Read a label map written by `save_prediction` back onto `case`'s grid (its inverse)."
     prediction, affine = load_nifti(path)
     if case.original_affine is not None:
-        prediction, _ = reorient(prediction, affine, case.orientation)
+        on_case = regrid(prediction, affine, case.affine)
+        prediction = on_case if on_case is not None else reorient(prediction, affine, case.orientation)[0]
     if prediction.shape != case.shape:
         raise DataError(f"{path}: prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; it was written for another case or another preprocessing.")
