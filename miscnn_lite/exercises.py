@@ -18,7 +18,8 @@ def array_mismatch(got, want, atol: float = 1e-6) -> str | None:
         got, want: numbers or arrays of any shape; compared as float.
         atol: absolute tolerance of `np.allclose` (NaN equals NaN).
     Returns:
-        None, or a one-line message: shape, first values and largest difference.
+        None, or a one-line message: the shapes, or the values (up to 6 of them; for larger arrays how many
+        differ and the first that does, with its index) and the largest difference.
     """
     got_a, want_a = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
     if got_a.shape != want_a.shape:
@@ -31,7 +32,12 @@ def array_mismatch(got, want, atol: float = 1e-6) -> str | None:
         return f"{values[:6].tolist()}{'...' if values.size > 6 else ''}"
 
     largest = np.nanmax(np.abs(got_a - want_a)) if np.isfinite(got_a - want_a).any() else float("nan")
-    return f"gives {first(got_a)}, expected {first(want_a)}; largest difference {largest:.4g}"
+    if got_a.size <= 6:
+        return f"gives {first(got_a)}, expected {first(want_a)}; largest difference {largest:.4g}"
+    bad = ~np.isclose(got_a, want_a, atol=atol, equal_nan=True)     # a mask or volume: where, not its first corner
+    where = tuple(int(i) for i in np.argwhere(bad)[0])
+    return (f"differs at {int(bad.sum())} of {bad.size} values, the first at index {where}: gives "
+            f"{got_a[where]:.4g}, expected {want_a[where]:.4g}; largest difference {largest:.4g}")
 
 # %% ../nbs/14_exercises.ipynb #3da8776b
 def equal(got, want, args=None) -> str | None:
@@ -39,6 +45,14 @@ def equal(got, want, args=None) -> str | None:
     return None if got == want else f"gives {got!r}, expected {want!r}"
 
 # %% ../nbs/14_exercises.ipynb #4f2e5508
+def _copied(args: tuple) -> tuple:
+    "A deep copy of an input tuple (the tuple itself where something in it cannot be copied)."
+    import copy
+    try:
+        return copy.deepcopy(tuple(args))
+    except Exception:
+        return tuple(args)
+
 def check_exercise(name: str, answer: Callable, expected: Callable, inputs: Iterable[tuple], hint: str,
                    atol: float = 1e-6, compare: Callable[[Any, Any, tuple], str | None] | None = None,
                    strict: bool = False) -> None:
@@ -46,8 +60,8 @@ def check_exercise(name: str, answer: Callable, expected: Callable, inputs: Iter
 
     Args:
         name: the exercise's function name, shown in every message.
-        answer: the student's function. Raising NotImplementedError or returning None means
-            "not answered yet".
+        answer: the student's function. Raising NotImplementedError means "not answered yet";
+            returning None fails with a reminder of `return`.
         expected: the reference, usually a library function.
         inputs: argument tuples, one per test input.
         hint: what to try, shown when an input fails.
@@ -55,20 +69,21 @@ def check_exercise(name: str, answer: Callable, expected: Callable, inputs: Iter
         compare: `compare(got, want, args)` -> error message or None; default `array_mismatch`.
         strict: raise when the exercise is not answered (solutions notebooks), instead of printing.
     Prints `'<name>: correct (n inputs checked)'` when all agree; raises AssertionError naming the
-    input and the hint when one differs.
+    input and the hint when one differs. `expected` and `answer` each get their own copy of the inputs,
+    so an answer that changes its arguments in place neither changes the reference nor the notebook's data.
     """
     inputs = list(inputs)
     for i, args in enumerate(inputs):
+        want = expected(*_copied(args))
         try:
-            got = answer(*args)
+            got = answer(*_copied(args))
         except NotImplementedError:
-            got = None
-        if got is None:
             if strict:
-                raise AssertionError(f"{name}: not answered. {hint}")
+                raise AssertionError(f"{name}: not answered. {hint}") from None
             print(f"{name}: not answered yet. Fill in the cell above, run it, then run this check again.")
             return
-        want = expected(*args)
+        if got is None:
+            raise AssertionError(f"{name}: input #{i} gives None: does the function end with `return` and its result?")
         problem = compare(got, want, args) if compare is not None else array_mismatch(got, want, atol)
         if problem:
             raise AssertionError(f"{name}: input #{i} {problem}. Hint: {hint}")
