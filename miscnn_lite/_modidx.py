@@ -508,6 +508,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io.describe': ('io.html#describe', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.describe_file': ('io.html#describe_file', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.fetch_example_data': ('io.html#fetch_example_data', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io.image_stem': ('io.html#image_stem', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.is_picture': ('io.html#is_picture', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.json_value': ('io.html#json_value', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.load_case': ('io.html#load_case', 'miscnn_lite/io.py'),

@@ -27,11 +27,12 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
            'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing',
            'check_seed', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti', 'save_nifti',
-           'is_picture', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case', 'case_from_arrays',
-           'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files',
-           'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset',
-           'read_picture', 'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar',
-           'dataset_class_names', 'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
+           'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case',
+           'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader',
+           'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series',
+           'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask', 'write_picture',
+           'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file', 'describe',
+           'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -316,7 +317,7 @@ def regrid(array: np.ndarray, affine: np.ndarray, target_affine: np.ndarray) -> 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 def _is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES)
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 # %% ../nbs/00_io.ipynb #15c22964
 class UnreadableFileError(MiscnnError, PermissionError):
@@ -383,6 +384,12 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")   # 2D pic
 def is_picture(path: Path) -> bool:
     "True when `path` names a picture file (PNG, JPEG, TIFF or BMP; `PICTURE_SUFFIXES`), case-insensitive."
     return Path(path).name.lower().endswith(PICTURE_SUFFIXES)
+
+def image_stem(path) -> str:
+    "The file name without its image or picture suffix (`.nii.gz`, `.nrrd`, `.png`, any case): `a.01.nii.gz` → `a.01`."
+    name = Path(path).name
+    suffix = max((s for s in IMAGE_SUFFIXES + PICTURE_SUFFIXES if name.lower().endswith(s)), key=len, default="")
+    return name[: len(name) - len(suffix)] if suffix else name
 
 # %% ../nbs/00_io.ipynb #8d097ce3
 def _sitk_affine(img) -> np.ndarray:
@@ -511,6 +518,9 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
         bad = values[values >= n_classes].tolist()
         raise DataError(f"{where}: label values {bad} are not in 0..{n_classes - 1}. "
                          "Pass label_map={old: new} to remap them.")
+    if values.max() > np.iinfo(np.int32).max:
+        raise DataError(f"{where}: label value {int(values.max())} is far beyond any class index; a segmentation holds "
+                        "classes 0..C-1. Pass label_map={old: new} to remap the values it uses.")
     dtype = np.uint8 if values.max() < 256 else np.int32
     return label.astype(dtype, copy=False)
 
@@ -540,7 +550,7 @@ def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.n
                              f"{case.image.shape} ({where}). Image and segmentation must share one voxel grid.")
         if label_affine is not None and not np.allclose(label_affine, case.original_affine
                                                         if case.original_affine is not None else case.affine,
-                                                        atol=affine_tolerance):
+                                                        rtol=0, atol=affine_tolerance):
             raise DataError(f"{lwhere}: label affine differs from the image affine of {where} by more "
                              f"than {affine_tolerance} mm:\n{np.round(label_affine, 4)}\nvs\n"
                              f"{np.round(case.original_affine, 4)}\nResample the label onto the image grid "
@@ -752,6 +762,9 @@ class KiTS19Reader(CaseReader):
     def _scan(self):
         index, ignored = {}, []
         for folder in sorted({p.parent for p in self.root.glob("*/imaging.*")}):
+            if folder.name.startswith("."):           # .ipynb_checkpoints, macOS metadata: not cases
+                ignored.append(folder)
+                continue
             image, label, more = case_folder_files(folder)
             ignored += more
             if image is not None:
@@ -772,20 +785,31 @@ class NnUNetReader(CaseReader):
         self.subset = subset
         super().__init__(root, orientation)
     def _scan(self):
-        index, folder = {}, self.root / f"images{self.subset}"
-        images, ignored = _images_only(p for p in folder.glob("*_0000.*") if not is_picture(p))
-        pictures = sorted(p for p in folder.glob("*_0000.*") if is_picture(p) and not p.name.startswith("."))
-        self.ndim = 2 if pictures and not images else 3
-        for img in images + pictures:
-            cid = img.name.split(".")[0][: -len("_0000")]
-            extra = sorted(folder.glob(f"{cid}_0001.*"))
+        index, folder, labels = {}, self.root / f"images{self.subset}", self.root / f"labels{self.subset}"
+        files = sorted(p for p in folder.glob("*") if p.is_file())
+        usable = [p for p in files if (_is_image(p) or is_picture(p)) and not p.name.startswith(".")]
+        ignored = [p for p in files if p not in usable]
+        images = [p for p in usable if image_stem(p).endswith("_0000")]   # channel 0 of each case
+        ignored += [p for p in usable if not image_stem(p)[-5:-4] == "_" or not image_stem(p)[-4:].isdigit()]
+        self.ndim = 2 if images and all(is_picture(p) for p in images) else 3
+        by_case = {}
+        for p in (sorted(labels.glob("*")) if labels.is_dir() else []):
+            if (_is_image(p) or is_picture(p)) and not p.name.startswith("."):
+                by_case.setdefault(image_stem(p), []).append(p)
+            elif p.is_file():
+                ignored.append(p)
+        for img in images:
+            cid = image_stem(img)[: -len("_0000")]
+            extra = [p for p in usable if image_stem(p).startswith(f"{cid}_") and image_stem(p) != f"{cid}_0000"
+                     and image_stem(p)[len(cid) + 1:].isdigit()]
             if extra:
                 raise DataError(f"{extra[0]}: case {cid!r} has more than one channel; the kit trains on one channel "
                                 f"per case. Keep {img.name} only, or combine the channels into one image first.")
-            candidates = sorted((self.root / f"labels{self.subset}").glob(f"{cid}.*"))
-            segs = [p for p in candidates if _is_image(p) or is_picture(p)]
-            ignored += [p for p in candidates if p not in segs]
+            segs = by_case.pop(cid, [])
+            if len(segs) > 1:
+                raise DataError(f"{segs[0]} and {segs[1]}: two labels of case {cid!r}; keep one of them.")
             _register(index, cid, (img, segs[0] if segs else None), self.root)
+        ignored += [p for segs in by_case.values() for p in segs]    # labels without an image
         _warn_ignored(self.root, ignored)
         return index
 
@@ -798,9 +822,13 @@ class NpzReader(CaseReader):
     "A folder of `<id>.npz` files with arrays `image`, optional `label`, and `affine` or `spacing`."
     layout_hint = "expected <id>.npz files with an 'image' array"
     def _scan(self):
-        index = {}
+        index, hidden = {}, []
         for f in sorted(self.root.glob("*.npz")):
+            if f.name.startswith("."):                # ._case.npz (macOS metadata), editor temporaries
+                hidden.append(f)
+                continue
             _register(index, f.stem, (f, f), self.root)
+        _warn_ignored(self.root, hidden)
         return index
     def has_label(self, case_id):
         with NPY_LOCK, np.load(self._paths(case_id)[0]) as z:
@@ -860,6 +888,20 @@ def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1
             raise DataError(f"{folder}: {len(gaps)} gap(s) in slice positions, e.g. between "
                              f"{z[gaps[0]]:.2f} and {z[gaps[0] + 1]:.2f} mm (slice step {step:.2f} mm): "
                              "slices are missing. Export the complete series again.")
+        uneven = np.where(steps < (1 - tolerance) * step)[0]
+        if len(uneven):
+            raise DataError(f"{folder}: uneven slice spacing, e.g. {steps[uneven[0]]:.2f} mm between "
+                            f"{z[uneven[0]]:.2f} and {z[uneven[0] + 1]:.2f} mm against {step:.2f} mm elsewhere: one "
+                            "voxel grid cannot hold these slices. Resample the series to even spacing first (e.g. "
+                            "dcm2niix).")
+        ordered = positions[np.argsort(positions @ normal)]
+        offsets = np.diff(ordered, axis=0)                           # slice to slice, in mm
+        sideways = np.linalg.norm(offsets - np.outer(offsets @ normal, normal), axis=1)
+        if sideways.max() > tolerance * step:
+            raise DataError(f"{folder}: each slice is shifted {sideways.max():.2f} mm sideways from the one before "
+                            "(gantry tilt or a sheared stack): the slices do not stack along their normal, so one "
+                            "voxel grid would misplace them. Correct the tilt first (e.g. dcm2niix's gantry-tilt "
+                            "correction), then load the corrected volume.")
 
 # %% ../nbs/00_io.ipynb #06ffa9ed
 def load_dicom_series(folder, case_id: str | None = None, orientation: str | None = "SPL") -> Case:
