@@ -100,6 +100,9 @@ def _class_weights(class_weights, n_classes: int) -> np.ndarray:
     if len(w) != n_classes:
         raise MiscnnError(f"class_weights has {len(w)} values but the model predicts {n_classes} classes: give one "
                           "weight per class.")
+    if not (np.isfinite(w) & (w >= 0)).all():
+        raise MiscnnError(f"class_weights={w.tolist()}: every weight must be a finite number >= 0 (a negative weight "
+                          "rewards the network for missing that class).")
     return w
 
 @_register
@@ -308,6 +311,12 @@ def get_loss(name: str, **kwargs) -> SegmentationLoss:
     "The loss registered under `name` (see `LOSSES`), built with `kwargs`."
     if name not in LOSSES:
         raise MiscnnError(f"loss {name!r} is unknown; expected one of {sorted(LOSSES)}.")
+    import inspect
+    accepted = {k for cls in LOSSES[name].__mro__ if "__init__" in vars(cls)
+                for k in inspect.signature(cls.__init__).parameters if k not in ("self", "kwargs", "args")}
+    unknown = sorted(set(kwargs) - accepted - {"name", "reduction", "dtype"})
+    if unknown:
+        raise MiscnnError(f"loss {name!r}: unknown option(s) {unknown}; it takes {sorted(accepted - {'name'})}.")
     return LOSSES[name](**kwargs)
 
 # %% ../nbs/07_losses.ipynb #e60a3b57

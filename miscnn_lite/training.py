@@ -15,13 +15,13 @@ from fastcore.basics import patch
 import pandas as pd
 import keras
 
-from .io import (Case, CorruptFileError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
+from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
                             check_spacing, dataset_class_names, load_mapping, open_dataset, output_lock,
                             remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, json_value,
                             write_json)
 from .preprocessing import ClipHU, Pipeline, Resample, ZScore
-from .patching import PatchSampler, slab_channels, sliding_window_predict
+from .patching import PatchSampler, mirror_subsets, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
@@ -34,10 +34,10 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE',
            'TRAIN_DATA_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
            'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
-           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter', 'prediction_path',
-           'check_prediction_targets', 'dataset_fingerprint', 'check_same_dataset', 'train_command', 'prediction_items',
-           'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
-           'plan_from_settings']
+           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'check_segmenter_settings', 'Segmenter',
+           'check_finite_image', 'prediction_path', 'check_prediction_targets', 'dataset_fingerprint',
+           'check_same_dataset', 'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command',
+           'check_train_settings', 'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -318,6 +318,37 @@ def poly_learning_rate(epoch: int, epochs: int, initial: float, exponent: float 
     "nnU-Net's polynomial decay: the learning rate of `epoch` (from 0) in a run of `epochs` epochs."
     return float(initial) * (1 - min(epoch, epochs) / epochs) ** exponent
 
+# %% ../nbs/08_training.ipynb #21e676cf
+def check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
+                             lr_factor, stop_patience, mixed_precision, workers) -> None:
+    """Raise a `SettingsError` naming the first `Segmenter` argument out of range, before anything is built or
+    written (a negative learning rate would train uphill; an overlap of 1 never moves the window)."""
+    def whole(v, lo):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
+
+    def number(v, lo, hi):
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and lo < v < hi
+
+    checks = [("batch_size", batch_size, whole(batch_size, 1), "a whole number >= 1"),
+              ("iterations", iterations, whole(iterations, 1), "a whole number >= 1 (steps per epoch)"),
+              ("learning_rate", learning_rate, number(learning_rate, 0, np.inf), "a number > 0, e.g. 1e-3"),
+              ("overlap", overlap, number(overlap, -1e-12, 1), "a fraction in [0, 1), e.g. 0.5"),
+              ("weighting", weighting, weighting in ("gaussian", "mean"), "'gaussian' or 'mean'"),
+              ("lr_patience", lr_patience, whole(lr_patience, 0), "a whole number >= 0"),
+              ("lr_factor", lr_factor, number(lr_factor, 0, 1), "a factor in (0, 1), e.g. 0.1"),
+              ("stop_patience", stop_patience, whole(stop_patience, 0), "a whole number >= 0"),
+              ("mixed_precision", mixed_precision, mixed_precision in (None, "mixed_float16", "mixed_bfloat16"),
+               "None, 'mixed_float16' or 'mixed_bfloat16'"),
+              ("workers", workers, whole(workers, 0), "a whole number >= 0")]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise SettingsError(f"Segmenter: {name}={value!r} is not allowed; give {expected}.")
+    try:
+        mirror_subsets(mirror_axes)
+    except (MiscnnError, TypeError, ValueError):
+        raise SettingsError(f"Segmenter: mirror_axes={mirror_axes!r}; give distinct axes among 0 (z), 1 (y), 2 (x), "
+                            "e.g. (2,), or ().") from None
+
 # %% ../nbs/08_training.ipynb #0c78998b
 LR_SCHEDULES = ("plateau", "poly")
 
@@ -355,6 +386,8 @@ class Segmenter:
                  stop_patience: int = 150, mixed_precision: str | None = None, strategy=None, seed: int = 0,
                  workers: int = 2, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau",
                  initial_weights: str = "seed"):
+        check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
+                                 lr_factor, stop_patience, mixed_precision, workers)
         if sampler is None and patch_shape is None:
             raise MiscnnError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
         self.sampler = sampler or PatchSampler(tuple(patch_shape))
@@ -460,8 +493,8 @@ def check_data(self: Segmenter, cases) -> None:
 
 # %% ../nbs/08_training.ipynb #008950ae
 @patch
-def _fit_pipeline(self: Segmenter, train, out):
-    if out is not None and (Path(out) / PIPELINE_FILE).is_file():
+def _fit_pipeline(self: Segmenter, train, out, resume: bool = True):
+    if resume and out is not None and (Path(out) / PIPELINE_FILE).is_file():
         if why := _checksum_problem(Path(out), PIPELINE_FILE):
             raise CorruptFileError(why)
         self.pipeline = Pipeline.load(Path(out) / PIPELINE_FILE)          # resuming: the same statistics
@@ -527,23 +560,39 @@ def _temporary_run_folder():
     import tempfile
     return tempfile.mkdtemp(prefix="miscnn_run_")
 
+# %% ../nbs/08_training.ipynb #72e10be2
+def check_finite_image(case: Case) -> None:
+    "Raise when `case.image` holds NaN or infinite voxels (they would spread through the network unseen)."
+    bad = ~np.isfinite(np.asarray(case.image, np.float32))
+    if bad.any():
+        raise DataError(f"case {case.id!r}: {int(bad.sum())} image voxel(s) are NaN or infinite, e.g. at "
+                        f"{tuple(int(v) for v in np.argwhere(bad)[0])}; fill them (e.g. with the air value -1024 HU) "
+                        "before training or predicting.")
+
 # %% ../nbs/08_training.ipynb #91d45905
 @patch
-def fit(self: Segmenter, train, val=None, epochs: int = 10, out=None, cache_dir=None, resume: bool = True,
+def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, cache_dir=None, resume: bool = True,
         live: bool = False, verbose: int = 0, progress: bool = False, callbacks=(),
         spacing_range=SPACING_RANGE_MM) -> pd.DataFrame:
-    """Train for `epochs` epochs in total (a resumed run continues up to that number).
+    """Train for `epochs` epochs in total (a resumed run continues up to that number); None: the plan's
+    `schedule["epochs"]` for a Segmenter made from a plan, else 10.
 
     out: model folder (log, checkpoints, model, pipeline, config, plan); None: a temporary folder.
     cache_dir: preprocessed cache (default out/cache). live: draw curves in the notebook.
     spacing_range: plausible voxel sizes (mm) every case must have (`validate_cases`); None: not checked.
     Returns the training log (one row per finished epoch)."""
+    train, val = ([train] if isinstance(train, Case) else train), ([val] if isinstance(val, Case) else val)
+    if epochs is None:
+        epochs = int(self.plan.schedule.get("epochs", 10)) if self.plan is not None else 10
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
+    for item in dataset_items(train) + (dataset_items(val) if val is not None else []):
+        if isinstance(item, Case):                     # files are checked when read (load_case); arrays here
+            check_finite_image(item)
     validate_cases(dataset_items(train) + (dataset_items(val) if val is not None else []), self.n_classes,
                    spacing_range, record_dir=cache_dir or out / "cache")
-    self._fit_pipeline(train, out)
+    self._fit_pipeline(train, out, resume)
     self.out = out
     self.save(out, model=False)
     train_ds, val_ds = self._loaders(train, val, cache_dir or out / "cache", progress)
@@ -677,7 +726,9 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     loss = loss if isinstance(loss, str) else keras.saving.deserialize_keras_object(loss)
     kwargs.update(overrides)
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
-    seg = cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss, **kwargs)
+    augmentation = plan.build_augmentation() if plan is not None else None   # training resumes as it began
+    seg = cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss,
+              augmentation=augmentation, **kwargs)
     seg.plan = plan and plan.with_settings(**{k: v for k, v in overrides.items() if k in SETTING_GROUPS})
     return seg
 
@@ -688,6 +739,13 @@ def predict_probabilities(self: Segmenter, case: Case, progress: bool = False, m
     `mirror_axes` replaces the saved test-time mirroring for this call (None: the saved setting)."""
     s = self.settings
     mirror_axes = s["mirror_axes"] if mirror_axes is None else mirror_axes
+    check_finite_image(case)
+    channels = 1 if np.ndim(case.image) == 3 else np.shape(case.image)[-1]
+    if channels * (2 * self.slab_neighbours + 1) != self.in_channels:
+        raise DataError(f"case {case.id!r}: {channels} image channel(s); the model takes {self.in_channels} input "
+                        "channel(s)" + (f" ({2 * self.slab_neighbours + 1} slices of one channel)"
+                                        if self.slab_neighbours else "") + ". Predict images like those it was "
+                        "trained on.")
     image_only = replace(case, label=None)
     if self.pipeline is not None:
         pre, record = self.pipeline.apply(image_only)
@@ -789,6 +847,10 @@ def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
         case = item_source(item)[1]() if not isinstance(item, Case) else item
         if case.label is None:
             raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
+        if int(np.max(case.label)) >= self.n_classes:
+            raise DataError(f"case {case.id!r}: label values {np.unique(case.label).tolist()} but the model knows "
+                            f"classes 0..{self.n_classes - 1}; remap the labels (label_map=) or use a model trained "
+                            "on these classes.")
         pred = self.predict_case(case, progress=progress)
         rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
                                                                                                        self.n_classes)]

@@ -323,3 +323,15 @@ def test_errors_name_the_problem():
         get_loss("dice_bce")
     with pytest.raises(ValueError, match="class_id=3"):
         DiceMetric(3).update_state(labels, probs)
+
+
+def test_loss_options_and_class_weights_are_checked_when_given():
+    "An unknown option names the ones the loss takes; a negative or NaN class weight is refused (it would train away)."
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.losses import _class_weights, get_loss
+    with pytest.raises(MiscnnError, match=r"unknown option\(s\) \['bogus'\]; it takes \[.*'class_weights'"):
+        get_loss("dice_ce", bogus=1)
+    for weights in ([-1, 1, 1], [float("nan"), 1, 1]):
+        with pytest.raises(MiscnnError, match="every weight must be a finite number >= 0"):
+            _class_weights(weights, 3)
+    assert _class_weights([0, 1, 3], 3).tolist() == [0, 1, 3]

@@ -259,3 +259,59 @@ def test_model_folder_written_before_plans_loads_without_a_plan(tmp_path):
     assert old.plan is None and old.config == seg.config and old.pipeline == seg.pipeline
     batch = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 1)).astype("float32")
     np.testing.assert_allclose(old.model.predict_on_batch(batch), seg.model.predict_on_batch(batch), atol=1e-6)
+
+
+# ---------------------------------------------------------------- from a review of the training API's edge cases
+def tiny_segmenter(**settings):
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import Segmenter
+    return Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), **{"batch_size": 2, **settings})
+
+
+@pytest.mark.parametrize("setting,value", [("batch_size", 0), ("iterations", -3), ("learning_rate", -1e-3),
+                                           ("overlap", 1.0), ("weighting", "foo"), ("mirror_axes", (0, 0)),
+                                           ("lr_factor", 2), ("workers", -1), ("mixed_precision", "float64x")])
+def test_segmenter_refuses_settings_out_of_range(setting, value):
+    from miscnn_lite.io import SettingsError
+    with pytest.raises(SettingsError, match=f"Segmenter: {setting}="):
+        tiny_segmenter(**{setting: value})
+
+
+def test_predict_and_evaluate_refuse_what_the_model_cannot_read():
+    from dataclasses import replace
+
+    from miscnn_lite.io import DataError
+    seg, case = tiny_segmenter(), toy_case(0)
+    image = case.image.astype(np.float32)
+    image[3, 4, 5] = np.nan
+    with pytest.raises(DataError, match=r"1 image voxel\(s\) are NaN or infinite, e.g. at \(3, 4, 5\)"):
+        seg.predict_probabilities(replace(case, image=image))
+    with pytest.raises(DataError, match="2 image channel"):
+        seg.predict_case(replace(case, image=np.stack([case.image] * 2, axis=-1)))
+    with pytest.raises(DataError, match="the model knows classes 0..2"):
+        seg.evaluate([replace(case, label=np.where(case.label == 2, 5, case.label).astype(np.uint8))])
+
+
+def test_load_keeps_the_plan_augmentation_and_resume_false_refits_the_pipeline(tmp_path):
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.preprocessing import ZScore
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(iterations=1, batch_size=2), augmentation="mirror", workers=0,
+                        preprocessing=[ZScore(mode="dataset")])
+    seg = Segmenter.from_plan(plan)
+    seg.fit(toy_case(0), epochs=1, out=tmp_path / "m")                # one Case, not a list, trains too
+    loaded = Segmenter.load(tmp_path / "m")
+    assert loaded.augmentation is not None and repr(loaded.augmentation) == repr(plan.build_augmentation())
+    before = (tmp_path / "m" / "pipeline.json").read_text()
+    Segmenter.from_plan(plan).fit([toy_case(5, tumor=False)], epochs=1, out=tmp_path / "m", resume=False)
+    assert (tmp_path / "m" / "pipeline.json").read_text() != before    # fitted on the new cases
+
+
+def test_fit_without_epochs_trains_the_plan_epochs(tmp_path):
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(epochs=2, iterations=1, batch_size=2), workers=0)
+    log = Segmenter.from_plan(plan).fit([toy_case(0)], out=tmp_path / "m")
+    assert list(log["epoch"]) == [1, 2]
