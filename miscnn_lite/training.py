@@ -31,13 +31,14 @@ from .runtime import HeapThresholds
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
-           'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE',
-           'TRAIN_DATA_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves', 'NonFiniteLossError',
-           'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states', 'checkpoint_problem',
-           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'check_segmenter_settings', 'Segmenter',
-           'check_finite_image', 'prediction_path', 'check_prediction_targets', 'dataset_fingerprint',
-           'check_same_dataset', 'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command',
-           'check_train_settings', 'settings_differences', 'plan_from_settings']
+           'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DATA_FILE', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS',
+           'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
+           'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
+           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
+           'check_segmenter_settings', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset', 'check_finite_image',
+           'prediction_path', 'check_prediction_targets', 'train_command', 'prediction_items',
+           'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
+           'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -560,6 +561,34 @@ def _temporary_run_folder():
     import tempfile
     return tempfile.mkdtemp(prefix="miscnn_run_")
 
+# %% ../nbs/08_training.ipynb #e19fbd52
+TRAIN_DATA_FILE = "train_data.json"      # which dataset a model folder was trained on (`dataset_fingerprint`)
+
+def dataset_fingerprint(items) -> dict:
+    "{case id: sizes in bytes of its files}: tells two datasets apart without reading them (a copy keeps it)."
+    fingerprint = {}
+    for item in items:
+        case_id, _, paths = item_source(item)
+        fingerprint[str(case_id)] = [Path(p).stat().st_size for p in paths or ()]
+    return fingerprint
+
+def check_same_dataset(out: Path, data, items) -> dict:
+    """The fingerprint of `items`; raise when `out` holds a run trained on another dataset (a run continued
+    on other cases would mix two datasets in one model and one log)."""
+    fingerprint = dataset_fingerprint(items)
+    try:
+        saved = json.loads((out / TRAIN_DATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return fingerprint                            # a new run, or one from before this check
+    if isinstance(saved, dict) and saved.get("cases") not in (None, fingerprint):
+        differ = sorted(set(saved["cases"]) ^ set(fingerprint)) or sorted(
+            c for c in fingerprint if saved["cases"].get(c) != fingerprint[c])
+        raise SettingsError(f"{out}: holds a run trained on {saved.get('data')} ({len(saved['cases'])} "
+                            f"cases); {data} is another dataset (cases differ: {', '.join(differ[:3])}"
+                            f"{', ...' if len(differ) > 3 else ''}). Start afresh on it (miscnn-lite train "
+                            "--overwrite, Segmenter.fit(resume=False)), or write to another folder.")
+    return fingerprint
+
 # %% ../nbs/08_training.ipynb #72e10be2
 def check_finite_image(case: Case) -> None:
     "Raise when `case.image` holds NaN or infinite voxels (they would spread through the network unseen)."
@@ -592,6 +621,13 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
             check_finite_image(item)
     validate_cases(dataset_items(train) + (dataset_items(val) if val is not None else []), self.n_classes,
                    spacing_range, record_dir=cache_dir or out / "cache")
+    items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
+    roots = {str(Path(i.reader.root).resolve()) for i in items
+             if isinstance(i, ReaderItem) and hasattr(i.reader, "root")}
+    where = (str(Path(train).resolve()) if isinstance(train, (str, Path)) else roots.pop() if len(roots) == 1
+             else f"{len(items)} cases given to fit")
+    fingerprint = check_same_dataset(out, where, items) if resume else dataset_fingerprint(items)
+    write_json(out / TRAIN_DATA_FILE, {"data": where, "cases": fingerprint})
     self._fit_pipeline(train, out, resume)
     self.out = out
     self.save(out, model=False)
@@ -868,7 +904,6 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
 PICTURE_TRAIN_DEFAULTS = dict(ndim=2, patch_shape=(1, 128, 128), target_spacing=None, hu_window=None)
 
 TRAIN_SETTINGS_FILE = "train_settings.json"
-TRAIN_DATA_FILE = "train_data.json"      # which dataset a model folder was trained on (`dataset_fingerprint`)
 
 # %% ../nbs/08_training.ipynb #f28a2c75
 def _read_config(config) -> dict:
@@ -925,32 +960,6 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
-# %% ../nbs/08_training.ipynb #e19fbd52
-def dataset_fingerprint(items) -> dict:
-    "{case id: sizes in bytes of its files}: tells two datasets apart without reading them (a copy keeps it)."
-    fingerprint = {}
-    for item in items:
-        case_id, _, paths = item_source(item)
-        fingerprint[str(case_id)] = [Path(p).stat().st_size for p in paths or ()]
-    return fingerprint
-
-def check_same_dataset(out: Path, data, items) -> dict:
-    """The fingerprint of `items`; raise when `out` holds a run trained on another dataset (a run continued
-    on other cases would mix two datasets in one model and one log)."""
-    fingerprint = dataset_fingerprint(items)
-    try:
-        saved = json.loads((out / TRAIN_DATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return fingerprint                            # a new run, or one from before this check
-    if isinstance(saved, dict) and saved.get("cases") not in (None, fingerprint):
-        differ = sorted(set(saved["cases"]) ^ set(fingerprint)) or sorted(
-            c for c in fingerprint if saved["cases"].get(c) != fingerprint[c])
-        raise SettingsError(f"--out {out}: holds a run trained on {saved.get('data')} ({len(saved['cases'])} cases); "
-                            f"--data {data} is another dataset (cases differ: {', '.join(differ[:3])}"
-                            f"{', ...' if len(differ) > 3 else ''}). Use --overwrite to start afresh on it, or another "
-                            "--out.")
-    return fingerprint
-
 # %% ../nbs/08_training.ipynb #3022e963
 def train_command(data, out, epochs=None, iterations=None, batch_size=None, patch_shape=None, model=None,
                   base_filters=None, depth=None, loss=None, config=None, progress: bool = True, resume: bool = False,
@@ -1000,13 +1009,13 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                             "or correct the dataset's \"labels\".")
     items = dataset_items(reader)
     with output_lock(out, "miscnn-lite train"):
-        fingerprint = dataset_fingerprint(items) if overwrite else check_same_dataset(out, data, items)
+        if not overwrite:
+            check_same_dataset(out, data, items)        # before anything is written; fit records the dataset
         validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
         if overwrite:
             _clear_run(out)
         remove_temporaries(out)
         write_json(out / TRAIN_SETTINGS_FILE, opts)
-        write_json(out / TRAIN_DATA_FILE, {"data": str(Path(data).resolve()), "cases": fingerprint})
         return _train(items, out, opts, progress, names)
 
 # %% ../nbs/08_training.ipynb #f69d25c7

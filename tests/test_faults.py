@@ -284,7 +284,7 @@ def test_existing_run_is_protected(world, tmp_path, capsys, fault):
         from miscnn_lite.phantoms import make_phantom_dataset
         data = make_phantom_dataset(tmp_path / "data2", n_cases=3, seed=1, shape=(24, 48, 48), spacing=(2.5, 1.5, 1.5),
                                     progress=False)
-        argv, token = argv + ["--epochs", "3"], f"--data {data} is another dataset (cases differ: case_00000"
+        argv, token = argv + ["--epochs", "3"], f"{data} is another dataset (cases differ: case_00000"
     else:
         argv, token = argv + ["--resume", "--depth", "3", "--patch-shape", "16", "32", "32"], "depth: saved 2, now 3"
     before = snapshot(model)

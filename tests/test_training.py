@@ -315,3 +315,17 @@ def test_fit_without_epochs_trains_the_plan_epochs(tmp_path):
                         schedule=dict(epochs=2, iterations=1, batch_size=2), workers=0)
     log = Segmenter.from_plan(plan).fit([toy_case(0)], out=tmp_path / "m")
     assert list(log["epoch"]) == [1, 2]
+
+
+def test_fit_refuses_to_continue_a_run_on_other_cases(tmp_path):
+    "A model folder remembers what it was trained on; Segmenter.fit continues it only on the same cases."
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(iterations=1, batch_size=2), workers=0)
+    Segmenter.from_plan(plan).fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    with pytest.raises(SettingsError, match=r"is another dataset \(cases differ: toy_000, toy_001"):
+        Segmenter.from_plan(plan).fit([toy_case(1)], epochs=2, out=tmp_path / "m")
+    log = Segmenter.from_plan(plan).fit([toy_case(1)], epochs=1, out=tmp_path / "m", resume=False)
+    assert log["epoch"].tolist() == [1]
