@@ -344,6 +344,12 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         img = nib.load(path)
         array = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises several types for broken files
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        if gzipped != path.name.lower().endswith(".gz"):     # a name that lies about the compression
+            right = path.name[: -3] if not gzipped else path.name + ".gz"
+            raise CorruptFileError(f"{path}: the file is {'' if gzipped else 'not '}gzip-compressed, its name says "
+                                   f"otherwise; rename it to {right}.") from e
         raise CorruptFileError(f"{path}: cannot be read as NIfTI ({type(e).__name__}: {e}). "
                          "The file is corrupt or truncated: download or export it again.") from e
     if array.ndim == 4 and array.shape[3] == 1:
