@@ -645,6 +645,9 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
                            extra_state={"seed": s["seed"]})
     self.train_ds, self.val_ds = train_ds, val_ds
     initial_epoch = self._resume(out, train_ds, ckpt) if resume else 0
+    if initial_epoch and (getattr(ckpt, "restore", None) or {}).get("callbacks", {}).get("EarlyStopping", {}).get(
+            "stopped_epoch", 0):
+        initial_epoch = epochs                         # the run had stopped early: it is finished, not paused
     if not resume:
         truncate_log(out / LOG_FILE, 0)
     cbs = ([HeapThresholds(), StopOnNonFiniteLoss(out), schedule, stop, best, *callbacks]

@@ -329,3 +329,16 @@ def test_fit_refuses_to_continue_a_run_on_other_cases(tmp_path):
         Segmenter.from_plan(plan).fit([toy_case(1)], epochs=2, out=tmp_path / "m")
     log = Segmenter.from_plan(plan).fit([toy_case(1)], epochs=1, out=tmp_path / "m", resume=False)
     assert log["epoch"].tolist() == [1]
+
+
+def test_a_run_that_stopped_early_is_finished(tmp_path):
+    "Running fit again on an early-stopped run trains nothing more (it used to add an epoch per call)."
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4, normalization="instance"), patch_shape=[16, 16, 16],
+                        schedule=dict(iterations=1, batch_size=1, stop_patience=1, lr_patience=1),
+                        optimizer=dict(learning_rate=1e-12), workers=0)
+    first = Segmenter.from_plan(plan).fit([toy_case(0)], [toy_case(1)], epochs=6, out=tmp_path / "m")
+    assert len(first) < 6                              # stopped early
+    again = Segmenter.from_plan(plan).fit([toy_case(0)], [toy_case(1)], epochs=6, out=tmp_path / "m")
+    assert again["epoch"].tolist() == first["epoch"].tolist()
