@@ -14,11 +14,12 @@ kit does) would reach. Runs with context classes
 Dice of the context classes (TotalSegmentator's labels are model output, not manual; it has no abdominal
 wall muscle, so the muscle Dice counts the phantoms' wall muscle as false).
 With `--mirror`, each run also gets the real-CT kidney Dice of its fold ensemble with test-time mirroring
-(none, left-right, front-back), post-processed as the run was (two largest components, then its grow_steps).
-With `--open`, each run also gets the real-CT kidney Dice when the kidney components are chosen after a
-morphological opening of radius 1-3 voxels (bridges thinner than the ball break, so a bowel loop joined to a
-kidney by a thin neck becomes a component of its own): open, keep the two largest components, add back the
-predicted voxels within the radius of them, then the run's grow_steps.
+(none, left-right, front-back), post-processed as the run was (two largest components after its
+kidney_opening, then its grow_steps).
+With `--open`, each run also gets the real-CT kidney Dice when the two kidney components are counted after a
+morphological opening of radius 0-3 voxels (`keep_largest_components(opening=)`: bridges thinner than the ball
+break, so a bowel loop joined to a kidney by a thin neck becomes a component of its own), then the run's
+grow_steps.
 """
 import json
 import sys
@@ -40,26 +41,24 @@ STRUCTURES = {"kidney": [2, 3, 23, 24], "liver": [5], "spleen": [1], "muscle": l
 def mirrored(run: Path, case, reference, plain) -> None:
     """Real-CT kidney Dice of the run's fold ensemble under each test-time mirroring (`plain`: its cached
     prediction without), post-processed as the run was."""
-    grow = json.loads((run / "manifest.json").read_text())["config"].get("grow_steps", 0)
+    config = json.loads((run / "manifest.json").read_text())["config"]
+    grow, opening = config.get("grow_steps", 0), config.get("kidney_opening", 0)
     for name, axes in (("none", None), ("left-right", (2,)), ("front-back", (1,))):
         label_map = plain if axes is None else ensemble_predict(fold_model_dirs(run), [case], mirror_axes=axes)[0]
-        label_map = keep_largest_components(np.where(label_map > 2, 0, label_map), labels={"kidneys": (1, 2)}, keep=2)
+        label_map = keep_largest_components(np.where(label_map > 2, 0, label_map), labels={"kidneys": (1, 2)}, keep=2,
+                                            opening=opening)
         kidney = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
         print(f"    test-time mirroring {name}: real-CT kidney Dice "
               f"{2 * (kidney & reference).sum() / (kidney.sum() + reference.sum()):.4f}")
 
 
 def opened(run: Path, case, reference, plain) -> None:
-    "Real-CT kidney Dice with the kidney components chosen after an opening of radius 1-3 voxels (`plain`: cached)."
+    """Real-CT kidney Dice with the two kidney components counted after an opening of radius 0-3 voxels
+    (`evaluation.keep_largest_components(opening=)`; `plain`: the cached fold-ensemble prediction)."""
     grow = json.loads((run / "manifest.json").read_text())["config"].get("grow_steps", 0)
-    kidney = np.isin(plain, [1, 2])
     for radius in (0, 1, 2, 3):
-        ball = ndimage.generate_binary_structure(3, 1)
-        ball = ndimage.iterate_structure(ball, radius) if radius else ball
-        core = ndimage.binary_opening(kidney, ball) if radius else kidney
-        core = keep_largest_components(core.astype(np.uint8), labels={"kidneys": (1,)}, keep=2) > 0
-        kept = kidney & (ndimage.binary_dilation(core, ball) if radius else core)
-        label_map = np.where(kept, plain, 0).astype(np.uint8)       # kidney and tumor keep their labels
+        label_map = keep_largest_components(np.where(plain > 2, 0, plain), labels={"kidneys": (1, 2)}, keep=2,
+                                            opening=radius)
         found = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
         print(f"    opening radius {radius}: real-CT kidney Dice "
               f"{2 * (found & reference).sum() / (found.sum() + reference.sum()):.4f}, "

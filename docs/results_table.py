@@ -11,7 +11,7 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis|_adultpelvis][_myosteatosis<M>]
-[_distractors<N>][_bowel<N>][_kidneys<K>][_cases<N>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_grow<N>][_deep_supervision]/
+[_distractors<N>][_bowel<N>][_kidneys<K>][_cases<N>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_open<R>][_grow<N>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -64,6 +64,7 @@ def run_name(run: dict) -> str:
         fat += "" if patch == [64, 64] else "_patch" + "x".join(map(str, patch))
         fat += "" if batch == 8 else f"_batch{batch}"
         fat += "" if _slab(config) == 5 else f"_slab{_slab(config)}"
+        fat += f"_open{config['kidney_opening']}" if config.get("kidney_opening") else ""   # runs before: none
         fat += f"_grow{config['grow_steps']}" if config.get("grow_steps") else ""   # runs before the option: none
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
@@ -180,6 +181,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += f", {_slab(config)}-slice slabs"
         if config.get("target_spacing"):
             phantoms += f", resampled to {config['target_spacing']} mm"
+        if config.get("kidney_opening"):
+            phantoms += f"; kidney components counted after an opening of {config['kidney_opening']} voxel(s)"
         if config.get("grow_steps"):
             phantoms += f"; kidneys grown {config['grow_steps']} voxel layer(s) within their HU"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "

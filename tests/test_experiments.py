@@ -134,12 +134,13 @@ def test_kits19_cv_single_split_skips_tumor_rule_and_scores_the_real_ct(tmp_path
     pelvis here, with their context classes: trained as classes 3-7, folded into background in every prediction)."""
     params = dict(TINY_CV, fold_scheme="split", n_test_cases=0, real_ct_test=True, contrast_phase="non_contrast",
                   phantom_fov_z=[-1.5, 1.0], phantom_shape=[30, 48, 48], phantom_context=True,
-                  phantom_perirenal_bowel=2, grow_steps=1)
+                  phantom_perirenal_bowel=2, grow_steps=1, kidney_opening=1)
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     assert len(json.loads((tmp_path / "folds.json").read_text())["folds"]) == 1
     phantoms = json.loads((tmp_path / "phantoms" / "phantoms.json").read_text())
     assert phantoms["fov_z"] == [-1.5, 1.0] and phantoms["context"] is True and phantoms["perirenal_bowel"] == 2
-    assert json.loads((tmp_path / "manifest.json").read_text())["config"]["grow_steps"] == 1
+    config = json.loads((tmp_path / "manifest.json").read_text())["config"]
+    assert (config["grow_steps"], config["kidney_opening"]) == (1, 1)
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["class_names"] == ["background", "kidney", "tumor", "liver", "spleen", "muscle", "bowel", "bladder"]
     assert config["sampler"]["foreground_classes"] == [1, 2]          # patches still centred on kidney and tumor

@@ -108,6 +108,11 @@ def test_sim2real_rows_and_goal(tmp_path):
     run["manifest"]["config"]["grow_steps"] = 1                                        # the HU-constrained growth
     assert results_table.run_name(run).endswith("_batch3_slab7_grow1")
     assert "7-slice slabs; kidneys grown 1 voxel layer(s) within their HU |" in results_table.sim2real_table([run])
+    run["manifest"]["config"]["kidney_opening"] = 2                                   # components after an opening
+    assert results_table.run_name(run).endswith("_batch3_slab7_open2_grow1")
+    assert ("7-slice slabs; kidney components counted after an opening of 2 voxel(s); kidneys grown 1 voxel layer(s)"
+            in results_table.sim2real_table([run]))
+    run["manifest"]["config"]["kidney_opening"] = 0
     run["manifest"]["config"]["grow_steps"] = 0
     run["manifest"]["config"]["slab_neighbours"] = 2                                  # the preset's 5 slices
     assert results_table.run_name(run).endswith("_batch3")
