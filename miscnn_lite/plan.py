@@ -9,18 +9,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import keras
+import numpy as np
 from fastcore.basics import patch
 
-from .io import CorruptFileError, MissingFileError, SettingsError, check_seed, write_json
+from .io import CorruptFileError, MiscnnError, MissingFileError, SettingsError, check_seed, write_json
 from .preprocessing import Pipeline, Step, step_from_dict
-from .patching import PatchSampler
+from .patching import PatchSampler, mirror_subsets
 from .augmentation import ct_augmentation, mirror_augmentation
 from . import models
 from .models import check_model_name, model_options, slice_model
 from .losses import LOSSES, get_loss
 
 # %% auto #0
-__all__ = ['PLAN_FORMAT', 'PLAN_FILE', 'MODEL_DEFAULTS', 'PLAN_DEFAULTS', 'AUGMENTATIONS', 'SETTING_GROUPS', 'TrainingPlan']
+__all__ = ['PLAN_FORMAT', 'PLAN_FILE', 'MODEL_DEFAULTS', 'PLAN_DEFAULTS', 'AUGMENTATIONS', 'SETTING_GROUPS',
+           'check_segmenter_settings', 'TrainingPlan']
 
 # %% ../nbs/07b_plan.ipynb #d7377d1f
 PLAN_FORMAT = "miscnn_lite.plan/1"
@@ -33,6 +35,38 @@ PLAN_DEFAULTS = dict(
                   stop_patience=150),
     prediction=dict(overlap=0.5, weighting="gaussian", mirror_axes=[]))
 AUGMENTATIONS = (None, "ct", "mirror")
+
+# %% ../nbs/07b_plan.ipynb #9beaf4c6
+def check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
+                             lr_factor, stop_patience, mixed_precision, workers, where: str = "Segmenter") -> None:
+    """Raise a `SettingsError` naming the first setting out of range (a `Segmenter` argument, or the same setting
+    in a `TrainingPlan`), before anything is built or written (a negative learning rate would train uphill; an
+    overlap of 1 never moves the window)."""
+    def whole(v, lo):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
+
+    def number(v, lo, hi):
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and lo < v < hi
+
+    checks = [("batch_size", batch_size, whole(batch_size, 1), "a whole number >= 1"),
+              ("iterations", iterations, whole(iterations, 1), "a whole number >= 1 (steps per epoch)"),
+              ("learning_rate", learning_rate, number(learning_rate, 0, np.inf), "a number > 0, e.g. 1e-3"),
+              ("overlap", overlap, number(overlap, -1e-12, 1), "a fraction in [0, 1), e.g. 0.5"),
+              ("weighting", weighting, weighting in ("gaussian", "mean"), "'gaussian' or 'mean'"),
+              ("lr_patience", lr_patience, whole(lr_patience, 0), "a whole number >= 0"),
+              ("lr_factor", lr_factor, number(lr_factor, 0, 1), "a factor in (0, 1), e.g. 0.1"),
+              ("stop_patience", stop_patience, whole(stop_patience, 0), "a whole number >= 0"),
+              ("mixed_precision", mixed_precision, mixed_precision in (None, "mixed_float16", "mixed_bfloat16"),
+               "None, 'mixed_float16' or 'mixed_bfloat16'"),
+              ("workers", workers, whole(workers, 0), "a whole number >= 0")]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise SettingsError(f"{where}: {name}={value!r} is not allowed; give {expected}.")
+    try:
+        mirror_subsets(mirror_axes)
+    except (MiscnnError, TypeError, ValueError):
+        raise SettingsError(f"{where}: mirror_axes={mirror_axes!r}; give distinct axes among 0 (z), 1 (y), 2 (x), "
+                            "e.g. (2,), or ().") from None
 
 # %% ../nbs/07b_plan.ipynb #5556d035
 def _plan_group(name: str, given, defaults: dict, known) -> dict:
@@ -102,6 +136,10 @@ class TrainingPlan:
             setattr(self, name, _plan_group(name, getattr(self, name), defaults, known.get(name, defaults)))
         if self.optimizer["name"] != "adam":
             raise SettingsError(f"optimizer name={self.optimizer['name']!r}: only 'adam' is supported.")
+        s, pr = self.schedule, self.prediction
+        check_segmenter_settings(s["batch_size"], s["iterations"], self.optimizer["learning_rate"], pr["overlap"],
+                                 pr["weighting"], pr["mirror_axes"], s["lr_patience"], s["lr_factor"],
+                                 s["stop_patience"], self.mixed_precision, self.workers, where="TrainingPlan")
         steps = self.preprocessing.steps if isinstance(self.preprocessing, Pipeline) else self.preprocessing
         self.preprocessing = [s.to_dict() if isinstance(s, Step) else s for s in steps]
         self.seed = check_seed(self.seed)

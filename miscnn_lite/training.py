@@ -21,12 +21,12 @@ from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError,
                             remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, json_value,
                             write_json)
 from .preprocessing import ClipHU, Pipeline, Resample, ZScore
-from .patching import PatchSampler, mirror_subsets, slab_channels, sliding_window_predict
+from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, deep_supervision_weights, get_loss, per_class_dice_metrics
-from .plan import PLAN_FILE, SETTING_GROUPS, TrainingPlan
+from .plan import PLAN_FILE, SETTING_GROUPS, TrainingPlan, check_segmenter_settings
 from .runtime import HeapThresholds
 
 # %% auto #0
@@ -34,11 +34,10 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DATA_FILE', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS',
            'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
            'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
-           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
-           'check_segmenter_settings', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset', 'check_finite_image',
-           'prediction_path', 'check_prediction_targets', 'train_command', 'prediction_items',
-           'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
-           'plan_from_settings']
+           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter',
+           'dataset_fingerprint', 'check_same_dataset', 'check_finite_image', 'prediction_path',
+           'check_prediction_targets', 'train_command', 'prediction_items', 'check_inputs_fit_models',
+           'predict_command', 'check_train_settings', 'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -318,37 +317,6 @@ def _loss(loss):
 def poly_learning_rate(epoch: int, epochs: int, initial: float, exponent: float = 0.9) -> float:
     "nnU-Net's polynomial decay: the learning rate of `epoch` (from 0) in a run of `epochs` epochs."
     return float(initial) * (1 - min(epoch, epochs) / epochs) ** exponent
-
-# %% ../nbs/08_training.ipynb #21e676cf
-def check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
-                             lr_factor, stop_patience, mixed_precision, workers) -> None:
-    """Raise a `SettingsError` naming the first `Segmenter` argument out of range, before anything is built or
-    written (a negative learning rate would train uphill; an overlap of 1 never moves the window)."""
-    def whole(v, lo):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
-
-    def number(v, lo, hi):
-        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and lo < v < hi
-
-    checks = [("batch_size", batch_size, whole(batch_size, 1), "a whole number >= 1"),
-              ("iterations", iterations, whole(iterations, 1), "a whole number >= 1 (steps per epoch)"),
-              ("learning_rate", learning_rate, number(learning_rate, 0, np.inf), "a number > 0, e.g. 1e-3"),
-              ("overlap", overlap, number(overlap, -1e-12, 1), "a fraction in [0, 1), e.g. 0.5"),
-              ("weighting", weighting, weighting in ("gaussian", "mean"), "'gaussian' or 'mean'"),
-              ("lr_patience", lr_patience, whole(lr_patience, 0), "a whole number >= 0"),
-              ("lr_factor", lr_factor, number(lr_factor, 0, 1), "a factor in (0, 1), e.g. 0.1"),
-              ("stop_patience", stop_patience, whole(stop_patience, 0), "a whole number >= 0"),
-              ("mixed_precision", mixed_precision, mixed_precision in (None, "mixed_float16", "mixed_bfloat16"),
-               "None, 'mixed_float16' or 'mixed_bfloat16'"),
-              ("workers", workers, whole(workers, 0), "a whole number >= 0")]
-    for name, value, ok, expected in checks:
-        if not ok:
-            raise SettingsError(f"Segmenter: {name}={value!r} is not allowed; give {expected}.")
-    try:
-        mirror_subsets(mirror_axes)
-    except (MiscnnError, TypeError, ValueError):
-        raise SettingsError(f"Segmenter: mirror_axes={mirror_axes!r}; give distinct axes among 0 (z), 1 (y), 2 (x), "
-                            "e.g. (2,), or ().") from None
 
 # %% ../nbs/08_training.ipynb #0c78998b
 LR_SCHEDULES = ("plateau", "poly")

@@ -342,3 +342,13 @@ def test_a_run_that_stopped_early_is_finished(tmp_path):
     assert len(first) < 6                              # stopped early
     again = Segmenter.from_plan(plan).fit([toy_case(0)], [toy_case(1)], epochs=6, out=tmp_path / "m")
     assert again["epoch"].tolist() == first["epoch"].tolist()
+
+
+@pytest.mark.parametrize("group,setting,value", [("schedule", "batch_size", 0), ("prediction", "overlap", 1.0),
+                                                 ("optimizer", "learning_rate", -1.0)])
+def test_plan_refuses_settings_out_of_range(group, setting, value):
+    "A plan.json with a value no Segmenter would take is refused when read, naming the setting."
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.plan import TrainingPlan
+    with pytest.raises(SettingsError, match=f"TrainingPlan: {setting}="):
+        TrainingPlan(**{group: {setting: value}})
