@@ -849,6 +849,10 @@ class NpzReader(CaseReader):
         if "image" not in arrays:
             raise DataError(f"{path}: no 'image' array (found {sorted(arrays)}); save with np.savez(path, image=..., "
                             "label=...).")
+        misnamed = sorted(k for k in arrays if k.lower() in ("mask", "seg", "segmentation", "labels", "gt", "target"))
+        if misnamed and "label" not in arrays:        # read as no label at all, silently, without this check
+            raise DataError(f"{path}: holds {misnamed} but no 'label' array; the reader takes the segmentation "
+                            f"from 'label' only. Save it as np.savez(path, image=..., label=...).")
         affine = arrays.get("affine", affine_from_spacing(arrays.get("spacing", (1.0, 1.0, 1.0))))
         case = Case(case_id, arrays["image"], arrays.get("label"), np.asarray(affine, float), path,
                     path if "label" in arrays else None, original_affine=np.asarray(affine, float).copy())
