@@ -488,6 +488,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io._is_image': ('io.html#_is_image', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._is_nifti': ('io.html#_is_nifti', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._lock_holder_alive': ('io.html#_lock_holder_alive', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io._oriented_header': ('io.html#_oriented_header', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._picture_array': ('io.html#_picture_array', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._pictures_by_id': ('io.html#_pictures_by_id', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._read_header': ('io.html#_read_header', 'miscnn_lite/io.py'),

@@ -699,15 +699,20 @@ class CaseReader:
         "Shape, spacing (in the reader's orientation), orientation and dtype from the header only."
         image_path, label_path = self._paths(case_id)
         shape, affine, dtype = _read_header(image_path)
-        file_orientation = orientation_from_affine(affine)
-        if self.orientation:
-            transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                                        nib.orientations.axcodes2ornt(tuple(self.orientation)))
-            affine = affine @ nib.orientations.inv_ornt_aff(transform, shape)
-            shape = tuple(int(shape[int(i)]) for i in np.argsort(transform[:, 0]))
-        return dict(case=case_id, shape=tuple(shape), spacing=spacing_from_affine(affine),
-                    orientation=orientation_from_affine(affine), file_orientation=file_orientation,
-                    dtype=dtype, has_label=label_path is not None)
+        return _oriented_header(case_id, shape, affine, dtype, label_path is not None, self.orientation)
+
+# %% ../nbs/00_io.ipynb #a1f3b48f
+def _oriented_header(case_id, shape, affine, dtype, has_label: bool, orientation: str | None) -> dict:
+    "A reader's `header` dict: shape and spacing as `load_case` returns them (reoriented to `orientation`)."
+    file_orientation = orientation_from_affine(affine)
+    if orientation:
+        transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                    nib.orientations.axcodes2ornt(tuple(orientation)))
+        affine = affine @ nib.orientations.inv_ornt_aff(transform, shape)
+        shape = tuple(int(shape[int(i)]) for i in np.argsort(transform[:, 0]))
+    return dict(case=case_id, shape=tuple(shape), spacing=spacing_from_affine(affine),
+                orientation=orientation_from_affine(affine), file_orientation=file_orientation,
+                dtype=dtype, has_label=has_label)
 
 # %% ../nbs/00_io.ipynb #3a770e6c
 def _read_header(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
@@ -868,7 +873,12 @@ class NpzReader(CaseReader):
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(f)
-        return dict(case=case_id, shape=tuple(shape), dtype=str(dtype), has_label=self.has_label(case_id))
+        with NPY_LOCK, np.load(path) as z:                # the small arrays only, not the image
+            affine = (z["affine"] if "affine" in z.files
+                      else affine_from_spacing(z["spacing"] if "spacing" in z.files else (1.0, 1.0, 1.0)))
+            has_label = "label" in z.files
+        return _oriented_header(case_id, tuple(shape)[:3], np.asarray(affine, float), str(dtype), has_label,
+                                self.orientation)
 
 # %% ../nbs/00_io.ipynb #3a92e6c1
 def _check_dicom_geometry(folder: Path, files: list[str], tolerance: float = 0.1):
