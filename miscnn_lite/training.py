@@ -584,12 +584,11 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
-    for item in dataset_items(train) + (dataset_items(val) if val is not None else []):
+    items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
+    for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here
             check_finite_image(item)
-    validate_cases(dataset_items(train) + (dataset_items(val) if val is not None else []), self.n_classes,
-                   spacing_range, record_dir=cache_dir or out / "cache")
-    items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
+    validate_cases(items, self.n_classes, spacing_range, record_dir=cache_dir or out / "cache")
     roots = {str(Path(i.reader.root).resolve()) for i in items
              if isinstance(i, ReaderItem) and hasattr(i.reader, "root")}
     where = (str(Path(train).resolve()) if isinstance(train, (str, Path)) else roots.pop() if len(roots) == 1
