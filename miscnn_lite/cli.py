@@ -80,7 +80,8 @@ def _add_phantoms(sub) -> None:
     s.add_argument("--pictures", action="store_true",
                    help="write 2D pictures instead: images/<id>.png, RGB masks/<id>.png, dataset.json (colour table)")
     s.add_argument("--overwrite", action="store_true",
-                   help="replace case folders of --out that hold other phantoms (default: refuse)")
+                   help="replace case folders of --out that hold other phantoms and remove cases beyond --cases "
+                        "(default: refuse)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_phantoms)
 

@@ -153,6 +153,16 @@ def _lock_holder_alive(holder: dict | None, path: Path) -> bool:
         return True
     return True
 
+# %% ../nbs/00_io.ipynb #00333d89
+def _remove_empty_folders(created: list[Path]) -> None:
+    "Remove the folders of `created` (deepest first) that hold no file, with their empty subfolders."
+    for top in created:
+        if not top.is_dir():
+            continue
+        for here, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):   # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(here)                            # fails (kept) when it holds anything
+
 # %% ../nbs/00_io.ipynb #59ea8db2
 LOCK_FILE = ".miscnn.lock"
 
@@ -161,8 +171,11 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
     """Hold an exclusive lock on the output `folder` for the block (created if missing).
 
     Raises `OutputLockedError` naming the holder (pid, host, command, start) when another live process
-    holds it; a lock left by a dead process on this host is taken over."""
+    holds it; a lock left by a dead process on this host is taken over. When the block fails, the folders
+    this call created are removed again if nothing was written into them (a failed command leaves no empty
+    output folder behind); files are never removed."""
     folder = Path(folder)
+    created = [p for p in [folder, *folder.absolute().parents] if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
@@ -189,6 +202,10 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
         raise OutputLockedError(f"{folder}: could not take the lock {path}; another process keeps taking it.")
     try:
         yield path
+    except BaseException:
+        path.unlink(missing_ok=True)
+        _remove_empty_folders(created)
+        raise
     finally:
         path.unlink(missing_ok=True)
 
@@ -783,12 +800,33 @@ class KiTS19Reader(CaseReader):
         _warn_ignored(self.root, ignored)
         return index
 
+# %% ../nbs/00_io.ipynb #938ea259
+def _nnunet_description(root: Path) -> dict:
+    """The parts of an nnU-Net `root/dataset.json` the reader acts on ({} without one), checked: "file_ending"
+    a file suffix such as ".nii.gz", "channel_names" one channel (the kit trains on one), "numTraining" an int."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    data = load_mapping(path, "dataset description")
+    ending, channels = data.get("file_ending"), data.get("channel_names")
+    if ending is not None and not (isinstance(ending, str) and ending.startswith(".")
+                                   and ending.lower().endswith(IMAGE_SUFFIXES + PICTURE_SUFFIXES)):
+        raise DataError(f'{path}: "file_ending" is {ending!r}; give the images\' suffix with its dot, e.g. ".nii.gz" '
+                        f"(one of {', '.join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)}).")
+    if channels is not None and (not isinstance(channels, dict) or len(channels) != 1):
+        raise DataError(f'{path}: "channel_names" is {channels!r}; the kit trains on one channel per case, so give '
+                        'one, e.g. {"0": "CT"} (combine the channels into one image first).')
+    return {k: data[k] for k in ("file_ending", "numTraining") if k in data}
+
 # %% ../nbs/00_io.ipynb #ad28b032
 class NnUNetReader(CaseReader):
     """nnU-Net layout: `imagesTr/<id>_0000.nii.gz` + `labelsTr/<id>.nii.gz`, or `imagesTs/` (no labels).
     nnU-Net's 2D datasets store pictures the same way (`<id>_0000.png` + `<id>.png`, labels as class
     indices): they are read as one-slice cases with 1 mm pixels. One channel per case: a second
-    channel (`<id>_0001.*`) is refused rather than silently dropped."""
+    channel (`<id>_0001.*`) is refused rather than silently dropped. A `dataset.json` beside the folders
+    is checked against them (`_nnunet_description`): only files with its "file_ending" are read (as
+    nnU-Net does), more than one of its "channel_names" is refused, a "numTraining" that differs from
+    the cases found is warned about; its "labels" name the classes (`dataset_class_names`)."""
     layout_hint = "expected imagesTr/<id>_0000.nii.gz and labelsTr/<id>.nii.gz"
     def __init__(self, root, subset: str = "Tr", orientation: str | None = "SPL"):
         if subset not in ("Tr", "Ts"):
@@ -798,14 +836,22 @@ class NnUNetReader(CaseReader):
     def _scan(self):
         index, folder, labels = {}, self.root / f"images{self.subset}", self.root / f"labels{self.subset}"
         files = sorted(p for p in folder.glob("*") if p.is_file())
-        usable = [p for p in files if (_is_image(p) or is_picture(p)) and not p.name.startswith(".")]
+        described = _nnunet_description(self.root)
+        ending = described.get("file_ending")
+        usable = [p for p in files if (_is_image(p) or is_picture(p)) and not p.name.startswith(".")
+                  and (ending is None or p.name.lower().endswith(ending.lower()))]
+        if ending is not None and files and not usable:
+            raise DataError(f"{self.root / 'dataset.json'}: \"file_ending\" is {ending!r} but {folder} holds "
+                            f"{files[0].name} and no {ending} file; correct \"file_ending\" (nnU-Net reads only "
+                            "files with that ending).")
         ignored = [p for p in files if p not in usable]
         images = [p for p in usable if image_stem(p).endswith("_0000")]   # channel 0 of each case
         ignored += [p for p in usable if not image_stem(p)[-5:-4] == "_" or not image_stem(p)[-4:].isdigit()]
         self.ndim = 2 if images and all(is_picture(p) for p in images) else 3
         by_case = {}
         for p in (sorted(labels.glob("*")) if labels.is_dir() else []):
-            if (_is_image(p) or is_picture(p)) and not p.name.startswith("."):
+            if ((_is_image(p) or is_picture(p)) and not p.name.startswith(".")
+                    and (ending is None or p.name.lower().endswith(ending.lower()))):
                 by_case.setdefault(image_stem(p), []).append(p)
             elif p.is_file():
                 ignored.append(p)
@@ -822,6 +868,11 @@ class NnUNetReader(CaseReader):
             _register(index, cid, (img, segs[0] if segs else None), self.root)
         ignored += [p for segs in by_case.values() for p in segs]    # labels without an image
         _warn_ignored(self.root, ignored)
+        expected = described.get("numTraining") if self.subset == "Tr" else None
+        if isinstance(expected, int) and expected != len(index):
+            import warnings
+            warnings.warn(f"{self.root / 'dataset.json'}: \"numTraining\" is {expected} but imagesTr holds "
+                          f"{len(index)} case(s); some files are missing or the description is out of date.")
         return index
 
 # %% ../nbs/00_io.ipynb #0e5e8de8

@@ -852,6 +852,15 @@ def _write_manifest(out: Path, manifest: dict):
     "Write `out/phantoms.json` atomically (how the folder was made)."
     write_json(out / "phantoms.json", manifest)
 
+# %% ../nbs/01_phantoms.ipynb #25fc7348
+def _remove_case_files(reader, case_id: str) -> None:
+    "Delete the image and label files of `case_id` in `reader`'s folder, and its case folder when that is left empty."
+    for path in reader._paths(case_id):
+        if path is not None:
+            path.unlink(missing_ok=True)
+            if path.parent != reader.root and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+
 # %% ../nbs/01_phantoms.ipynb #adcc6662
 def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                          tumor_probability: float = 0.8, spacing: Sequence[float] | None = None,
@@ -866,7 +875,7 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         shape: (D, H, W) voxels per case.
         tumor_probability: fraction of cases with a tumor (exactly `round(n_cases * (1 - p))` without).
         spacing: (sz, sy, sx) mm for every case; None draws one per case (KiTS19-like ranges).
-        overwrite: replace existing cases that differ (default: raise instead).
+        overwrite: replace existing cases that differ and remove cases beyond `n_cases` (default: raise instead).
         progress: show a tqdm progress bar.
         contrast_phase: passed to `generate_phantom` ('random': one phase per case).
         fov_z: passed to `generate_phantom` ((-1, 1): the abdomen; e.g. (-1.9, 0.9) reaches into the pelvis).
@@ -885,6 +894,11 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     pelvis, perirenal_bowel = check_pelvis(pelvis), check_perirenal_bowel(perirenal_bowel)
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
+    extra = sorted(set(reader.case_ids) - {e["case_id"] for e in plan}) if reader is not None else []
+    if extra and not overwrite:                    # the folder would hold more cases than its manifest lists
+        raise FileExistsError(f"{out}: holds {len(extra)} case(s) beyond the {len(plan)} of this dataset "
+                              f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}). Use an empty folder, "
+                              "or pass overwrite=True (miscnn-lite phantoms --overwrite) to remove them.")
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
                                 orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
@@ -901,6 +915,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
             written += 1
         entry.update(orientation=case.orientation, spacing_mm=list(case.spacing),
                      tumor_voxels=int((case.label == 2).sum()))
+    for case_id in extra:                          # overwrite: the cases beyond the new dataset go
+        _remove_case_files(reader, case_id)
     _write_manifest(out, dict(generator="miscnn_lite.phantoms.make_phantom_dataset", n_cases=len(plan), seed=seed,
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,

@@ -254,4 +254,4 @@ def test_pictures_train_predict_evaluate(tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "m2"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "case_00001.png: colour #010203 (1 pixels, first at row 0, column 0)" in err and "Traceback" not in err
-    assert not (tmp_path / "m2" / "model.keras").exists()
+    assert not (tmp_path / "m2").exists()                           # no empty model folder left behind

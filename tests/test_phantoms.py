@@ -233,10 +233,18 @@ def test_dataset_idempotent_and_safe(tmp_path):
     make_phantom_dataset(root, **{**kwargs, "n_cases": 4})
     assert (root / "case_00003" / "imaging.nii.gz").exists()
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in files if "case_00001" not in str(p))
+    # shrinking it would leave a case its manifest does not list: refused, nothing written
+    with pytest.raises(FileExistsError, match=r"holds 1 case\(s\) beyond the 3 of this dataset \(case_00003\)"):
+        make_phantom_dataset(root, **kwargs)
+    assert (root / "case_00003" / "imaging.nii.gz").exists()
     # a different case under the same name is never silently replaced
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        make_phantom_dataset(root, **{**kwargs, "seed": 2})
+        make_phantom_dataset(root, **{**kwargs, "seed": 2, "n_cases": 4})
     make_phantom_dataset(root, **{**kwargs, "seed": 2}, overwrite=True)
+    assert open_dataset(root).case_ids == [f"case_{i:05d}" for i in range(3)]    # case_00003 removed
+    assert not (root / "case_00003").exists()
+    listed = [c["case_id"] for c in json.loads((root / "phantoms.json").read_text())["cases"]]
+    assert listed == open_dataset(root).case_ids
     new = open_dataset(root).load_case("case_00000")
     assert np.array_equal(new.image, generate_phantom((2, 0), (12, 40, 40),
                                                       tumor_probability=phantom_dataset_plan(3,
