@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, atomic_path,
-                            case_folder_files, check_spacing, load_case, write_json)
+                            case_folder_files, check_case_id, check_spacing, image_stem, load_case,
+                            write_json)
 from .patching import PatchSampler, class_locations
 
 # %% auto #0
-__all__ = ['VALIDATION_FILE', 'check_patch_shape', 'file_fingerprint', 'array_fingerprint', 'config_fingerprint', 'write_npy',
-           'verify_npy', 'CacheEntry', 'ReaderItem', 'item_source', 'dataset_items', 'PreprocessedCache',
-           'validate_cases', 'sample_patch', 'PatchBatches', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5',
-           'open_hdf5', 'make_loader']
+__all__ = ['CACHE_SUFFIXES', 'VALIDATION_FILE', 'check_patch_shape', 'file_fingerprint', 'array_fingerprint',
+           'config_fingerprint', 'write_npy', 'verify_npy', 'CacheEntry', 'ReaderItem', 'item_source',
+           'item_fingerprint', 'check_unique_ids', 'dataset_items', 'PreprocessedCache', 'validate_cases',
+           'sample_patch', 'PatchBatches', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5', 'open_hdf5', 'make_loader']
 
 # %% ../nbs/05_loading.ipynb #5e4496b5
 def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
@@ -229,12 +230,12 @@ def item_source(item, with_label: bool = True):
     """Normalise a dataset item to (case_id, load() -> Case, source file paths or None for in-memory cases).
     with_label=False: a KiTS19 case folder is loaded without its segmentation (prediction never reads it)."""
     if isinstance(item, ReaderItem):
-        return item.case_id, item.load, (item.paths or None)
+        return check_case_id(item.case_id), item.load, (item.paths or None)
     if isinstance(item, Case):
         if item.image_path is not None:
             paths = [p for p in (item.image_path, item.label_path) if p is not None]
-            return item.id, (lambda: item), paths
-        return item.id, (lambda: item), None
+            return check_case_id(item.id), (lambda: item), paths
+        return check_case_id(item.id), (lambda: item), None
     p = Path(item)
     if p.is_dir():  # KiTS19 case folder
         img, seg, _ = case_folder_files(p)
@@ -243,9 +244,35 @@ def item_source(item, with_label: bool = True):
         seg = seg if with_label else None
         return p.name, (lambda: load_case(img, seg, case_id=p.name)), [x for x in (img, seg) if x]
     if p.is_file():
-        cid = p.name.split(".")[0]
+        cid = check_case_id(image_stem(p))
         return cid, (lambda: load_case(p, None, case_id=cid)), [p]
     raise MiscnnError(f"{item!r}: expected a Case, a NIfTI file or a KiTS19 case folder; it does not exist.")
+
+# %% ../nbs/05_loading.ipynb #e3fa0dbf
+def item_fingerprint(item, mode: str = "content") -> str:
+    """SHA-256 naming what a dataset item loads to. A `Case` in memory: its arrays and affine (however it was
+    loaded or changed since: a `label_map`, an edit). A reader's case: its files (`file_fingerprint` in
+    `mode`) and the reader's orientation. A path: its files."""
+    case_id, load, paths = item_source(item)
+    if isinstance(item, Case) or paths is None:
+        case = item if isinstance(item, Case) else load()
+        return array_fingerprint(case.image, case.label, np.asarray(case.affine, float))
+    files = [file_fingerprint(p, mode) for p in paths]
+    if isinstance(item, ReaderItem):
+        files.append({"orientation": getattr(item.reader, "orientation", None)})
+    return config_fingerprint(files)
+
+def check_unique_ids(ids, where: str = "the cases") -> None:
+    """Raise when two cases share an id: caches, records and outputs are named by id, so one would
+    silently replace the other."""
+    seen, twice = set(), []
+    for case_id in ids:
+        if case_id in seen and case_id not in twice:
+            twice.append(case_id)
+        seen.add(case_id)
+    if twice:
+        raise DataError(f"{where}: case id(s) {twice[:3]} given more than once; give each case its own id "
+                        "(case_from_arrays(..., case_id=...), or rename the files).")
 
 # %% ../nbs/05_loading.ipynb #9fc823e1
 def dataset_items(items) -> list:
@@ -257,6 +284,8 @@ def dataset_items(items) -> list:
     return list(items)
 
 # %% ../nbs/05_loading.ipynb #430dc7da
+CACHE_SUFFIXES = (".json", ".image.npy", ".label.npy", ".locations.npz")   # the files of one entry
+
 class PreprocessedCache:
     """A folder of preprocessed cases, each computed once and stored as memory-mappable `.npy`.
 
@@ -264,8 +293,9 @@ class PreprocessedCache:
         folder: cache root; entries live in `folder/<first 16 hex of the pipeline config hash>/`.
         pipeline: preprocessing applied to each case (None: arrays as stored).
         fingerprint: "content" (hash source bytes, safe) or "stat" (path/size/mtime, fast).
-        verify: "full" (size, .npy header and the data's CRC-32 recorded when written, checked on every
-            read: a cached array whose bytes changed, e.g. to NaN, is rebuilt) or "header" (size + header only).
+        verify: "full" (size, .npy header and the data's CRC-32 recorded when written, checked each time an
+            entry is opened (`entry`, `prepare`: at the start of every run): a cached array whose bytes changed,
+            e.g. to NaN, is rebuilt) or "header" (size + header only).
         max_locations: coordinates stored per class for foreground oversampling.
         seed: seed for the subsample of class coordinates.
     """
@@ -286,15 +316,7 @@ class PreprocessedCache:
         self.stats = {"built": 0, "reused": 0, "stale": 0, "corrupt": 0}
 
     def _paths(self, case_id):
-        f = self.folder
-        return (f / f"{case_id}.json", f / f"{case_id}.image.npy", f / f"{case_id}.label.npy",
-                f / f"{case_id}.locations.npz")
-
-    def _source_hash(self, paths, load):
-        if paths is None:
-            case = load()
-            return array_fingerprint(case.image, case.label)
-        return config_fingerprint([file_fingerprint(p, self.fingerprint) for p in paths])
+        return tuple(self.folder / f"{case_id}{suffix}" for suffix in CACHE_SUFFIXES)
 
     def _check(self, case_id, source_hash):
         "Return (entry or None, reason it cannot be used)."
@@ -348,8 +370,8 @@ class PreprocessedCache:
 
     def entry(self, item) -> CacheEntry:
         "The cache entry of one case (a Case, a NIfTI path or a KiTS19 case folder), built if needed."
-        case_id, load, paths = item_source(item)
-        source_hash = self._source_hash(paths, load)
+        case_id, load, _ = item_source(item)
+        source_hash = item_fingerprint(item, self.fingerprint)
         entry, why = self._check(case_id, source_hash)
         if entry is not None:
             self.stats["reused"] += 1
@@ -365,6 +387,7 @@ class PreprocessedCache:
     def prepare(self, items, progress: bool = False) -> list[CacheEntry]:
         "Entries of every case in `items` (iterable of Cases/paths or a reader with `.case_ids`)."
         items = dataset_items(items)
+        check_unique_ids([item_source(it)[0] for it in items], f"cache {self.folder}")
         if progress:
             from tqdm.auto import tqdm
             items = tqdm(items, desc="caching", unit="case")
@@ -376,7 +399,8 @@ class PreprocessedCache:
         keep_ids = None if keep is None else {getattr(k, "case_id", k) for k in keep}
         removed = 0
         for p in self.folder.iterdir():
-            cid = p.name.split(".")[0]
+            suffix = next((s for s in CACHE_SUFFIXES if p.name.endswith(s)), "")
+            cid = p.name[: len(p.name) - len(suffix)]          # ids may hold dots: case_00001.v2.image.npy
             stray = p.name.startswith(".")
             if p.name != "config.json" and (stray or (keep_ids is not None and cid not in keep_ids)):
                 p.unlink()
@@ -411,11 +435,11 @@ def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RA
         saved = json.loads(record_path.read_text(encoding="utf-8")) if record_path and record_path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError):
         saved = {}                                      # a damaged record is rebuilt, it holds only facts
-    facts = {}
-    for item in dataset_items(items):
-        case_id, load, paths = item_source(item)
-        source_hash = (config_fingerprint([file_fingerprint(p, fingerprint) for p in paths]) if paths
-                       else array_fingerprint(load().image, load().label))
+    facts, items = {}, dataset_items(items)
+    check_unique_ids([item_source(it)[0] for it in items])
+    for item in items:
+        case_id = item_source(item)[0]
+        source_hash = item_fingerprint(item, fingerprint)
         known = saved.get(case_id)
         facts[case_id] = known if known and known.get("source_hash") == source_hash else _case_facts(item, source_hash)
     if record_path is not None and facts != saved:
