@@ -8,7 +8,7 @@ import importlib
 import random
 import threading
 from typing import ClassVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 from scipy import ndimage
@@ -42,6 +42,8 @@ def _as_label(label, spatial_shape):
 
 # %% ../nbs/04_augmentation.ipynb #2c6fd0ae
 def _check_range(value, name, low=-np.inf, high=np.inf):
+    if np.ndim(value) != 1 or len(value) != 2 or not all(isinstance(v, (int, float, np.number)) for v in value):
+        raise MiscnnError(f"{name}: {value!r} is not an interval; give two numbers (low, high), e.g. (0.0, 0.1).")
     lo, hi = value
     if not low <= lo <= hi <= high:
         raise MiscnnError(f"{name}: {tuple(value)} must be an interval (low <= high) within [{low}, {high}].")
@@ -140,6 +142,13 @@ class BatchgeneratorsTransform(Transform):
     """A `Transform` that runs a batchgenerators transform built by `make(spatial_shape)`.
     `make` builds `builds`, the `BatchgeneratorsCall` a subclass declares, or is overridden by the subclass."""
     builds: ClassVar[BatchgeneratorsCall | None] = None
+    planar: ClassVar[bool] = False        # True: a one-slice patch (D = 1) is transformed as a 2D image
+
+    def __post_init__(self):
+        super().__post_init__()
+        if getattr(self, "order", 0) not in (0, 1, 3):
+            raise MiscnnError(f"{type(self).__name__}: order={self.order!r}; give 0 (nearest), 1 (linear) or 3 "
+                              "(cubic) for the image's interpolation.")
 
     def make(self, spatial_shape: tuple):
         if self.builds is None:
@@ -147,10 +156,16 @@ class BatchgeneratorsTransform(Transform):
         return self.builds(self)
 
     def apply(self, image, label, rng):
-        bg = self.make(image.shape[:3])
+        flat = self.planar and image.shape[0] == 1     # 3D coordinates would move the one slice off itself
+        bg = self.make(image.shape[1:3] if flat else image.shape[:3])
         dtype = label.dtype if label is not None else np.uint8
+        batch = to_batchgenerators(image, label)
+        if flat:
+            batch = {k: v[:, :, 0] for k, v in batch.items()}
         with seeded_global_random(rng):
-            out = bg(**to_batchgenerators(image, label))
+            out = bg(**batch)
+        if flat:
+            out = {k: v[:, :, None] if k in batch else v for k, v in out.items()}
         return from_batchgenerators(out, dtype)
 
 # %% ../nbs/04_augmentation.ipynb #a5e87cdb
@@ -163,7 +178,7 @@ def _spatial(shape, *, angle_deg=0.0, out_of_plane_deg=0.0, scale=None, deformat
         do_elastic_deform=deformation_scale is not None, deformation_scale=deformation_scale or (0, 0),
         do_rotation=bool(a or b), angle_x=(-a, a), angle_y=(-b, b), angle_z=(-b, b),
         do_scale=scale is not None, scale=scale or (1, 1), border_mode_data=border_mode, order_data=order,
-        border_mode_seg="constant", border_cval_seg=0, order_seg=0)
+        border_mode_seg=border_mode, border_cval_seg=0, order_seg=0)   # one border rule: image and label agree
 
 # %% ../nbs/04_augmentation.ipynb #f7163a37
 @dataclass(kw_only=True)
@@ -172,6 +187,7 @@ class Rotation(BatchgeneratorsTransform):
     max_angle_deg: float = 16.0
     out_of_plane_deg: float = 0.0
     order: int = 3
+    planar: ClassVar[bool] = True
 
     def make(self, shape):
         return _spatial(shape, angle_deg=self.max_angle_deg, out_of_plane_deg=self.out_of_plane_deg, order=self.order)
@@ -182,6 +198,7 @@ class Scaling(BatchgeneratorsTransform):
     "Zoom by a factor in `scale_range` (> 1 zooms out in batchgenerators' convention: structures shrink)."
     scale_range: tuple = (0.85, 1.25)
     order: int = 3
+    planar: ClassVar[bool] = True
     checked_ranges: ClassVar[dict] = {"scale_range": (1e-3, np.inf)}
 
     def make(self, shape):
@@ -193,6 +210,7 @@ class ElasticDeformation(BatchgeneratorsTransform):
     "Smooth random displacement field; `deformation_scale` is its scale as a fraction of the patch size."
     deformation_scale: tuple = (0.0, 0.25)
     order: int = 3
+    planar: ClassVar[bool] = True
     checked_ranges: ClassVar[dict] = {"deformation_scale": (0.0, 1.0)}
 
     def make(self, shape):
@@ -210,6 +228,7 @@ class Spatial(BatchgeneratorsTransform):
     p_scale: float = 0.2
     p_elastic: float = 0.0
     order: int = 3
+    planar: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -233,7 +252,8 @@ class Mirror(BatchgeneratorsTransform):
 
     def __post_init__(self):
         super().__post_init__()
-        if not set(self.axes) <= {0, 1, 2}:
+        self.axes = (self.axes,) if isinstance(self.axes, (int, np.integer)) else tuple(np.ravel(self.axes).tolist())
+        if not self.axes or not set(self.axes) <= {0, 1, 2}:
             raise MiscnnError(f"axes: {self.axes} must be spatial axes among 0 (z), 1 (y), 2 (x).")
 
     def make(self, shape):
@@ -271,7 +291,8 @@ class Contrast(BatchgeneratorsTransform):
 # %% ../nbs/04_augmentation.ipynb #f51d63be
 @dataclass(kw_only=True)
 class GaussianNoise(BatchgeneratorsTransform):
-    "Add i.i.d. Gaussian noise with variance drawn from `variance_range` (image units squared)."
+    """Add i.i.d. Gaussian noise whose standard deviation (image units) is drawn from `variance_range`: the
+    name is batchgenerators' (`noise_variance`), which uses the drawn value as the standard deviation."""
     variance_range: tuple = (0.0, 0.1)
     checked_ranges: ClassVar[dict] = {"variance_range": (0.0, np.inf)}
     builds: ClassVar = BatchgeneratorsCall("noise_transforms.GaussianNoiseTransform", "variance_range")
@@ -367,7 +388,10 @@ class _ThickSliceTransform(Transform):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.factors or min(self.factors) < 1:
+        if (np.ndim(self.factors) != 1 or not len(self.factors)
+                or not all(isinstance(f, (int, np.integer)) and not isinstance(f, bool) for f in self.factors)):
+            raise MiscnnError(f"factors: {self.factors!r} must be whole slice-skipping factors >= 1, e.g. (2, 3).")
+        if min(self.factors) < 1:
             raise MiscnnError(f"factors: {self.factors} must be slice-skipping factors >= 1, e.g. (2, 3).")
 
     def kept_slices(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -457,12 +481,20 @@ def augmentation_from_dict(d: dict):
     d = dict(d)
     name = d.pop("name", None)
     if name in ("Compose", "AugmentationPipeline"):
+        if not isinstance(d.get("transforms"), list):
+            raise MiscnnError(f"augmentation {name}: needs a 'transforms' list (got {d.get('transforms')!r}).")
         d["transforms"] = [augmentation_from_dict(t) for t in d["transforms"]]
-        return (Compose if name == "Compose" else AugmentationPipeline)(**d)
-    registry = _registry()
-    if name not in registry:
-        raise MiscnnError(f"augmentation: unknown transform name {name!r}; known: {sorted(registry)}.")
-    return registry[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        cls = Compose if name == "Compose" else AugmentationPipeline
+    else:
+        registry = _registry()
+        if name not in registry:
+            raise MiscnnError(f"augmentation: unknown transform name {name!r}; known: {sorted(registry)}.")
+        cls, d = registry[name], {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    known = {f.name for f in fields(cls)}
+    if set(d) - known:
+        raise MiscnnError(f"augmentation {name}: unknown parameters {sorted(set(d) - known)}; it takes "
+                          f"{sorted(known)}.")
+    return cls(**d)
 
 # %% ../nbs/04_augmentation.ipynb #f5670535
 def ct_augmentation(ndim: int = 3, max_angle_deg: float = 16.0, batch_ratio: float | None = None,

@@ -315,7 +315,7 @@ def _run_job(notebook: str, folder: str, params: dict) -> dict:
     except Exception as e:                              # a bad parameter, a missing kernel...
         row.update(status="failed", error=f"{type(e).__name__}: {e}")
     result = folder / "result.json"
-    if result.exists():
+    if row["status"] == "ok" and result.exists():       # a failed job's folder may hold an earlier run's result
         row.update(json.loads(result.read_text(encoding="utf-8")))
     row["seconds"] = round(time.time() - start, 1)
     return row

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, atomic_path,
-                            case_folder_files, check_case_id, check_spacing, image_stem, load_case,
+                            case_folder_files, check_case_id, check_seed, check_spacing, image_stem, load_case,
                             write_json)
 from .patching import PatchSampler, class_locations
 
@@ -30,6 +30,9 @@ def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
 
     `depth` is the number of down-sampling steps of the U-Net. Returns the shape as a tuple of ints.
     """
+    if np.ndim(patch_shape) != 1 or not all(isinstance(s, (int, np.integer, float, np.floating))
+                                            and float(s).is_integer() for s in patch_shape):
+        raise MiscnnError(f"patch_shape={patch_shape!r}: give whole numbers of voxels per axis, e.g. (32, 64, 64).")
     shape = tuple(int(s) for s in patch_shape)
     if depth < 0:
         raise MiscnnError(f"depth={depth}: expected the number of down-sampling steps, an int >= 0.")
@@ -305,6 +308,10 @@ class PreprocessedCache:
             raise MiscnnError(f"verify={verify!r}: expected 'header' or 'full'.")
         if fingerprint not in ("content", "stat"):
             raise MiscnnError(f"fingerprint={fingerprint!r}: expected 'content' or 'stat'.")
+        if isinstance(max_locations, bool) or not isinstance(max_locations, (int, np.integer)) or max_locations < 1:
+            raise MiscnnError(f"max_locations={max_locations!r}: give a whole number >= 1 of coordinates kept per "
+                              "class (0 would turn foreground oversampling off without a word).")
+        seed = check_seed(seed, "PreprocessedCache seed")
         self.pipeline, self.fingerprint, self.verify = pipeline, fingerprint, verify
         self.max_locations, self.seed = max_locations, seed
         self.config = {"pipeline": _pipeline_config(pipeline), "max_locations": max_locations, "seed": seed}
@@ -556,6 +563,7 @@ class PatchBatches:
             raise MiscnnError("entries is empty: the loader needs at least one case.")
         if batch_size < 1 or iterations < 1:
             raise MiscnnError(f"batch_size={batch_size}, iterations={iterations}: both must be >= 1.")
+        seed, epoch = check_seed(seed, "PatchBatches seed"), check_seed(epoch, "PatchBatches epoch")
         self.patch_shape = tuple(int(p) for p in patch_shape)
         if oversample_classes:
             _check_classes_present(self.entries, oversample_classes)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -12,13 +15,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from .io import (MiscnnError, MissingFileError, Case, atomic_path, case_from_arrays, check_case_id,
-                            check_spacing, write_json)
+from .io import (DataError, MiscnnError, MissingFileError, Case, case_from_arrays,
+                            check_case_id, check_seed, check_spacing, write_json)
 
 # %% auto #0
-__all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'ClipHU', 'PercentileWindow',
-           'ZScore', 'MinMax', 'resample_array', 'resample_label', 'Resample', 'Resize', 'PadCrop', 'LabelRemap',
-           'OneHot', 'Pipeline', 'kits19_pipeline', 'preprocess_dataset']
+__all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'check_step_number',
+           'ClipHU', 'PercentileWindow', 'ZScore', 'MinMax', 'resample_array', 'resample_label', 'Resample', 'Resize',
+           'PadCrop', 'LabelRemap', 'OneHot', 'Pipeline', 'kits19_pipeline', 'preprocess_dataset']
 
 # %% ../nbs/02_preprocessing.ipynb #bef89198
 STEPS: dict[str, type] = {}
@@ -106,7 +109,23 @@ def step_from_dict(d: dict, source: str = "step dict") -> Step:
         raise MiscnnError(f"{source}: step {name} has unknown parameters {sorted(set(params) - known)}; "
                          f"expected some of {sorted(known)}.")
     try: return STEPS[name](**params)
-    except ValueError as e: raise MiscnnError(f"{source}: {e}") from None
+    except (ValueError, TypeError) as e: raise MiscnnError(f"{source}: {e}") from None
+
+# %% ../nbs/02_preprocessing.ipynb #b0792d79
+def check_step_number(step: str, name: str, value, whole: bool = False, minimum: float | None = None,
+                      optional: bool = False):
+    """`value` if it is a finite number (a whole one with `whole`, at least `minimum`; None with `optional`),
+    else a `MiscnnError` naming the step and the parameter (a pipeline.json typo fails here, not in numpy)."""
+    if value is None and optional:
+        return value
+    ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+          and bool(np.isfinite(value)) and (not whole or float(value).is_integer())
+          and (minimum is None or value >= minimum))
+    if not ok:
+        kind = "a whole number" if whole else "a finite number"
+        raise MiscnnError(f"{step}: {name}={value!r} is not allowed; give {kind}"
+                          f"{f' >= {minimum:g}' if minimum is not None else ''}{' or None' if optional else ''}.")
+    return int(value) if whole else value
 
 # %% ../nbs/02_preprocessing.ipynb #411fd537
 @register_step
@@ -119,6 +138,7 @@ class ClipHU(IntensityStep):
     hi: float = 304.0
 
     def __post_init__(self):
+        check_step_number("ClipHU", "lo", self.lo), check_step_number("ClipHU", "hi", self.hi)
         if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):
             raise MiscnnError(f"ClipHU: need finite lo < hi in HU, got lo={self.lo}, hi={self.hi}. "
                              "Example: ClipHU(lo=-79, hi=304).")
@@ -165,6 +185,11 @@ class PercentileWindow(IntensityStep):
     hi: float | None = None
 
     def __post_init__(self):
+        for name in ("lower", "upper", "lo", "hi"):
+            check_step_number("PercentileWindow", name, getattr(self, name), optional=name in ("lo", "hi"))
+        self.samples_per_case = check_step_number("PercentileWindow", "samples_per_case", self.samples_per_case,
+                                                  whole=True, minimum=1, optional=True)
+        self.seed = check_seed(self.seed, "PercentileWindow seed")
         if not 0 <= self.lower < self.upper <= 1:
             raise MiscnnError(f"PercentileWindow: need 0 <= lower < upper <= 1 (quantiles, not percent), got "
                              f"lower={self.lower}, upper={self.upper}. Example: lower=0.6, upper=0.99.")
@@ -202,6 +227,11 @@ class ZScore(IntensityStep):
     def __post_init__(self):
         if self.mode not in ("image", "dataset"):
             raise MiscnnError(f"ZScore: mode={self.mode!r}, expected 'image' or 'dataset'.")
+        self.samples_per_case = check_step_number("ZScore", "samples_per_case", self.samples_per_case, whole=True,
+                                                  minimum=1, optional=True)
+        self.seed = check_seed(self.seed, "ZScore seed")
+        check_step_number("ZScore", "mean", self.mean, optional=True)
+        check_step_number("ZScore", "std", self.std, minimum=0, optional=True)
 
     @property
     def fitted(self): return self.mode == "image" or (self.mean is not None and self.std is not None)
@@ -209,7 +239,10 @@ class ZScore(IntensityStep):
     def fit(self, cases):
         if self.mode == "image": return self
         rng = np.random.default_rng(self.seed)
-        values = np.concatenate([_subsample(c.image.ravel(), self.samples_per_case, rng) for c in cases])
+        values = [_subsample(c.image.ravel(), self.samples_per_case, rng) for c in cases]
+        if not values:
+            raise MiscnnError("ZScore.fit: no training cases; mode='dataset' needs at least one to fit mean and std.")
+        values = np.concatenate(values)
         self.mean, self.std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
         return self
 
@@ -229,6 +262,8 @@ class MinMax(IntensityStep):
     hi: float | None = None
 
     def __post_init__(self):
+        for name in ("lo", "hi"):
+            check_step_number("MinMax", name, getattr(self, name), optional=True)
         if self.lo is not None and self.hi is not None and not self.lo < self.hi:
             raise MiscnnError(f"MinMax: need lo < hi, got lo={self.lo}, hi={self.hi}.")
 
@@ -618,6 +653,8 @@ def kits19_pipeline(target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), mul
 def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -> Path:
     """Apply a fitted `pipeline` to every case and write `out/<id>.npz`, `out/pipeline.json`, `out/records.json`.
     A rerun into the same folder replaces the earlier run: its cases that are not in this one are removed.
+    The cases are written into a hidden staging folder first and moved into `out` once every case has
+    succeeded, so a run that fails on a case leaves the earlier run as it was.
 
     Args:
         cases: list of Cases or a dataset reader (`miscnn_lite.io.open_dataset`).
@@ -636,16 +673,23 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
     if progress:
         from tqdm.auto import tqdm
         items = tqdm(items, desc="preprocess", unit="case")
-    records = {}
-    for case in items:
-        pre, records[case.id] = pipeline.apply(case)
-        arrays = dict(image=np.asarray(pre.image, np.float32), affine=pre.affine)
-        if pre.label is not None:
-            arrays["label"] = pre.label
-        with atomic_path(out / f"{check_case_id(case.id)}.npz") as tmp:
-            np.savez_compressed(tmp, **arrays)
-    pipeline.save(out / "pipeline.json")
-    write_json(out / "records.json", records, indent=None)
+    records, stage = {}, Path(tempfile.mkdtemp(prefix=".preprocess.", dir=out))
+    try:
+        for case in items:
+            if case.id in records:
+                raise DataError(f"case id {case.id!r} comes twice; give each case its own id.")
+            pre, records[case.id] = pipeline.apply(case)
+            arrays = dict(image=np.asarray(pre.image, np.float32), affine=pre.affine)
+            if pre.label is not None:
+                arrays["label"] = pre.label
+            np.savez_compressed(stage / f"{check_case_id(case.id)}.npz", **arrays)
+        (out / "records.json").unlink(missing_ok=True)      # from here on the folder is this run's, not the last
+        for case_id in records:
+            os.replace(stage / f"{case_id}.npz", out / f"{case_id}.npz")
+        pipeline.save(out / "pipeline.json")
+        write_json(out / "records.json", records, indent=None)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     for stale in set(previous) - set(records):            # cases of an earlier run into this folder, not of this one
         (out / f"{stale}.npz").unlink(missing_ok=True)
     return out

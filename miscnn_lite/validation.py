@@ -19,7 +19,7 @@ from .io import MiscnnError, MissingFileError, write_json
 from .loading import file_fingerprint
 
 # %% auto #0
-__all__ = ['KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout',
+__all__ = ['ROBUST_SCHEMES', 'KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout',
            'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table', 'save_folds', 'load_folds',
            'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info', 'make_manifest', 'save_manifest',
            'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume',
@@ -161,10 +161,14 @@ def load_folds(path) -> list[Fold]:
         raise MiscnnError(f"{path}: not a folds file written by save_folds ({e}). Delete it to make new folds.") from e
 
 # %% ../nbs/10_validation.ipynb #13c99ec2
+ROBUST_SCHEMES = ("stratified", "worst_case")     # robust_folds: folds sorted by a key, not drawn
+
 def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str = "kfold", **kwargs) -> list[Fold]:
     """Folds for `case_ids`: read from `path` when it exists (and matches the ids), else made and saved.
 
-    scheme: 'kfold', 'loo', 'split' (kwargs: val_fraction) or 'holdout' (kwargs: val_ids)."""
+    scheme: 'kfold', 'loo', 'split' (kwargs: val_fraction) or 'holdout' (kwargs: val_ids); 'stratified' or
+    'worst_case' read folds that `robust_folds` made and `save_folds` wrote (kwargs: key). Saved folds made
+    another way (scheme, n_folds, seed, kwargs) are refused: the results beside them belong to them."""
     path, ids = Path(path), _check_ids(case_ids)
     if path.exists():
         folds = load_folds(path)
@@ -172,8 +176,25 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
         if known != sorted(ids):
             raise MiscnnError(f"{path}: saved folds cover {len(known)} cases, the dataset has {len(ids)} "
                              f"(differences: {sorted(set(known) ^ set(ids))[:5]}). Use a new results "
-                             "folder or delete folds.json to re-split.")
+                             "folder; the folds of a folder belong to its results.")
+        saved = json.loads(path.read_text(encoding="utf-8")).get("scheme") or {}
+        if saved.get("scheme", scheme) in ("kfold", "loo", *ROBUST_SCHEMES):      # each case validated once
+            counts = pd.Series([c for f in folds for c in f.val]).value_counts().reindex(ids, fill_value=0)
+            if (counts != 1).any():
+                odd = counts[counts != 1]
+                raise MiscnnError(f"{path}: case {odd.index[0]!r} is validated in {odd.iloc[0]} folds; in "
+                                  f"{saved.get('scheme', scheme)} folds every case is validated exactly once. "
+                                  "Use a new results folder to make the folds again.")
+        wanted = dict(scheme=scheme, **({} if scheme in ("loo", "holdout", *ROBUST_SCHEMES) else {"seed": seed}),
+                      **({"n_folds": n_folds} if scheme not in ("loo", "split", "holdout") else {}), **kwargs)
+        wanted = json.loads(json.dumps(wanted, default=str))                 # as saved: tuples are lists
+        differ = [f"{k}: saved {saved[k]!r}, now {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
+        if differ:
+            raise MiscnnError(f"{path}: holds folds made another way ({'; '.join(differ)}), and the results beside "
+                              "them belong to those folds. Use a new results folder (--out) for the new split.")
         return folds
+    if scheme in ROBUST_SCHEMES:
+        raise MiscnnError(f"{path}: no saved folds; make {scheme} folds with robust_folds and save_folds first.")
     makers = dict(kfold=lambda: kfold(ids, n_folds, seed), loo=lambda: leave_one_out(ids),
                   split=lambda: percentage_split(ids, kwargs.get("val_fraction", 0.2), seed),
                   holdout=lambda: holdout(ids, kwargs["val_ids"]))
@@ -306,6 +327,26 @@ def _as_reader(data):
     from miscnn_lite.io import open_dataset
     return data if hasattr(data, "case_ids") else open_dataset(data)
 
+# %% ../nbs/10_validation.ipynb #79213edc
+def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter) -> None:
+    """Refuse a fold folder of an earlier run that another split or plan made: its scores (`metrics.csv`)
+    and its model would be reported as this run's."""
+    from miscnn_lite.plan import PLAN_FILE, TrainingPlan
+    done = fold_dir / "metrics.csv"
+    if done.exists():
+        scored = set(pd.read_csv(done, usecols=["case"])["case"].astype(str))
+        if scored != set(fold.val):
+            raise MiscnnError(f"{done}: scores the cases {sorted(scored)[:3]}..., but fold {k} validates "
+                              f"{sorted(fold.val)[:3]}...: the folder holds another split's results. Use a new "
+                              "results folder.")
+    saved, plan = fold_dir / "model" / PLAN_FILE, getattr(segmenter, "plan", None)
+    if plan is not None and saved.is_file():
+        before, now = TrainingPlan.load(saved).to_dict(), plan.to_dict()
+        differ = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+        if differ:
+            raise MiscnnError(f"{saved}: fold {k} was trained with another plan (differs in {', '.join(differ)}); "
+                              "its model and scores are not this run's. Use a new results folder.")
+
 # %% ../nbs/10_validation.ipynb #d9852c70
 def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 10, labels=None,
                    metrics=("DICE", "HDRFDST95", "AVGDIST"), progress: bool = True, postprocess=None) -> pd.DataFrame:
@@ -327,10 +368,11 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
     for k, fold in enumerate(folds):
         fold_dir = out / f"fold_{k}"
         done = fold_dir / "metrics.csv"
+        segmenter = make_segmenter(k)
+        _check_fold_folder(fold_dir, k, fold, segmenter)
         if done.exists():
             tables.append(pd.read_csv(done))
             continue
-        segmenter = make_segmenter(k)
         segmenter.fit([ReaderItem(reader, c) for c in fold.train], [ReaderItem(reader, c) for c in fold.val],
                       epochs=epochs, out=fold_dir / "model", progress=progress)
         rows = []

@@ -90,6 +90,10 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV, **RULE_GRID))
     assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), metrics)
+    # a run with other settings into that folder is refused before it reuses anything
+    with pytest.raises(Exception, match="holds the results of a run with other settings \\(epochs: 1 -> 2\\)"):
+        run_notebook(nb, tmp_path / "cv3.ipynb", dict(out_dir=str(tmp_path), **{**TINY_CV, "epochs": 2}, **RULE_GRID))
+    assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
 
 
 @pytest.mark.parametrize("mode", ["2d", "2.5d"])

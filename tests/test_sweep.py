@@ -53,3 +53,16 @@ def test_sweep_command_line_with_processes(tmp_path):
     r = subprocess.run([str(exe), "sweep", str(grid), "--out", str(tmp_path / "o2"), "--scheduler", "tcp://127.0.0.1:1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
+
+
+def test_a_failed_job_reports_no_earlier_result(tmp_path):
+    "A job that fails in a folder holding an earlier run's result.json reports no metrics, not that run's."
+    from miscnn_lite.experiments import _run_job
+    nb = demo_notebook(tmp_path / "demo.ipynb")
+    job = tmp_path / "000_epochs--1"
+    job.mkdir()
+    (job / "result.json").write_text('{"kidney_dice": 0.91}')
+    row = _run_job(str(nb), str(job), {"epochs": -1})
+    assert row["status"] == "failed" and "epochs must be positive" in row["error"]
+    assert "kidney_dice" not in row
+    assert _run_job(str(nb), str(job), {"epochs": 4})["kidney_dice"] == pytest.approx(0.4)

@@ -106,3 +106,34 @@ def test_one_model_with_mirrors_gives_variance_and_predict_layout(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["prediction.nii.gz", "prediction_entropy.nii.gz",
                                                              "prediction_variance.nii.gz"]
     np.testing.assert_allclose(load_nifti(path.parent / "prediction_entropy.nii.gz")[0], entropy, atol=1e-6)
+
+
+def test_cross_validate_refuses_an_earlier_runs_fold_folders(tmp_path):
+    "Scores and models left by another split or another plan are never reported as this run's."
+    import dataclasses
+
+    import pandas as pd
+
+    from miscnn_lite.io import MiscnnError, save_case
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.validation import cross_validate, kfold
+
+    for i in range(4):
+        save_case(dataclasses.replace(toy_case(i, shape=(16, 24, 24)), id=f"c{i}"), tmp_path / "data")
+    ids = [f"c{i}" for i in range(4)]
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(epochs=1, iterations=1, batch_size=2))
+    folds = kfold(ids, 2, seed=0)
+    other = kfold(ids, 2, seed=5)
+    assert other[0].val != folds[0].val
+    (tmp_path / "run" / "fold_0").mkdir(parents=True)
+    pd.DataFrame({"case": other[0].val, "label": "kidney", "metric": "DICE", "value": 0.9}).to_csv(
+        tmp_path / "run" / "fold_0" / "metrics.csv", index=False)
+    make = lambda k: Segmenter.from_plan(plan.replace(seed=k))   # noqa: E731
+    with pytest.raises(MiscnnError, match="holds another split's results"):
+        cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1)
+    (tmp_path / "run" / "fold_0" / "metrics.csv").unlink()
+    plan.replace(schedule=dict(epochs=3, iterations=1, batch_size=2)).save(tmp_path / "run" / "fold_0" / "model" /
+                                                                             "plan.json")
+    with pytest.raises(MiscnnError, match="trained with another plan \\(differs in schedule\\)"):
+        cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1)
