@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import MiscnnError, MissingFileError, write_json
+from .io import MiscnnError, MissingFileError, check_seed, write_json
 from .loading import file_fingerprint
 
 # %% auto #0
@@ -37,6 +37,13 @@ class Fold:
         overlap = sorted(set(self.train) & set(self.val))
         if overlap:
             raise MiscnnError(f"fold has cases in both train and val: {overlap[:5]}; a case may be in only one.")
+        for name, ids in (("train", self.train), ("val", self.val)):
+            if not ids:
+                raise MiscnnError(f"fold has no {name} cases; every fold needs at least one case to "
+                                  f"{'train on' if name == 'train' else 'validate on'}.")
+            if len(set(ids)) != len(ids):
+                raise MiscnnError(f"fold lists {name} case(s) {sorted({c for c in ids if list(ids).count(c) > 1})[:3]} "
+                                  "twice; list each case once.")
 
 # %% ../nbs/10_validation.ipynb #70b3fb0c
 def _check_ids(case_ids, n_folds: int | None = None) -> list[str]:
@@ -45,6 +52,8 @@ def _check_ids(case_ids, n_folds: int | None = None) -> list[str]:
         dup = sorted({c for c in ids if ids.count(c) > 1})
         raise MiscnnError(f"duplicate case ids {dup[:5]}: every case must appear once.")
     if n_folds is not None:
+        if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)):
+            raise MiscnnError(f"n_folds={n_folds!r}: give a whole number of folds >= 2.")
         if n_folds < 2:
             raise MiscnnError(f"n_folds={n_folds}: cross-validation needs at least 2 folds.")
         if len(ids) < n_folds:
@@ -60,7 +69,7 @@ def _folds_from_parts(ids: list[str], parts: list[list[str]]) -> list[Fold]:
 def kfold(case_ids, n_folds: int = 3, seed: int = 0) -> list[Fold]:
     "k-fold cross-validation: a seeded shuffle cut into `n_folds` validation parts of near-equal size."
     ids = _check_ids(case_ids, n_folds)
-    order = np.random.default_rng(seed).permutation(len(ids))
+    order = np.random.default_rng(check_seed(seed)).permutation(len(ids))
     return _folds_from_parts(ids, [[ids[i] for i in part] for part in np.array_split(order, n_folds)])
 
 # %% ../nbs/10_validation.ipynb #843bac17
@@ -72,11 +81,11 @@ def leave_one_out(case_ids) -> list[Fold]:
 # %% ../nbs/10_validation.ipynb #b21292b4
 def percentage_split(case_ids, val_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
     "One fold with round(val_fraction · n) (at least 1) seeded random validation cases."
-    if not 0 < val_fraction < 1:
-        raise MiscnnError(f"val_fraction={val_fraction}: choose a fraction strictly between 0 and 1.")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.number)) or not 0 < val_fraction < 1:
+        raise MiscnnError(f"val_fraction={val_fraction!r}: choose a fraction strictly between 0 and 1.")
     ids = _check_ids(case_ids, 2)
     n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
-    order = np.random.default_rng(seed).permutation(len(ids))
+    order = np.random.default_rng(check_seed(seed)).permutation(len(ids))
     return _folds_from_parts(ids, [[ids[i] for i in sorted(order[:n_val])]])
 
 # %% ../nbs/10_validation.ipynb #5e1fe079
@@ -204,14 +213,10 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
     save_folds(folds, path, dict(scheme=scheme, n_folds=len(folds), seed=seed, **kwargs))
     return folds
 
-# %% ../nbs/10_validation.ipynb #2406a58a
-def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", label=None) -> pd.DataFrame:
-    """Mean, std and paired Wilcoxon p-value vs `baseline` per configuration.
-
-    Args:
-        results: tidy table with columns config, case, metric, value (and label when several).
-        label: restrict to one label (required when the table has several)."""
-    from scipy.stats import wilcoxon
+# %% ../nbs/10_validation.ipynb #bf41052f
+def _comparison_scores(results: pd.DataFrame, metric: str, label) -> pd.DataFrame:
+    """The rows of one metric and one label of a tidy results table (config, case, metric, value[, label]),
+    refused when the table holds several labels and none is chosen, no such rows, or one case twice per config."""
     table = results[results["metric"] == metric]
     if "label" in table.columns:
         labels = table["label"].unique()
@@ -222,7 +227,24 @@ def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", l
     if table.empty:
         raise MiscnnError(f"no rows for metric {metric!r} (label {label}); metrics present: "
                           f"{sorted(results['metric'].unique())}.")
-    wide = table.pivot_table(index="case", columns="config", values="value")
+    twice = table[table.duplicated(["config", "case"], keep=False)]
+    if len(twice):
+        row = twice.iloc[0]
+        raise MiscnnError(f"config {row['config']!r} scores case {row['case']!r} more than once ({metric}); keep one "
+                          "row per config and case (one run per configuration).")
+    return table
+
+# %% ../nbs/10_validation.ipynb #2406a58a
+def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", label=None) -> pd.DataFrame:
+    """Mean, std and paired Wilcoxon p-value vs `baseline` per configuration, each over the cases the
+    configuration shares with the baseline (`n_cases`; a warning names configs that lack cases).
+
+    Args:
+        results: tidy table with columns config, case, metric, value (and label when several).
+        label: restrict to one label (required when the table has several)."""
+    from scipy.stats import wilcoxon
+    table = _comparison_scores(results, metric, label)
+    wide = table.pivot(index="case", columns="config", values="value")
     if baseline not in wide.columns:
         raise MiscnnError(f"baseline {baseline!r} is not a config in the results ({list(wide.columns)}).")
     rows = []
@@ -231,8 +253,13 @@ def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", l
         x, y = wide.loc[both, config], wide.loc[both, baseline]
         diff = x - y
         p = np.nan if config == baseline or np.allclose(diff, 0) else float(wilcoxon(x, y).pvalue)
-        rows.append(dict(config=config, n_cases=int(both.sum()), mean=wide[config].mean(), std=wide[config].std(ddof=1),
+        rows.append(dict(config=config, n_cases=int(both.sum()), mean=float(x.mean()), std=float(x.std(ddof=1)),
                          mean_difference=float(diff.mean()), p_value=p))
+    missing = {c: int(wide[c].isna().sum()) for c in wide.columns if wide[c].isna().any()}
+    if missing:
+        import warnings
+        warnings.warn(f"configs {missing} lack scores of some cases (case counts per config); each row compares "
+                      f"only the cases it shares with {baseline!r}.")
     out = pd.DataFrame(rows)
     out["mean ± std"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(out["mean"], out["std"])]
     return out
@@ -241,9 +268,7 @@ def compare_models(results: pd.DataFrame, baseline: str, metric: str = "DICE", l
 def plot_comparison(results: pd.DataFrame, metric: str = "DICE", label=None):
     "Box plot of per-case scores per configuration (one metric, one label); returns the Figure."
     import matplotlib.pyplot as plt
-    table = results[results["metric"] == metric]
-    if label is not None and "label" in table.columns:
-        table = table[table["label"] == label]
+    table = _comparison_scores(results, metric, label)
     configs = list(dict.fromkeys(table["config"]))
     fig, ax = plt.subplots(figsize=(1.6 * len(configs) + 2, 3.5))
     ax.boxplot([table[table["config"] == c]["value"].to_numpy() for c in configs])
@@ -394,9 +419,9 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
 
 # %% ../nbs/10_validation.ipynb #d941a23a
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    "Mean ± std over cases per label and metric, and per fold, from a cross-validation table."
+    "Mean ± std over all cases (of every fold) per label and metric, from a cross-validation table."
     stats = table.groupby(["label", "metric"])["value"].agg(["mean", "std", "median", "min", "max", "count"])
-    stats["mean ± std"] = [f"{m:.3f} ± {s:.3f}" for m, s in zip(stats["mean"], stats["std"].fillna(0))]
+    stats["mean ± std"] = [f"{m:.3f} ± {'n/a' if np.isnan(s) else f'{s:.3f}'}" for m, s in zip(stats["mean"], stats["std"])]
     return stats.reset_index()
 
 # %% ../nbs/10_validation.ipynb #749bcd1a
@@ -561,6 +586,10 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
     if not model_dirs:
         raise MiscnnError("ensemble_predict: no model folders given.")
     models = [Segmenter.load(d) for d in model_dirs]
+    classes = {str(d): m.n_classes for d, m in zip(model_dirs, models)}
+    if len(set(classes.values())) > 1:
+        raise MiscnnError(f"ensemble_predict: the models predict different numbers of classes ({classes}); an "
+                          "ensemble averages class probabilities, so give models trained on the same classes.")
     items = dataset_items(cases)
     if progress:
         from tqdm.auto import tqdm

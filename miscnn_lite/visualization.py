@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from fastcore.basics import patch
 
 from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check_spacing, load_case,
-                            load_nifti, load_prediction, orientation_from_affine)
+                            load_nifti, load_prediction, orientation_from_affine, reorient)
 
 # %% auto #0
 __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
@@ -81,6 +81,8 @@ def resolve_window(image: np.ndarray, window="auto") -> tuple[float, float]:
         raise MiscnnError(f"window={window!r} is unknown: use one of {[*WINDOW_PRESETS, 'auto', 'min-max']} "
                           "or a (level, width) pair.")
     level, width = (float(v) for v in window)
+    if not np.isfinite(level):
+        raise MiscnnError(f"window level {level}: give a finite number (HU for CT), e.g. (40, 400).")
     window_to_uint8(np.zeros(1), level, width)          # validates the width
     return level, width
 
@@ -346,9 +348,18 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
         name, affine, image_path = image.id, image.affine, image.image_path
         label = image.label if label is None else label
         image = image.image
+        if case.orientation != "SPL":   # the planes and their head-up flips assume SPL: turn the case and its maps
+            if isinstance(uncertainty, (str, Path)):
+                uncertainty = load_prediction(uncertainty, case) if image_path is not None else load_nifti(uncertainty)[0]
+            turn = lambda a: a if a is None or isinstance(a, (str, Path)) else reorient(np.asarray(a), affine, "SPL")[0]
+            label, prediction, uncertainty = turn(label), turn(prediction), turn(uncertainty)
+            image, affine = reorient(np.asarray(image), affine, "SPL")   # paths are read as SPL (load_case's default)
     img = _as_image(image, channel, name)
     if spacing is not None:
         spacing = check_spacing(spacing, name="spacing")
+        if len(spacing) == 2 and img.shape[0] != 1:
+            raise MiscnnError(f"spacing {spacing}: 2 values are for a 2D image; this volume has {img.shape[0]} "
+                              "slices, give 3 values (mm per z, y, x).")
         spacing = (1.0, *spacing) if len(spacing) == 2 else spacing
         if len(spacing) != 3:
             raise MiscnnError(f"spacing {spacing}: expected 3 values (mm per z, y, x), or 2 for a 2D image.")
@@ -471,6 +482,10 @@ class SliceViewer:
                  opacity: float = 0.4, size: int = 320, channel: int | None = None, uncertainty=None):
         self.data = d = viewer_data(image, label, prediction, spacing, channel, uncertainty)
         self.class_names, self.size = tuple(class_names), size
+        if axis not in (0, 1, 2):
+            raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
+        if cursor is not None and np.ndim(cursor) != 1 or cursor is not None and len(cursor) != 3:
+            raise MiscnnError(f"cursor={cursor!r}: give one voxel as (z, y, x).")
         self.cursor = [int(c) for c in cursor] if cursor is not None else _foreground_cursor(d)
         for k, (c, n) in enumerate(zip(self.cursor, d.image.shape)):
             if not 0 <= c < n:

@@ -137,3 +137,11 @@ def test_cross_validate_refuses_an_earlier_runs_fold_folders(tmp_path):
                                                                              "plan.json")
     with pytest.raises(MiscnnError, match="trained with another plan \\(differs in schedule\\)"):
         cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1)
+
+
+def test_ensemble_of_models_with_other_classes_is_refused(tmp_path):
+    from miscnn_lite.io import MiscnnError
+    for k, n in enumerate((3, 2)):
+        Segmenter(unet(n, depth=2, base_filters=4), patch_shape=(16, 16, 16), seed=k).save(tmp_path / f"m{k}")
+    with pytest.raises(MiscnnError, match="different numbers of classes"):
+        ensemble_predict([tmp_path / "m0", tmp_path / "m1"], [toy_case(0, shape=(16, 24, 24))])

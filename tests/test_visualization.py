@@ -156,6 +156,31 @@ def test_bad_inputs_have_clear_errors():
         SliceViewer(case, view="errors")
     with pytest.raises(ValueError, match="negative values"):
         viewer_data(case.image, label=-case.label.astype(int))
+    with pytest.raises(ValueError, match="2 values are for a 2D image; this volume has 12 slices"):
+        viewer_data(case.image, spacing=(0.8, 0.8))
+    with pytest.raises(ValueError, match=r"cursor=\(1, 2\): give one voxel as \(z, y, x\)"):
+        SliceViewer(case, cursor=(1, 2))
+    with pytest.raises(ValueError, match="axis=3: expected 0"):
+        SliceViewer(case, axis=3)
+    with pytest.raises(ValueError, match="window level nan"):
+        SliceViewer(case, window=(float("nan"), 400))
+
+
+def test_a_case_in_another_orientation_is_shown_with_its_maps_aligned(tmp_path):
+    "A RAS case read without reorienting: image, label file and prediction array land on the same voxel, as SPL."
+    from miscnn_lite.io import save_nifti
+    image, label = np.zeros((8, 8, 8), np.int16), np.zeros((8, 8, 8), np.uint8)
+    image[1, 2, 6], label[1, 2, 6] = 500, 1
+    save_nifti(tmp_path / "ct.nii.gz", image, np.eye(4))                # RAS
+    save_nifti(tmp_path / "seg.nii.gz", label, np.eye(4))
+    case = load_case(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", orientation=None)
+    assert case.orientation == "RAS"
+    for data in (viewer_data(load_case(tmp_path / "ct.nii.gz", orientation=None), label=tmp_path / "seg.nii.gz"),
+                 viewer_data(case, prediction=case.label)):
+        marked = np.argwhere(data.image == 500).tolist()
+        assert marked == np.argwhere(data.label == 1).tolist() == [[6, 5, 6]]    # z from the top, y front, x left
+        if data.prediction is not None:
+            assert np.argwhere(data.prediction == 1).tolist() == marked
 
 
 def test_probabilities_are_argmaxed_with_a_warning():
