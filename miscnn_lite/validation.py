@@ -81,7 +81,8 @@ def leave_one_out(case_ids) -> list[Fold]:
 # %% ../nbs/10_validation.ipynb #b21292b4
 def percentage_split(case_ids, val_fraction: float = 0.2, seed: int = 0) -> list[Fold]:
     "One fold with round(val_fraction · n) (at least 1) seeded random validation cases."
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.number)) or not 0 < val_fraction < 1:
+    number = isinstance(val_fraction, (int, float, np.number)) and not isinstance(val_fraction, bool)
+    if not number or not 0 < val_fraction < 1:
         raise MiscnnError(f"val_fraction={val_fraction!r}: choose a fraction strictly between 0 and 1.")
     ids = _check_ids(case_ids, 2)
     n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
@@ -421,7 +422,8 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     "Mean ± std over all cases (of every fold) per label and metric, from a cross-validation table."
     stats = table.groupby(["label", "metric"])["value"].agg(["mean", "std", "median", "min", "max", "count"])
-    stats["mean ± std"] = [f"{m:.3f} ± {'n/a' if np.isnan(s) else f'{s:.3f}'}" for m, s in zip(stats["mean"], stats["std"])]
+    stats["mean ± std"] = [f"{m:.3f} ± {'n/a' if np.isnan(s) else f'{s:.3f}'}"
+                           for m, s in zip(stats["mean"], stats["std"])]
     return stats.reset_index()
 
 # %% ../nbs/10_validation.ipynb #749bcd1a
