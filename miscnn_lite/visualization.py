@@ -350,7 +350,8 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
         image = image.image
         if case.orientation != "SPL":   # the planes and their head-up flips assume SPL: turn the case and its maps
             if isinstance(uncertainty, (str, Path)):
-                uncertainty = load_prediction(uncertainty, case) if image_path is not None else load_nifti(uncertainty)[0]
+                uncertainty = (load_prediction(uncertainty, case) if image_path is not None
+                               else load_nifti(uncertainty)[0])
             turn = lambda a: a if a is None or isinstance(a, (str, Path)) else reorient(np.asarray(a), affine, "SPL")[0]
             label, prediction, uncertainty = turn(label), turn(prediction), turn(uncertainty)
             image, affine = reorient(np.asarray(image), affine, "SPL")   # paths are read as SPL (load_case's default)
