@@ -281,7 +281,9 @@ def _sample_tumor(rng, kidneys, cortex_hu: float, phase: str = "venous") -> Tumo
     radii = tuple(size * r * _u(rng, 0.85, 1.15) for r in kidney.radii)
     shape = Ellipsoid(kidney.point(offset), radii, yaw=_u(rng, -np.pi, np.pi), pitch=_u(rng, -0.5, 0.5))
     iso = rng.random() < 0.2
-    hu = cortex_hu - _u(rng, 0, 40) if iso else _u(rng, *TUMOR_HU[phase])
+    # isoattenuating: up to 40 HU under the cortex, never under the phase's tumor range (a non-contrast cortex of
+    # 20-40 HU would otherwise give fat-dense "iso" tumors); the same draws either way
+    hu = max(cortex_hu - _u(rng, 0, 40), TUMOR_HU[phase][0]) if iso else _u(rng, *TUMOR_HU[phase])
     return Tumor(shape, k, hu, heterogeneity_hu=_u(rng, 15, 30), necrotic=bool(size > 0.55 and rng.random() < 0.6))
 
 # %% ../nbs/01_phantoms.ipynb #dc861747

@@ -336,3 +336,14 @@ def test_default_phantoms_are_unchanged():
     for seed, case in cases.items():
         data = case.image.tobytes() + case.label.tobytes() + np.asarray(case.affine).tobytes()
         assert hashlib.sha256(data).hexdigest() == expected[seed], seed
+
+
+def test_isoattenuating_tumors_stay_in_their_phase_range():
+    "An 'iso' tumor is drawn up to 40 HU under the cortex, but never under the phase's tumor range (fat-dense)."
+    from miscnn_lite.phantoms import TUMOR_HU, Ellipsoid, sample_tumors
+    kidneys = [Ellipsoid((0.0, 0.2, -0.4), (0.3, 0.15, 0.1)), Ellipsoid((0.0, 0.2, 0.4), (0.3, 0.15, 0.1))]
+    for phase, cortex in (("non_contrast", 22.0), ("venous", 170.0)):
+        hus = [t.hu for s in range(300) for t in sample_tumors(np.random.default_rng(s), kidneys, cortex, 1.0, phase)]
+        assert min(hus) >= TUMOR_HU[phase][0]
+        iso = [h for h in hus if h > TUMOR_HU[phase][1]] if phase == "venous" else [h for h in hus if h == 15.0]
+        assert len(iso) > 10                          # the iso tumors are there (clipped ones at the floor)
