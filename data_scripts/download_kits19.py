@@ -40,6 +40,7 @@ import hashlib
 import http.client
 import os
 import re
+import socket
 import sys
 import tempfile
 import threading
@@ -493,6 +494,7 @@ def download_file(job: DownloadJob, root: Path | str, book: ChecksumBook | None 
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff_s * 2 ** (attempt - 1))
+        dest.parent.mkdir(parents=True, exist_ok=True)   # again: a parallel download of the case may have given up
         try:
             resumed_from = _transfer(job.url, part, timeout_s, progress, job.relpath)
         except urllib.error.HTTPError as e:
@@ -502,6 +504,8 @@ def download_file(job: DownloadJob, root: Path | str, book: ChecksumBook | None 
             continue
         except (_TransientError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
             last_problem = str(e.reason if isinstance(e, urllib.error.URLError) else e)
+            if isinstance(getattr(e, "reason", None), socket.gaierror):
+                last_problem += "; the host name cannot be resolved: check the network connection or proxy"
             continue
         _check_gzip(part, job.url)
         sha = sha256_of(part)
@@ -515,6 +519,8 @@ def download_file(job: DownloadJob, root: Path | str, book: ChecksumBook | None 
         progress.file_done()
         status = "repaired" if had_file else ("resumed" if resumed_from else "downloaded")
         return DownloadResult(job.relpath, job.url, status, dest.stat().st_size, sha, resumed_from)
+    if not part.exists() and dest.parent != root and not any(dest.parent.iterdir()):
+        dest.parent.rmdir()                          # no byte arrived: leave no empty case folder behind
     raise _give_up(job, dest, part, book, retries + 1, last_problem)
 
 

