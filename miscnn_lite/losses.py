@@ -16,7 +16,9 @@ from .io import MiscnnError
 def one_hot_target(y_true, y_pred):
     """Return `y_true` as float one-hot (B, *spatial, C) matching `y_pred` (B, *spatial, C).
 
-    y_true: integer class map (B, *spatial, 1) or (B, *spatial), or one-hot (B, *spatial, C)."""
+    y_true: integer class map (B, *spatial, 1) or (B, *spatial), or one-hot (B, *spatial, C). Class values
+    must lie in 0..C-1: this is not checked here (the loaders check every case's labels); out of range,
+    TensorFlow counts the voxel as no class and torch raises."""
     n_classes, rank = y_pred.shape[-1], len(y_pred.shape)
     if len(y_true.shape) == rank - 1:
         labels = y_true
@@ -163,7 +165,8 @@ class TverskyLoss(SegmentationLoss):
 @_register
 class FocalTverskyLoss(TverskyLoss):
     """Mean over classes of (1 - Tversky index)^(1/gamma) (Abraham & Khan 2019: gamma = 4/3).
-    gamma > 1 raises the loss of classes that are already well segmented less than of hard ones."""
+    With gamma > 1 the exponent 1/gamma is below 1: the loss and its gradient grow most for classes near a
+    Tversky index of 1 (already well segmented), as the paper's formula does (its text states the opposite aim)."""
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4 / 3, smooth: float = 1e-5, **kwargs):
         super().__init__(alpha, beta, smooth, **kwargs)
         if gamma <= 0: raise MiscnnError(f"gamma={gamma}: expected > 0 (the paper uses 4/3).")
@@ -223,7 +226,9 @@ class DiceCELoss(SegmentationLoss):
 
     include_background: False leaves class 0 out of the Dice mean (nnU-Net's choice; the
     cross-entropy still covers every class). batch_dice: see `SegmentationLoss`. class_weights: one weight
-    per class on the cross-entropy term (MONAI's `DiceCELoss(weight=)`), e.g. [1, 1, 3] for a rare tumor class."""
+    per class on the cross-entropy term, e.g. [1, 1, 3] for a rare tumor class: each voxel's -log p counts w_c times
+    and the sum is divided by the voxel count, so weights above 1 also raise the cross-entropy against the Dice
+    term. (MONAI's `DiceCELoss(weight=)` differs: a weighted mean, Σ w(-log p) / Σ w, applied to the Dice too.)"""
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, include_background: bool = True,
                  smooth: float = 1e-5, class_weights=None, **kwargs):
         super().__init__(smooth, **kwargs)

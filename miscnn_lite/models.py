@@ -213,7 +213,8 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
             inp = feats[0] if len(feats) == 1 else layers.Concatenate()(feats)
             feats.append(conv_norm_act(inp, filters, **kw))
         x = conv_norm_act(layers.Concatenate()(feats), filters, kernel_size=1, **kw)
-    return layers.Dropout(dropout)(x) if dropout > 0 else x
+    return layers.Dropout(dropout, seed=0)(x) if dropout > 0 else x   # seeded: on torch an unseeded one draws
+                                                                      # from torch's global generator instead
 
 # %% ../nbs/06_models.ipynb #68b70e75
 def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout):

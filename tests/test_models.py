@@ -409,3 +409,15 @@ def test_mixed_precision_keeps_float32_probabilities(regions):
         np.testing.assert_allclose(np_(keras.ops.sum(outs[0], axis=-1)), 1.0, atol=1e-5)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_dropout_masks_follow_the_seed_on_every_backend():
+    "Two networks seeded alike drop the same units in training mode (an unseeded Dropout on torch would not)."
+    from miscnn_lite.models import seed_weights
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 8, 1)).astype("float32")
+    outputs = []
+    for seed in (7, 7, 8):
+        model = seed_weights(unet(2, depth=1, base_filters=4, dropout=0.5), seed)
+        outputs.append(keras.ops.convert_to_numpy(model(x, training=True)))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert not np.allclose(outputs[0], outputs[2])
