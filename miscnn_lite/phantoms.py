@@ -875,7 +875,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     Args:
         seed: dataset seed; case i uses `generate_phantom((seed, i), orientation=None)`.
         shape: (D, H, W) voxels per case.
-        tumor_probability: fraction of cases with a tumor (exactly `round(n_cases * (1 - p))` without).
+        tumor_probability: fraction of cases drawn with a tumor (exactly `round(n_cases * (1 - p))` without;
+            at the smallest shapes a drawn tumor can be smaller than one voxel and leave no tumor label).
         spacing: (sz, sy, sx) mm for every case; None draws one per case (KiTS19-like ranges).
         overwrite: replace existing cases that differ and remove cases beyond `n_cases` (default: raise instead).
         progress: show a tqdm progress bar.

@@ -595,6 +595,9 @@ class Pipeline:
     def apply(self, case: Case) -> tuple[Case, dict]:
         "Preprocess `case` (image and label, if any) → (new Case, record for `inverse`)."
         for s in self.steps: _check_fitted(s)
+        if case.label is not None and np.shape(case.label)[:3] != np.shape(case.image)[:3]:
+            raise DataError(f"case {case.id!r}: label shape {np.shape(case.label)} differs from image shape "
+                            f"{np.shape(case.image)}; image and label must share one voxel grid.")
         out, records = self._run(case, self.steps)
         return out, {"case_id": case.id, "input_shape": list(case.image.shape[:3]),
                      "input_affine": np.asarray(case.affine, float).tolist(),
