@@ -515,6 +515,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io.fetch_example_data': ('io.html#fetch_example_data', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.image_stem': ('io.html#image_stem', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.is_picture': ('io.html#is_picture', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io.is_whole_number': ('io.html#is_whole_number', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.json_value': ('io.html#json_value', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.load_case': ('io.html#load_case', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.load_dicom_series': ('io.html#load_dicom_series', 'miscnn_lite/io.py'),

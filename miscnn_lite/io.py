@@ -26,13 +26,13 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
            'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing',
-           'check_seed', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti', 'save_nifti',
-           'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'validate_case',
-           'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader',
-           'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series',
-           'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask', 'write_picture',
-           'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file', 'describe',
-           'fetch_example_data']
+           'check_seed', 'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti',
+           'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id',
+           'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case',
+           'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series',
+           'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask',
+           'write_picture', 'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file',
+           'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -298,6 +298,11 @@ def check_seed(seed, name: str = "seed") -> int:
         raise SettingsError(f"{name}={seed!r}: expected a non-negative integer such as 0 or 42 "
                          "(the same seed gives the same numbers).")
     return int(seed)
+
+def is_whole_number(value) -> bool:
+    "True for an int, or a float without fraction (YAML reads 1e3 as a float); never for a bool, NaN or inf."
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and float(value).is_integer())
 
 # %% ../nbs/00_io.ipynb #b38a2036
 def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, atomic_path,
-                            case_folder_files, check_case_id, check_seed, check_spacing, image_stem, load_case,
-                            write_json)
+                            case_folder_files, check_case_id, check_seed, check_spacing, image_stem,
+                            is_whole_number, load_case, write_json)
 from .patching import PatchSampler, class_locations
 
 # %% auto #0
@@ -30,8 +30,7 @@ def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
 
     `depth` is the number of down-sampling steps of the U-Net. Returns the shape as a tuple of ints.
     """
-    if np.ndim(patch_shape) != 1 or not all(isinstance(s, (int, np.integer, float, np.floating))
-                                            and float(s).is_integer() for s in patch_shape):
+    if np.ndim(patch_shape) != 1 or not all(map(is_whole_number, patch_shape)):
         raise MiscnnError(f"patch_shape={patch_shape!r}: give whole numbers of voxels per axis, e.g. (32, 64, 64).")
     shape = tuple(int(s) for s in patch_shape)
     if depth < 0:

@@ -11,8 +11,8 @@ import numpy as np
 from scipy import ndimage
 
 from .io import (SPACING_RANGE_MM, MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spacing,
-                            case_from_arrays, check_spacing, open_dataset, orientation_from_affine, save_case,
-                            write_mask, write_picture, write_json)
+                            case_from_arrays, check_spacing, is_whole_number, open_dataset, orientation_from_affine,
+                            save_case, write_mask, write_picture, write_json)
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
@@ -702,9 +702,7 @@ def stored_orientation(image: np.ndarray, label: np.ndarray, spacing: Sequence[f
 
 # %% ../nbs/01_phantoms.ipynb #4000513b
 def _check_shape(shape) -> tuple[int, int, int]:
-    whole = lambda s: (isinstance(s, (int, np.integer, float, np.floating)) and not isinstance(s, bool)
-                       and float(s).is_integer())
-    values = tuple(int(s) for s in shape) if np.ndim(shape) == 1 and all(map(whole, shape)) else (shape,)
+    values = tuple(int(s) for s in shape) if np.ndim(shape) == 1 and all(map(is_whole_number, shape)) else (shape,)
     if len(values) != 3 or any(v < m for v, m in zip(values, MIN_SHAPE)):
         raise MiscnnError(f"shape {shape!r}: expected three voxel counts (D, H, W) of at least {MIN_SHAPE} "
                          f"(smaller volumes cannot show kidneys), e.g. shape={DEFAULT_SHAPE}.")

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .io import (DataError, MiscnnError, MissingFileError, Case, case_from_arrays,
-                            check_case_id, check_seed, check_spacing, write_json)
+                            check_case_id, check_seed, check_spacing, is_whole_number, write_json)
 
 # %% auto #0
 __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'check_step_number',
@@ -119,7 +119,7 @@ def check_step_number(step: str, name: str, value, whole: bool = False, minimum:
     if value is None and optional:
         return value
     ok = (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-          and bool(np.isfinite(value)) and (not whole or float(value).is_integer())
+          and bool(np.isfinite(value)) and (not whole or is_whole_number(value))
           and (minimum is None or value >= minimum))
     if not ok:
         kind = "a whole number" if whole else "a finite number"

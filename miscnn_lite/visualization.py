@@ -485,7 +485,7 @@ class SliceViewer:
         self.class_names, self.size = tuple(class_names), size
         if axis not in (0, 1, 2):
             raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
-        if cursor is not None and np.ndim(cursor) != 1 or cursor is not None and len(cursor) != 3:
+        if cursor is not None and (np.ndim(cursor) != 1 or len(cursor) != 3):
             raise MiscnnError(f"cursor={cursor!r}: give one voxel as (z, y, x).")
         self.cursor = [int(c) for c in cursor] if cursor is not None else _foreground_cursor(d)
         for k, (c, n) in enumerate(zip(self.cursor, d.image.shape)):
