@@ -1394,6 +1394,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                            'miscnn_lite.visualization._load_path': ( 'visualization.html#_load_path',
                                                                                      'miscnn_lite/visualization.py'),
                                            'miscnn_lite.visualization._mix': ('visualization.html#_mix', 'miscnn_lite/visualization.py'),
+                                           'miscnn_lite.visualization._on_case_grid': ( 'visualization.html#_on_case_grid',
+                                                                                        'miscnn_lite/visualization.py'),
                                            'miscnn_lite.visualization._only': ('visualization.html#_only', 'miscnn_lite/visualization.py'),
                                            'miscnn_lite.visualization.as_class_map': ( 'visualization.html#as_class_map',
                                                                                        'miscnn_lite/visualization.py'),

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from fastcore.basics import patch
 
 from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check_spacing, load_case,
-                            load_nifti, load_prediction, orientation_from_affine, reorient)
+                            load_nifti, load_prediction, orientation_from_affine, regrid, reorient)
 
 # %% auto #0
 __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
@@ -326,6 +326,16 @@ def as_float_map(x, case: Case | None, shape, name: str) -> np.ndarray:
         raise MiscnnError(f"{name} holds NaN or infinite values; expected a finite map such as an entropy.")
     return a
 
+# %% ../nbs/11_visualization.ipynb #df9491d9
+def _on_case_grid(x, case: Case):
+    """A map given as a NIfTI path, read onto an in-memory `case`'s grid by the file's own affine (the stored
+    array when the two grids hold different voxels, so that the shape check names it); arrays pass through."""
+    if not isinstance(x, (str, Path)):
+        return x
+    array, file_affine = load_nifti(x)
+    on_case = regrid(array, file_affine, case.affine)
+    return array if on_case is None else on_case
+
 # %% ../nbs/11_visualization.ipynb #41514573
 def viewer_data(image, label=None, prediction=None, spacing=None, channel: int | None = None,
                 uncertainty=None) -> ViewerData:
@@ -334,8 +344,8 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
     Args:
         image: `Case`, NIfTI path, KiTS19 case folder, or array (D, H, W), (H, W) or (D, H, W, C).
         label, prediction: arrays or NIfTI paths on the image grid (default: the case's label). A path
-            is read onto the image file's grid (same reorientation) when the image came from a file,
-            else as stored.
+            is read onto the image file's grid (same reorientation) when the image came from a file, onto
+            an in-memory `Case`'s grid by the file's own affine, else (an array image) as stored.
         spacing: mm per axis (3 values, or 2 for a 2D image); overrides the case's.
         channel: which channel of a 4D image to show.
         uncertainty: a float map (array or NIfTI path, e.g. `<case>_entropy.nii.gz` of `predict --uncertainty`)
@@ -348,10 +358,11 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
         name, affine, image_path = image.id, image.affine, image.image_path
         label = image.label if label is None else label
         image = image.image
+        if image_path is None:          # no image file whose grid a map file is read onto: the case's own grid
+            label, prediction, uncertainty = (_on_case_grid(x, case) for x in (label, prediction, uncertainty))
         if case.orientation != "SPL":   # the planes and their head-up flips assume SPL: turn the case and its maps
             if isinstance(uncertainty, (str, Path)):
-                uncertainty = (load_prediction(uncertainty, case) if image_path is not None
-                               else load_nifti(uncertainty)[0])
+                uncertainty = load_prediction(uncertainty, case)
             turn = lambda a: a if a is None or isinstance(a, (str, Path)) else reorient(np.asarray(a), affine, "SPL")[0]
             label, prediction, uncertainty = turn(label), turn(prediction), turn(uncertainty)
             image, affine = reorient(np.asarray(image), affine, "SPL")   # paths are read as SPL (load_case's default)

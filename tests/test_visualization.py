@@ -183,6 +183,26 @@ def test_a_case_in_another_orientation_is_shown_with_its_maps_aligned(tmp_path):
             assert np.argwhere(data.prediction == 1).tolist() == marked
 
 
+def test_map_files_of_an_in_memory_case_are_read_by_their_own_affines(tmp_path):
+    "A RAS case made in memory: a label file stored as RAS and a prediction file stored as SPL both land on the image's voxel."
+    from miscnn_lite.io import reorient, save_nifti
+    image, label = np.zeros((8, 8, 8), np.int16), np.zeros((8, 8, 8), np.uint8)
+    image[1, 2, 6], label[1, 2, 6] = 500, 1
+    case = case_from_arrays(image, None, affine=np.eye(4), case_id="ras")
+    assert case.image_path is None and case.orientation == "RAS"
+    save_nifti(tmp_path / "seg_ras.nii.gz", label, np.eye(4))
+    spl, spl_affine = reorient(label, np.eye(4), "SPL")
+    save_nifti(tmp_path / "pred_spl.nii.gz", spl, spl_affine)
+    entropy = (label * 0.5).astype(np.float32)
+    save_nifti(tmp_path / "entropy_spl.nii.gz", reorient(entropy, np.eye(4), "SPL")[0], spl_affine)
+    data = viewer_data(case, label=tmp_path / "seg_ras.nii.gz", prediction=tmp_path / "pred_spl.nii.gz",
+                       uncertainty=tmp_path / "entropy_spl.nii.gz")
+    marked = np.argwhere(data.image == 500).tolist()
+    assert marked == [[6, 5, 6]]
+    assert np.argwhere(data.label == 1).tolist() == np.argwhere(data.prediction == 1).tolist() == marked
+    assert np.argwhere(data.uncertainty == 0.5).tolist() == marked
+
+
 def test_probabilities_are_argmaxed_with_a_warning():
     case = blob_case()
     probs = np.stack([case.label == k for k in range(3)], -1).astype(np.float32) * 0.8 + 0.05
