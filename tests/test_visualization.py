@@ -184,7 +184,8 @@ def test_a_case_in_another_orientation_is_shown_with_its_maps_aligned(tmp_path):
 
 
 def test_map_files_of_an_in_memory_case_are_read_by_their_own_affines(tmp_path):
-    "A RAS case made in memory: a label file stored as RAS and a prediction file stored as SPL both land on the image's voxel."
+    """A RAS case made in memory: a label file stored as RAS and prediction and entropy files stored as SPL
+    all land on the image's voxel."""
     from miscnn_lite.io import reorient, save_nifti
     image, label = np.zeros((8, 8, 8), np.int16), np.zeros((8, 8, 8), np.uint8)
     image[1, 2, 6], label[1, 2, 6] = 500, 1
