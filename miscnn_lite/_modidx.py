@@ -241,6 +241,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.evaluation._present_labels': ( 'evaluation.html#_present_labels',
                                                                                     'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._regions_of': ('evaluation.html#_regions_of', 'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation._split_at_bridges': ( 'evaluation.html#_split_at_bridges',
+                                                                                      'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._strip_nifti': ( 'evaluation.html#_strip_nifti',
                                                                                  'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.absorb_components': ( 'evaluation.html#absorb_components',

@@ -71,14 +71,17 @@ def check_label_map(label_map: np.ndarray, name: str = "label map") -> np.ndarra
     if label_map.dtype == bool:
         return label_map.view(np.uint8)
     if label_map.dtype.kind == "f":
-        if not np.isfinite(label_map).all() or not np.array_equal(label_map, np.round(label_map)):
-            raise MiscnnError(f"{name}: has non-integer values (e.g. "
-                              f"{label_map[label_map != np.round(label_map)][:3]}); "
+        odd = ~np.isfinite(label_map) | (label_map != np.round(label_map))
+        if odd.any():
+            raise MiscnnError(f"{name}: has non-integer values (e.g. {label_map[odd][:3]}); "
                              "a label map holds class indices 0, 1, 2, ... Take argmax over the class "
                              "axis of a probability map, or threshold it, before evaluating.")
-        return label_map.astype(np.int64)
-    if label_map.dtype.kind not in "iu":
+        label_map = label_map.astype(np.int64)
+    elif label_map.dtype.kind not in "iu":
         raise MiscnnError(f"{name}: dtype {label_map.dtype} is not numeric; an integer label map is expected.")
+    if label_map.dtype.kind == "i" and label_map.size and label_map.min() < 0:
+        raise MiscnnError(f"{name}: has negative values (e.g. {np.unique(label_map[label_map < 0])[:3]}); a label map "
+                          "holds class indices 0, 1, 2, ... Set an 'ignore' value to 0 (or to its class) first.")
     return label_map
 
 # %% ../nbs/09_evaluation.ipynb #ff944ad3
@@ -1079,41 +1082,57 @@ def _check_replace_with(replace_with) -> int:
     return int(replace_with)
 
 # %% ../nbs/09_evaluation.ipynb #596e2610
+def _split_at_bridges(mask: np.ndarray, opening: int, connectivity: int | None) -> tuple[np.ndarray, int]:
+    """Components of `mask` with each one cut where an opening of radius `opening` (a face-connected ball) breaks it:
+    within a connected piece every voxel goes with the nearest core the opening leaves in that piece; a piece the
+    opening erases, or leaves one core, stays whole. Returns (unit ids 1..n, n), as `ndimage.label`."""
+    ball = ndimage.iterate_structure(ndimage.generate_binary_structure(mask.ndim, 1), opening)
+    pieces, _ = _components(mask, connectivity)
+    cores, _ = _components(ndimage.binary_opening(mask, ball), connectivity)
+    units, n = np.zeros(mask.shape, np.int32), 0
+    for k, box in enumerate(ndimage.find_objects(pieces), start=1):
+        piece = pieces[box] == k
+        own = np.where(piece, cores[box], 0)                  # the cores of this piece only
+        ids = np.unique(own[piece])
+        ids = ids[ids > 0]
+        if len(ids) <= 1:
+            units[box][piece] = n + 1
+            n += 1
+            continue
+        nearest = ndimage.distance_transform_edt(own == 0, return_distances=False, return_indices=True)
+        owner = np.searchsorted(ids, own[tuple(nearest)][piece]) + n + 1
+        units[box][piece] = owner
+        n += len(ids)
+    return units, n
+
 def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, connectivity: int | None = None,
                             replace_with: int = 0, opening: int = 0) -> np.ndarray:
-    """Copy of a (D, H, W) label map keeping the `keep` largest connected components of each region.
+    """Copy of a (D, H, W) label map keeping the `keep` largest connected components of each region (by voxel
+    count; of equal ones the first in C order).
 
     Args:
         labels: regions (ints or tuples); None: each present label separately.
         keep: components kept per region (2 for kidneys).
         connectivity: 1 faces only ... ndim full (default).
         replace_with: label of the removed components (default 0, background).
-        opening: voxels; > 0 counts the components after a morphological opening of this radius (a face-connected
-            ball), so regions joined only by a bridge thinner than about 2·opening + 1 voxels are separate (a bowel
-            loop touching a kidney); every voxel of the region then goes with the nearest of those cores, and the
-            voxels of the kept ones stay. 0: the components as they are."""
+        opening: voxels; > 0 cuts each component where a morphological opening of this radius (a face-connected
+            ball) breaks it, so regions joined only by a bridge thinner than about 2·opening + 1 voxels count as
+            separate components (a bowel loop touching a kidney): every voxel goes with the nearest core that the
+            opening leaves in its own connected piece (`_split_at_bridges`); a piece the opening erases whole counts
+            as it is. 0: the components as they are."""
     if keep < 1:
         raise MiscnnError(f"keep {keep}: keep at least one component per region.")
     if isinstance(opening, bool) or not isinstance(opening, (int, np.integer)) or opening < 0:
         raise MiscnnError(f"opening {opening!r}: give a radius in voxels >= 0 (0: no opening).")
     replace_with = _check_replace_with(replace_with)
     out = check_label_map(label_map, "label_map").copy()
-    ball = ndimage.iterate_structure(ndimage.generate_binary_structure(out.ndim, 1), opening) if opening else None
     for region in _regions_of(out, labels).values():
         mask = region_mask(out, region)
-        components, n = _components(ndimage.binary_opening(mask, ball) if opening else mask, connectivity)
-        split = bool(opening and n)            # nothing survives the opening: count the region as it is
-        if opening and not n:
-            components, n = _components(mask, connectivity)
-        if n <= keep and not split:
+        components, n = _split_at_bridges(mask, opening, connectivity) if opening else _components(mask, connectivity)
+        if n <= keep:
             continue
-        sizes = np.bincount(components.ravel())[1:]
-        kept = np.isin(components, np.argsort(sizes, kind="stable")[::-1][:keep] + 1)
-        if split:                          # each voxel with its nearest core, within its own connected piece
-            nearest = tuple(ndimage.distance_transform_edt(components == 0, return_distances=False,
-                                                           return_indices=True))
-            pieces, _ = _components(mask, connectivity)
-            kept = mask & kept[nearest] & (pieces == pieces[nearest])
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        kept = np.isin(components, np.argsort(-sizes, kind="stable")[:keep] + 1)
         out[mask & ~kept] = replace_with
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
@@ -1146,11 +1165,22 @@ def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, 
 
 # %% ../nbs/09_evaluation.ipynb #213defb4
 def fill_holes(label_map: np.ndarray, labels=None) -> np.ndarray:
-    "Copy of a label map whose regions' enclosed background holes get the region's first label."
+    """Copy of a label map whose regions' enclosed background holes are filled, each hole with the label most
+    common on its one-voxel rim among the regions' labels (of equal counts the lower): a hole inside a tumor
+    inside a kidney becomes tumor, whichever region found it."""
     out = check_label_map(label_map, "label_map").copy()
-    for region in _regions_of(out, labels).values():
-        filled = ndimage.binary_fill_holes(region_mask(out, region))
-        out[filled & (out == 0)] = region[0]
+    regions = _regions_of(out, labels).values()
+    holes = np.zeros(out.shape, bool)
+    for region in regions:
+        holes |= ndimage.binary_fill_holes(region_mask(out, region)) & (out == 0)
+    allowed = np.unique([label for region in regions for label in region])
+    components, _ = _components(holes, 1)
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        box = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)     # room for the rim
+        hole = components[box] == k
+        rim = out[box][ndimage.binary_dilation(hole) & ~hole]
+        counts = np.array([(rim == label).sum() for label in allowed])
+        out[box][hole] = allowed[counts.argmax()]
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
 # %% ../nbs/09_evaluation.ipynb #9de3fa8a
