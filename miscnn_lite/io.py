@@ -25,14 +25,14 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
-           'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'affine_from_spacing',
-           'check_seed', 'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti',
-           'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id',
-           'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case',
-           'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series',
-           'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask',
-           'write_picture', 'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file',
-           'describe', 'fetch_example_data']
+           'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'check_orientation',
+           'affine_from_spacing', 'check_seed', 'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError',
+           'check_readable', 'load_nifti', 'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image',
+           'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction',
+           'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader',
+           'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table',
+           'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
+           'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -78,6 +78,15 @@ def output_problem(path: Path, e: OSError) -> str:
         why = f"cannot be written ({e.strerror or e}): choose another path"
     return f"{path}: {why}. Nothing was changed there."
 
+# %% ../nbs/00_io.ipynb #73b941bd
+def _fsync(path: Path) -> None:
+    "Flush `path` (a file) to the disk."
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 # %% ../nbs/00_io.ipynb #9689dea9
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -92,12 +101,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         stem = path.name.split(".")[0]
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp" + path.name[len(stem):], dir=path.parent)
+        suffix = path.name[len(stem):].lower()           # writers pick formats from lower-case suffixes (nibabel)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem[:40]}.", suffix=".tmp" + suffix[-60:], dir=path.parent)
         os.close(fd)
         tmp = Path(tmp)
         yield tmp
         if tmp.is_file():
             os.chmod(tmp, 0o666 & ~_UMASK)        # mkstemp makes it owner-only; the file gets the mode open() gives
+            _fsync(tmp)                           # on disk before it takes the name: a crash leaves old or new
         os.replace(tmp, path)
     except OSError as e:
         ours = {str(p) for p in (path, tmp, *path.parents) if p is not None}
@@ -163,6 +174,31 @@ def _remove_empty_folders(created: list[Path]) -> None:
             with contextlib.suppress(OSError):
                 os.rmdir(here)                            # fails (kept) when it holds anything
 
+# %% ../nbs/00_io.ipynb #509c3ddb
+def _read_lock(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+def _remove_stale_lock(path: Path, holder) -> None:
+    """Remove the lock `path` judged stale from `holder`: moved aside first (one process wins the move) and put
+    back when what was moved is another process's fresh lock, taken between the judgement and the move."""
+    aside = path.with_name(f"{path.name}.{os.getpid()}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return                                           # another process removed it first
+    if _read_lock(aside) != holder:
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)                         # back, unless a newer lock already took the name
+    aside.unlink(missing_ok=True)
+
+def _release_lock(path: Path, me: dict) -> None:
+    "Remove the lock `path` if it is still this process's own."
+    if _read_lock(path) == me:
+        path.unlink(missing_ok=True)
+
 # %% ../nbs/00_io.ipynb #59ea8db2
 LOCK_FILE = ".miscnn.lock"
 
@@ -193,7 +229,7 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
                        f"{holder.get('started')})" if holder else "a process that is starting")
                 raise OutputLockedError(f"{folder}: in use by {who}. Wait for it to finish or use another output "
                                         f"folder; if that process is gone, delete {path}.") from None
-            path.unlink(missing_ok=True)                 # stale: its process is gone
+            _remove_stale_lock(path, holder)             # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
@@ -203,11 +239,11 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
     try:
         yield path
     except BaseException:
-        path.unlink(missing_ok=True)
+        _release_lock(path, me)
         _remove_empty_folders(created)
         raise
     finally:
-        path.unlink(missing_ok=True)
+        _release_lock(path, me)
 
 # %% ../nbs/00_io.ipynb #57d7b920
 def load_mapping(path, what: str = "settings") -> dict:
@@ -274,6 +310,16 @@ def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
                         "spacing_range=(lo, hi) / spacing_range=None if these voxels are real.")
     return values
 
+# %% ../nbs/00_io.ipynb #9c607276
+def check_orientation(orientation, name: str = "orientation") -> str:
+    "`orientation` as three upper-case axis codes, one of each pair L/R, A/P, S/I (e.g. 'SPL', 'RAS'), else a clear error."
+    codes = orientation.upper() if isinstance(orientation, str) else orientation
+    if (not isinstance(codes, str) or len(codes) != 3
+            or sorted(sum(c in pair for c in codes) for pair in ("LR", "AP", "SI")) != [1, 1, 1]):
+        raise SettingsError(f"{name}={orientation!r}: give three axis codes, one of each pair L/R, A/P and S/I, "
+                            "e.g. 'SPL' (the kit's default) or 'RAS' (NIfTI's world axes).")
+    return codes
+
 # %% ../nbs/00_io.ipynb #a51875e4
 def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0)) -> np.ndarray:
     """A 4×4 affine whose array axes point along `orientation` with `spacing` mm steps.
@@ -282,8 +328,8 @@ def affine_from_spacing(spacing, orientation: str = "SPL", origin=(0.0, 0.0, 0.0
         spacing: (sz, sy, sx) mm per array axis; all > 0.
         orientation: three axis codes, one of each pair L/R, A/P, S/I (default `'SPL'`).
         origin: world position (mm, RAS) of voxel (0, 0, 0)."""
-    spacing = check_spacing(spacing)
-    ornt = nib.orientations.axcodes2ornt(tuple(orientation))
+    spacing = check_spacing(spacing, ndim=3)
+    ornt = nib.orientations.axcodes2ornt(tuple(check_orientation(orientation)))
     affine = np.eye(4)
     affine[:3, :3] = 0
     for axis, (world, sign) in enumerate(ornt):
@@ -315,7 +361,7 @@ def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") ->
     Returns:
         (reoriented array, its affine); every voxel keeps its world position."""
     start = nib.orientations.io_orientation(affine)
-    end = nib.orientations.axcodes2ornt(tuple(orientation))
+    end = nib.orientations.axcodes2ornt(tuple(check_orientation(orientation)))
     transform = nib.orientations.ornt_transform(start, end)
     out = nib.orientations.apply_orientation(array, transform)
     new_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape[:3])
@@ -332,7 +378,11 @@ def regrid(array: np.ndarray, affine: np.ndarray, target_affine: np.ndarray) -> 
             or not (np.abs(signs).sum(1) == 1).all()):
         return None
     axes = np.abs(signs).argmax(1)                      # the target axis of each source axis, and its direction
-    ornt = np.stack([axes, signs[np.arange(3), axes]], axis=1)
+    directions = signs[np.arange(3), axes]
+    first = np.where(directions < 0, np.asarray(array.shape[:3]) - 1, 0)   # the source voxel of target voxel 0
+    if not np.allclose(to_source[:3, 3], first, atol=1e-2):
+        return None                                     # the same axes, shifted: other voxels
+    ornt = np.stack([axes, directions], axis=1)
     return np.ascontiguousarray(nib.orientations.apply_orientation(array, ornt))
 
 # %% ../nbs/00_io.ipynb #4449d87a
@@ -362,13 +412,21 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     check_readable(path)
     if not _is_nifti(path):
         raise DataError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
+    suffix = path.name[-7:] if path.name.lower().endswith(".nii.gz") else path.name[-4:]
+    if suffix not in (suffix.lower(), suffix.upper()):
+        raise DataError(f"{path}: nibabel reads NIfTI names ending in {suffix.lower()} or {suffix.upper()} only; "
+                        f"rename it to {path.name[:-len(suffix)]}{suffix.lower()}.")
+    if path.stat().st_size == 0:
+        raise CorruptFileError(f"{path}: the file is empty (0 bytes); download or export it again.")
     try:
         img = nib.load(path)
         array = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises several types for broken files
         with open(path, "rb") as f:
-            gzipped = f.read(2) == b"\x1f\x8b"
-        if gzipped != path.name.lower().endswith(".gz"):     # a name that lies about the compression
+            head = f.read(348)
+        gzipped = head[:2] == b"\x1f\x8b"
+        nifti = gzipped or (len(head) == 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"))
+        if nifti and gzipped != path.name.lower().endswith(".gz"):     # a name that lies about the compression
             right = path.name[: -3] if not gzipped else path.name + ".gz"
             raise CorruptFileError(f"{path}: the file is {'' if gzipped else 'not '}gzip-compressed, its name says "
                                    f"otherwise; rename it to {right}.") from e
@@ -385,13 +443,15 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 # %% ../nbs/00_io.ipynb #f47d5059
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
-    "Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype."
+    "Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype (float16 as float32, bool as uint8)."
     path = Path(path)
     if not _is_nifti(path):
         raise DataError(f"{path}: choose a .nii or .nii.gz file name.")
     array = np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    elif array.dtype == np.float16:                      # NIfTI has no float16: float32 holds it exactly
+        array = array.astype(np.float32)
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=float), dtype=array.dtype)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
@@ -534,11 +594,9 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
         if unknown:
             raise DataError(f"{where}: label values {unknown} are missing from label_map "
                              f"{label_map}. Add them (e.g. {{{unknown[0]}: 0}}).")
-        lut = np.zeros(int(values.max()) + 1, dtype=np.int64)
-        for old, new in label_map.items():
-            if int(old) <= values.max():
-                lut[int(old)] = int(new)
-        label, values = lut[label.astype(np.int64)], np.unique(lut[values])
+        new = {int(old): int(n) for old, n in label_map.items()}
+        mapped = np.array([new[v] for v in values.tolist()], np.int64)     # one per present value, in sorted order
+        label, values = mapped[np.searchsorted(values, label)], np.unique(mapped)
     if values.min() < 0:
         raise DataError(f"{where}: negative label values {values[values < 0].tolist()}; "
                          "pass label_map={old: new} to remap them to 0..C-1.")
@@ -608,7 +666,7 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
     Args:
         image_path: `.nii`/`.nii.gz` (or `.nrrd`, `.mha`) image (CT in HU).
         label_path: optional segmentation on the same grid (integer classes).
-        case_id: defaults to the file name without suffix.
+        case_id: defaults to the file name without its image suffix (`image_stem`: `1.2.840.nii.gz` → `1.2.840`).
         affine_tolerance: max absolute difference (mm) allowed between image and label affines.
         label_map: optional {old: new} remapping of label values; n_classes: allowed 0..n-1."""
     image_path = Path(image_path)
@@ -617,7 +675,7 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
         label, label_affine = read_mask(label_path)[None], affine
     else:
         label, label_affine = (None, None) if label_path is None else load_image(label_path)
-    case_id = case_id or image_path.name.split(".")[0]
+    case_id = case_id or image_stem(image_path)
     case = Case(case_id, image, label, affine, image_path, None if label_path is None else Path(label_path),
                 original_affine=affine.copy())
     validate_case(case, affine_tolerance, label_affine, label_map, n_classes)
@@ -662,7 +720,11 @@ def load_prediction(path, case: Case) -> np.ndarray:
     prediction, affine = load_nifti(path)
     if case.original_affine is not None:
         on_case = regrid(prediction, affine, case.affine)
-        prediction = on_case if on_case is not None else reorient(prediction, affine, case.orientation)[0]
+        if on_case is None:
+            raise DataError(f"{path}: its voxels lie elsewhere in the world than case {case.id!r}'s (affine "
+                            f"{np.round(affine, 3).tolist()}, the case's file {np.round(case.original_affine, 3).tolist()}); "
+                            "it was written for another case or on another grid.")
+        prediction = on_case
     if prediction.shape != case.shape:
         raise DataError(f"{path}: prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; it was written for another case or another preprocessing.")
@@ -914,7 +976,13 @@ class NpzReader(CaseReader):
         if misnamed and "label" not in arrays:        # read as no label at all, silently, without this check
             raise DataError(f"{path}: holds {misnamed} but no 'label' array; the reader takes the segmentation "
                             f"from 'label' only. Save it as np.savez(path, image=..., label=...).")
-        affine = arrays.get("affine", affine_from_spacing(arrays.get("spacing", (1.0, 1.0, 1.0))))
+        try:
+            affine = (np.asarray(arrays["affine"], float) if "affine" in arrays
+                      else affine_from_spacing(arrays.get("spacing", (1.0, 1.0, 1.0))))
+        except MiscnnError as e:
+            raise DataError(f"{path}: {e}") from None
+        if affine.shape != (4, 4):
+            raise DataError(f"{path}: 'affine' has shape {affine.shape}; save the 4×4 voxel→world matrix.")
         case = Case(case_id, arrays["image"], arrays.get("label"), np.asarray(affine, float), path,
                     path if "label" in arrays else None, original_affine=np.asarray(affine, float).copy())
         validate_case(case, **kwargs)
@@ -1009,11 +1077,18 @@ def load_dicom_series(folder, case_id: str | None = None, orientation: str | Non
 def write_dicom_series(volume: np.ndarray, folder, spacing=(2.5, 0.7, 0.7), origin=(0.0, 0.0, 0.0)) -> list[Path]:
     """Write a (D, H, W) int16 HU volume as a DICOM CT series, one file per slice (for tests and demos).
 
-    Slices are stacked along +z (LPS), rows along +y, columns along +x."""
+    Slices are stacked along +z (LPS), rows along +y, columns along +x; `spacing` is (sz, sy, sx) mm, `origin`
+    the LPS world position (x, y, z) mm of the first voxel, as DICOM's Image Position (Patient)."""
     import SimpleITK as sitk
+    volume = np.asarray(volume)
+    if volume.dtype.kind not in "iub" and not np.array_equal(volume, np.round(volume)):
+        raise DataError("write_dicom_series: the volume has fractional values; round it (HU are whole numbers).")
+    if volume.size and (volume.min() < -32768 or volume.max() > 32767):
+        raise DataError(f"write_dicom_series: values {volume.min()}..{volume.max()} do not fit int16 "
+                        "(-32768..32767); clip them first.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    img = sitk.GetImageFromArray(np.asarray(volume, dtype=np.int16))
+    img = sitk.GetImageFromArray(volume.astype(np.int16))
     img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
     img.SetOrigin(tuple(float(o) for o in origin))
     series_uid = "1.2.826.0.1.3680043.2.1125." + str(abs(hash(str(folder))) % 10**12)
@@ -1221,6 +1296,9 @@ def write_picture(path, image: np.ndarray) -> Path:
                         "np.clip(x, 0, 255).astype(np.uint8).")
     if not is_picture(path):
         raise DataError(f"{path}: choose a picture name ending in one of {', '.join(PICTURE_SUFFIXES)}.")
+    if image.dtype == np.uint16 and not (tiff or path.suffix.lower() == ".png"):
+        raise DataError(f"{path}: {path.suffix} holds 8-bit pictures; write a uint16 picture as .png or .tif, "
+                        "or scale it to uint8 first.")
     fmt = "TIFF" if tiff else {".png": "PNG", ".bmp": "BMP"}.get(path.suffix.lower(), "JPEG")
     with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format=fmt)
@@ -1352,7 +1430,7 @@ def describe_file(path) -> dict:
     info = dict(file=str(path), shape=tuple(array.shape), spacing_mm=spacing,
                 orientation=orientation_from_affine(affine), dtype=str(array.dtype),
                 min=float(array.min()), max=float(array.max()))
-    if array.dtype.kind in "iub" and array.max() - array.min() < 64:
+    if array.dtype.kind in "iub" and int(array.max()) - int(array.min()) < 64:
         info["values"] = np.unique(array).tolist()
     return info
 

@@ -118,7 +118,7 @@ def _check_fraction(value, name):
 def _present_classes(wanted, label, locations) -> list[int]:
     "Foreground classes of `label` to centre on: those of `wanted` (None = all > 0) that occur."
     if locations is not None:
-        present = [int(c) for c, v in locations.items() if len(v) and (wanted is None or c in wanted)]
+        present = [int(c) for c, v in locations.items() if c != 0 and len(v) and (wanted is None or c in wanted)]
     elif wanted is None:
         present = [int(c) for c in np.unique(label[label > 0])]
     else:
@@ -311,6 +311,10 @@ class PatchAccumulator:
         if prediction.shape != (*self.patch_shape, self.total.shape[-1]):
             raise MiscnnError(f"prediction: shape {prediction.shape} does not match the patch "
                              f"{(*self.patch_shape, self.total.shape[-1])} (d, h, w, n_classes).")
+        for s, n in zip(slices, self.total.shape):
+            if not (isinstance(s, slice) and 0 <= (s.start or 0) and (s.stop if s.stop is not None else n) <= n):
+                raise MiscnnError(f"slices {slices}: each must lie inside the volume {self.total.shape[:-1]}; take them "
+                                  "from patch_grid(shape, patch_shape, overlap).")
         self.total[slices] += prediction * self.weights[..., None]
         self.weight_sum[slices] += self.weights
 

@@ -1,0 +1,188 @@
+"""Edge cases of miscnn_lite.io and miscnn_lite.patching that a review found giving wrong results or unclear
+errors: label remaps with negative values, mixed-case NIfTI names, grids that share axes but not voxels, a stale
+output lock taken over by two processes at once, and out-of-range inputs named clearly."""
+import json
+import socket
+import threading
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import miscnn_lite.io as io
+from miscnn_lite.io import (
+    CorruptFileError,
+    DataError,
+    MiscnnError,
+    affine_from_spacing,
+    case_from_arrays,
+    describe_file,
+    load_case,
+    load_nifti,
+    load_prediction,
+    regrid,
+    save_nifti,
+    save_prediction,
+    write_dicom_series,
+    write_picture,
+)
+from miscnn_lite.patching import PatchAccumulator, PatchSampler, class_locations
+
+
+def test_label_map_remaps_negative_values_without_touching_other_classes():
+    image = np.zeros((2, 2, 3), np.int16)
+    label = np.array([-1, 0, 1, 1, 0, -1] * 2).reshape(2, 2, 3)
+    assert case_from_arrays(image, label, label_map={0: 0, 1: 1, -1: 0}).label[0].ravel().tolist() == [0, 0, 1, 1, 0, 0]
+    assert case_from_arrays(image, label, label_map={-1: 2, 0: 0, 1: 1}).label[0].ravel().tolist() == [2, 0, 1, 1, 0, 2]
+    with pytest.raises(DataError, match=r"label values \[-1\] are missing from label_map"):
+        case_from_arrays(image, label, label_map={0: 0, 1: 1})
+
+
+def test_mixed_case_nifti_names_are_written_whole_and_refused_clearly_on_reading(tmp_path):
+    volume = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    path = save_nifti(tmp_path / "c.Nii.gz", volume, np.eye(4))
+    assert path.stat().st_size > 0 and not list(tmp_path.glob(".*"))           # no hidden temporary left
+    np.testing.assert_array_equal(np.asanyarray(nib.Nifti1Image.from_bytes(
+        __import__("gzip").decompress(path.read_bytes())).dataobj), volume)
+    with pytest.raises(DataError, match=r"rename it to c\.nii\.gz"):
+        load_nifti(path)
+    upper = save_nifti(tmp_path / "D.NII.GZ", volume, np.eye(4))
+    np.testing.assert_array_equal(load_nifti(upper)[0], volume)
+
+
+def test_empty_and_non_nifti_files_are_called_corrupt_not_misnamed(tmp_path):
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    with pytest.raises(CorruptFileError, match="empty"):
+        load_nifti(tmp_path / "empty.nii.gz")
+    (tmp_path / "page.nii.gz").write_text("<html>not found</html>")
+    with pytest.raises(CorruptFileError, match="corrupt or truncated"):
+        load_nifti(tmp_path / "page.nii.gz")
+
+
+def test_regrid_refuses_grids_with_the_same_axes_but_other_voxels():
+    a = np.arange(24).reshape(2, 3, 4)
+    src = affine_from_spacing((1, 1, 1))
+    shifted = src.copy()
+    shifted[:3, 3] += [50, 0, 0]
+    assert regrid(a, src, shifted) is None
+    assert regrid(a, src, src @ np.diag([1, 1, -1, 1])) is None               # flipped about voxel 0, not the far edge
+    flipped = src @ np.diag([1, 1, -1, 1])
+    flipped[:3, 3] = src[:3, :3] @ [0, 0, 3] + src[:3, 3]                     # flipped about the far edge: same voxels
+    np.testing.assert_array_equal(regrid(a, src, flipped), a[:, :, ::-1])
+
+
+def test_a_prediction_of_another_case_is_refused(tmp_path):
+    image = np.zeros((4, 5, 6), np.int16)
+    case = case_from_arrays(image, affine=affine_from_spacing((2, 1, 1)), case_id="a")
+    case.original_affine = case.affine.copy()
+    other = case_from_arrays(image, affine=affine_from_spacing((2, 1, 1), origin=(0, 0, 40)), case_id="b")
+    other.original_affine = other.affine.copy()
+    path = save_prediction(np.ones(other.shape, np.uint8), other, tmp_path / "b.nii.gz")
+    with pytest.raises(DataError, match="written for another case"):
+        load_prediction(path, case)
+    np.testing.assert_array_equal(load_prediction(path, other), 1)
+
+
+def test_describe_file_does_not_list_every_intensity_of_a_padded_ct(tmp_path):
+    ct = np.random.default_rng(0).integers(-1024, 3072, (8, 8, 8)).astype(np.int16)
+    ct[0] = -32768
+    save_nifti(tmp_path / "ct.nii.gz", ct, np.eye(4))
+    with np.errstate(over="raise"):
+        assert "values" not in describe_file(tmp_path / "ct.nii.gz")
+
+
+def test_spacing_orientation_and_npz_geometry_are_checked_by_name(tmp_path):
+    with pytest.raises(DataError, match="has 2 values; expected 3"):
+        case_from_arrays(np.zeros((2, 3, 4)), spacing=(0.8, 0.8))
+    with pytest.raises(DataError, match="has 4 values"):
+        affine_from_spacing((1, 2, 3, 4))
+    with pytest.raises(io.SettingsError, match="orientation='RRS'"):
+        affine_from_spacing((1, 2, 3), "RRS")
+    np.testing.assert_array_equal(affine_from_spacing((1, 2, 3), "spl"), affine_from_spacing((1, 2, 3), "SPL"))
+    (tmp_path / "npz").mkdir()
+    np.savez(tmp_path / "npz" / "a.npz", image=np.zeros((2, 3, 4)), spacing=[0.8, 0.8])
+    np.savez(tmp_path / "npz" / "b.npz", image=np.zeros((2, 3, 4)), affine=np.diag([2.0, 1, 1, 1]), spacing=[0, 0, 0])
+    reader = io.NpzReader(tmp_path / "npz", orientation=None)
+    with pytest.raises(DataError, match=r"a\.npz: spacing .* has 2 values"):
+        reader.load_case("a")
+    assert reader.load_case("b").spacing == pytest.approx((2.0, 1.0, 1.0))     # the stored affine wins
+
+
+def test_default_case_id_keeps_the_dots_of_uid_names(tmp_path):
+    for uid in ("1.2.840.113619.2.55", "1.2.840.113619.2.56"):
+        save_nifti(tmp_path / f"{uid}.nii.gz", np.zeros((2, 3, 4), np.int16), np.eye(4))
+        assert load_case(tmp_path / f"{uid}.nii.gz").id == uid
+
+
+def test_pictures_and_dicom_refuse_what_their_format_cannot_hold(tmp_path):
+    with pytest.raises(DataError, match=r"\.bmp holds 8-bit pictures"):
+        write_picture(tmp_path / "p.bmp", np.zeros((4, 4), np.uint16))
+    assert write_picture(tmp_path / "p.png", np.full((4, 4), 40000, np.uint16)).is_file()
+    with pytest.raises(DataError, match="do not fit int16"):
+        write_dicom_series(np.full((2, 4, 4), 40000), tmp_path / "dcm")
+    with pytest.raises(DataError, match="fractional values"):
+        write_dicom_series(np.full((2, 4, 4), 0.7), tmp_path / "dcm")
+    assert not (tmp_path / "dcm").exists()
+
+
+def test_float16_is_stored_as_float32(tmp_path):
+    half = np.array([[[0.5, 1.25]]], np.float16)
+    array, _ = load_nifti(save_nifti(tmp_path / "h.nii.gz", half, np.eye(4)))
+    assert array.dtype == np.float32 and array.tolist() == [[[0.5, 1.25]]]
+
+
+def test_a_long_file_name_is_written(tmp_path):
+    name = "c" * 243 + ".nii.gz"
+    assert save_nifti(tmp_path / name, np.zeros((2, 2, 2), np.int16), np.eye(4)).name == name
+
+
+def test_a_stale_lock_taken_over_by_two_processes_lets_only_one_in(tmp_path, monkeypatch):
+    lock = tmp_path / io.LOCK_FILE
+    lock.write_text(json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "command": "old", "started": "x"}))
+    alive, b_holds, inside, refused = io._lock_holder_alive, threading.Event(), [], []
+
+    def judged_late(holder, path):                      # A is paused right after reading the stale holder
+        if threading.current_thread().name == "A":
+            b_holds.wait(5)
+        return alive(holder, path)
+
+    monkeypatch.setattr(io, "_lock_holder_alive", judged_late)
+
+    def run(name):
+        try:
+            with io.output_lock(tmp_path, name):
+                inside.append(name)
+                if name == "B":
+                    b_holds.set()
+                    time.sleep(0.5)
+        except io.OutputLockedError:
+            refused.append(name)
+
+    a = threading.Thread(target=run, args=("A",), name="A")
+    a.start()
+    time.sleep(0.2)
+    b = threading.Thread(target=run, args=("B",), name="B")
+    b.start()
+    a.join()
+    b.join()
+    assert inside == ["B"] and refused == ["A"]
+    assert not lock.exists() and not list(tmp_path.glob("*.stale"))
+
+
+def test_sampler_locations_with_background_still_centre_on_foreground():
+    label = np.zeros((6, 16, 8), np.uint8)
+    label[3, 5, 4] = 2
+    image = np.zeros(label.shape, np.float32)
+    sampler = PatchSampler((2, 8, 4), foreground_fraction=1.0)
+    locations = class_locations(label, [0, 2])
+    hits = sum(sampler(image, label, np.random.default_rng(i), locations=locations)[1].any() for i in range(50))
+    assert hits == 50
+
+
+def test_accumulator_names_slices_outside_the_volume():
+    acc = PatchAccumulator((6, 6, 6), 2, (4, 4, 4))
+    with pytest.raises(MiscnnError, match="must lie inside the volume"):
+        acc.add((slice(4, 8), slice(0, 4), slice(0, 4)), np.zeros((4, 4, 4, 2), np.float32))
+    with pytest.raises(MiscnnError, match="must lie inside the volume"):
+        acc.add((slice(-2, 2), slice(0, 4), slice(0, 4)), np.zeros((4, 4, 4, 2), np.float32))
