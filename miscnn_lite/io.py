@@ -312,7 +312,8 @@ def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
 
 # %% ../nbs/00_io.ipynb #9c607276
 def check_orientation(orientation, name: str = "orientation") -> str:
-    "`orientation` as three upper-case axis codes, one of each pair L/R, A/P, S/I (e.g. 'SPL', 'RAS'), else a clear error."
+    """`orientation` as three upper-case axis codes, one of each pair L/R, A/P, S/I (e.g. 'SPL', 'RAS'), else a
+    clear error naming `name`."""
     codes = orientation.upper() if isinstance(orientation, str) else orientation
     if (not isinstance(codes, str) or len(codes) != 3
             or sorted(sum(c in pair for c in codes) for pair in ("LR", "AP", "SI")) != [1, 1, 1]):
@@ -443,7 +444,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 # %% ../nbs/00_io.ipynb #f47d5059
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
-    "Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype (float16 as float32, bool as uint8)."
+    """Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype (float16 as float32,
+    bool as uint8)."""
     path = Path(path)
     if not _is_nifti(path):
         raise DataError(f"{path}: choose a .nii or .nii.gz file name.")
@@ -722,8 +724,9 @@ def load_prediction(path, case: Case) -> np.ndarray:
         on_case = regrid(prediction, affine, case.affine)
         if on_case is None:
             raise DataError(f"{path}: its voxels lie elsewhere in the world than case {case.id!r}'s (affine "
-                            f"{np.round(affine, 3).tolist()}, the case's file {np.round(case.original_affine, 3).tolist()}); "
-                            "it was written for another case or on another grid.")
+                            f"{np.round(affine, 3).tolist()}, the case's file "
+                            f"{np.round(case.original_affine, 3).tolist()}); it was written for another case or on "
+                            "another grid.")
         prediction = on_case
     if prediction.shape != case.shape:
         raise DataError(f"{path}: prediction shape {prediction.shape} differs from case {case.id!r} shape "

@@ -313,8 +313,8 @@ class PatchAccumulator:
                              f"{(*self.patch_shape, self.total.shape[-1])} (d, h, w, n_classes).")
         for s, n in zip(slices, self.total.shape):
             if not (isinstance(s, slice) and 0 <= (s.start or 0) and (s.stop if s.stop is not None else n) <= n):
-                raise MiscnnError(f"slices {slices}: each must lie inside the volume {self.total.shape[:-1]}; take them "
-                                  "from patch_grid(shape, patch_shape, overlap).")
+                raise MiscnnError(f"slices {slices}: each must lie inside the volume {self.total.shape[:-1]}; "
+                                  "take them from patch_grid(shape, patch_shape, overlap).")
         self.total[slices] += prediction * self.weights[..., None]
         self.weight_sum[slices] += self.weights
 
