@@ -63,7 +63,7 @@ def _cmd_phantoms(args) -> int:
     from miscnn_lite.phantoms import make_phantom_dataset, make_picture_dataset
     shape = {"shape": tuple(args.shape)} if args.shape else {}
     if args.pictures:
-        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape)
+        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, overwrite=args.overwrite)
     else:
         out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet,
                                    overwrite=args.overwrite)
@@ -74,7 +74,7 @@ def _cmd_phantoms(args) -> int:
 def _add_phantoms(sub) -> None:
     s = sub.add_parser("phantoms", help="write synthetic KiTS-like CT phantoms in KiTS19 layout (or 2D pictures)")
     s.add_argument("--out", required=True, type=Path, help="output dataset folder")
-    s.add_argument("--cases", type=int, default=12, help="number of cases (default 12)")
+    s.add_argument("--cases", type=_positive_int, default=12, help="number of cases (default 12)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="volume shape in voxels")
     s.add_argument("--pictures", action="store_true",
@@ -218,6 +218,17 @@ def _cmd_preprocess(args) -> int:
                              ZScore(mode=args.zscore)] + ([Resample(tuple(args.spacing))] if args.spacing else []))
     if not pipeline.fitted:
         pipeline.fit(reader)
+    if (args.out / "records.json").is_file() and not args.overwrite:   # an earlier run: replaced only if asked
+        from miscnn_lite.io import load_mapping
+        try:
+            same = (Pipeline.load(args.out / "pipeline.json") == pipeline
+                    and set(load_mapping(args.out / "records.json", "records")) == set(reader.case_ids))
+        except Exception:                             # unreadable: not the same run
+            same = False
+        if not same:
+            raise MiscnnError(f"--out {args.out} holds a preprocessed dataset of another pipeline or other cases; "
+                              "add --overwrite to replace it (its cases not in this run are removed), or give "
+                              "another folder.")
     preprocess_dataset(reader, pipeline, args.out, progress=not args.quiet)
     print(f"preprocessed {len(reader)} cases into {args.out} with {pipeline}")
     return 0
@@ -234,6 +245,8 @@ def _add_preprocess(sub) -> None:
     s.add_argument("--zscore", choices=["image", "dataset"], default="dataset",
                    help="z-score statistics (default dataset)")
     s.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="resample to this spacing in mm")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a preprocessed dataset of another pipeline or other cases in --out (default: refuse)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_preprocess)
 
@@ -244,6 +257,9 @@ def _cmd_sweep(args) -> int:
     print(_format_rows(table[[c for c in table.columns if c in ("job", "status", "seconds") or c.endswith("dice")]]
                        .to_dict("records")))
     failed = int((table["status"] != "ok").sum())
+    for row in table[table["status"] != "ok"].to_dict("records"):    # the cause, not only the word "failed"
+        lines = str(row.get("error") or "").strip().splitlines()
+        print(f"{row['job']} failed: {lines[-1][:500] if lines else '(no message)'}", file=sys.stderr)
     print(f"{len(table) - failed} of {len(table)} jobs finished; summary in {args.out / 'sweep.csv'}")
     return 0 if failed == 0 else 1
 

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import DataError, MiscnnError, MissingFileError, atomic_path, load_mapping
+from .io import DataError, MiscnnError, MissingFileError, SettingsError, atomic_path, load_mapping
 
 if TYPE_CHECKING:                                   # for annotations only: pandas loads when a sweep runs
     import pandas as pd
@@ -141,6 +141,13 @@ def write_course(dest, solutions: bool = False, force: bool = False) -> list[Pat
     source = bundled("tutorials")
     files = sorted(source.glob("*.ipynb")) + (sorted(source.glob("solutions/*.ipynb")) if solutions else [])
     targets = {dest / f.relative_to(source): f.read_bytes() for f in files}
+    blocked = sorted({p for t in targets for p in [t, *t.parents] if p.exists() and p != t and not p.is_dir()}
+                     | {t for t in targets if t.is_dir()})
+    if blocked:                                        # a file where a folder goes (or the reverse): write nothing
+        raise NotADirectoryError(f"{blocked[0]}: is in the way of the course notebooks (a "
+                                 f"{'folder' if blocked[0].is_dir() else 'file'} where the course writes "
+                                 f"{'a notebook' if blocked[0].is_dir() else 'a folder'}). Nothing was written; move "
+                                 "it, or choose another folder.")
     edited = [t for t, data in targets.items() if t.is_file() and t.read_bytes() != data]
     if edited and not force:
         raise FileExistsError(f"{dest}: {len(edited)} notebook(s) differ from the shipped ones (your edits?): "
@@ -212,8 +219,11 @@ def check_parameters(notebook, parameters: dict) -> dict:
 
 # %% ../nbs/12_experiments.ipynb #33cd0604
 def load_parameters(path) -> dict:
-    "Read parameters from a YAML (or JSON) file, the format `papermill -f` takes."
-    return load_mapping(path, "parameters")
+    "Read parameters from a YAML (or JSON) file, the format `papermill -f` takes; an empty file is refused."
+    values = load_mapping(path, "parameters")
+    if not values:
+        raise SettingsError(f"{path}: sets no parameters; write one `name: value` per line (or leave out -f).")
+    return values
 
 # %% ../nbs/12_experiments.ipynb #6cec07f7
 class ExperimentFailed(RuntimeError):
@@ -285,6 +295,9 @@ def expand_grid(spec: dict) -> list[dict]:
     unknown = set(spec) - {"notebook", "base", "grid"}
     if unknown:
         raise MiscnnError(f"sweep spec: unknown keys {sorted(unknown)}; use notebook, base and grid.")
+    if not spec.get("base") and not spec.get("grid"):      # an empty file would run the default experiment once
+        raise MiscnnError("sweep spec: sets no parameters; give base (shared values) and grid (a list of values per "
+                          "varied name), e.g. grid: {seed: [0, 1, 2]}.")
     for key in ("base", "grid"):
         if not isinstance(spec.get(key) or {}, dict):
             raise MiscnnError(f"sweep spec: {key} must be a mapping of parameter names to values "

@@ -255,7 +255,11 @@ def load_mapping(path, what: str = "settings") -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path}: {what} file not found.")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        values = (json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)) or {}
+    except json.JSONDecodeError as e:                  # JSON read as JSON: NaN stays a number, 1e-05 a float
+        raise SettingsError(f"{path}: line {e.lineno}, column {e.colno} is not valid JSON ({e.msg}). "
+                            f"Fix the {what} file.") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

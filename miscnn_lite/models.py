@@ -11,6 +11,7 @@ __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLI
 # %% ../nbs/06_models.ipynb #ebe1d2ab
 import inspect
 import os
+import warnings
 from pathlib import Path
 
 import keras
@@ -622,7 +623,9 @@ def load_model(path, compile: bool = False) -> keras.Model:
         raise MiscnnError(f"{path}: expected a Keras 3 '.keras' file, got '{path.suffix}'. "
                           "Re-save the model with model.save('model.keras').")
     try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+        with warnings.catch_warnings():                # compile=False: the optimizer is not wanted, nothing is lost
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except ValueError as e:
         if "Lambda" in str(e) or "lambda" in str(e):
             raise MiscnnError(f"{path}: refused to load a model containing a Lambda layer. A Lambda layer stores "

@@ -3,6 +3,7 @@
 # %% ../nbs/01_phantoms.ipynb #eda7a844
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -939,25 +940,44 @@ PICTURE_COLORS = {0: "#000000", 1: "#dc3c3c", 2: "#f0c800"}   # background, kidn
 
 def make_picture_dataset(out_dir, n_cases: int = 8, seed: int = 0, shape: Sequence[int] = (16, 96, 96),
                          spacing: Sequence[float] = (3.0, 0.8, 0.8), window: tuple[float, float] = (-160, 240),
-                         colors: dict = PICTURE_COLORS, tumor_probability: float = 0.8) -> Path:
+                         colors: dict = PICTURE_COLORS, tumor_probability: float = 0.8,
+                         overwrite: bool = False) -> Path:
     """Write `n_cases` phantom slices as `out_dir/images/<id>.png` (8-bit grey), `out_dir/masks/<id>.png`
     (RGB colour masks) and `out_dir/dataset.json` ({"spacing": [sy, sx], "colors": ..., "labels": ...}).
     Case i is the slice of `generate_phantom((seed, i), shape, spacing)` with the most kidney and tumor
-    pixels. The same arguments write the same files. Returns `out_dir`."""
+    pixels. The same arguments write the same files. A folder holding pictures written with other arguments
+    (or other files) is refused unless `overwrite`, which removes the pictures this dataset does not list.
+    Returns `out_dir`."""
     out, shape = _check_out_dir(out_dir), _check_shape(shape)
     lo, hi = window
     if not lo < hi:
         raise MiscnnError(f"window={window}: expected (lo, hi) HU with lo < hi, e.g. (-160, 240).")
-    for entry in phantom_dataset_plan(n_cases, seed, tumor_probability):
+    plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
+    sidecar = dict(spacing=list(spacing[1:]), colors={str(k): v for k, v in colors.items()},
+                   labels={str(k): v for k, v in LABELS.items()}, window_hu=list(window),
+                   generator="miscnn_lite.phantoms.make_picture_dataset", n_cases=n_cases, seed=seed,
+                   shape=list(shape), tumor_probability=tumor_probability)
+    present = [f for folder in ("images", "masks") if (out / folder).is_dir() for f in (out / folder).iterdir()]
+    if present and not overwrite:
+        try:
+            same = json.loads((out / "dataset.json").read_text(encoding="utf-8")) == json.loads(json.dumps(sidecar))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            raise FileExistsError(f"{out}: holds {len(present)} picture file(s) written with other arguments (or not "
+                                  "by this generator). Use an empty folder, or pass overwrite=True (miscnn-lite "
+                                  "phantoms --pictures --overwrite) to replace them.")
+    keep = {f"{entry['case_id']}.png" for entry in plan}
+    for f in present:
+        if f.name not in keep and f.is_file():
+            f.unlink()                                 # overwrite: pictures beyond this dataset go
+    for entry in plan:
         case = generate_phantom(tuple(entry["seed"]), shape, _check_spacing_arg(spacing), entry["tumor_probability"],
                                 orientation="SPL", case_id=entry["case_id"])
         z = int(np.argmax((case.label > 0).sum(axis=(1, 2))))
         grey = np.clip((case.image[z].astype(np.float32) - lo) / (hi - lo) * 255, 0, 255)
         write_picture(out / "images" / f"{case.id}.png", np.round(grey).astype(np.uint8))
         write_mask(out / "masks" / f"{case.id}.png", case.label[z], colors, mode="rgb")
-    sidecar = dict(spacing=list(spacing[1:]), colors={str(k): v for k, v in colors.items()},
-                   labels={str(k): v for k, v in LABELS.items()}, window_hu=list(window),
-                   generator="miscnn_lite.phantoms.make_picture_dataset", n_cases=n_cases, seed=seed)
     write_json(out / "dataset.json", sidecar)
     return out
 

@@ -12,7 +12,8 @@ import keras
 import numpy as np
 from fastcore.basics import patch
 
-from .io import CorruptFileError, MiscnnError, MissingFileError, SettingsError, check_seed, write_json
+from .io import (CorruptFileError, MiscnnError, MissingFileError, SettingsError, check_seed, is_whole_number,
+                            write_json)
 from .preprocessing import Pipeline, Step, step_from_dict
 from .patching import PatchSampler, mirror_subsets
 from .augmentation import ct_augmentation, mirror_augmentation
@@ -21,7 +22,7 @@ from .models import check_model_name, model_options, slice_model
 from .losses import LOSSES, get_loss
 
 # %% auto #0
-__all__ = ['PLAN_FORMAT', 'PLAN_FILE', 'MODEL_DEFAULTS', 'PLAN_DEFAULTS', 'AUGMENTATIONS', 'SETTING_GROUPS',
+__all__ = ['PLAN_FORMAT', 'PLAN_FILE', 'MODEL_DEFAULTS', 'PLAN_DEFAULTS', 'AUGMENTATIONS', 'LR_SCHEDULES', 'SETTING_GROUPS',
            'check_segmenter_settings', 'TrainingPlan']
 
 # %% ../nbs/07b_plan.ipynb #d7377d1f
@@ -35,6 +36,7 @@ PLAN_DEFAULTS = dict(
                   stop_patience=150),
     prediction=dict(overlap=0.5, weighting="gaussian", mirror_axes=[]))
 AUGMENTATIONS = (None, "ct", "mirror")
+LR_SCHEDULES = ("plateau", "poly")
 
 # %% ../nbs/07b_plan.ipynb #9beaf4c6
 def check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
@@ -140,6 +142,18 @@ class TrainingPlan:
         check_segmenter_settings(s["batch_size"], s["iterations"], self.optimizer["learning_rate"], pr["overlap"],
                                  pr["weighting"], pr["mirror_axes"], s["lr_patience"], s["lr_factor"],
                                  s["stop_patience"], self.mixed_precision, self.workers, where="TrainingPlan")
+        if not is_whole_number(s["epochs"]) or s["epochs"] < 1:
+            raise SettingsError(f"schedule epochs={s['epochs']!r}: a whole number of epochs >= 1.")
+        if s["lr_schedule"] not in LR_SCHEDULES:
+            raise SettingsError(f"schedule lr_schedule={s['lr_schedule']!r}: choose one of {LR_SCHEDULES}.")
+        if (not isinstance(self.patch_shape, (list, tuple)) or len(self.patch_shape) != 3
+                or not all(is_whole_number(v) and v >= 1 for v in self.patch_shape)):
+            raise SettingsError(f"patch_shape={self.patch_shape!r}: three whole numbers of voxels [d, h, w], e.g. "
+                                "[32, 64, 64] ([1, h, w] for a 2D network).")
+        n_classes = self.model_options.get("n_classes")
+        if self.class_names is not None and n_classes is not None and len(self.class_names) != n_classes:
+            raise SettingsError(f"class_names={self.class_names!r}: {len(self.class_names)} names for n_classes="
+                                f"{n_classes}; give one name per class, background first.")
         steps = self.preprocessing.steps if isinstance(self.preprocessing, Pipeline) else self.preprocessing
         self.preprocessing = [s.to_dict() if isinstance(s, Step) else s for s in steps]
         self.seed = check_seed(self.seed)

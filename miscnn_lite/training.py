@@ -18,26 +18,28 @@ import keras
 from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
                             check_spacing, dataset_class_names, load_mapping, open_dataset, output_lock,
-                            remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, json_value,
-                            write_json)
-from .preprocessing import ClipHU, Pipeline, Resample, ZScore
+                            remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, is_whole_number,
+                            json_value, write_json)
+from .augmentation import augmentation_from_dict
+from .preprocessing import ClipHU, LabelRemap, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
 from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, deep_supervision_weights, get_loss, per_class_dice_metrics
-from .plan import PLAN_FILE, SETTING_GROUPS, TrainingPlan, check_segmenter_settings
+from .plan import LR_SCHEDULES, PLAN_FILE, SETTING_GROUPS, TrainingPlan, check_segmenter_settings
 from .runtime import HeapThresholds
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
-           'KERAS_DISTRIBUTIONS', 'LR_SCHEDULES', 'TRAIN_DATA_FILE', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS',
+           'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'RUN_FREE_SETTINGS', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS',
            'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
            'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
-           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'Segmenter',
-           'dataset_fingerprint', 'check_same_dataset', 'check_finite_image', 'prediction_path',
-           'check_prediction_targets', 'train_command', 'prediction_items', 'check_inputs_fit_models',
-           'predict_command', 'check_train_settings', 'settings_differences', 'plan_from_settings']
+           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
+           'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset', 'check_finite_image',
+           'check_same_run', 'prediction_path', 'check_prediction_targets', 'train_command', 'prediction_items',
+           'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
+           'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -193,6 +195,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.time()
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))   # before any reduction
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
@@ -203,9 +206,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         arrays = _optimizer_arrays(self.model.optimizer)
         with atomic_path(self.folder / optim) as tmp:
             np.savez(tmp, **arrays)
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))   # the next epoch's (resume)
         row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
-               "learning_rate": lr, "time_s": round(time.time() - self._t0, 3)}
+               "learning_rate": getattr(self, "_lr", lr), "time_s": round(time.time() - self._t0, 3)}
         append_log(self.log_path, row)
         state = {"epoch": done, "weights": weights, "optimizer": optim, "learning_rate": lr,
                  "callbacks": _callback_state(self.others), **self.extra_state,
@@ -257,10 +260,13 @@ def checkpoint_problem(folder, state: dict | None) -> str | None:
 
 # %% ../nbs/08_training.ipynb #43a78b09
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
-    "A copy of functional `model` whose layers use dtype `policy`; output layers stay float32; weights copied."
+    """A copy of functional `model` whose layers use dtype `policy`, those of nested networks too (the 2D network
+    inside a `slice_model`); output layers stay float32; weights copied."""
     outputs = {id(t._keras_history[0]) for t in model.outputs}
 
     def clone(layer):
+        if isinstance(layer, keras.Model):
+            return with_dtype_policy(layer, policy)
         cfg = layer.get_config()
         if id(layer) not in outputs:
             cfg["dtype"] = policy
@@ -318,9 +324,14 @@ def poly_learning_rate(epoch: int, epochs: int, initial: float, exponent: float 
     "nnU-Net's polynomial decay: the learning rate of `epoch` (from 0) in a run of `epochs` epochs."
     return float(initial) * (1 - min(epoch, epochs) / epochs) ** exponent
 
-# %% ../nbs/08_training.ipynb #0c78998b
-LR_SCHEDULES = ("plateau", "poly")
+# %% ../nbs/08_training.ipynb #ce348610
+def architecture_fingerprint(model: keras.Model) -> str:
+    "A short hash of a network's weight shapes in order: two networks that can share weights share it."
+    import hashlib
+    shapes = json.dumps([list(w.shape) for w in model.weights])
+    return hashlib.sha256(shapes.encode()).hexdigest()[:16]
 
+# %% ../nbs/08_training.ipynb #0c78998b
 class Segmenter:
     """Model + preprocessing + sampler + loss: `fit`, `predict`, `save`/`load` (`evaluate`: `miscnn_lite.evaluation`).
 
@@ -359,6 +370,10 @@ class Segmenter:
                                  lr_factor, stop_patience, mixed_precision, workers)
         if sampler is None and patch_shape is None:
             raise MiscnnError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
+        if sampler is not None and patch_shape is not None and tuple(patch_shape) != tuple(sampler.patch_shape):
+            raise SettingsError(f"patch_shape={tuple(patch_shape)} differs from the sampler's patch_shape "
+                                f"{tuple(sampler.patch_shape)}: training would use one and prediction the other; give "
+                                "one of them (or the same value to both).")
         self.sampler = sampler or PatchSampler(tuple(patch_shape))
         self.patch_shape = tuple(int(p) for p in (patch_shape or self.sampler.patch_shape))
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
@@ -419,10 +434,12 @@ class Segmenter:
     def config(self) -> dict:
         "JSON-serialisable settings written to config.json (what `load` needs besides model and pipeline)."
         sampler = self.sampler.to_dict() if hasattr(self.sampler, "to_dict") else None
+        augmentation = self.augmentation.to_dict() if hasattr(self.augmentation, "to_dict") else None
         return {"format": "miscnn_lite.segmenter/1", "patch_shape": list(self.patch_shape),
                 "n_classes": self.n_classes, "in_channels": self.in_channels,
                 "loss": self.loss if isinstance(self.loss, str) else keras.saving.serialize_keras_object(self.loss),
-                "sampler": sampler, **self.settings}
+                "sampler": sampler, "augmentation": augmentation,
+                "architecture": architecture_fingerprint(self.model), **self.settings}
 
 # %% ../nbs/08_training.ipynb #4a78e14f
 @patch(cls_method=True)
@@ -441,6 +458,15 @@ def from_plan(cls: Segmenter, plan: TrainingPlan, **options) -> "Segmenter":
     seg.plan = plan
     return seg
 
+# %% ../nbs/08_training.ipynb #2b0e2024
+@patch
+def model_labels(self: Segmenter, label: np.ndarray, where: str = "label") -> np.ndarray:
+    "`label` in the classes the model learns: through the pipeline's `LabelRemap` steps (unchanged without)."
+    for step in self.pipeline.steps if self.pipeline is not None else ():
+        if isinstance(step, LabelRemap):
+            label = step.remap(label, where)
+    return label
+
 # %% ../nbs/08_training.ipynb #176db0eb
 @patch
 def check_data(self: Segmenter, cases) -> None:
@@ -455,10 +481,11 @@ def check_data(self: Segmenter, cases) -> None:
                  "slices of the 2.5D slab)") if self.slab_neighbours else ""
         raise MiscnnError(f"case {case.id!r} gives {channels} input channel(s){slabs} but the model expects "
                           f"{self.in_channels}: build the model with in_channels={channels}.")
-    if case.label is not None and int(np.max(case.label)) >= self.n_classes:
-        raise MiscnnError(f"case {case.id!r} has label values up to {int(np.max(case.label))} but the model "
+    label = None if case.label is None else self.model_labels(case.label, f"case {case.id!r}")
+    if label is not None and int(np.max(label)) >= self.n_classes:
+        raise MiscnnError(f"case {case.id!r} has label values up to {int(np.max(label))} but the model "
                           f"outputs {self.n_classes} classes (0..{self.n_classes - 1}): build it with "
-                          f"n_classes={int(np.max(case.label)) + 1} or remap labels (LabelRemap).")
+                          f"n_classes={int(np.max(label)) + 1} or remap labels (a LabelRemap step in the pipeline).")
 
 # %% ../nbs/08_training.ipynb #008950ae
 @patch
@@ -566,6 +593,49 @@ def check_finite_image(case: Case) -> None:
                         f"{tuple(int(v) for v in np.argwhere(bad)[0])}; fill them (e.g. with the air value -1024 HU) "
                         "before training or predicting.")
 
+# %% ../nbs/08_training.ipynb #7ee33ccb
+RUN_FREE_SETTINGS = ("format", "overlap", "weighting", "mirror_axes", "workers", "use_multiprocessing", "class_names")
+
+def _run_settings(config: dict, plan: dict | None) -> dict:
+    "What makes a run what it is: config.json without prediction-only settings, the plan without epochs."
+    run = {k: v for k, v in config.items() if k not in RUN_FREE_SETTINGS}
+    if plan:
+        run["plan"] = {**{k: v for k, v in plan.items() if k not in ("prediction", "workers", "class_names")},
+                       "schedule": {k: v for k, v in plan.get("schedule", {}).items() if k != "epochs"}}
+    return run
+
+def check_same_run(out: Path, seg: "Segmenter") -> None:
+    """Raise when `out` holds a run whose settings differ from `seg`'s (continuing it would train one model under
+    two sets of settings and describe it by the new ones); a folder from before config.json checks nothing."""
+    try:
+        saved_config = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    try:
+        saved_plan = json.loads((out / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved_plan = None
+    as_json = lambda d: json.loads(json.dumps(d, default=json_value))
+    saved = _run_settings(saved_config, saved_plan)
+    now = as_json(_run_settings({**seg.config, "has_pipeline": seg.pipeline is not None},
+                                seg.plan.to_dict() if seg.plan is not None else None))
+    differ = [k for k in sorted(set(saved) | set(now)) if k in saved and k in now and saved[k] != now[k]]
+    if seg.plan is not None and saved_plan is not None and "plan" in differ:
+        differ = ["plan." + k for k in sorted(set(saved["plan"]) | set(now["plan"]))
+                  if saved["plan"].get(k) != now["plan"].get(k)] + [k for k in differ if k != "plan"]
+    if differ:
+        raise SettingsError(f"{out}: holds a run with other settings ({', '.join(differ)} differ). Continue it with "
+                            "the same settings (Segmenter.load(folder).fit(..., out=folder)), start afresh with "
+                            "fit(resume=False) (miscnn-lite train --overwrite), or write to another folder.")
+
+def _forget_model(out: Path) -> None:
+    "Remove the model files of a run in `out` and their checksums (a new run is starting there)."
+    for name in (MODEL_FILE, BEST_FILE):
+        (out / name).unlink(missing_ok=True)
+    sums = _read_checksums(out)
+    if any(name in sums for name in (MODEL_FILE, BEST_FILE)):
+        write_json(out / CHECKSUM_FILE, {k: v for k, v in sums.items() if k not in (MODEL_FILE, BEST_FILE)})
+
 # %% ../nbs/08_training.ipynb #91d45905
 @patch
 def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, cache_dir=None, resume: bool = True,
@@ -581,6 +651,9 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     train, val = ([train] if isinstance(train, Case) else train), ([val] if isinstance(val, Case) else val)
     if epochs is None:
         epochs = int(self.plan.schedule.get("epochs", 10)) if self.plan is not None else 10
+    if not is_whole_number(epochs) or epochs < 1:
+        raise SettingsError(f"epochs={epochs!r}: train for a whole number of epochs >= 1.")
+    epochs = int(epochs)
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
@@ -588,14 +661,21 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here
             check_finite_image(item)
-    validate_cases(items, self.n_classes, spacing_range, record_dir=cache_dir or out / "cache")
+    remaps = self.pipeline is not None and any(isinstance(s, LabelRemap) for s in self.pipeline.steps)
+    validate_cases(items, None if remaps else self.n_classes,     # remapped labels: checked after the pipeline
+                   spacing_range, record_dir=cache_dir or out / "cache")
     roots = {str(Path(i.reader.root).resolve()) for i in items
              if isinstance(i, ReaderItem) and hasattr(i.reader, "root")}
     where = (str(Path(train).resolve()) if isinstance(train, (str, Path)) else roots.pop() if len(roots) == 1
              else f"{len(items)} cases given to fit")
     fingerprint = check_same_dataset(out, where, items) if resume else dataset_fingerprint(items)
+    continuing = resume and bool(checkpoint_states(out))
+    if continuing:
+        check_same_run(out, self)
+    else:                                              # a new run: the last one's model must not outlive its files
+        _forget_model(out)
     write_json(out / TRAIN_DATA_FILE, {"data": where, "cases": fingerprint})
-    self._fit_pipeline(train, out, resume)
+    self._fit_pipeline(train, out, continuing)
     self.out = out
     self.save(out, model=False)
     train_ds, val_ds = self._loaders(train, val, cache_dir or out / "cache", progress)
@@ -611,7 +691,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     ckpt = EpochCheckpoint(out / CHECKPOINT_DIR, out / LOG_FILE, train_ds, others=[schedule, stop, best],
                            extra_state={"seed": s["seed"]})
     self.train_ds, self.val_ds = train_ds, val_ds
-    initial_epoch = self._resume(out, train_ds, ckpt) if resume else 0
+    initial_epoch = self._resume(out, train_ds, ckpt) if continuing else 0
     if initial_epoch and (getattr(ckpt, "restore", None) or {}).get("callbacks", {}).get("EarlyStopping", {}).get(
             "stopped_epoch", 0):
         initial_epoch = epochs                         # the run had stopped early: it is finished, not paused
@@ -662,13 +742,16 @@ def save(self: Segmenter, folder, model: bool = True) -> Path:
     write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
     if self.plan is not None:
         self.plan.save(folder / PLAN_FILE)
+    absent = [PIPELINE_FILE] * (self.pipeline is None) + [PLAN_FILE] * (self.plan is None)
+    for name in absent:                             # an earlier run's file must not describe this one
+        (folder / name).unlink(missing_ok=True)
     if model:
         with atomic_path(folder / MODEL_FILE) as tmp:
             self.model.save(tmp)
     written = ([CONFIG_FILE] + [PIPELINE_FILE] * (self.pipeline is not None) + [PLAN_FILE] * (self.plan is not None)
                + [MODEL_FILE] * model)
-    write_json(folder / CHECKSUM_FILE, {**_read_checksums(folder),       # files not rewritten keep their sums
-                                         **{name: file_fingerprint(folder / name) for name in written}})
+    kept = {k: v for k, v in _read_checksums(folder).items() if k not in absent}   # files not rewritten
+    write_json(folder / CHECKSUM_FILE, {**kept, **{name: file_fingerprint(folder / name) for name in written}})
     return folder
 
 # %% ../nbs/08_training.ipynb #17afa9f0
@@ -725,16 +808,24 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
                                "checkpoint/ of the run may still hold good weights). "
                                f"({type(e).__name__}: {str(e)[:200]})") from None
     keys = (*SETTING_GROUPS, "use_multiprocessing")       # the constructor settings config.json holds
+    allowed = (*keys, "patch_shape", "sampler", "pipeline", "loss", "augmentation", "strategy", "initial_weights")
+    if unknown := sorted(set(overrides) - set(allowed)):
+        raise SettingsError(f"Segmenter.load: unknown setting(s) {unknown}; choose from {sorted(allowed)}.")
     kwargs = {k: config[k] for k in keys if k in config}
-    kwargs["mixed_precision"] = None       # the saved model already carries its dtype policy
     sampler = PatchSampler.from_dict(config["sampler"]) if config.get("sampler") else None
     loss = config.get("loss", "dice_ce")
     loss = loss if isinstance(loss, str) else keras.saving.deserialize_keras_object(loss)
-    kwargs.update(overrides)
+    augmentation = (plan.build_augmentation() if plan is not None     # training resumes as it began
+                    else augmentation_from_dict(config["augmentation"]) if config.get("augmentation") else None)
+    patch_shape = config["patch_shape"]
+    if "patch_shape" in overrides and "sampler" not in overrides and sampler is not None:
+        sampler = PatchSampler.from_dict({**sampler.to_dict(), "patch_shape": list(overrides["patch_shape"])})
+    kwargs.update(dict(patch_shape=patch_shape, sampler=sampler, pipeline=pipeline, loss=loss,
+                       augmentation=augmentation), **overrides)
+    if overrides.get("sampler") is not None and "patch_shape" not in overrides:
+        kwargs["patch_shape"] = None                 # the given sampler's
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
-    augmentation = plan.build_augmentation() if plan is not None else None   # training resumes as it began
-    seg = cls(model, pipeline, patch_shape=config["patch_shape"], sampler=sampler, loss=loss,
-              augmentation=augmentation, **kwargs)
+    seg = cls(model, **kwargs)
     seg.plan = plan and plan.with_settings(**{k: v for k, v in overrides.items() if k in SETTING_GROUPS})
     return seg
 
@@ -797,13 +888,19 @@ def prediction_path(item, case: Case, out: Path) -> Path:
 # %% ../nbs/08_training.ipynb #350914ca
 def check_prediction_targets(items, out) -> None:
     """Raise before anything is predicted when two of `items` would be written to the same prediction file
-    (`a.nii` and `a.nii.gz` in one folder), which would keep only the last of them."""
+    (`a.nii` and `a.nii.gz` in one folder), which would keep only the last of them, or when a prediction file
+    would be one of the input files (an image or label predicted into its own folder would be overwritten)."""
     from types import SimpleNamespace
-    seen = {}
+    seen, inputs = {}, set()
+    for item in items:
+        inputs |= {Path(p).resolve() for p in item_source(item)[2] or () if p is not None}
     for item in items:
         case_id, _, paths = item_source(item, with_label=False)
         image = item.image_path if isinstance(item, Case) else (paths or [None])[0]
         target = prediction_path(item, SimpleNamespace(id=case_id, image_path=image), Path(out))
+        if target.resolve() in inputs:
+            raise MiscnnError(f"{target}: is an input file; predicting into it would overwrite it. Write the "
+                              "predictions to another folder (e.g. --out predictions).")
         if target in seen:
             raise MiscnnError(f"{seen[target]} and {image or case_id} would both be predicted into {target}: rename "
                               "one of them, or predict them into separate output folders.")
@@ -853,13 +950,13 @@ def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
         case = item_source(item)[1]() if not isinstance(item, Case) else item
         if case.label is None:
             raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
-        if int(np.max(case.label)) >= self.n_classes:
-            raise DataError(f"case {case.id!r}: label values {np.unique(case.label).tolist()} but the model knows "
+        truth = self.model_labels(case.label, f"case {case.id!r}")      # both in the model's classes
+        if int(np.max(truth)) >= self.n_classes:
+            raise DataError(f"case {case.id!r}: label values {np.unique(truth).tolist()} but the model knows "
                             f"classes 0..{self.n_classes - 1}; remap the labels (label_map=) or use a model trained "
                             "on these classes.")
-        pred = self.predict_case(case, progress=progress)
-        rows += [{"case": case.id, "label": c, "dice": dice_score(case.label, pred, c)} for c in range(1,
-                                                                                                       self.n_classes)]
+        pred = self.model_labels(self.predict_case(case, progress=progress), f"case {case.id!r} prediction")
+        rows += [{"case": case.id, "label": c, "dice": dice_score(truth, pred, c)} for c in range(1, self.n_classes)]
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_training.ipynb #c6c87eaa

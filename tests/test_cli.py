@@ -64,12 +64,17 @@ def test_phantoms_command(tmp_path):
     assert (tmp_path / "ph" / "case_00000" / "imaging.nii.gz").read_bytes() != before
 
 
-def test_preprocess_command(tmp_path):
+def two_small_cases(folder):
+    "Two 6×16×16 cases with a kidney block, written in KiTS19 layout into `folder`."
     for i in range(2):
         label = np.zeros((6, 16, 16), np.uint8)
         label[2:4, 4:10, 4:10] = 1
         image = (np.arange(6 * 16 * 16).reshape(6, 16, 16) % 500 - 200).astype(np.int16)
-        save_case(case_from_arrays(image, label, spacing=(2.0, 0.8, 0.8), case_id=f"case_{i:05d}"), tmp_path / "data")
+        save_case(case_from_arrays(image, label, spacing=(2.0, 0.8, 0.8), case_id=f"case_{i:05d}"), folder)
+
+
+def test_preprocess_command(tmp_path):
+    two_small_cases(tmp_path / "data")
     r = run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "z", "--quiet")
     assert r.returncode == 0, r.stderr
     images = []
@@ -255,3 +260,74 @@ def test_pictures_train_predict_evaluate(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "case_00001.png: colour #010203 (1 pixels, first at row 0, column 0)" in err and "Traceback" not in err
     assert not (tmp_path / "m2").exists()                           # no empty model folder left behind
+
+
+# ---------------------------------------------------------------- a review of the commands as a student uses them
+def test_predict_into_the_input_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    pytest.importorskip("keras")
+    from miscnn_lite.cli import main
+    from miscnn_lite.models import unet
+    from miscnn_lite.phantoms import toy_case
+    from miscnn_lite.training import Segmenter
+    Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2).save(tmp_path / "model")
+    save_case(toy_case(0, shape=(16, 24, 24)), tmp_path / "data")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(tmp_path / "data" / "toy_000" / "imaging.nii.gz", flat / "a.nii.gz")
+    before = (flat / "a.nii.gz").read_bytes()
+    for source in (flat, flat / "a.nii.gz"):
+        assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(source), "--out", str(flat)]) == 2
+        assert "is an input file; predicting into it would overwrite it" in capsys.readouterr().err
+    assert (flat / "a.nii.gz").read_bytes() == before
+
+
+def test_picture_phantoms_refuse_other_arguments_unless_overwrite(tmp_path):
+    pics = tmp_path / "pics"
+    assert run("phantoms", "--out", pics, "--cases", 3, "--pictures").returncode == 0
+    assert run("phantoms", "--out", pics, "--cases", 3, "--pictures").returncode == 0      # the same again: fine
+    r = run("phantoms", "--out", pics, "--cases", 2, "--pictures", "--seed", 5)
+    assert r.returncode == 2 and "written with other arguments" in r.stderr and "--overwrite" in r.stderr
+    assert run("phantoms", "--out", pics, "--cases", 2, "--pictures", "--seed", 5, "--overwrite").returncode == 0
+    assert sorted(p.name for p in (pics / "images").iterdir()) == ["case_00000.png", "case_00001.png"]
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    (mine / "images" / "case_00000.png").write_text("precious")
+    assert run("phantoms", "--out", mine, "--cases", 1, "--pictures").returncode == 2
+    assert (mine / "images" / "case_00000.png").read_text() == "precious"
+    r = run("phantoms", "--out", tmp_path / "none", "--cases", 0)
+    assert r.returncode == 2 and "--cases" in r.stderr
+
+
+def test_empty_sweep_and_preset_files_are_refused(tmp_path):
+    (tmp_path / "empty.yaml").write_text("")
+    r = run("sweep", tmp_path / "empty.yaml", "--out", tmp_path / "sw")
+    assert r.returncode == 2 and "sets no parameters" in r.stderr
+    r = run("experiment", "--out", tmp_path / "ex", "-f", tmp_path / "empty.yaml")
+    assert r.returncode == 2 and "sets no parameters" in r.stderr
+    assert not (tmp_path / "sw").exists() and not (tmp_path / "ex").exists()
+    from miscnn_lite.experiments import expand_grid
+    with pytest.raises(Exception, match="sets no parameters"):
+        expand_grid({"notebook": "kits19_cv.ipynb"})
+
+
+def test_course_with_a_file_in_the_way_writes_nothing(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "solutions").write_text("hi")
+    r = run("course", tmp_path / "c", "--solutions")
+    assert r.returncode == 2 and "Nothing was written" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["solutions"]
+
+
+def test_preprocess_replaces_another_run_only_with_overwrite(tmp_path):
+    two_small_cases(tmp_path / "data")
+    assert run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "z", "--quiet").returncode == 0
+    assert run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "z", "--quiet").returncode == 0
+    r = run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "z", "--spacing", 4.0, 0.8, 0.8, "--quiet")
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    with np.load(tmp_path / "z" / "case_00001.npz") as z:
+        assert z["image"].shape == (6, 16, 16)                     # the earlier run is untouched
+    r = run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "z", "--spacing", 4.0, 0.8, 0.8, "--quiet",
+            "--overwrite")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "z" / "case_00001.npz") as z:
+        assert z["image"].shape == (3, 16, 16)

@@ -352,3 +352,124 @@ def test_plan_refuses_settings_out_of_range(group, setting, value):
     from miscnn_lite.plan import TrainingPlan
     with pytest.raises(SettingsError, match=f"TrainingPlan: {setting}="):
         TrainingPlan(**{group: {setting: value}})
+
+
+# ---------------------------------------------------------------- a second review: folders that mix two runs
+def small_plan(**changes):
+    from miscnn_lite.plan import TrainingPlan
+    return TrainingPlan(**{"model_options": dict(depth=2, base_filters=4), "patch_shape": [16, 16, 16],
+                           "schedule": dict(iterations=1, batch_size=2), "workers": 0, **changes})
+
+
+def test_fit_refuses_to_continue_a_run_with_other_settings(tmp_path):
+    "A folder holding a run continues only that run: other settings or another network are named, not adopted."
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.training import Segmenter
+    Segmenter.from_plan(small_plan()).fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    with pytest.raises(SettingsError, match=r"other settings \(.*plan.seed.*seed differ"):
+        Segmenter.from_plan(small_plan(seed=5)).fit([toy_case(0)], epochs=2, out=tmp_path / "m")
+    with pytest.raises(SettingsError, match=r"plan.model_options, architecture differ"):
+        Segmenter.from_plan(small_plan(model_options=dict(depth=2, base_filters=8))).fit(
+            [toy_case(0)], epochs=2, out=tmp_path / "m")
+    log = Segmenter.load(tmp_path / "m").fit([toy_case(0)], epochs=2, out=tmp_path / "m")   # the same run goes on
+    assert log["epoch"].tolist() == [1, 2]
+
+
+def test_an_interrupted_new_run_does_not_leave_the_old_model_with_new_preprocessing(tmp_path):
+    import keras
+
+    from miscnn_lite.io import MissingFileError
+    from miscnn_lite.preprocessing import ClipHU, ZScore
+    from miscnn_lite.training import Segmenter
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            raise KeyboardInterrupt
+
+    Segmenter.from_plan(small_plan(preprocessing=[ZScore(mode="dataset")])).fit([toy_case(0)], epochs=1,
+                                                                                 out=tmp_path / "m")
+    new = Segmenter.from_plan(small_plan(preprocessing=[ClipHU(-50, 50), ZScore(mode="dataset")], seed=9))
+    with pytest.raises(KeyboardInterrupt):
+        new.fit([toy_case(0)], epochs=1, out=tmp_path / "m", resume=False, callbacks=[Interrupt()])
+    with pytest.raises(MissingFileError, match="no model.keras"):
+        Segmenter.load(tmp_path / "m")
+
+
+def test_a_run_without_plan_or_pipeline_removes_the_last_runs(tmp_path):
+    from miscnn_lite.augmentation import ct_augmentation
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import Segmenter
+    Segmenter.from_plan(small_plan(augmentation="mirror")).fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    bare = Segmenter(unet(3, depth=2, base_filters=8), patch_shape=(16, 16, 16), workers=0, iterations=1,
+                     augmentation=ct_augmentation(3))
+    bare.fit([toy_case(0)], epochs=1, out=tmp_path / "m", resume=False)
+    loaded = Segmenter.load(tmp_path / "m")
+    assert loaded.plan is None and not (tmp_path / "m" / "plan.json").exists()
+    assert repr(loaded.augmentation) == repr(ct_augmentation(3))          # kept in config.json without a plan
+    assert "plan.json" not in json.loads((tmp_path / "m" / "checksums.json").read_text())
+
+
+def test_mixed_precision_reaches_the_2d_network_inside_a_slice_model_and_survives_load(tmp_path):
+    import keras
+
+    from miscnn_lite.models import slice_model, unet
+    from miscnn_lite.training import Segmenter, with_dtype_policy
+    wrapped = with_dtype_policy(slice_model(unet(3, ndim=2, depth=2, base_filters=4)), "mixed_bfloat16")
+    inner = next(layer for layer in wrapped.layers if isinstance(layer, keras.Model))
+    convs = {layer.dtype_policy.name for layer in inner.layers if "conv" in type(layer).__name__.lower()}
+    assert convs == {"mixed_bfloat16"}
+    seg = Segmenter.from_plan(small_plan(mixed_precision="mixed_float16", schedule=dict(iterations=1, batch_size=1),
+                                         model_options=dict(depth=2, base_filters=4, downsampling="strided")))
+    seg.fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    loaded = Segmenter.load(tmp_path / "m")
+    assert loaded.settings["mixed_precision"] == "mixed_float16"
+    assert isinstance(loaded.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert loaded.fit([toy_case(0)], epochs=2, out=tmp_path / "m")["epoch"].tolist() == [1, 2]
+
+
+def test_segmenter_settings_that_would_disagree_are_refused():
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.models import unet
+    from miscnn_lite.patching import PatchSampler
+    from miscnn_lite.training import Segmenter
+    with pytest.raises(SettingsError, match=r"patch_shape=\(16, 16, 16\) differs from the sampler's"):
+        Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), sampler=PatchSampler((8, 8, 8)))
+    for changes, message in [(dict(schedule=dict(epochs=0)), "epochs=0"),
+                             (dict(schedule=dict(lr_schedule="cosine")), "lr_schedule='cosine'"),
+                             (dict(patch_shape=16), "patch_shape=16"),
+                             (dict(class_names=["background", "kidney"]), "2 names for n_classes=3")]:
+        with pytest.raises(SettingsError, match=message):
+            small_plan(**changes)
+    with pytest.raises(SettingsError, match="epochs=0"):
+        Segmenter.from_plan(small_plan()).fit([toy_case(0)], epochs=0)
+
+
+def test_a_label_remap_in_the_pipeline_is_what_the_model_learns_and_is_scored_on(tmp_path):
+    from miscnn_lite.models import unet
+    from miscnn_lite.preprocessing import LabelRemap, Pipeline, ZScore
+    from miscnn_lite.training import Segmenter
+    seg = Segmenter(unet(2, depth=2, base_filters=4), Pipeline([LabelRemap({0: 0, 1: 1, 2: 1}), ZScore("dataset")]),
+                    patch_shape=(16, 16, 16), workers=0, iterations=1)
+    seg.fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    table = seg.evaluate([toy_case(1)])
+    assert table["label"].tolist() == [1] and 0 <= table["dice"].item() <= 1
+
+
+def test_plateau_log_shows_the_rate_each_epoch_trained_with(tmp_path):
+    from miscnn_lite.training import Segmenter
+    plan = small_plan(schedule=dict(iterations=1, batch_size=1, lr_patience=0, lr_factor=0.5),
+                      optimizer=dict(learning_rate=1e-9),
+                      model_options=dict(depth=2, base_filters=4, normalization="instance"))
+    seg = Segmenter.from_plan(plan)
+    log = seg.fit([toy_case(0)], [toy_case(1)], epochs=3, out=tmp_path / "m")
+    np.testing.assert_allclose(log["learning_rate"], seg.model.history.history["learning_rate"])
+
+
+def test_load_overrides_the_prediction_window_and_names_unknown_settings(tmp_path):
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.training import Segmenter
+    Segmenter.from_plan(small_plan()).fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    wide = Segmenter.load(tmp_path / "m", patch_shape=(16, 32, 32))
+    assert wide.patch_shape == (16, 32, 32) and wide.sampler.patch_shape == (16, 32, 32)
+    with pytest.raises(SettingsError, match=r"unknown setting\(s\) \['mirror_axs'\]"):
+        Segmenter.load(tmp_path / "m", mirror_axs=(0,))

@@ -36,6 +36,7 @@ From Python (with data_scripts/ on sys.path):
 """
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import os
@@ -519,8 +520,9 @@ def download_file(job: DownloadJob, root: Path | str, book: ChecksumBook | None 
         progress.file_done()
         status = "repaired" if had_file else ("resumed" if resumed_from else "downloaded")
         return DownloadResult(job.relpath, job.url, status, dest.stat().st_size, sha, resumed_from)
-    if not part.exists() and dest.parent != root and not any(dest.parent.iterdir()):
-        dest.parent.rmdir()                          # no byte arrived: leave no empty case folder behind
+    if not part.exists() and dest.parent != root:
+        with contextlib.suppress(OSError):           # gone or not empty: the case's other file got there first
+            dest.parent.rmdir()                      # no byte arrived: leave no empty case folder behind
     raise _give_up(job, dest, part, book, retries + 1, last_problem)
 
 
