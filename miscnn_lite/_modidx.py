@@ -1232,6 +1232,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'miscnn_lite.training._restore_callback_state': ( 'training.html#_restore_callback_state',
                                                                                         'miscnn_lite/training.py'),
                                       'miscnn_lite.training._run_settings': ('training.html#_run_settings', 'miscnn_lite/training.py'),
+                                      'miscnn_lite.training._same_model_files': ( 'training.html#_same_model_files',
+                                                                                  'miscnn_lite/training.py'),
                                       'miscnn_lite.training._saved_settings': ('training.html#_saved_settings', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training._split': ('training.html#_split', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training._temporary_run_folder': ( 'training.html#_temporary_run_folder',

@@ -255,7 +255,7 @@ def load_mapping(path, what: str = "settings") -> dict:
     if not path.is_file():
         raise MissingFileError(f"{path}: {what} file not found.")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")       # a byte-order mark (Windows editors) is not content
         values = (json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)) or {}
     except json.JSONDecodeError as e:                  # JSON read as JSON: NaN stays a number, 1e-05 a float
         raise SettingsError(f"{path}: line {e.lineno}, column {e.colno} is not valid JSON ({e.msg}). "
@@ -318,6 +318,8 @@ def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
 def check_orientation(orientation, name: str = "orientation") -> str:
     """`orientation` as three upper-case axis codes, one of each pair L/R, A/P, S/I (e.g. 'SPL', 'RAS'), else a
     clear error naming `name`."""
+    if isinstance(orientation, (list, tuple)) and all(isinstance(c, str) for c in orientation):
+        orientation = "".join(orientation)             # nibabel's aff2axcodes gives ('S', 'P', 'L')
     codes = orientation.upper() if isinstance(orientation, str) else orientation
     if (not isinstance(codes, str) or len(codes) != 3
             or sorted(sum(c in pair for c in codes) for pair in ("LR", "AP", "SI")) != [1, 1, 1]):
@@ -418,7 +420,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     if not _is_nifti(path):
         raise DataError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
     suffix = path.name[-7:] if path.name.lower().endswith(".nii.gz") else path.name[-4:]
-    if suffix not in (suffix.lower(), suffix.upper()):
+    if suffix[:4] not in (".nii", ".NII"):                # nibabel finds .nii or .NII, then any case of .gz
         raise DataError(f"{path}: nibabel reads NIfTI names ending in {suffix.lower()} or {suffix.upper()} only; "
                         f"rename it to {path.name[:-len(suffix)]}{suffix.lower()}.")
     if path.stat().st_size == 0:
@@ -726,11 +728,16 @@ def load_prediction(path, case: Case) -> np.ndarray:
     prediction, affine = load_nifti(path)
     if case.original_affine is not None:
         on_case = regrid(prediction, affine, case.affine)
-        if on_case is None:
-            raise DataError(f"{path}: its voxels lie elsewhere in the world than case {case.id!r}'s (affine "
-                            f"{np.round(affine, 3).tolist()}, the case's file "
-                            f"{np.round(case.original_affine, 3).tolist()}); it was written for another case or on "
-                            "another grid.")
+        if on_case is None:      # rotations differ (a gantry-tilt shear kept by one writer only): by axis codes ...
+            on_case, turned_affine = reorient(prediction, affine, case.orientation)
+            same_axes = orientation_from_affine(affine) == orientation_from_affine(case.original_affine)
+            gap = np.abs(affine[:3, 3] - case.original_affine[:3, 3] if same_axes        # ... if voxel 0 is the
+                         else turned_affine[:3, 3] - case.affine[:3, 3]).max()           # same place
+            if on_case.shape[:3] == case.shape[:3] and gap > 0.5 * min(case.spacing):
+                raise DataError(f"{path}: its voxels lie elsewhere in the world than case {case.id!r}'s (affine "
+                                f"{np.round(affine, 3).tolist()}, the case's file "
+                                f"{np.round(case.original_affine, 3).tolist()}); it was written for another case or "
+                                "on another grid.")
         prediction = on_case
     if prediction.shape != case.shape:
         raise DataError(f"{path}: prediction shape {prediction.shape} differs from case {case.id!r} shape "

@@ -958,6 +958,11 @@ def make_picture_dataset(out_dir, n_cases: int = 8, seed: int = 0, shape: Sequen
                    generator="miscnn_lite.phantoms.make_picture_dataset", n_cases=n_cases, seed=seed,
                    shape=list(shape), tumor_probability=tumor_probability)
     present = [f for folder in ("images", "masks") if (out / folder).is_dir() for f in (out / folder).iterdir()]
+    keep = {f"{entry['case_id']}.png" for entry in plan}
+    if any(f.name not in keep for f in present) and not overwrite:
+        raise FileExistsError(f"{out}: holds pictures this dataset does not list, e.g. "
+                              f"{next(f for f in present if f.name not in keep)}. Use an empty folder, or pass "
+                              "overwrite=True (miscnn-lite phantoms --pictures --overwrite) to remove them.")
     if present and not overwrite:
         try:
             same = json.loads((out / "dataset.json").read_text(encoding="utf-8")) == json.loads(json.dumps(sidecar))
@@ -967,7 +972,6 @@ def make_picture_dataset(out_dir, n_cases: int = 8, seed: int = 0, shape: Sequen
             raise FileExistsError(f"{out}: holds {len(present)} picture file(s) written with other arguments (or not "
                                   "by this generator). Use an empty folder, or pass overwrite=True (miscnn-lite "
                                   "phantoms --pictures --overwrite) to replace them.")
-    keep = {f"{entry['case_id']}.png" for entry in plan}
     for f in present:
         if f.name not in keep and f.is_file():
             f.unlink()                                 # overwrite: pictures beyond this dataset go

@@ -434,7 +434,10 @@ class Segmenter:
     def config(self) -> dict:
         "JSON-serialisable settings written to config.json (what `load` needs besides model and pipeline)."
         sampler = self.sampler.to_dict() if hasattr(self.sampler, "to_dict") else None
-        augmentation = self.augmentation.to_dict() if hasattr(self.augmentation, "to_dict") else None
+        try:                                             # a custom transform may not describe itself: none kept
+            augmentation = self.augmentation.to_dict() if hasattr(self.augmentation, "to_dict") else None
+        except Exception:
+            augmentation = None
         return {"format": "miscnn_lite.segmenter/1", "patch_shape": list(self.patch_shape),
                 "n_classes": self.n_classes, "in_channels": self.in_channels,
                 "loss": self.loss if isinstance(self.loss, str) else keras.saving.serialize_keras_object(self.loss),
@@ -628,6 +631,15 @@ def check_same_run(out: Path, seg: "Segmenter") -> None:
                             "the same settings (Segmenter.load(folder).fit(..., out=folder)), start afresh with "
                             "fit(resume=False) (miscnn-lite train --overwrite), or write to another folder.")
 
+def _same_model_files(out: Path, seg: "Segmenter") -> bool:
+    "True when the settings and pipeline `seg` is about to write into `out` are those already there (or none are)."
+    try:
+        check_same_run(out, seg)
+        saved = Pipeline.load(out / PIPELINE_FILE) if (out / PIPELINE_FILE).is_file() else None
+    except MiscnnError:
+        return False
+    return saved == seg.pipeline or not (out / CONFIG_FILE).is_file()
+
 def _forget_model(out: Path) -> None:
     "Remove the model files of a run in `out` and their checksums (a new run is starting there)."
     for name in (MODEL_FILE, BEST_FILE):
@@ -672,10 +684,10 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     continuing = resume and bool(checkpoint_states(out))
     if continuing:
         check_same_run(out, self)
-    else:                                              # a new run: the last one's model must not outlive its files
-        _forget_model(out)
     write_json(out / TRAIN_DATA_FILE, {"data": where, "cases": fingerprint})
     self._fit_pipeline(train, out, continuing)
+    if not continuing and not _same_model_files(out, self):   # the last model must not outlive its files
+        _forget_model(out)
     self.out = out
     self.save(out, model=False)
     train_ds, val_ds = self._loaders(train, val, cache_dir or out / "cache", progress)
@@ -815,8 +827,14 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     sampler = PatchSampler.from_dict(config["sampler"]) if config.get("sampler") else None
     loss = config.get("loss", "dice_ce")
     loss = loss if isinstance(loss, str) else keras.saving.deserialize_keras_object(loss)
-    augmentation = (plan.build_augmentation() if plan is not None     # training resumes as it began
-                    else augmentation_from_dict(config["augmentation"]) if config.get("augmentation") else None)
+    augmentation = plan.build_augmentation() if plan is not None else None   # training resumes as it began
+    if plan is None and config.get("augmentation"):
+        try:
+            augmentation = augmentation_from_dict(config["augmentation"])
+        except MiscnnError as e:                         # a user's own transform: prediction does not need it
+            import warnings
+            warnings.warn(f"{folder / CONFIG_FILE}: its augmentation cannot be rebuilt ({e}); the Segmenter has none "
+                          "(pass augmentation= to load to train on with it).")
     patch_shape = config["patch_shape"]
     if "patch_shape" in overrides and "sampler" not in overrides and sampler is not None:
         sampler = PatchSampler.from_dict({**sampler.to_dict(), "patch_shape": list(overrides["patch_shape"])})
@@ -950,12 +968,12 @@ def evaluate(self: Segmenter, cases, progress: bool = False) -> pd.DataFrame:
         case = item_source(item)[1]() if not isinstance(item, Case) else item
         if case.label is None:
             raise MiscnnError(f"case {case.id!r} has no label: evaluate needs ground truth (use predict instead).")
-        truth = self.model_labels(case.label, f"case {case.id!r}")      # both in the model's classes
+        truth = self.model_labels(case.label, f"case {case.id!r}")      # the classes the model predicts
         if int(np.max(truth)) >= self.n_classes:
             raise DataError(f"case {case.id!r}: label values {np.unique(truth).tolist()} but the model knows "
                             f"classes 0..{self.n_classes - 1}; remap the labels (label_map=) or use a model trained "
                             "on these classes.")
-        pred = self.model_labels(self.predict_case(case, progress=progress), f"case {case.id!r} prediction")
+        pred = self.predict_case(case, progress=progress)            # argmax: already the model's classes
         rows += [{"case": case.id, "label": c, "dice": dice_score(truth, pred, c)} for c in range(1, self.n_classes)]
     return pd.DataFrame(rows)
 

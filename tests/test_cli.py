@@ -286,9 +286,15 @@ def test_picture_phantoms_refuse_other_arguments_unless_overwrite(tmp_path):
     assert run("phantoms", "--out", pics, "--cases", 3, "--pictures").returncode == 0
     assert run("phantoms", "--out", pics, "--cases", 3, "--pictures").returncode == 0      # the same again: fine
     r = run("phantoms", "--out", pics, "--cases", 2, "--pictures", "--seed", 5)
-    assert r.returncode == 2 and "written with other arguments" in r.stderr and "--overwrite" in r.stderr
+    assert r.returncode == 2 and "--overwrite" in r.stderr and "case_00002.png" in r.stderr    # beyond 2 cases
+    r = run("phantoms", "--out", pics, "--cases", 3, "--pictures", "--seed", 5)
+    assert r.returncode == 2 and "written with other arguments" in r.stderr
     assert run("phantoms", "--out", pics, "--cases", 2, "--pictures", "--seed", 5, "--overwrite").returncode == 0
     assert sorted(p.name for p in (pics / "images").iterdir()) == ["case_00000.png", "case_00001.png"]
+    (pics / "images" / "my_own_photo.png").write_text("precious")                    # a file of the user's
+    r = run("phantoms", "--out", pics, "--cases", 2, "--pictures", "--seed", 5)
+    assert r.returncode == 2 and "does not list" in r.stderr
+    assert (pics / "images" / "my_own_photo.png").read_text() == "precious"
     mine = tmp_path / "mine"
     (mine / "images").mkdir(parents=True)
     (mine / "images" / "case_00000.png").write_text("precious")

@@ -186,3 +186,27 @@ def test_accumulator_names_slices_outside_the_volume():
         acc.add((slice(4, 8), slice(0, 4), slice(0, 4)), np.zeros((4, 4, 4, 2), np.float32))
     with pytest.raises(MiscnnError, match="must lie inside the volume"):
         acc.add((slice(-2, 2), slice(0, 4), slice(0, 4)), np.zeros((4, 4, 4, 2), np.float32))
+
+
+def test_what_the_checks_above_must_still_accept(tmp_path):
+    "Inputs a stricter check must not refuse: .nii.GZ, a byte-order mark, orientation codes as a tuple."
+    volume = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "m.nii.GZ")
+    np.testing.assert_array_equal(load_nifti(tmp_path / "m.nii.GZ")[0], volume)
+    (tmp_path / "d.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({"seed": 1}).encode())
+    assert io.load_mapping(tmp_path / "d.json") == {"seed": 1}
+    np.testing.assert_array_equal(affine_from_spacing((1, 2, 3), ("S", "P", "L")), affine_from_spacing((1, 2, 3)))
+
+
+def test_a_prediction_without_the_images_gantry_tilt_shear_still_loads(tmp_path):
+    "SimpleITK-written labels drop a sheared sform's shear: the same voxels, voxel 0 in the same place."
+    sheared = np.diag([-0.8, -0.8, 2.5, 1.0])
+    sheared[1, 2] = 0.4
+    sheared[:3, 3] = [200.0, 180.0, -300.0]
+    image = np.random.default_rng(0).integers(-1000, 1000, (20, 15, 10)).astype(np.int16)
+    save_nifti(tmp_path / "tilt.nii.gz", image, sheared)
+    case = load_case(tmp_path / "tilt.nii.gz")
+    plain = sheared.copy()
+    plain[1, 2] = 0.0
+    save_nifti(tmp_path / "label.nii.gz", (image > 0).astype(np.uint8), plain)
+    np.testing.assert_array_equal(load_prediction(tmp_path / "label.nii.gz", case), case.image > 0)

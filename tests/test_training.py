@@ -473,3 +473,50 @@ def test_load_overrides_the_prediction_window_and_names_unknown_settings(tmp_pat
     assert wide.patch_shape == (16, 32, 32) and wide.sampler.patch_shape == (16, 32, 32)
     with pytest.raises(SettingsError, match=r"unknown setting\(s\) \['mirror_axs'\]"):
         Segmenter.load(tmp_path / "m", mirror_axs=(0,))
+
+
+def test_a_custom_augmentation_saves_and_loads_and_finetuning_in_place_keeps_the_model(tmp_path):
+    "A transform that cannot describe itself is not kept in config.json (a warning on load, not a refusal); a"
+    " loaded model trained on in its own folder without checkpoints keeps model.keras until it saves a new one."
+    import shutil
+
+    import keras
+
+    from miscnn_lite.augmentation import AugmentationPipeline, Mirror
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import Segmenter
+
+    def invert(image, label, rng):
+        return -image, label
+
+    seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), workers=0, iterations=1,
+                    augmentation=AugmentationPipeline([Mirror(), invert]))
+    seg.fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    loaded = Segmenter.load(tmp_path / "m")
+    assert loaded.augmentation is None
+    shutil.rmtree(tmp_path / "m" / "checkpoint")
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        loaded.fit([toy_case(0)], epochs=2, out=tmp_path / "m", callbacks=[Interrupt()])
+    assert Segmenter.load(tmp_path / "m").n_classes == 3                     # model.keras is still there
+
+
+def test_evaluate_scores_a_perfect_remapped_model_one():
+    "With LabelRemap({0: 0, 1: 0, 2: 1}) (a tumor-only model) the prediction is already in the model's classes."
+    from miscnn_lite.io import case_from_arrays
+    from miscnn_lite.models import unet
+    from miscnn_lite.preprocessing import LabelRemap, Pipeline
+    from miscnn_lite.training import Segmenter
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[4:12, 4:12, 4:12] = 1
+    label[6:10, 6:10, 6:10] = 2
+    case = case_from_arrays(np.zeros(label.shape, np.float32), label, spacing=(1.0, 1.0, 1.0))
+    seg = Segmenter(unet(2, depth=2, base_filters=4), Pipeline([LabelRemap({0: 0, 1: 0, 2: 1})]),
+                    patch_shape=(16, 16, 16))
+    perfect = np.eye(2, dtype=np.float32)[seg.model_labels(label)]
+    seg.predict_probabilities = lambda c, progress=False, mirror_axes=None: perfect
+    assert seg.evaluate([case])["dice"].tolist() == [1.0]
