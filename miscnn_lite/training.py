@@ -790,6 +790,10 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
         raise MissingFileError(f"{folder}: no such model folder; give a folder written by Segmenter.fit(out=...) or "
                                "miscnn-lite train.")
     if not (folder / MODEL_FILE).is_file():
+        if (state := read_checkpoint_state(folder)) is not None:    # a run that stopped before its end
+            raise MissingFileError(f"{folder}: no {MODEL_FILE} yet: its training stopped after epoch "
+                                   f"{state.get('epoch')} ({CHECKPOINT_DIR}/). Rerun the same train command (or "
+                                   "Segmenter.fit with this out folder) to finish it and write the model.")
         raise MissingFileError(f"{folder}: no {MODEL_FILE} in this folder. Train with Segmenter.fit(out=...) "
                                 "or miscnn-lite train, or point to the model folder.")
     if not (folder / CONFIG_FILE).is_file():

@@ -395,6 +395,24 @@ def test_an_interrupted_new_run_does_not_leave_the_old_model_with_new_preprocess
         Segmenter.load(tmp_path / "m")
 
 
+def test_loading_a_run_that_stopped_says_how_to_finish_it(tmp_path):
+    import keras
+
+    from miscnn_lite.io import MissingFileError
+    from miscnn_lite.training import Segmenter
+
+    class StopInSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Segmenter.from_plan(small_plan()).fit([toy_case(0)], epochs=3, out=tmp_path / "m",
+                                              callbacks=[StopInSecondEpoch()])
+    with pytest.raises(MissingFileError, match="training stopped after epoch 1"):
+        Segmenter.load(tmp_path / "m")
+
+
 def test_a_run_without_plan_or_pipeline_removes_the_last_runs(tmp_path):
     from miscnn_lite.augmentation import ct_augmentation
     from miscnn_lite.models import unet
