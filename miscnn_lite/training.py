@@ -370,10 +370,11 @@ class Segmenter:
                                  lr_factor, stop_patience, mixed_precision, workers)
         if sampler is None and patch_shape is None:
             raise MiscnnError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
-        if sampler is not None and patch_shape is not None and tuple(patch_shape) != tuple(sampler.patch_shape):
+        sampled = getattr(sampler, "patch_shape", None)        # a custom sampler may draw its own shapes
+        if sampled is not None and patch_shape is not None and tuple(patch_shape) != tuple(sampled):
             raise SettingsError(f"patch_shape={tuple(patch_shape)} differs from the sampler's patch_shape "
-                                f"{tuple(sampler.patch_shape)}: training would use one and prediction the other; give "
-                                "one of them (or the same value to both).")
+                                f"{tuple(sampled)}: training would use one and prediction the other; give one of "
+                                "them (or the same value to both).")
         self.sampler = sampler or PatchSampler(tuple(patch_shape))
         self.patch_shape = tuple(int(p) for p in (patch_shape or self.sampler.patch_shape))
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
