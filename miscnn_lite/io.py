@@ -80,10 +80,15 @@ def output_problem(path: Path, e: OSError) -> str:
 
 # %% ../nbs/00_io.ipynb #73b941bd
 def _fsync(path: Path) -> None:
-    "Flush `path` (a file) to the disk."
-    fd = os.open(path, os.O_RDONLY)
+    "Flush `path` (a file, or a folder's entries) to the disk; where a system cannot (a folder on Windows), nothing."
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -110,6 +115,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.chmod(tmp, 0o666 & ~_UMASK)        # mkstemp makes it owner-only; the file gets the mode open() gives
             _fsync(tmp)                           # on disk before it takes the name: a crash leaves old or new
         os.replace(tmp, path)
+        _fsync(path.parent)                       # and the new name itself
     except OSError as e:
         ours = {str(p) for p in (path, tmp, *path.parents) if p is not None}
         if e.errno == errno.ENOSPC or e.filename is None or str(e.filename) in ours or str(e.filename2) in ours:
