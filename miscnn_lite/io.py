@@ -226,10 +226,7 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                holder = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                holder = None
+            holder = _read_lock(path)
             if path.exists() and _lock_holder_alive(holder, path):
                 who = (f"pid {holder.get('pid')} on {holder.get('host')} ({holder.get('command')}, started "
                        f"{holder.get('started')})" if holder else "a process that is starting")
