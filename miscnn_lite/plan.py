@@ -31,7 +31,7 @@ PLAN_FILE = "plan.json"
 MODEL_DEFAULTS = dict(n_classes=3, in_channels=1, ndim=3)
 PLAN_DEFAULTS = dict(
     sampler=dict(foreground_fraction=1 / 3, slab_neighbours=0),
-    optimizer=dict(name="adam", learning_rate=1e-3),
+    optimizer=dict(name="adam", learning_rate=1e-3, ema_momentum=None),
     schedule=dict(lr_schedule="plateau", epochs=10, iterations=150, batch_size=2, lr_patience=20, lr_factor=0.1,
                   stop_patience=150),
     prediction=dict(overlap=0.5, weighting="gaussian", mirror_axes=[]))
@@ -40,7 +40,8 @@ LR_SCHEDULES = ("plateau", "poly")
 
 # %% ../nbs/07b_plan.ipynb #9beaf4c6
 def check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
-                             lr_factor, stop_patience, mixed_precision, workers, where: str = "Segmenter") -> None:
+                             lr_factor, stop_patience, mixed_precision, workers, where: str = "Segmenter",
+                             ema_momentum=None) -> None:
     """Raise a `SettingsError` naming the first setting out of range (a `Segmenter` argument, or the same setting
     in a `TrainingPlan`), before anything is built or written (a negative learning rate would train uphill; an
     overlap of 1 never moves the window)."""
@@ -60,7 +61,9 @@ def check_segmenter_settings(batch_size, iterations, learning_rate, overlap, wei
               ("stop_patience", stop_patience, whole(stop_patience, 0), "a whole number >= 0"),
               ("mixed_precision", mixed_precision, mixed_precision in (None, "mixed_float16", "mixed_bfloat16"),
                "None, 'mixed_float16' or 'mixed_bfloat16'"),
-              ("workers", workers, whole(workers, 0), "a whole number >= 0")]
+              ("workers", workers, whole(workers, 0), "a whole number >= 0"),
+              ("ema_momentum", ema_momentum, ema_momentum is None or number(ema_momentum, 0, 1),
+               "None (no weight averaging) or a momentum in (0, 1), e.g. 0.99")]
     for name, value, ok, expected in checks:
         if not ok:
             raise SettingsError(f"{where}: {name}={value!r} is not allowed; give {expected}.")
@@ -100,7 +103,8 @@ class TrainingPlan:
     patch_shape: [d, h, w] voxels of training and prediction patches; [1, h, w] with ndim=2.
     sampler: `PatchSampler` options (foreground_fraction, slab_neighbours, ...).
     loss, loss_options: a name of `losses.LOSSES` and its keyword arguments (e.g. batch_dice).
-    optimizer: {'name': 'adam', 'learning_rate': step size}.
+    optimizer: {'name': 'adam', 'learning_rate': step size, 'ema_momentum': None or the weights' moving-average
+        momentum (`Segmenter`'s ema_momentum)}.
     schedule: lr_schedule ('plateau' | 'poly'), epochs, iterations (steps per epoch), batch_size,
         lr_patience, lr_factor, stop_patience.
     augmentation: None, 'ct' (`augmentation.ct_augmentation`) or 'mirror' (left-right flips only).
@@ -141,7 +145,8 @@ class TrainingPlan:
         s, pr = self.schedule, self.prediction
         check_segmenter_settings(s["batch_size"], s["iterations"], self.optimizer["learning_rate"], pr["overlap"],
                                  pr["weighting"], pr["mirror_axes"], s["lr_patience"], s["lr_factor"],
-                                 s["stop_patience"], self.mixed_precision, self.workers, where="TrainingPlan")
+                                 s["stop_patience"], self.mixed_precision, self.workers, where="TrainingPlan",
+                                 ema_momentum=self.optimizer["ema_momentum"])
         if not is_whole_number(s["epochs"]) or s["epochs"] < 1:
             raise SettingsError(f"schedule epochs={s['epochs']!r}: a whole number of epochs >= 1.")
         if s["lr_schedule"] not in LR_SCHEDULES:
@@ -215,8 +220,8 @@ def replace(self: TrainingPlan, **changes) -> TrainingPlan:
     return dataclasses.replace(self, **changes)
 
 # %% ../nbs/07b_plan.ipynb #baadeadf
-SETTING_GROUPS = dict(learning_rate="optimizer", lr_schedule="schedule", batch_size="schedule",
-                      iterations="schedule", lr_patience="schedule", lr_factor="schedule",
+SETTING_GROUPS = dict(learning_rate="optimizer", ema_momentum="optimizer", lr_schedule="schedule",
+                      batch_size="schedule", iterations="schedule", lr_patience="schedule", lr_factor="schedule",
                       stop_patience="schedule", overlap="prediction", weighting="prediction",
                       mirror_axes="prediction", seed=None, workers=None, class_names=None, mixed_precision=None)
 

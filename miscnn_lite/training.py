@@ -35,7 +35,7 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'RUN_FREE_SETTINGS', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS',
            'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
            'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
-           'checkpoint_problem', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
+           'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
            'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset', 'check_finite_image',
            'check_same_run', 'prediction_path', 'check_prediction_targets', 'train_command', 'prediction_items',
            'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
@@ -150,7 +150,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 # %% ../nbs/08_training.ipynb #f6699001
 _CALLBACK_STATE = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
-                   "EarlyStopping": ("wait", "best", "stopped_epoch"), "BestModel": ("best",)}
+                   "EarlyStopping": ("wait", "best", "stopped_epoch"), "BestModel": ("best",),
+                   "AveragedWeights": ("in_model",)}
 
 def _callback_state(callbacks) -> dict:
     return {type(c).__name__: {a: json_value(getattr(c, a)) if isinstance(getattr(c, a), np.generic)
@@ -258,6 +259,51 @@ def checkpoint_problem(folder, state: dict | None) -> str | None:
             return f"{name} fails its SHA-256 checksum (damaged or cut short)"
     return None
 
+# %% ../nbs/08_training.ipynb #9ca28ae7
+class AveragedWeights(keras.callbacks.Callback):
+    """Use the optimizer's moving average of the weights (`use_ema=True`) for validation, the epoch-end
+    callbacks after this one and the final weights; train on the raw weights. `in_model`: the model holds the
+    average (a resumed run restores it from its checkpoint)."""
+    def __init__(self, in_model: bool = False):
+        super().__init__()
+        self.in_model, self._average = in_model, None
+
+    def _slots(self):
+        opt = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)   # under loss scaling
+        averages = getattr(opt, "_model_variables_moving_average", None)
+        if not getattr(opt, "use_ema", False) or averages is None:
+            raise MiscnnError("AveragedWeights needs an optimizer built with use_ema=True (Segmenter(ema_momentum="
+                              "0.99) makes one).")
+        return list(zip(opt._trainable_variables, averages))
+
+    def _swap(self):
+        for var, avg in self._slots():
+            raw = keras.ops.convert_to_numpy(var)
+            var.assign(avg)
+            avg.assign(raw)
+        self.in_model = not self.in_model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.in_model:                               # train on from the raw weights
+            self._swap()
+
+    def on_test_begin(self, logs=None):
+        if not self.in_model:                           # validate the average; it stays in until the next epoch
+            self._swap()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.in_model:
+            self._swap()
+        self._average = [keras.ops.convert_to_numpy(var) for var, _ in self._slots()]
+
+    def on_train_end(self, logs=None):
+        # Keras's fit ends by copying the optimizer's average slots into the model (`finalize_variable_values`);
+        # after the swap they hold the raw weights, so the average is put back
+        if self._average is not None:
+            for (var, _), value in zip(self._slots(), self._average):
+                var.assign(value)
+            self.in_model = True
+
 # %% ../nbs/08_training.ipynb #43a78b09
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
     """A copy of functional `model` whose layers use dtype `policy`, those of nested networks too (the 2D network
@@ -350,6 +396,8 @@ class Segmenter:
             learning_rate · (1 − epoch / epochs)^0.9, set at the start of every epoch).
         lr_patience, lr_factor, stop_patience: ReduceLROnPlateau / EarlyStopping (paper: 20, 0.1, 150).
         mixed_precision: None, 'mixed_float16' or 'mixed_bfloat16'.
+        ema_momentum: None, or m in (0, 1) to validate, checkpoint and keep the moving average of the weights
+            (`AveragedWeights`; e.g. 0.99: an average over about the last 100 steps).
         strategy: None (one device), 'mirrored' or a tf.distribute.Strategy (TensorFlow), 'data_parallel'
             or a keras.distribution object (JAX); see `resolve_strategy`.
         seed: a non-negative int that seeds the initial weights (`seed_weights`), data order, patches
@@ -365,9 +413,9 @@ class Segmenter:
                  weighting: str = "gaussian", mirror_axes=(), lr_patience: int = 20, lr_factor: float = 0.1,
                  stop_patience: int = 150, mixed_precision: str | None = None, strategy=None, seed: int = 0,
                  workers: int = 2, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau",
-                 initial_weights: str = "seed"):
+                 initial_weights: str = "seed", ema_momentum: float | None = None):
         check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
-                                 lr_factor, stop_patience, mixed_precision, workers)
+                                 lr_factor, stop_patience, mixed_precision, workers, ema_momentum=ema_momentum)
         if sampler is None and patch_shape is None:
             raise MiscnnError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
         sampled = getattr(sampler, "patch_shape", None)        # a custom sampler may draw its own shapes
@@ -385,7 +433,7 @@ class Segmenter:
                              lr_patience=lr_patience, lr_factor=lr_factor, stop_patience=stop_patience,
                              mixed_precision=mixed_precision, seed=check_seed(seed), workers=workers,
                              use_multiprocessing=use_multiprocessing, class_names=class_names,
-                             lr_schedule=lr_schedule)
+                             lr_schedule=lr_schedule, ema_momentum=ema_momentum)
         if lr_schedule not in LR_SCHEDULES:
             raise MiscnnError(f"lr_schedule={lr_schedule!r}: choose one of {LR_SCHEDULES}.")
         if initial_weights not in ("seed", "keep"):
@@ -414,7 +462,9 @@ class Segmenter:
                 weights = model.get_weights()
                 model = keras.models.clone_model(model)
                 model.set_weights(weights)
-            optimizer = keras.optimizers.Adam(s["learning_rate"])
+            averaged = s["ema_momentum"] is not None
+            optimizer = keras.optimizers.Adam(s["learning_rate"], use_ema=averaged,
+                                              ema_momentum=s["ema_momentum"] if averaged else 0.99)
             if s["mixed_precision"] == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             names = s["class_names"] or ["background"] + [f"class{c}" for c in range(1, self.n_classes)]
@@ -458,7 +508,7 @@ def from_plan(cls: Segmenter, plan: TrainingPlan, **options) -> "Segmenter":
               batch_size=s["batch_size"], iterations=s["iterations"], lr_schedule=s["lr_schedule"],
               lr_patience=s["lr_patience"], lr_factor=s["lr_factor"], stop_patience=s["stop_patience"],
               **plan.prediction, seed=plan.seed, workers=plan.workers, mixed_precision=plan.mixed_precision,
-              class_names=plan.class_names, **options)
+              class_names=plan.class_names, ema_momentum=plan.optimizer["ema_momentum"], **options)
     seg.plan = plan
     return seg
 
@@ -701,7 +751,8 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
         schedule = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s["lr_factor"], patience=s["lr_patience"])
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=s["stop_patience"])
     best = BestModel(out / BEST_FILE, monitor=monitor)
-    ckpt = EpochCheckpoint(out / CHECKPOINT_DIR, out / LOG_FILE, train_ds, others=[schedule, stop, best],
+    averaged = [AveragedWeights()] if s["ema_momentum"] is not None else []   # before the callbacks that read it
+    ckpt = EpochCheckpoint(out / CHECKPOINT_DIR, out / LOG_FILE, train_ds, others=[schedule, stop, best, *averaged],
                            extra_state={"seed": s["seed"]})
     self.train_ds, self.val_ds = train_ds, val_ds
     initial_epoch = self._resume(out, train_ds, ckpt) if continuing else 0
@@ -710,7 +761,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
         initial_epoch = epochs                         # the run had stopped early: it is finished, not paused
     if not resume:
         truncate_log(out / LOG_FILE, 0)
-    cbs = ([HeapThresholds(), StopOnNonFiniteLoss(out), schedule, stop, best, *callbacks]
+    cbs = ([HeapThresholds(), StopOnNonFiniteLoss(out), *averaged, schedule, stop, best, *callbacks]
            + ([LiveCurves()] if live else []) + [ckpt])
     # a keras.distribution splits the batches only while its scope is active (TensorFlow's strategy needs no scope)
     dist = (self.strategy.scope() if isinstance(self.strategy, KERAS_DISTRIBUTIONS)

@@ -55,3 +55,36 @@ def test_data_parallel_steps_equal_the_one_device_steps(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(MiscnnError, match="batch_size=3: .* over 2 devices; choose a multiple of 2"):
         segmenter(strategy="data_parallel", batch_size=3)
+
+
+def test_averaged_weights_are_the_moving_average_of_the_steps_on_this_backend(tmp_path):
+    """`ema_momentum`: the model validated and kept is the moving average of the weights each step trained
+    (NumPy by hand), on every backend; a run cut after one epoch and resumed ends with the uncut run's weights."""
+    class RawWeights(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.steps = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps.append([keras.ops.convert_to_numpy(v) for v in self.model.trainable_variables])
+
+    class StopAfter1(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    raw, seg = RawWeights(), segmenter(ema_momentum=0.8)
+    seg.fit(TRAIN, None, epochs=1, out=tmp_path / "m", progress=False, callbacks=[raw])
+    average = raw.steps[0]
+    for step in raw.steps[1:]:
+        average = [0.8 * a + 0.2 * w for a, w in zip(average, step)]
+    assert len(raw.steps) == 3
+    for v, a in zip(seg.model.trainable_variables, average):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(v), a, atol=1e-6)
+    assert not np.allclose(average[0], raw.steps[-1][0], atol=1e-6)
+    segmenter(ema_momentum=0.8).fit(TRAIN, None, epochs=2, out=tmp_path / "cut", callbacks=[StopAfter1()])
+    resumed = Segmenter.load(tmp_path / "cut", workers=1)
+    resumed.fit(TRAIN, None, epochs=2, out=tmp_path / "cut")
+    whole = segmenter(ema_momentum=0.8)
+    whole.fit(TRAIN, None, epochs=2, out=tmp_path / "whole")
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
