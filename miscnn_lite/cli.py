@@ -60,7 +60,12 @@ def _add_notebook_parameters(s: argparse.ArgumentParser) -> None:
 
 # %% ../nbs/13_cli.ipynb #4890d26d
 def _cmd_phantoms(args) -> int:
-    from miscnn_lite.phantoms import make_phantom_dataset, make_picture_dataset
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.phantoms import DEFAULT_SHAPE, MIN_SHAPE, make_phantom_dataset, make_picture_dataset
+    if args.shape and any(v < m for v, m in zip(args.shape, MIN_SHAPE)):
+        words = lambda shape: " ".join(map(str, shape))
+        raise MiscnnError(f"--shape {words(args.shape)}: a phantom needs at least {words(MIN_SHAPE)} voxels (D H W; "
+                          f"smaller volumes cannot show kidneys), e.g. --shape {words(DEFAULT_SHAPE)}.")
     shape = {"shape": tuple(args.shape)} if args.shape else {}
     if args.pictures:
         out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, overwrite=args.overwrite)

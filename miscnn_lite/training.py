@@ -1038,7 +1038,7 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
-                      mixed_precision=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3)
+                      mixed_precision=None, ema_momentum=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3)
 
 # what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
 # resampling, no HU window (pictures are not in HU); n_classes follows the dataset's colour table
@@ -1256,6 +1256,8 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
          "expected 0..1, e.g. 1/3")
     need(_is_number(o["overlap"], 0.0, 1.0), "overlap", "expected 0 <= overlap < 1, e.g. 0.5")
     need(o["mixed_precision"] in _MIXED_PRECISION, "mixed_precision", f"expected one of {_MIXED_PRECISION}")
+    need(o["ema_momentum"] is None or _is_number(o["ema_momentum"], 0.0, 1.0) and o["ema_momentum"] > 0, "ema_momentum",
+         "expected null (no weight averaging) or a momentum in (0, 1), e.g. 0.99")
     need(isinstance(o["augmentation"], bool), "augmentation", "expected true or false")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
     window = o["hu_window"]
@@ -1294,7 +1296,8 @@ def plan_from_settings(opts: dict) -> TrainingPlan:
     return TrainingPlan(
         model=opts["model"], model_options=dict(n_classes=opts["n_classes"], ndim=opts["ndim"], **network),
         patch_shape=opts["patch_shape"], sampler=dict(foreground_fraction=opts["foreground_fraction"]),
-        loss=opts["loss"], optimizer=dict(name="adam", learning_rate=opts["learning_rate"]),
+        loss=opts["loss"], optimizer=dict(name="adam", learning_rate=opts["learning_rate"],
+                                          ema_momentum=opts.get("ema_momentum")),
         schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
         augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
         prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],

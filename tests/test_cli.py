@@ -337,3 +337,10 @@ def test_preprocess_replaces_another_run_only_with_overwrite(tmp_path):
     assert r.returncode == 0, r.stderr
     with np.load(tmp_path / "z" / "case_00001.npz") as z:
         assert z["image"].shape == (3, 16, 16)
+
+
+def test_phantoms_bad_shape_names_the_flag(tmp_path):
+    for extra in ((), ("--pictures",)):
+        r = run("phantoms", "--out", tmp_path / "ph", "--shape", 4, 64, 64, *extra)
+        assert r.returncode != 0 and "--shape 4 64 64: a phantom needs at least 8 32 32 voxels" in r.stderr, r.stderr
+        assert "e.g. --shape 48 96 96" in r.stderr and not (tmp_path / "ph").exists()
