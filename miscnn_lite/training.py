@@ -582,7 +582,9 @@ def _resume(self: Segmenter, out, train_ds, ckpt) -> int:
         why = checkpoint_problem(folder, candidate)
         if why is None:
             try:
-                self.model.load_weights(folder / candidate["weights"])
+                with warnings.catch_warnings():   # the optimizer's variables come from the .npz just below
+                    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                    self.model.load_weights(folder / candidate["weights"])
                 with np.load(folder / candidate["optimizer"]) as z:
                     _load_optimizer_arrays(self.model, {k: z[k] for k in z.files})
                 state = candidate
