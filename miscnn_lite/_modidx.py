@@ -1163,6 +1163,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                              'miscnn_lite/training.py'),
                                       'miscnn_lite.training.AveragedWeights.on_test_begin': ( 'training.html#averagedweights.on_test_begin',
                                                                                               'miscnn_lite/training.py'),
+                                      'miscnn_lite.training.AveragedWeights.on_train_begin': ( 'training.html#averagedweights.on_train_begin',
+                                                                                               'miscnn_lite/training.py'),
                                       'miscnn_lite.training.AveragedWeights.on_train_end': ( 'training.html#averagedweights.on_train_end',
                                                                                              'miscnn_lite/training.py'),
                                       'miscnn_lite.training.BestModel': ('training.html#bestmodel', 'miscnn_lite/training.py'),

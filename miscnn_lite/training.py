@@ -32,14 +32,14 @@ from .runtime import HeapThresholds
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
-           'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'RUN_FREE_SETTINGS', 'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS',
-           'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
-           'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'checkpoint_states',
-           'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate',
-           'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset', 'check_finite_image',
-           'check_same_run', 'prediction_path', 'check_prediction_targets', 'train_command', 'prediction_items',
-           'check_inputs_fit_models', 'predict_command', 'check_train_settings', 'settings_differences',
-           'plan_from_settings']
+           'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'RUN_FREE_SETTINGS', 'LATER_SETTINGS', 'TRAIN_DEFAULTS',
+           'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel',
+           'LiveCurves', 'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state',
+           'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy', 'resolve_strategy',
+           'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset',
+           'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets', 'train_command',
+           'prediction_items', 'check_inputs_fit_models', 'predict_command', 'check_train_settings',
+           'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -283,6 +283,12 @@ class AveragedWeights(keras.callbacks.Callback):
             avg.assign(raw)
         self.in_model = not self.in_model
 
+    def on_train_begin(self, logs=None):
+        # a fit interrupted on JAX can leave a variable and its average sharing one buffer (Keras finalizes the
+        # average in a `finally`, this callback's on_train_end never ran): give every slot its own copy
+        for _, avg in self._slots():
+            avg.assign(keras.ops.convert_to_numpy(avg))
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.in_model:                               # train on from the raw weights
             self._swap()
@@ -298,11 +304,13 @@ class AveragedWeights(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         # Keras's fit ends by copying the optimizer's average slots into the model (`finalize_variable_values`);
-        # after the swap they hold the raw weights, so the average is put back
+        # after the swap they hold the raw weights, so the average is put back, into the slots too (a later fit
+        # that does not resume averages on from the weights the model holds, as after Keras's own finalize)
         if self._average is not None:
-            for (var, _), value in zip(self._slots(), self._average):
+            for (var, avg), value in zip(self._slots(), self._average):
                 var.assign(value)
-            self.in_model = True
+                avg.assign(value)
+            self.in_model = False
 
 # %% ../nbs/08_training.ipynb #43a78b09
 def with_dtype_policy(model: keras.Model, policy: str) -> keras.Model:
@@ -651,6 +659,7 @@ def check_finite_image(case: Case) -> None:
 
 # %% ../nbs/08_training.ipynb #7ee33ccb
 RUN_FREE_SETTINGS = ("format", "overlap", "weighting", "mirror_axes", "workers", "use_multiprocessing", "class_names")
+LATER_SETTINGS = {"ema_momentum": None}   # settings added since config.json began: an older folder had the default
 
 def _run_settings(config: dict, plan: dict | None) -> dict:
     "What makes a run what it is: config.json without prediction-only settings, the plan without epochs."
@@ -671,6 +680,11 @@ def check_same_run(out: Path, seg: "Segmenter") -> None:
         saved_plan = json.loads((out / PLAN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved_plan = None
+    try:                                      # with the defaults of keys added since it was written
+        saved_plan = saved_plan and TrainingPlan.from_dict(saved_plan).to_dict()
+    except MiscnnError:
+        pass                                  # not a plan this version reads: compared as written
+    saved_config = {**LATER_SETTINGS, **saved_config}
     as_json = lambda d: json.loads(json.dumps(d, default=json_value))
     saved = _run_settings(saved_config, saved_plan)
     now = as_json(_run_settings({**seg.config, "has_pipeline": seg.pipeline is not None},
@@ -1258,7 +1272,7 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
          "expected 0..1, e.g. 1/3")
     need(_is_number(o["overlap"], 0.0, 1.0), "overlap", "expected 0 <= overlap < 1, e.g. 0.5")
     need(o["mixed_precision"] in _MIXED_PRECISION, "mixed_precision", f"expected one of {_MIXED_PRECISION}")
-    need(o["ema_momentum"] is None or _is_number(o["ema_momentum"], 0.0, 1.0) and o["ema_momentum"] > 0, "ema_momentum",
+    need(o["ema_momentum"] is None or (_is_number(o["ema_momentum"], 0.0, 1.0) and o["ema_momentum"] > 0), "ema_momentum",
          "expected null (no weight averaging) or a momentum in (0, 1), e.g. 0.99")
     need(isinstance(o["augmentation"], bool), "augmentation", "expected true or false")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")

@@ -538,3 +538,23 @@ def test_evaluate_scores_a_perfect_remapped_model_one():
     perfect = np.eye(2, dtype=np.float32)[seg.model_labels(label)]
     seg.predict_probabilities = lambda c, progress=False, mirror_axes=None: perfect
     assert seg.evaluate([case])["dice"].tolist() == [1.0]
+
+
+def test_a_folder_from_before_ema_momentum_continues(tmp_path):
+    "config.json and plan.json written before `ema_momentum` existed: the same run continues (the key's default)."
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter, read_log
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(iterations=2, epochs=1))
+    cases, out = [toy_case(s) for s in range(2)], tmp_path / "run"
+    Segmenter.from_plan(plan).fit(cases, None, out=out)
+    for name, strip in (("config.json", lambda d: d.pop("ema_momentum")),
+                        ("plan.json", lambda d: d["optimizer"].pop("ema_momentum"))):
+        d = json.loads((out / name).read_text())
+        strip(d)
+        (out / name).write_text(json.dumps(d))
+    (out / "checksums.json").unlink()                          # the files were edited on purpose
+    Segmenter.load(out).fit(cases, None, epochs=2, out=out)
+    assert read_log(out / "training_log.tsv")["epoch"].tolist() == [1, 2]
+    with pytest.raises(Exception, match="ema_momentum"):          # averaging now would be another run
+        Segmenter.from_plan(plan.with_settings(ema_momentum=0.9)).fit(cases, None, epochs=3, out=out)
