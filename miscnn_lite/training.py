@@ -1272,7 +1272,8 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
          "expected 0..1, e.g. 1/3")
     need(_is_number(o["overlap"], 0.0, 1.0), "overlap", "expected 0 <= overlap < 1, e.g. 0.5")
     need(o["mixed_precision"] in _MIXED_PRECISION, "mixed_precision", f"expected one of {_MIXED_PRECISION}")
-    need(o["ema_momentum"] is None or (_is_number(o["ema_momentum"], 0.0, 1.0) and o["ema_momentum"] > 0), "ema_momentum",
+    momentum = o["ema_momentum"]
+    need(momentum is None or (_is_number(momentum, 0.0, 1.0) and momentum > 0), "ema_momentum",
          "expected null (no weight averaging) or a momentum in (0, 1), e.g. 0.99")
     need(isinstance(o["augmentation"], bool), "augmentation", "expected true or false")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
