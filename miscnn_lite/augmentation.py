@@ -17,10 +17,10 @@ from .io import MiscnnError
 
 # %% auto #0
 __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsCall',
-           'BatchgeneratorsTransform', 'Rotation', 'Scaling', 'ElasticDeformation', 'Spatial', 'Mirror', 'Gamma',
-           'Brightness', 'Contrast', 'GaussianNoise', 'GaussianBlur', 'LowResolution', 'kmeans_1d', 'NoiseMap',
-           'ClusterIntensityShift', 'SliceSkipping', 'SliceInterpolation', 'Compose', 'AugmentationPipeline',
-           'augmentation_from_dict', 'ct_augmentation', 'mirror_augmentation']
+           'BatchgeneratorsTransform', 'Rotation', 'Scaling', 'ElasticDeformation', 'Spatial', 'Mirror',
+           'IntensityTransform', 'Gamma', 'Brightness', 'Contrast', 'GaussianNoise', 'GaussianBlur', 'LowResolution',
+           'kmeans_1d', 'NoiseMap', 'ClusterIntensityShift', 'SliceSkipping', 'SliceInterpolation', 'Compose',
+           'AugmentationPipeline', 'augmentation_from_dict', 'ct_augmentation', 'mirror_augmentation']
 
 # %% ../nbs/04_augmentation.ipynb #9a979420
 def _as_image(image) -> np.ndarray:
@@ -260,33 +260,41 @@ class Mirror(BatchgeneratorsTransform):
         from batchgenerators.transforms.spatial_transforms import MirrorTransform
         return MirrorTransform(axes=tuple(self.axes))
 
+# %% ../nbs/04_augmentation.ipynb #ee758b9a
+@dataclass(kw_only=True)
+class IntensityTransform(BatchgeneratorsTransform):
+    "An intensity transform drawn per channel (`per_channel=True`: multi-modal images) or once for all channels."
+    per_channel: bool = True
+
+    def make(self, spatial_shape: tuple):
+        return self.builds(self, per_channel=self.per_channel)
+
 # %% ../nbs/04_augmentation.ipynb #bce61181
 @dataclass(kw_only=True)
-class Gamma(BatchgeneratorsTransform):
+class Gamma(IntensityTransform):
     "Gamma correction with gamma in `gamma_range` on the range-normalised image; mean and std kept."
     gamma_range: tuple = (0.7, 1.5)
     invert_image: bool = False
     checked_ranges: ClassVar[dict] = {"gamma_range": (1e-3, np.inf)}
     builds: ClassVar = BatchgeneratorsCall("color_transforms.GammaTransform", "gamma_range", "invert_image",
-                                           per_channel=True, retain_stats=True)
+                                           retain_stats=True)
 
 # %% ../nbs/04_augmentation.ipynb #1aa736e3
 @dataclass(kw_only=True)
-class Brightness(BatchgeneratorsTransform):
+class Brightness(IntensityTransform):
     "Multiply intensities by a factor in `multiplier_range`."
     multiplier_range: tuple = (0.75, 1.25)
     checked_ranges: ClassVar[dict] = {"multiplier_range": (0.0, np.inf)}
-    builds: ClassVar = BatchgeneratorsCall("color_transforms.BrightnessMultiplicativeTransform", "multiplier_range",
-                                           per_channel=True)
+    builds: ClassVar = BatchgeneratorsCall("color_transforms.BrightnessMultiplicativeTransform", "multiplier_range")
 
 # %% ../nbs/04_augmentation.ipynb #accd9630
 @dataclass(kw_only=True)
-class Contrast(BatchgeneratorsTransform):
+class Contrast(IntensityTransform):
     "Scale deviations from the mean by a factor in `contrast_range`, clipped to the original range."
     contrast_range: tuple = (0.75, 1.25)
     checked_ranges: ClassVar[dict] = {"contrast_range": (0.0, np.inf)}
     builds: ClassVar = BatchgeneratorsCall("color_transforms.ContrastAugmentationTransform", "contrast_range",
-                                           preserve_range=True, per_channel=True)
+                                           preserve_range=True)
 
 # %% ../nbs/04_augmentation.ipynb #f51d63be
 @dataclass(kw_only=True)
@@ -356,10 +364,12 @@ class NoiseMap(Transform):
 # %% ../nbs/04_augmentation.ipynb #d6abf05d
 @dataclass(kw_only=True)
 class ClusterIntensityShift(Transform):
-    "CWVRS: k-means the intensities of each channel into `n_clusters`; shift each by U(-max_shift, max_shift)."
+    """CWVRS: k-means the intensities of each channel into `n_clusters`; shift each by U(-max_shift, max_shift).
+    per_channel=False: one clustering and one set of shifts for all channels (the slices of a 2.5D slab)."""
     p: float = 0.2
     n_clusters: int = 3
     max_shift: float = 0.1
+    per_channel: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -369,10 +379,11 @@ class ClusterIntensityShift(Transform):
 
     def apply(self, image, label, rng):
         out = image.copy()
-        for c in range(image.shape[-1]):
-            _, assign = kmeans_1d(image[..., c], self.n_clusters)
+        groups = [[c] for c in range(image.shape[-1])] if self.per_channel else [list(range(image.shape[-1]))]
+        for channels in groups:
+            _, assign = kmeans_1d(image[..., channels], self.n_clusters)
             shifts = rng.uniform(-self.max_shift, self.max_shift, self.n_clusters)
-            out[..., c] += shifts[assign].astype(np.float32)
+            out[..., channels] += shifts[assign].astype(np.float32)
         return out, label
 
 # %% ../nbs/04_augmentation.ipynb #95d79fa4
@@ -498,18 +509,21 @@ def augmentation_from_dict(d: dict):
 
 # %% ../nbs/04_augmentation.ipynb #f5670535
 def ct_augmentation(ndim: int = 3, max_angle_deg: float = 16.0, batch_ratio: float | None = None,
-                    elastic: bool = False) -> AugmentationPipeline:
+                    elastic: bool = False, per_channel: bool = True) -> AugmentationPipeline:
     """The CT-cues paper's augmentation for `ndim`-D batches (2 or 3), intensities in z-score units.
 
     One `Spatial` pass (rotation ≤ `max_angle_deg` in-plane p 0.2, scaling p 0.2, elastic p 0.2 if
     `elastic`), mirroring, gamma,
     brightness, contrast, noise map, CWVRS (p = 0.2), slice skipping / interpolation (3D only), low
-    resolution, Gaussian blur; a batch is augmented with probability 0.8 (2D) / 0.9 (3D)."""
+    resolution, Gaussian blur; a batch is augmented with probability 0.8 (2D) / 0.9 (3D).
+    per_channel=False: gamma, brightness, contrast and CWVRS drawn once for all channels (2.5D slabs)."""
     if ndim not in (2, 3):
         raise MiscnnError(f"ndim: {ndim} must be 2 (slices) or 3 (patches).")
     transforms = [Spatial(max_angle_deg=max_angle_deg, p_rotation=0.2, p_scale=0.2, p_elastic=0.2 if elastic else 0.0)]
-    transforms += [Mirror(p=0.5, axes=(1, 2) if ndim == 2 else (0, 1, 2)), Gamma(p=0.3), Brightness(p=0.15),
-                   Contrast(p=0.15), NoiseMap(p=0.15), ClusterIntensityShift(p=0.2), GaussianBlur(p=0.1),
+    shared = dict(per_channel=per_channel)
+    transforms += [Mirror(p=0.5, axes=(1, 2) if ndim == 2 else (0, 1, 2)), Gamma(p=0.3, **shared),
+                   Brightness(p=0.15, **shared), Contrast(p=0.15, **shared), NoiseMap(p=0.15),
+                   ClusterIntensityShift(p=0.2, **shared), GaussianBlur(p=0.1),
                    LowResolution(p=0.1, zoom_range=(0.5, 1.0))]
     transforms += [SliceSkipping(p=0.1), SliceInterpolation(p=0.1)] if ndim == 3 else []
     ratio = batch_ratio if batch_ratio is not None else (0.8 if ndim == 2 else 0.9)

@@ -436,6 +436,13 @@ class Segmenter:
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
         check_model(model, self.in_channels, self.n_classes, ndim=3, patch_shape=self.patch_shape)
         self.pipeline, self.loss, self.augmentation = _as_pipeline(pipeline), loss, augmentation
+        drawn_per_channel = [type(t).__name__ for t in getattr(augmentation, "transforms", ())
+                             if getattr(t, "per_channel", False)]
+        if getattr(self.sampler, "slab_neighbours", 0) and drawn_per_channel:
+            import warnings
+            warnings.warn(f"augmentation: {', '.join(drawn_per_channel)} draw their intensity change per channel, but "
+                          "the channels of this 2.5D sampler are neighbouring slices of one scan; build them with "
+                          "per_channel=False (ct_augmentation(2, per_channel=False)).")
         self.settings = dict(learning_rate=learning_rate, batch_size=batch_size, iterations=iterations,
                              overlap=overlap, weighting=weighting, mirror_axes=list(mirror_axes),
                              lr_patience=lr_patience, lr_factor=lr_factor, stop_patience=stop_patience,
