@@ -165,6 +165,11 @@ def _memmap(path) -> np.ndarray:
     with NPY_LOCK:
         return np.load(path, mmap_mode="r")
 
+def _file_stamp(path) -> tuple:
+    "(inode, mtime in ns, size) of `path`: an atomic rewrite (a new file renamed over it) changes it."
+    st = os.stat(path)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
 # %% ../nbs/05_loading.ipynb #45781eaf
 @dataclass
 class CacheEntry:
@@ -175,8 +180,18 @@ class CacheEntry:
     label_path: Path | None
     locations_path: Path | None
     meta: dict = field(default_factory=dict)
+    stamp: tuple | None = None      # the image file when the entry was made: (inode, mtime in ns, size)
+
+    def __post_init__(self):
+        if self.stamp is None and Path(self.image_path).is_file():
+            self.stamp = _file_stamp(self.image_path)
 
     def image(self) -> np.ndarray:
+        if self.stamp is not None and _file_stamp(self.image_path) != self.stamp:
+            raise MiscnnError(f"{self.image_path}: the cached case {self.case_id!r} was rebuilt since this loader "
+                              "was made (another dataset with a case of the same id was prepared into the same "
+                              "cache folder), so its patches would come from other data. Give each dataset its "
+                              "own cache_dir, or prepare the loader again.")
         return _memmap(self.image_path)
 
     def label(self) -> np.ndarray | None:
@@ -254,14 +269,17 @@ def item_source(item, with_label: bool = True):
 def item_fingerprint(item, mode: str = "content") -> str:
     """SHA-256 naming what a dataset item loads to. A `Case` in memory: its arrays and affine (however it was
     loaded or changed since: a `label_map`, an edit). A reader's case: its files (`file_fingerprint` in
-    `mode`) and the reader's orientation. A path: its files."""
+    `mode`) and the reader's options (orientation; a picture folder's spacing and colour table). A path: its
+    files."""
     case_id, load, paths = item_source(item)
     if isinstance(item, Case) or paths is None:
         case = item if isinstance(item, Case) else load()
         return array_fingerprint(case.image, case.label, np.asarray(case.affine, float))
     files = [file_fingerprint(p, mode) for p in paths]
-    if isinstance(item, ReaderItem):
-        files.append({"orientation": getattr(item.reader, "orientation", None)})
+    if isinstance(item, ReaderItem):                 # how the reader turns the files into a case
+        options = {"orientation": getattr(item.reader, "orientation", None)}
+        options.update({k: getattr(item.reader, k) for k in ("spacing", "colors") if hasattr(item.reader, k)})
+        files.append(options)                         # (a picture folder's spacing and colour table)
     return config_fingerprint(files)
 
 def check_unique_ids(ids, where: str = "the cases") -> None:
@@ -666,11 +684,23 @@ def __getattr__(name):
 # %% ../nbs/05_loading.ipynb #3f0c406a
 class _H5Array:
     "A dataset inside an open HDF5 file; slicing reads only the requested box, then the file closes."
+    lazy_slicing = True                           # `patching.reads_on_slicing`: the sampler slices it as it is
+
     def __init__(self, file, dataset):
         self.file, self.dataset = file, dataset
         self.shape, self.dtype, self.ndim = dataset.shape, dataset.dtype, dataset.ndim
 
     def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis or k is None for k in key):
+            return np.asarray(self)[key]          # an index the patch sampler does not use: read it all
+        return self._read(key)
+
+    def _read(self, key):
+        "h5py reads boxes; an index array along the first axis (a 2.5D slab, edges repeated) via its range."
+        if key and isinstance(key[0], np.ndarray):
+            lo, hi = int(key[0].min()), int(key[0].max()) + 1
+            return self.dataset[(slice(lo, hi),) + key[1:]][key[0] - lo]
         return self.dataset[key]
 
     def __array__(self, dtype=None, copy=None):
@@ -694,7 +724,7 @@ class HDF5Entry:
     case_id: str
     meta: dict
 
-    def _read(self, name, key=None):
+    def _read(self, name):
         import h5py
         f = h5py.File(self.path, "r")
         return _H5Array(f, f[f"cases/{self.case_id}/{name}"])

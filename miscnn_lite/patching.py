@@ -13,14 +13,42 @@ import numpy as np
 from .io import MiscnnError
 
 # %% auto #0
-__all__ = ['ANALYSIS_MODES', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape', 'pad_to_shape',
-           'crop_pads', 'class_locations', 'PatchSampler', 'slab_channels', 'SliceSampler', 'sampler_from_dict',
-           'grid_starts', 'patch_grid', 'patch_weights', 'PatchAccumulator', 'merge_patches', 'mirror_subsets',
-           'mirror_tta', 'iter_patch_batches', 'sliding_window_predict']
+__all__ = ['ANALYSIS_MODES', 'reads_on_slicing', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape',
+           'pad_to_shape', 'crop_pads', 'class_locations', 'PatchSampler', 'slab_channels', 'SliceSampler',
+           'sampler_from_dict', 'grid_starts', 'patch_grid', 'patch_weights', 'PatchAccumulator', 'merge_patches',
+           'mirror_subsets', 'mirror_tta', 'iter_patch_batches', 'sliding_window_predict']
 
 # %% ../nbs/03_patching.ipynb #bd11409c
+def reads_on_slicing(a) -> bool:
+    """True for an array-like that reads only what is sliced (a dataset in an HDF5 pack) and says so with a class
+    attribute `lazy_slicing = True` (besides shape, dtype, ndim, slicing and `min()`): it is kept as it is, since
+    `np.asarray` would read the whole volume for every patch."""
+    return getattr(a, "lazy_slicing", False) is True
+
+class _WithChannelAxis:
+    "A (D, H, W) array-like that reads on slicing, seen as (D, H, W, 1) without reading it."
+    lazy_slicing = True
+
+    def __init__(self, volume):
+        self.volume, self.shape, self.dtype, self.ndim = volume, (*volume.shape, 1), volume.dtype, 4
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) > 3 or any(k is Ellipsis or k is None for k in key):
+            return np.asarray(self)[key]
+        return np.asarray(self.volume[key])[..., None]
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.volume)[..., None]
+        return a if dtype is None else a.astype(dtype)
+
+    def min(self):
+        return self.volume.min()
+
 def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
     "View `image` (D, H, W) or (D, H, W, C) as (D, H, W, C); raise for any other ndim."
+    if reads_on_slicing(image) and image.ndim in (3, 4):
+        return _WithChannelAxis(image) if image.ndim == 3 else image
     image = np.asarray(image)
     if image.ndim == 3:
         return image[..., None]
@@ -32,7 +60,7 @@ def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
 # %% ../nbs/03_patching.ipynb #64d8ac67
 def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "label") -> np.ndarray:
     "Check that `label` is a (D, H, W) integer map on the grid `spatial_shape`; return it as an array."
-    label = np.asarray(label)
+    label = label if reads_on_slicing(label) else np.asarray(label)
     if label.shape != tuple(spatial_shape):
         raise MiscnnError(f"{name}: shape {label.shape} does not match the image grid {tuple(spatial_shape)}. "
                          "The label must be (D, H, W) on the same voxels as the image (no channel axis).")

@@ -557,6 +557,17 @@ def check_data(self: Segmenter, cases) -> None:
                           f"n_classes={int(np.max(label)) + 1} or remap labels (a LabelRemap step in the pipeline).")
 
 # %% ../nbs/08_training.ipynb #008950ae
+class _CasesOnDemand:
+    "The cases of dataset `items`, each read when iteration reaches it: one case in memory at a time."
+    def __init__(self, items):
+        self.items = list(items)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return (item_source(it)[1]() for it in self.items)
+
 @patch
 def _fit_pipeline(self: Segmenter, train, out, resume: bool = True):
     if resume and out is not None and (Path(out) / PIPELINE_FILE).is_file():
@@ -564,7 +575,7 @@ def _fit_pipeline(self: Segmenter, train, out, resume: bool = True):
             raise CorruptFileError(why)
         self.pipeline = Pipeline.load(Path(out) / PIPELINE_FILE)          # resuming: the same statistics
     elif self.pipeline is not None and not self.pipeline.fitted:
-        self.pipeline.fit([item_source(it)[1]() for it in dataset_items(train)])
+        self.pipeline.fit(_CasesOnDemand(dataset_items(train)))
 
 # %% ../nbs/08_training.ipynb #72295a3d
 @patch

@@ -222,6 +222,27 @@ def test_hdf5_pack_round_trip_and_bad_file(dataset, tmp_path):
     b = PatchBatches(packed, (8, 16, 16), batch_size=2, iterations=3, seed=1)
     for i in range(3):
         np.testing.assert_array_equal(a.batch(i)[0], b.batch(i)[0])
+    # each patch reads its box (a 2.5D slab: its slices), never the whole volume; the same batches as the cache
+    from miscnn_lite import loading
+    from miscnn_lite.patching import PatchSampler
+    reads, real_read = [], loading._H5Array._read
+    def counted(self, key):
+        box = real_read(self, key)
+        reads.append(box.size / np.prod(self.dataset.shape))
+        return box
+    loading._H5Array._read = counted
+    try:
+        for sampler in (None, PatchSampler((1, 16, 16), slab_neighbours=2)):
+            kw = {} if sampler is None else {"sampler": sampler}
+            shape = (8, 16, 16) if sampler is None else (1, 16, 16)
+            a = PatchBatches(entries, shape, batch_size=2, iterations=3, seed=2, **kw)
+            b = PatchBatches(packed, shape, batch_size=2, iterations=3, seed=2, **kw)
+            for i in range(3):
+                for x, y in zip(a.batch(i), b.batch(i)):
+                    np.testing.assert_array_equal(x, y)
+    finally:
+        loading._H5Array._read = real_read
+    assert reads and max(reads) < 0.5, max(reads)
     cut = tmp_path / "cut.h5"; cut.write_bytes(pack.read_bytes()[:2000])
     with pytest.raises(ValueError, match="cannot be read as HDF5"):
         open_hdf5(cut)
@@ -243,3 +264,35 @@ def test_memory_flat_with_dataset_size(tmp_path):
     volume = 32 * 64 * 64 * 2
     assert large <= 1.2 * small + 64_000, (small, large)
     assert large < 2 * volume, "an epoch must not hold whole volumes"
+
+
+def test_a_picture_folders_spacing_and_colours_are_part_of_its_fingerprint(tmp_path):
+    "Fixing a picture folder's spacing or colour table must not reuse the cache built under the old ones."
+    from miscnn_lite.io import ImageFolderReader
+    from miscnn_lite.loading import dataset_items, item_fingerprint
+    from miscnn_lite.phantoms import make_picture_dataset
+    root = make_picture_dataset(tmp_path / "pics", n_cases=1, shape=(8, 48, 48))
+    base = ImageFolderReader(root)
+    keys = list(base.colors)                                       # two classes' colours exchanged
+    swapped = {**base.colors, keys[1]: base.colors[keys[2]], keys[2]: base.colors[keys[1]]}
+    prints = [item_fingerprint(dataset_items(r)[0]) for r in
+              (base, ImageFolderReader(root), ImageFolderReader(root, spacing=(2.0, 2.0)),
+               ImageFolderReader(root, colors=swapped))]
+    assert prints[0] == prints[1] and len(set(prints)) == 3, prints
+
+
+def test_a_loader_refuses_a_cache_rebuilt_under_it_by_another_dataset(tmp_path):
+    "Two datasets with a case of the same id prepared into one cache folder: the first loader does not switch data."
+    from dataclasses import replace as dc_replace
+
+    from miscnn_lite.io import MiscnnError
+    a = toy_case(0)
+    b = dc_replace(a, image=np.asarray(a.image) + 100)           # same id, other content
+    first = PreprocessedCache(tmp_path).prepare([a])
+    before = np.array(first[0].image())
+    again = PreprocessedCache(tmp_path).prepare([a])              # the same data: nothing rebuilt, still valid
+    np.testing.assert_array_equal(np.array(again[0].image()), before)
+    np.testing.assert_array_equal(np.array(first[0].image()), before)
+    PreprocessedCache(tmp_path).prepare([b])
+    with pytest.raises(MiscnnError, match="was rebuilt since this loader was made.*own cache_dir"):
+        first[0].image()

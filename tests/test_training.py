@@ -558,3 +558,30 @@ def test_a_folder_from_before_ema_momentum_continues(tmp_path):
     assert read_log(out / "training_log.tsv")["epoch"].tolist() == [1, 2]
     with pytest.raises(Exception, match="ema_momentum"):          # averaging now would be another run
         Segmenter.from_plan(plan.with_settings(ema_momentum=0.9)).fit(cases, None, epochs=3, out=out)
+
+
+def test_the_pipeline_is_fitted_one_case_in_memory_at_a_time(tmp_path, monkeypatch):
+    "Segmenter.fit streams the training cases into Pipeline.fit: each is read when the fit reaches it."
+    from miscnn_lite import training
+    from miscnn_lite.models import unet
+    from miscnn_lite.preprocessing import Pipeline, ZScore
+    for s in range(3):
+        save_case(toy_case(s), tmp_path / "data")
+    read, seen = [], []
+    real_source = training.item_source
+
+    def counting_source(item, *args, **kwargs):
+        case_id, load, paths = real_source(item, *args, **kwargs)
+        return case_id, lambda: (read.append(case_id), load())[1], paths
+    monkeypatch.setattr(training, "item_source", counting_source)
+
+    class Watched(ZScore):
+        def fit(self, cases):
+            def watch(stream):
+                for case in stream:
+                    seen.append(len(read))                 # cases read when this one arrives
+                    yield case
+            return super().fit(watch(cases))
+    seg = training.Segmenter(unet(3, depth=2, base_filters=4), Pipeline([Watched("dataset")]), patch_shape=(16, 16, 16))
+    seg._fit_pipeline(sorted((tmp_path / "data").iterdir()), None)
+    assert seen == [1, 2, 3] and seg.pipeline.fitted
