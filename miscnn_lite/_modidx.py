@@ -1332,6 +1332,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.validation._check_ids': ('validation.html#_check_ids', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._comparison_scores': ( 'validation.html#_comparison_scores',
                                                                                        'miscnn_lite/validation.py'),
+                                        'miscnn_lite.validation._fold_cases': ('validation.html#_fold_cases', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._fold_predictions': ( 'validation.html#_fold_predictions',
                                                                                       'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._folds_from_parts': ( 'validation.html#_folds_from_parts',

@@ -364,11 +364,12 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
     import pandas as pd
     if not isinstance(spec, dict):
         spec = load_parameters(spec)
-    runs = expand_grid(spec)
+    out = Path(out).resolve()
+    runs = [{**p, **{k: v for k, v in experiment_parameters(out, None, p).items() if k in PATH_PARAMETERS}}
+            for p in expand_grid(spec)]                   # dataset paths as the current folder sees them
     notebook = experiment_notebook(spec.get("notebook", DEFAULT_EXPERIMENT))
     for params in runs:                                   # every job is checked before any runs
         check_parameters(notebook, params)
-    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     varied = list((spec.get("grid") or {}))
     folders = [out / _job_name(i, p, varied) for i, p in enumerate(runs)]

@@ -19,12 +19,12 @@ from .io import MiscnnError, MissingFileError, check_seed, write_json
 from .loading import file_fingerprint
 
 # %% auto #0
-__all__ = ['ROBUST_SCHEMES', 'KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'Fold', 'kfold', 'leave_one_out', 'percentage_split', 'holdout',
-           'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table', 'save_folds', 'load_folds',
-           'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info', 'make_manifest', 'save_manifest',
-           'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing', 'tune_min_volume',
-           'rescore_cross_validation', 'predictive_entropy', 'member_variance', 'member_probabilities',
-           'ensemble_predict', 'fold_model_dirs']
+__all__ = ['ROBUST_SCHEMES', 'KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'FOLD_FILE', 'Fold', 'kfold', 'leave_one_out',
+           'percentage_split', 'holdout', 'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table',
+           'save_folds', 'load_folds', 'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info',
+           'make_manifest', 'save_manifest', 'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing',
+           'tune_min_volume', 'rescore_cross_validation', 'predictive_entropy', 'member_variance',
+           'member_probabilities', 'ensemble_predict', 'fold_model_dirs']
 
 # %% ../nbs/10_validation.ipynb #a9a132fc
 @dataclass
@@ -180,6 +180,8 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
     'worst_case' read folds that `robust_folds` made and `save_folds` wrote (kwargs: key). Saved folds made
     another way (scheme, n_folds, seed, kwargs) are refused: the results beside them belong to them."""
     path, ids = Path(path), _check_ids(case_ids)
+    if scheme == "split":                                  # the default is saved too, so a change is seen
+        kwargs.setdefault("val_fraction", 0.2)
     if path.exists():
         folds = load_folds(path)
         known = sorted({c for f in folds for c in f.train + f.val})
@@ -354,17 +356,27 @@ def _as_reader(data):
     return data if hasattr(data, "case_ids") else open_dataset(data)
 
 # %% ../nbs/10_validation.ipynb #79213edc
+FOLD_FILE = "fold.json"       # the cases a fold folder's model trains and validates on
+
+def _fold_cases(fold: Fold) -> dict:
+    return {"train": [str(c) for c in fold.train], "val": [str(c) for c in fold.val]}
+
 def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter) -> None:
     """Refuse a fold folder of an earlier run that another split or plan made: its scores (`metrics.csv`)
     and its model would be reported as this run's."""
     from miscnn_lite.plan import PLAN_FILE, TrainingPlan
     done = fold_dir / "metrics.csv"
     if done.exists():
-        scored = set(pd.read_csv(done, usecols=["case"])["case"].astype(str))
+        scored = set(pd.read_csv(done, usecols=["case"], dtype={"case": str})["case"])
         if scored != set(fold.val):
             raise MiscnnError(f"{done}: scores the cases {sorted(scored)[:3]}..., but fold {k} validates "
                               f"{sorted(fold.val)[:3]}...: the folder holds another split's results. Use a new "
                               "results folder.")
+    split = fold_dir / FOLD_FILE
+    if split.is_file() and json.loads(split.read_text(encoding="utf-8")) != _fold_cases(fold):
+        raise MiscnnError(f"{split}: fold {k} of this folder was trained on another split of the cases (its model "
+                          "would be scored on cases it trained on). Use a new results folder, or the folds saved "
+                          "beside it.")
     saved, plan = fold_dir / "model" / PLAN_FILE, getattr(segmenter, "plan", None)
     if plan is not None and saved.is_file():
         before, now = TrainingPlan.load(saved).to_dict(), plan.to_dict()
@@ -397,8 +409,9 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
         segmenter = make_segmenter(k)
         _check_fold_folder(fold_dir, k, fold, segmenter)
         if done.exists():
-            tables.append(pd.read_csv(done))
+            tables.append(pd.read_csv(done, dtype={"case": str}))
             continue
+        write_json(fold_dir / FOLD_FILE, _fold_cases(fold))   # what the model sees
         segmenter.fit([ReaderItem(reader, c) for c in fold.train], [ReaderItem(reader, c) for c in fold.val],
                       epochs=epochs, out=fold_dir / "model", progress=progress)
         rows = []
@@ -620,8 +633,21 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
 
 # %% ../nbs/10_validation.ipynb #63235678
 def fold_model_dirs(results_dir) -> list[Path]:
-    "The model folders of a cross-validation results folder, in fold order."
-    dirs = sorted(Path(results_dir).glob("fold_*/model"), key=lambda p: int(p.parent.name.split("_")[1]))
+    """The model folders of a cross-validation results folder, in fold order; with its `folds.json`, only
+    those of the folds it lists (a fold_K left by an earlier run with more folds is refused, not averaged in)."""
+    results_dir, found = Path(results_dir), {}
+    for model in results_dir.glob("fold_*/model"):
+        number = model.parent.name[len("fold_"):]
+        if not number.isdigit():
+            raise MiscnnError(f"{model.parent}: not a fold folder (fold_<number>); move it out of {results_dir}.")
+        found[int(number)] = model
+    if (results_dir / "folds.json").is_file() and found:
+        n = len(load_folds(results_dir / "folds.json"))
+        if extra := sorted(k for k in found if k >= n):
+            raise MiscnnError(f"{results_dir / f'fold_{extra[0]}'}: not one of the {n} folds of "
+                              f"{results_dir / 'folds.json'} (left by an earlier run?); remove it or use its own "
+                              "results folder.")
+    dirs = [found[k] for k in sorted(found)]
     if not dirs:
         raise MissingFileError(f"{results_dir}: no fold_K/model folders; run cross_validate first.")
     return dirs

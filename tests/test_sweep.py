@@ -66,3 +66,14 @@ def test_a_failed_job_reports_no_earlier_result(tmp_path):
     assert row["status"] == "failed" and "epochs must be positive" in row["error"]
     assert "kidney_dice" not in row
     assert _run_job(str(nb), str(job), {"epochs": 4})["kidney_dice"] == pytest.approx(0.4)
+
+
+def test_sweep_resolves_relative_dataset_paths_before_any_job(tmp_path, monkeypatch):
+    "A relative data_dir is the current folder's (jobs run in the notebook's folder); a missing one is refused first."
+    from miscnn_lite.experiments import run_sweep
+    from miscnn_lite.io import MissingFileError
+    monkeypatch.chdir(tmp_path)
+    spec = {"notebook": "kits19_cv", "base": {"data_dir": "data/kits19"}, "grid": {"seed": [0, 1]}}
+    with pytest.raises(MissingFileError, match=f"data_dir {tmp_path / 'data' / 'kits19'}: no such dataset folder"):
+        run_sweep(spec, tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()

@@ -145,3 +145,52 @@ def test_ensemble_of_models_with_other_classes_is_refused(tmp_path):
         Segmenter(unet(n, depth=2, base_filters=4), patch_shape=(16, 16, 16), seed=k).save(tmp_path / f"m{k}")
     with pytest.raises(MiscnnError, match="different numbers of classes"):
         ensemble_predict([tmp_path / "m0", tmp_path / "m1"], [toy_case(0, shape=(16, 24, 24))])
+
+
+def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp_path):
+    "fold.json records what a fold trained on; a resume with another split is refused; ids like '007' stay ids."
+    import dataclasses
+    import json
+
+    from miscnn_lite.io import MiscnnError, save_case
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.validation import FOLD_FILE, cross_validate, kfold
+
+    ids = [f"{i:03d}" for i in range(4)]
+    for i, cid in enumerate(ids):
+        save_case(dataclasses.replace(toy_case(i, shape=(16, 24, 24)), id=cid), tmp_path / "data")
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(epochs=1, iterations=1, batch_size=2))
+    make = lambda k: Segmenter.from_plan(plan.replace(seed=k))   # noqa: E731
+    folds = kfold(ids, 2, seed=0)
+    first = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)
+    saved = json.loads((tmp_path / "run" / "fold_0" / FOLD_FILE).read_text())
+    assert saved == {"train": folds[0].train, "val": folds[0].val}
+    again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)  # resumed
+    assert sorted(again["case"].unique()) == ids and again["case"].tolist() == first["case"].tolist()
+    (tmp_path / "run" / "fold_0" / "metrics.csv").unlink()        # fold 0 interrupted, resumed with another split
+    other = kfold(ids, 2, seed=5)
+    assert other[0].val != folds[0].val
+    with pytest.raises(MiscnnError, match="trained on another split"):
+        cross_validate(tmp_path / "data", other, make, tmp_path / "run", epochs=1, progress=False)
+
+
+def test_prepare_folds_sees_a_changed_val_fraction_and_fold_model_dirs_its_folds(tmp_path):
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.validation import fold_model_dirs, kfold, prepare_folds, save_folds
+    ids = [f"c{i}" for i in range(10)]
+    assert len(prepare_folds(tmp_path / "split.json", ids, scheme="split")[0].val) == 2
+    with pytest.raises(MiscnnError, match="val_fraction: saved 0.2, now 0.5"):
+        prepare_folds(tmp_path / "split.json", ids, scheme="split", val_fraction=0.5)
+    run = tmp_path / "run"
+    save_folds(kfold(ids, 2), run / "folds.json")
+    for k in (0, 1, 2):
+        (run / f"fold_{k}" / "model").mkdir(parents=True)
+    with pytest.raises(MiscnnError, match="fold_2: not one of the 2 folds"):
+        fold_model_dirs(run)
+    (run / "fold_2" / "model").rename(run / "fold_2" / "gone")
+    (run / "fold_old" / "model").mkdir(parents=True)
+    with pytest.raises(MiscnnError, match="fold_old: not a fold folder"):
+        fold_model_dirs(run)
+    (run / "fold_old" / "model").rmdir()
+    assert fold_model_dirs(run) == [run / "fold_0" / "model", run / "fold_1" / "model"]
