@@ -605,6 +605,11 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
     if len(set(classes.values())) > 1:
         raise MiscnnError(f"ensemble_predict: the models predict different numbers of classes ({classes}); an "
                           "ensemble averages class probabilities, so give models trained on the same classes.")
+    names = {str(d): m.settings["class_names"] for d, m in zip(model_dirs, models) if m.settings["class_names"]}
+    if len({tuple(n) for n in names.values()}) > 1:
+        raise MiscnnError(f"ensemble_predict: the models name their classes differently ({names}); an ensemble "
+                          "averages probabilities channel by channel, so give models trained on the same classes in "
+                          "the same order.")
     items = dataset_items(cases)
     if progress:
         from tqdm.auto import tqdm

@@ -145,6 +145,10 @@ def test_ensemble_of_models_with_other_classes_is_refused(tmp_path):
         Segmenter(unet(n, depth=2, base_filters=4), patch_shape=(16, 16, 16), seed=k).save(tmp_path / f"m{k}")
     with pytest.raises(MiscnnError, match="different numbers of classes"):
         ensemble_predict([tmp_path / "m0", tmp_path / "m1"], [toy_case(0, shape=(16, 24, 24))])
+    for k, names in enumerate((["background", "kidney", "tumor"], ["background", "tumor", "kidney"])):
+        Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), class_names=names).save(tmp_path / f"n{k}")
+    with pytest.raises(MiscnnError, match="name their classes differently"):
+        ensemble_predict([tmp_path / "n0", tmp_path / "n1"], [toy_case(0, shape=(16, 24, 24))])
 
 
 def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp_path):
