@@ -146,7 +146,8 @@ def test_ensemble_of_models_with_other_classes_is_refused(tmp_path):
     with pytest.raises(MiscnnError, match="different numbers of classes"):
         ensemble_predict([tmp_path / "m0", tmp_path / "m1"], [toy_case(0, shape=(16, 24, 24))])
     for k, names in enumerate((["background", "kidney", "tumor"], ["background", "tumor", "kidney"])):
-        Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), class_names=names).save(tmp_path / f"n{k}")
+        seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), class_names=names)
+        seg.save(tmp_path / f"n{k}")
     with pytest.raises(MiscnnError, match="name their classes differently"):
         ensemble_predict([tmp_path / "n0", tmp_path / "n1"], [toy_case(0, shape=(16, 24, 24))])
 
