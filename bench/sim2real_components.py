@@ -1,6 +1,6 @@
 """Where a sim2real run's kidney voxels go on the real CT: the rows of bench/README.md's sim2real tables.
 
-    python bench/sim2real_components.py [--mirror] [--open] RUN_DIR [RUN_DIR ...]
+    python bench/sim2real_components.py [--mirror] [--open] [--pair] RUN_DIR [RUN_DIR ...]
 
 For each run folder of the sim2real preset (`miscnn-lite experiment -f experiments/presets/sim2real.yaml`,
 with its fold models), the fold ensemble segments TotalSegmentator's example CT without post-processing
@@ -20,6 +20,9 @@ With `--open`, each run also gets the real-CT kidney Dice when the two kidney co
 morphological opening of radius 0-3 voxels (`keep_largest_components(opening=)`: bridges thinner than the ball
 break, so a bowel loop joined to a kidney by a thin neck becomes a component of its own), then the run's
 grow_steps.
+With `--pair`, each run also gets the real-CT kidney Dice when the two kidney components are chosen as a pair
+(`evaluation.keep_paired_components`: the largest pair on opposite sides of the body's midline at overlapping
+heights) instead of as the two largest, after the run's kidney_opening and before its grow_steps.
 """
 import json
 import sys
@@ -29,7 +32,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from miscnn_lite.evaluation import grow_by_intensity, keep_largest_components
+from miscnn_lite.evaluation import body_midline, grow_by_intensity, keep_largest_components, keep_paired_components
 from miscnn_lite.io import fetch_example_data, open_dataset, reorient
 from miscnn_lite.phantoms import CONTEXT_LABELS
 from miscnn_lite.validation import ensemble_predict, fold_model_dirs
@@ -65,7 +68,22 @@ def opened(run: Path, case, reference, plain) -> None:
               f"{int((found & reference).sum()):,} kidney voxels found, {int((found & ~reference).sum()):,} false")
 
 
-def main(runs: list[str], mirror: bool = False, opening: bool = False):
+def pair(run: Path, case, reference, plain) -> None:
+    """Real-CT kidney Dice with the kidney components kept as the two largest (the run's post-processing) and
+    as a left-right pair at one height (`evaluation.keep_paired_components`), each then grown as the run was."""
+    config = json.loads((run / "manifest.json").read_text())["config"]
+    grow, opening = config.get("grow_steps", 0), config.get("kidney_opening", 0)
+    plain = np.where(plain > 2, 0, plain)
+    choices = {"two largest": keep_largest_components(plain, labels={"kidneys": (1, 2)}, keep=2, opening=opening),
+               "left-right pair": keep_paired_components(plain, labels={"kidneys": (1, 2)}, opening=opening,
+                                                         midline=body_midline(case.image))}
+    for name, label_map in choices.items():
+        found = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
+        print(f"    {name}: real-CT kidney Dice {2 * (found & reference).sum() / (found.sum() + reference.sum()):.4f}, "
+              f"{int((found & reference).sum()):,} kidney voxels found, {int((found & ~reference).sum()):,} false")
+
+
+def main(runs: list[str], mirror: bool = False, opening: bool = False, pairs: bool = False):
     examples = fetch_example_data() / "totalsegmentator_ct"
     case = open_dataset(examples).load_case("example_ct")
     image = nib.load(examples / "example_ct" / "structures.nii.gz")
@@ -108,10 +126,12 @@ def main(runs: list[str], mirror: bool = False, opening: bool = False):
             mirrored(run, case, reference, predicted)
         if opening:
             opened(run, case, reference, predicted)
+        if pairs:
+            pair(run, case, reference, predicted)
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a not in ("--mirror", "--open")]
+    args = [a for a in sys.argv[1:] if a not in ("--mirror", "--open", "--pair")]
     if not args:
         sys.exit(__doc__)
-    main(args, mirror="--mirror" in sys.argv[1:], opening="--open" in sys.argv[1:])
+    main(args, mirror="--mirror" in sys.argv[1:], opening="--open" in sys.argv[1:], pairs="--pair" in sys.argv[1:])

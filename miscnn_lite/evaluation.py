@@ -35,7 +35,8 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
            'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics',
            'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
            'plot_metric_distributions', 'match_cases', 'unmatched_cases', 'resample_to_grid', 'evaluate_paths',
-           'keep_largest_components', 'remove_small_components', 'fill_holes', 'absorb_components', 'grow_by_intensity']
+           'keep_largest_components', 'remove_small_components', 'fill_holes', 'body_midline', 'keep_paired_components',
+           'absorb_components', 'grow_by_intensity']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -1181,6 +1182,48 @@ def fill_holes(label_map: np.ndarray, labels=None) -> np.ndarray:
         rim = out[box][ndimage.binary_dilation(hole) & ~hole]
         counts = np.array([(rim == label).sum() for label in allowed])
         out[box][hole] = allowed[counts.argmax()]
+    return out.astype(np.asarray(label_map).dtype, copy=False)
+
+# %% ../nbs/09_evaluation.ipynb #81ad5ea4
+def body_midline(image: np.ndarray, threshold: float = -300.0, axis: int = 2) -> float:
+    "The body's centre along `axis` (voxel coordinate): the mean position of the voxels above `threshold` HU."
+    body = np.asarray(image) > threshold
+    if not body.any():
+        return (np.shape(image)[axis] - 1) / 2
+    counts = body.sum(axis=tuple(a for a in range(body.ndim) if a != axis))
+    return float(np.average(np.arange(len(counts)), weights=counts))
+
+def keep_paired_components(label_map: np.ndarray, labels=None, midline: float | None = None, axis: int = 2,
+                           height_axis: int = 0, connectivity: int | None = None, replace_with: int = 0,
+                           opening: int = 0) -> np.ndarray:
+    """Copy of a (D, H, W) label map keeping, per region, the pair of components with the most voxels whose
+    centroids lie on opposite sides of `midline` along `axis` (None: the volume's centre) and whose extents along
+    `height_axis` overlap (two kidneys); without such a pair, the largest component. `connectivity`,
+    `replace_with` and `opening` as in `keep_largest_components`."""
+    if axis == height_axis or not {axis, height_axis} <= {0, 1, 2}:
+        raise MiscnnError(f"axis {axis}, height_axis {height_axis}: give two different axes among 0, 1, 2.")
+    if isinstance(opening, bool) or not isinstance(opening, (int, np.integer)) or opening < 0:
+        raise MiscnnError(f"opening {opening!r}: give a radius in voxels >= 0 (0: no opening).")
+    replace_with = _check_replace_with(replace_with)
+    out = check_label_map(label_map, "label_map").copy()
+    midline = (out.shape[axis] - 1) / 2 if midline is None else float(midline)
+    for region in _regions_of(out, labels).values():
+        mask = region_mask(out, region)
+        components, n = _split_at_bridges(mask, opening, connectivity) if opening else _components(mask, connectivity)
+        if n <= 1:
+            continue
+        ids = np.arange(1, n + 1)
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        side = np.array(ndimage.center_of_mass(mask, components, ids))[:, axis] > midline
+        boxes = ndimage.find_objects(components)
+        low, high = (np.array([b[height_axis].start for b in boxes]), np.array([b[height_axis].stop for b in boxes]))
+        best, best_size = [int(np.argmax(sizes))], -1               # no pair: the largest alone
+        for a in range(n):
+            for b in range(a + 1, n):
+                paired = side[a] != side[b] and low[a] < high[b] and low[b] < high[a]
+                if paired and sizes[a] + sizes[b] > best_size:
+                    best, best_size = [a, b], sizes[a] + sizes[b]
+        out[mask & ~np.isin(components, ids[best])] = replace_with
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
 # %% ../nbs/09_evaluation.ipynb #9de3fa8a
