@@ -21,22 +21,22 @@ from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_
                             orientation_from_affine, spacing_from_affine)
 
 # %% auto #0
-__all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'check_spacing_for', 'check_same_grid',
-           'check_image_axes', 'check_label_map', 'Confusion', 'confusion', 'undefined_ratio', 'dice', 'jaccard',
-           'sensitivity', 'specificity', 'precision', 'false_negative_rate', 'fallout', 'accuracy', 'f_measure',
-           'volume_similarity', 'area_under_curve', 'cohen_kappa', 'dice_score', 'rand_index', 'adjusted_rand_index',
-           'mutual_information', 'variation_of_information', 'global_consistency_error', 'volume', 'area',
-           'interclass_correlation', 'probabilistic_distance', 'mahalanobis_distance', 'surface_voxels', 'bounding_box',
-           'SurfaceDistances', 'surface_distances', 'hausdorff_distance', 'average_surface_distance', 'surface_dice',
-           'surface_overlap', 'surfel_area_table', 'corner_codes', 'Surfels', 'surfels', 'surfel_surface_dice',
-           'mean_absolute_error', 'mean_squared_error', 'root_mean_squared_error', 'normalized_root_mean_squared_error',
-           'peak_signal_to_noise_ratio', 'coefficient_of_determination', 'structural_similarity', 'LabelPair', 'Metric',
-           'get_metric', 'get_metrics', 'metrics_table', 'check_binary_mask', 'compute_metrics', 'normalize_regions',
-           'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics',
-           'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
-           'plot_metric_distributions', 'match_cases', 'unmatched_cases', 'resample_to_grid', 'evaluate_paths',
-           'keep_largest_components', 'remove_small_components', 'fill_holes', 'body_midline', 'keep_paired_components',
-           'absorb_components', 'grow_by_intensity']
+__all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'PAIR_CANDIDATES', 'check_spacing_for',
+           'check_same_grid', 'check_image_axes', 'check_label_map', 'Confusion', 'confusion', 'undefined_ratio',
+           'dice', 'jaccard', 'sensitivity', 'specificity', 'precision', 'false_negative_rate', 'fallout', 'accuracy',
+           'f_measure', 'volume_similarity', 'area_under_curve', 'cohen_kappa', 'dice_score', 'rand_index',
+           'adjusted_rand_index', 'mutual_information', 'variation_of_information', 'global_consistency_error',
+           'volume', 'area', 'interclass_correlation', 'probabilistic_distance', 'mahalanobis_distance',
+           'surface_voxels', 'bounding_box', 'SurfaceDistances', 'surface_distances', 'hausdorff_distance',
+           'average_surface_distance', 'surface_dice', 'surface_overlap', 'surfel_area_table', 'corner_codes',
+           'Surfels', 'surfels', 'surfel_surface_dice', 'mean_absolute_error', 'mean_squared_error',
+           'root_mean_squared_error', 'normalized_root_mean_squared_error', 'peak_signal_to_noise_ratio',
+           'coefficient_of_determination', 'structural_similarity', 'LabelPair', 'Metric', 'get_metric', 'get_metrics',
+           'metrics_table', 'check_binary_mask', 'compute_metrics', 'normalize_regions', 'region_mask', 'evaluate_case',
+           'evaluate_cases', 'kits19_scores', 'metric_statistics', 'format_metrics_table', 'statistics_path',
+           'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases', 'unmatched_cases',
+           'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes',
+           'body_midline', 'keep_paired_components', 'absorb_components', 'grow_by_intensity']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -1193,12 +1193,15 @@ def body_midline(image: np.ndarray, threshold: float = -300.0, axis: int = 2) ->
     counts = body.sum(axis=tuple(a for a in range(body.ndim) if a != axis))
     return float(np.average(np.arange(len(counts)), weights=counts))
 
+PAIR_CANDIDATES = 1000   # components of a region considered for the pair, largest first (a noisy map has thousands)
+
 def keep_paired_components(label_map: np.ndarray, labels=None, midline: float | None = None, axis: int = 2,
                            height_axis: int = 0, connectivity: int | None = None, replace_with: int = 0,
                            opening: int = 0) -> np.ndarray:
     """Copy of a (D, H, W) label map keeping, per region, the pair of components with the most voxels whose
     centroids lie on opposite sides of `midline` along `axis` (None: the volume's centre) and whose extents along
-    `height_axis` overlap (two kidneys); without such a pair, the largest component. `connectivity`,
+    `height_axis` overlap (two kidneys); without such a pair, the largest component. Of equal pairs the one with
+    the larger first member wins. Pairs are sought among the `PAIR_CANDIDATES` largest components. `connectivity`,
     `replace_with` and `opening` as in `keep_largest_components`."""
     if axis == height_axis or not {axis, height_axis} <= {0, 1, 2}:
         raise MiscnnError(f"axis {axis}, height_axis {height_axis}: give two different axes among 0, 1, 2.")
@@ -1217,12 +1220,11 @@ def keep_paired_components(label_map: np.ndarray, labels=None, midline: float | 
         side = np.array(ndimage.center_of_mass(mask, components, ids))[:, axis] > midline
         boxes = ndimage.find_objects(components)
         low, high = (np.array([b[height_axis].start for b in boxes]), np.array([b[height_axis].stop for b in boxes]))
-        best, best_size = [int(np.argmax(sizes))], -1               # no pair: the largest alone
-        for a in range(n):
-            for b in range(a + 1, n):
-                paired = side[a] != side[b] and low[a] < high[b] and low[b] < high[a]
-                if paired and sizes[a] + sizes[b] > best_size:
-                    best, best_size = [a, b], sizes[a] + sizes[b]
+        order = np.argsort(-sizes, kind="stable")[:PAIR_CANDIDATES]     # all pairs of the largest, at once
+        s, sd, lo, hi = sizes[order], side[order], low[order], high[order]
+        paired = np.triu((sd[:, None] != sd[None, :]) & (lo[:, None] < hi[None, :]) & (lo[None, :] < hi[:, None]), 1)
+        total = np.where(paired, s[:, None] + s[None, :], -1)
+        best = order[list(np.unravel_index(np.argmax(total), total.shape))] if paired.any() else order[:1]
         out[mask & ~np.isin(components, ids[best])] = replace_with
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
