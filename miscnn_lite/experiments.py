@@ -261,6 +261,19 @@ DEFAULT_EXPERIMENT = "kits19_cv.ipynb"
 
 PATH_PARAMETERS = ("data_dir", "test_data_dir")
 
+def _resolved_paths(params: dict, check: bool) -> dict:
+    """`params` with relative dataset paths (`PATH_PARAMETERS`) made absolute against the current folder (a job runs
+    in its notebook's folder); `check`: refuse a missing folder now (local jobs; a cluster's workers may see others)."""
+    params = dict(params)
+    for key in PATH_PARAMETERS:
+        if not isinstance(params.get(key), (str, os.PathLike)):
+            continue
+        params[key] = str(Path(params[key]).absolute())      # symbolic links kept: a worker may resolve them
+        if check and not Path(params[key]).is_dir():
+            raise MissingFileError(f"{key} {params[key]}: no such dataset folder; give an existing folder "
+                                   "(KiTS19 or nnU-Net layout), or leave it out for phantoms.")
+    return params
+
 def experiment_parameters(out, data=None, parameters: dict | None = None) -> dict:
     """The parameters an experiment runs with: `out_dir` is always `out` (a preset's own `out_dir` is for
     papermill runs), `data` (when given) replaces `data_dir`, and relative dataset paths are resolved
@@ -268,13 +281,7 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
     params = {**(parameters or {}), "out_dir": str(Path(out).resolve())}
     if data is not None:
         params["data_dir"] = str(data)
-    for key in PATH_PARAMETERS:
-        if isinstance(params.get(key), (str, os.PathLike)):
-            params[key] = str(Path(params[key]).resolve())
-            if not Path(params[key]).is_dir():            # checked here, before a kernel starts and writes a folder
-                raise MissingFileError(f"{key} {params[key]}: no such dataset folder; give an existing folder "
-                                       "(KiTS19 or nnU-Net layout), or leave it out for phantoms.")
-    return params
+    return _resolved_paths(params, check=True)   # checked here, before a kernel starts and writes a folder
 
 # %% ../nbs/12_experiments.ipynb #18c1494e
 def run_default_experiment(out="results", data=None, parameters: dict | None = None,
@@ -365,14 +372,14 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
     if not isinstance(spec, dict):
         spec = load_parameters(spec)
     out = Path(out).resolve()
-    runs = [{**p, **{k: v for k, v in experiment_parameters(out, None, p).items() if k in PATH_PARAMETERS}}
-            for p in expand_grid(spec)]                   # dataset paths as the current folder sees them
+    given = expand_grid(spec)
+    runs = [_resolved_paths(p, check=executor is None and scheduler is None) for p in given]
     notebook = experiment_notebook(spec.get("notebook", DEFAULT_EXPERIMENT))
     for params in runs:                                   # every job is checked before any runs
         check_parameters(notebook, params)
     out.mkdir(parents=True, exist_ok=True)
     varied = list((spec.get("grid") or {}))
-    folders = [out / _job_name(i, p, varied) for i, p in enumerate(runs)]
+    folders = [out / _job_name(i, p, varied) for i, p in enumerate(given)]       # named as the spec writes them
     own = None
     if executor is None and scheduler is not None:
         from distributed import Client

@@ -188,6 +188,9 @@ class CacheEntry:
 
     def image(self) -> np.ndarray:
         if self.stamp is not None and _file_stamp(self.image_path) != self.stamp:
+            if "image" in self.meta and verify_npy(self.image_path, self.meta["image"], full=True) is None:
+                self.stamp = _file_stamp(self.image_path)   # rewritten with the same data (a parallel job, a touch)
+                return _memmap(self.image_path)
             raise MiscnnError(f"{self.image_path}: the cached case {self.case_id!r} was rebuilt since this loader "
                               "was made (another dataset with a case of the same id was prepared into the same "
                               "cache folder), so its patches would come from other data. Give each dataset its "

@@ -45,9 +45,10 @@ class _WithChannelAxis:
     def min(self):
         return self.volume.min()
 
-def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
-    "View `image` (D, H, W) or (D, H, W, C) as (D, H, W, C); raise for any other ndim."
-    if reads_on_slicing(image) and image.ndim in (3, 4):
+def as_channels_last(image: np.ndarray, name: str = "image", keep_lazy: bool = False) -> np.ndarray:
+    """View `image` (D, H, W) or (D, H, W, C) as (D, H, W, C); raise for any other ndim. `keep_lazy`: an array-like
+    that `reads_on_slicing` stays one (sliced, not read whole: what the patch sampler does with it)."""
+    if keep_lazy and reads_on_slicing(image) and image.ndim in (3, 4):
         return _WithChannelAxis(image) if image.ndim == 3 else image
     image = np.asarray(image)
     if image.ndim == 3:
@@ -58,9 +59,11 @@ def as_channels_last(image: np.ndarray, name: str = "image") -> np.ndarray:
                      f"(ndim {image.ndim}). Add/remove axes so the slice axis comes first and channels last.")
 
 # %% ../nbs/03_patching.ipynb #64d8ac67
-def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "label") -> np.ndarray:
-    "Check that `label` is a (D, H, W) integer map on the grid `spatial_shape`; return it as an array."
-    label = label if reads_on_slicing(label) else np.asarray(label)
+def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "label",
+                keep_lazy: bool = False) -> np.ndarray:
+    """Check that `label` is a (D, H, W) integer map on the grid `spatial_shape`; return it as an array
+    (`keep_lazy`: as `as_channels_last`)."""
+    label = label if keep_lazy and reads_on_slicing(label) else np.asarray(label)
     if label.shape != tuple(spatial_shape):
         raise MiscnnError(f"{name}: shape {label.shape} does not match the image grid {tuple(spatial_shape)}. "
                          "The label must be (D, H, W) on the same voxels as the image (no channel axis).")
@@ -212,8 +215,8 @@ class PatchSampler:
 
         Returns `(image_patch (d, h, w, C·(2k+1)), label_patch (d, h, w))`, copies. `locations`: an
         optional `class_locations(label, ...)` result, so the label is not scanned on every draw."""
-        image = as_channels_last(image)
-        label = check_label(label, image.shape[:3])
+        image = as_channels_last(image, keep_lazy=True)                    # an HDF5 pack: only the patch is read
+        label = check_label(label, image.shape[:3], keep_lazy=locations is not None)   # else scanned: read whole
         patch = resolve_patch_shape(self.patch_shape, image.shape)
         if any(p > s for p, s in zip(patch, image.shape)):
             pad_value = float(image.min()) if self.pad_value is None else self.pad_value

@@ -436,13 +436,6 @@ class Segmenter:
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
         check_model(model, self.in_channels, self.n_classes, ndim=3, patch_shape=self.patch_shape)
         self.pipeline, self.loss, self.augmentation = _as_pipeline(pipeline), loss, augmentation
-        drawn_per_channel = [type(t).__name__ for t in getattr(augmentation, "transforms", ())
-                             if getattr(t, "per_channel", False)]
-        if getattr(self.sampler, "slab_neighbours", 0) and drawn_per_channel:
-            import warnings
-            warnings.warn(f"augmentation: {', '.join(drawn_per_channel)} draw their intensity change per channel, but "
-                          "the channels of this 2.5D sampler are neighbouring slices of one scan; build them with "
-                          "per_channel=False (ct_augmentation(2, per_channel=False)).")
         self.settings = dict(learning_rate=learning_rate, batch_size=batch_size, iterations=iterations,
                              overlap=overlap, weighting=weighting, mirror_axes=list(mirror_axes),
                              lr_patience=lr_patience, lr_factor=lr_factor, stop_patience=stop_patience,
@@ -577,6 +570,18 @@ def _fit_pipeline(self: Segmenter, train, out, resume: bool = True):
     elif self.pipeline is not None and not self.pipeline.fitted:
         self.pipeline.fit(_CasesOnDemand(dataset_items(train)))
 
+def _warn_per_channel_slabs(augmentation, slab_neighbours: int) -> None:
+    "Warn when a 2.5D run's augmentation draws intensity changes per channel: its channels are slices of one scan."
+    def transforms(t):
+        inner = getattr(t, "transforms", None)
+        return [x for s in inner for x in transforms(s)] if inner is not None else [t]
+    per_channel = [type(t).__name__ for t in transforms(augmentation) if getattr(t, "per_channel", False)]
+    if slab_neighbours and per_channel:
+        import warnings
+        warnings.warn(f"augmentation: {', '.join(per_channel)} draw their intensity change per channel, but the "
+                      "channels of this 2.5D sampler are neighbouring slices of one scan; build them with "
+                      "per_channel=False (ct_augmentation(2, per_channel=False)).")
+
 # %% ../nbs/08_training.ipynb #72295a3d
 @patch
 def _loaders(self: Segmenter, train, val, cache_dir, progress):
@@ -703,8 +708,13 @@ def check_same_run(out: Path, seg: "Segmenter") -> None:
     except MiscnnError:
         pass                                  # not a plan this version reads: compared as written
     saved_config = {**LATER_SETTINGS, **saved_config}
+    try:                                      # an augmentation with the fields added since (their defaults)
+        if isinstance(saved_config.get("augmentation"), dict):
+            saved_config["augmentation"] = augmentation_from_dict(saved_config["augmentation"]).to_dict()
+    except MiscnnError:
+        pass
     as_json = lambda d: json.loads(json.dumps(d, default=json_value))
-    saved = _run_settings(saved_config, saved_plan)
+    saved = as_json(_run_settings(saved_config, saved_plan))
     now = as_json(_run_settings({**seg.config, "has_pipeline": seg.pipeline is not None},
                                 seg.plan.to_dict() if seg.plan is not None else None))
     differ = [k for k in sorted(set(saved) | set(now)) if k in saved and k in now and saved[k] != now[k]]
@@ -754,6 +764,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
+    _warn_per_channel_slabs(self.augmentation, self.slab_neighbours)
     items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
     for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here

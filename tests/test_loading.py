@@ -296,3 +296,22 @@ def test_a_loader_refuses_a_cache_rebuilt_under_it_by_another_dataset(tmp_path):
     PreprocessedCache(tmp_path).prepare([b])
     with pytest.raises(MiscnnError, match="was rebuilt since this loader was made.*own cache_dir"):
         first[0].image()
+
+
+def test_slice_sampler_and_a_direct_patch_sampler_call_read_an_hdf5_pack(tmp_path):
+    "Samplers that scan the label (no locations given) get arrays; only sample_patch's PatchSampler slices lazily."
+    from miscnn_lite.loading import open_hdf5, pack_hdf5, sample_patch
+    from miscnn_lite.patching import PatchSampler
+    entries = PreprocessedCache(tmp_path / "c").prepare([toy_case(0)])
+    packed = open_hdf5(pack_hdf5(entries, tmp_path / "pack.h5"))[0]
+    rng = lambda: np.random.default_rng(4)   # noqa: E731
+    a = PatchSampler((8, 16, 16))(packed.image(), packed.label(), rng())
+    b = PatchSampler((8, 16, 16))(entries[0].image(), entries[0].label(), rng())
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    try:
+        from miscnn_lite.patching import SliceSampler
+    except ImportError:
+        return
+    for x, y in zip(sample_patch(SliceSampler(2), packed, rng()), sample_patch(SliceSampler(2), entries[0], rng())):
+        np.testing.assert_array_equal(x, y)

@@ -541,14 +541,19 @@ def test_evaluate_scores_a_perfect_remapped_model_one():
 
 
 def test_a_folder_from_before_ema_momentum_continues(tmp_path):
-    "config.json and plan.json written before `ema_momentum` existed: the same run continues (the key's default)."
+    "config.json and plan.json written before `ema_momentum` and `per_channel` existed: the same run continues."
     from miscnn_lite.plan import TrainingPlan
     from miscnn_lite.training import Segmenter, read_log
-    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16], augmentation="ct",
                         schedule=dict(iterations=2, epochs=1))
     cases, out = [toy_case(s) for s in range(2)], tmp_path / "run"
     Segmenter.from_plan(plan).fit(cases, None, out=out)
-    for name, strip in (("config.json", lambda d: d.pop("ema_momentum")),
+
+    def strip_config(d):                                       # nor the augmentation's per_channel fields
+        d.pop("ema_momentum")
+        for t in d["augmentation"]["transforms"]:
+            t.pop("per_channel", None)
+    for name, strip in (("config.json", strip_config),
                         ("plan.json", lambda d: d["optimizer"].pop("ema_momentum"))):
         d = json.loads((out / name).read_text())
         strip(d)
