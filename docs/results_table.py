@@ -11,7 +11,8 @@ The table goes between `<!-- results-table:start -->` and `<!-- results-table:en
 and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis|_adultpelvis][_myosteatosis<M>]
-[_distractors<N>][_bowel<N>][_kidneys<K>][_cases<N>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_open<R>][_grow<N>][_deep_supervision]/
+[_distractors<N>][_bowel<N>][_kidneys<K>][_cases<N>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_open<R>][_grow<N>]
+[_pair][_ema<M>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -66,6 +67,8 @@ def run_name(run: dict) -> str:
         fat += "" if _slab(config) == 5 else f"_slab{_slab(config)}"
         fat += f"_open{config['kidney_opening']}" if config.get("kidney_opening") else ""   # runs before: none
         fat += f"_grow{config['grow_steps']}" if config.get("grow_steps") else ""   # runs before the option: none
+        fat += "_pair" if config.get("postprocess") == "kidney_pair" else ""     # runs before 2026-12-06: none
+        fat += f"_ema{config['ema_momentum']:g}" if config.get("ema_momentum") else ""
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
@@ -157,8 +160,8 @@ def sim2real_table(runs: list[dict]) -> str:
     if not runs:
         return "_No sim2real run kept yet: `python docs/results_table.py results/sim2real` after the preset._"
     rows = ["| run | phantoms | contrast phase | augmentation | phantom CV kidney Dice | real CT kidney Dice | "
-            "real CT HD95 (mm) | kidney HU median real / phantoms | minutes | load |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "real CT HD95 (mm) | kidney HU median real / phantoms | minutes | load | CPU |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in runs:
         r, config = run["result"], run["manifest"]["config"]
         real, hu = r["real_ct"], r["real_ct"].get("kidney_hu_p10_p50_p90", {})
@@ -185,16 +188,27 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += f"; kidney components counted after an opening of {config['kidney_opening']} voxel(s)"
         if config.get("grow_steps"):
             phantoms += f"; kidneys grown {config['grow_steps']} voxel layer(s) within their HU"
+        if config.get("postprocess") == "kidney_pair":
+            phantoms += "; kidneys kept as a left-right pair at one height"
+        if config.get("ema_momentum"):
+            phantoms += f"; moving average of the weights ({config['ema_momentum']:g})"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
                     f"{config.get('augmentation')} | {_dice(r['kidney+tumor_dice'])} | {_dice(real['DICE'])} | "
                     f"{real['HDRFDST95']:.1f} | {hu.get('real_ct', ['–'] * 3)[1]} / "
-                    f"{hu.get('training_cases', ['–'] * 3)[1]} | {r['minutes']} | {r.get('load_average_15min', '–')} |")
+                    f"{hu.get('training_cases', ['–'] * 3)[1]} | {r['minutes']} | {r.get('load_average_15min', '–')} | "
+                    f"{_cpu_short(run['manifest'])} |")
     met = sum(run["result"]["real_ct"]["DICE"] >= REAL_CT_GOAL for run in runs)
     return "\n".join(["\n".join(rows), "",
                       f"- goal: real CT kidney Dice ≥ {REAL_CT_GOAL} (trained on phantoms only), met by {met} of "
                       f"{len(runs)}; the reference is TotalSegmentator's kidney label, not a manual one",
                       "- phantom CV kidney Dice: kidney and tumor merged, mean over the folds (as on the real CT)",
                       _machines_line(runs)])
+
+
+def _cpu_short(manifest: dict) -> str:
+    "The processor's maker and family: the kernels oneDNN picks, and so the run's floats, follow it."
+    cpu = (manifest.get("machine") or {}).get("cpu") or "unknown"
+    return next((name for key, name in (("EPYC", "AMD EPYC"), ("Xeon", "Intel Xeon")) if key in cpu), cpu)
 
 
 def _machines_line(runs: list[dict]) -> str:
