@@ -222,6 +222,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.evaluation._case_files': ('evaluation.html#_case_files', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._cell': ('evaluation.html#_cell', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._cell_area': ('evaluation.html#_cell_area', 'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation._check_opening': ( 'evaluation.html#_check_opening',
+                                                                                   'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._check_replace_with': ( 'evaluation.html#_check_replace_with',
                                                                                         'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._components': ('evaluation.html#_components', 'miscnn_lite/evaluation.py'),

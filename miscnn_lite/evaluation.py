@@ -1082,6 +1082,10 @@ def _check_replace_with(replace_with) -> int:
         raise MiscnnError(f"replace_with {replace_with} must be a label >= 0 (0: background).")
     return int(replace_with)
 
+def _check_opening(opening) -> None:
+    if isinstance(opening, bool) or not isinstance(opening, (int, np.integer)) or opening < 0:
+        raise MiscnnError(f"opening {opening!r}: give a radius in voxels >= 0 (0: no opening).")
+
 # %% ../nbs/09_evaluation.ipynb #596e2610
 def _split_at_bridges(mask: np.ndarray, opening: int, connectivity: int | None) -> tuple[np.ndarray, int]:
     """Components of `mask` with each one cut where an opening of radius `opening` (a face-connected ball) breaks it:
@@ -1123,8 +1127,7 @@ def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, c
             as it is. 0: the components as they are."""
     if keep < 1:
         raise MiscnnError(f"keep {keep}: keep at least one component per region.")
-    if isinstance(opening, bool) or not isinstance(opening, (int, np.integer)) or opening < 0:
-        raise MiscnnError(f"opening {opening!r}: give a radius in voxels >= 0 (0: no opening).")
+    _check_opening(opening)
     replace_with = _check_replace_with(replace_with)
     out = check_label_map(label_map, "label_map").copy()
     for region in _regions_of(out, labels).values():
@@ -1205,8 +1208,7 @@ def keep_paired_components(label_map: np.ndarray, labels=None, midline: float | 
     `replace_with` and `opening` as in `keep_largest_components`."""
     if axis == height_axis or not {axis, height_axis} <= {0, 1, 2}:
         raise MiscnnError(f"axis {axis}, height_axis {height_axis}: give two different axes among 0, 1, 2.")
-    if isinstance(opening, bool) or not isinstance(opening, (int, np.integer)) or opening < 0:
-        raise MiscnnError(f"opening {opening!r}: give a radius in voxels >= 0 (0: no opening).")
+    _check_opening(opening)
     replace_with = _check_replace_with(replace_with)
     out = check_label_map(label_map, "label_map").copy()
     midline = (out.shape[axis] - 1) / 2 if midline is None else float(midline)
