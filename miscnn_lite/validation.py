@@ -356,12 +356,24 @@ def _as_reader(data):
     return data if hasattr(data, "case_ids") else open_dataset(data)
 
 # %% ../nbs/10_validation.ipynb #79213edc
-FOLD_FILE = "fold.json"       # the cases a fold folder's model trains and validates on
+FOLD_FILE = "fold.json"       # the cases a fold folder's model trains and validates on, and how it is scored
 
-def _fold_cases(fold: Fold) -> dict:
-    return {"train": [str(c) for c in fold.train], "val": [str(c) for c in fold.val]}
+def _fold_cases(fold: Fold, **scoring) -> dict:
+    "What `fold.json` records: the split, then `epochs`, `metrics` and `labels` as JSON reads them back."
+    return {"train": [str(c) for c in fold.train], "val": [str(c) for c in fold.val],
+            **json.loads(json.dumps(scoring, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))}
 
-def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter) -> None:
+def _check_fold_scoring(path: Path, k: int, saved: dict, now: dict, scored: bool) -> None:
+    "Refuse a fold trained for other epochs, or (once scored) scored with other metrics or labels."
+    keys = ("epochs", "metrics", "labels") if scored else ("epochs",)
+    differ = [key for key in keys if key in saved and saved[key] != now[key]]
+    if differ:
+        was = "; ".join(f"{key}={saved[key]!r} there, {now[key]!r} now" for key in differ)
+        raise MiscnnError(f"{path}: fold {k} was {'trained' if differ == ['epochs'] else 'trained and scored'} "
+                          f"with other settings ({was}); its model and scores are not this run's. Use a new results "
+                          f"folder, or give {', '.join(differ)} as before.")
+
+def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter, scoring: dict | None = None) -> None:
     """Refuse a fold folder of an earlier run that another split or plan made: its scores (`metrics.csv`)
     and its model would be reported as this run's."""
     from miscnn_lite.plan import PLAN_FILE, TrainingPlan
@@ -373,10 +385,14 @@ def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter) -> None:
                               f"{sorted(fold.val)[:3]}...: the folder holds another split's results. Use a new "
                               "results folder.")
     split = fold_dir / FOLD_FILE
-    if split.is_file() and json.loads(split.read_text(encoding="utf-8")) != _fold_cases(fold):
+    saved = json.loads(split.read_text(encoding="utf-8")) if split.is_file() else None
+    now = _fold_cases(fold, **(scoring or {}))
+    if saved is not None and (saved.get("train"), saved.get("val")) != (now["train"], now["val"]):
         raise MiscnnError(f"{split}: fold {k} of this folder was trained on another split of the cases (its model "
                           "would be scored on cases it trained on). Use a new results folder, or the folds saved "
                           "beside it.")
+    if saved is not None and scoring:
+        _check_fold_scoring(split, k, saved, now, done.exists())
     saved, plan = fold_dir / "model" / PLAN_FILE, getattr(segmenter, "plan", None)
     if plan is not None and saved.is_file():
         before, now = TrainingPlan.load(saved).to_dict(), plan.to_dict()
@@ -407,11 +423,12 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
         fold_dir = out / f"fold_{k}"
         done = fold_dir / "metrics.csv"
         segmenter = make_segmenter(k)
-        _check_fold_folder(fold_dir, k, fold, segmenter)
+        scoring = dict(epochs=epochs, metrics=list(metrics), labels=labels)
+        _check_fold_folder(fold_dir, k, fold, segmenter, scoring)
         if done.exists():
             tables.append(pd.read_csv(done, dtype={"case": str}))
             continue
-        write_json(fold_dir / FOLD_FILE, _fold_cases(fold))   # what the model sees
+        write_json(fold_dir / FOLD_FILE, _fold_cases(fold, **scoring))   # what the model sees, how it is scored
         segmenter.fit([ReaderItem(reader, c) for c in fold.train], [ReaderItem(reader, c) for c in fold.val],
                       epochs=epochs, out=fold_dir / "model", progress=progress)
         rows = []
@@ -575,6 +592,13 @@ def _beside(path: Path, name: str) -> Path:
     "`<dir>/<stem>_<name>.nii.gz` beside the prediction `<dir>/<stem>.nii.gz` (`.tif` beside a picture `.png`)."
     return path.with_name(f"{path.name.split('.')[0]}_{name}{'.tif' if path.suffix == '.png' else '.nii.gz'}")
 
+# %% ../nbs/10_validation.ipynb #0ac4678e
+def _label_remaps(segmenter) -> list:
+    "The `LabelRemap` mappings of a model's pipeline, in order, as sorted (old, new) pairs: what its classes mean."
+    from miscnn_lite.preprocessing import LabelRemap
+    steps = segmenter.pipeline.steps if segmenter.pipeline is not None else []
+    return [sorted(s.mapping.items()) for s in steps if isinstance(s, LabelRemap)]
+
 # %% ../nbs/10_validation.ipynb #bcafb2cf
 def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None,
                      uncertainty: bool = False, mirror_axes=None, path_of=None) -> list:
@@ -610,6 +634,11 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         raise MiscnnError(f"ensemble_predict: the models name their classes differently ({names}); an ensemble "
                           "averages probabilities channel by channel, so give models trained on the same classes in "
                           "the same order.")
+    remaps = {str(d): _label_remaps(m) for d, m in zip(model_dirs, models)}
+    if len({repr(r) for r in remaps.values()}) > 1:
+        raise MiscnnError(f"ensemble_predict: the models map the dataset's labels to their classes differently "
+                          f"(LabelRemap {remaps}), so class k is another structure in each; give models trained "
+                          "with the same label mapping.")
     items = dataset_items(cases)
     if progress:
         from tqdm.auto import tqdm

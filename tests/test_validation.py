@@ -150,6 +150,15 @@ def test_ensemble_of_models_with_other_classes_is_refused(tmp_path):
         seg.save(tmp_path / f"n{k}")
     with pytest.raises(MiscnnError, match="name their classes differently"):
         ensemble_predict([tmp_path / "n0", tmp_path / "n1"], [toy_case(0, shape=(16, 24, 24))])
+    from miscnn_lite.preprocessing import LabelRemap, Pipeline
+    for k, mapping in enumerate(({0: 0, 1: 1, 2: 1}, {0: 0, 1: 0, 2: 1})):   # kidney+tumor vs tumor, both 2 classes
+        seg = Segmenter(unet(2, depth=2, base_filters=4), patch_shape=(16, 16, 16),
+                        pipeline=Pipeline([LabelRemap(mapping)]))
+        seg.save(tmp_path / f"r{k}")
+    with pytest.raises(MiscnnError, match=r"map the dataset's labels to their classes differently \(LabelRemap"):
+        ensemble_predict([tmp_path / "r0", tmp_path / "r1"], [toy_case(0, shape=(16, 24, 24))])
+    seg.save(tmp_path / "r2")                                                # the same mapping: accepted
+    assert len(ensemble_predict([tmp_path / "r1", tmp_path / "r2"], [toy_case(0, shape=(16, 24, 24))])) == 1
 
 
 def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp_path):
@@ -170,9 +179,23 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
     folds = kfold(ids, 2, seed=0)
     first = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)
     saved = json.loads((tmp_path / "run" / "fold_0" / FOLD_FILE).read_text())
-    assert saved == {"train": folds[0].train, "val": folds[0].val}
+    assert saved == {"train": folds[0].train, "val": folds[0].val, "epochs": 1,
+                     "metrics": ["DICE", "HDRFDST95", "AVGDIST"], "labels": None}
     again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)  # resumed
     assert sorted(again["case"].unique()) == ids and again["case"].tolist() == first["case"].tolist()
+    # scores of another epoch count, metric list or label set are not reused as this run's
+    with pytest.raises(MiscnnError, match=r"fold 0 was trained with other settings \(epochs=1 there, 2 now\)"):
+        cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=2, progress=False)
+    with pytest.raises(MiscnnError, match=r"trained and scored with other settings \(metrics=.*give metrics as"):
+        cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, metrics=("DICE",), progress=False)
+    with pytest.raises(MiscnnError, match=r"labels=None there, \{'kidney': 1\} now"):
+        cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, labels={"kidney": 1},
+                       progress=False)
+    for k in range(2):                                   # a folder written before fold.json recorded the scoring
+        (tmp_path / "run" / f"fold_{k}" / FOLD_FILE).write_text(json.dumps({"train": folds[k].train,
+                                                                            "val": folds[k].val}))
+    kept = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)
+    assert kept["value"].tolist() == first["value"].tolist()
     (tmp_path / "run" / "fold_0" / "metrics.csv").unlink()        # fold 0 interrupted, resumed with another split
     other = kfold(ids, 2, seed=5)
     assert other[0].val != folds[0].val
