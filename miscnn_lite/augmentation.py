@@ -18,9 +18,9 @@ from .io import MiscnnError
 # %% auto #0
 __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsCall',
            'BatchgeneratorsTransform', 'Rotation', 'Scaling', 'ElasticDeformation', 'Spatial', 'Mirror',
-           'IntensityTransform', 'Gamma', 'Brightness', 'Contrast', 'GaussianNoise', 'GaussianBlur', 'LowResolution',
-           'kmeans_1d', 'NoiseMap', 'ClusterIntensityShift', 'SliceSkipping', 'SliceInterpolation', 'Compose',
-           'AugmentationPipeline', 'augmentation_from_dict', 'ct_augmentation', 'mirror_augmentation']
+           'channel_groups', 'IntensityTransform', 'Gamma', 'Brightness', 'Contrast', 'GaussianNoise', 'GaussianBlur',
+           'LowResolution', 'kmeans_1d', 'NoiseMap', 'ClusterIntensityShift', 'SliceSkipping', 'SliceInterpolation',
+           'Compose', 'AugmentationPipeline', 'augmentation_from_dict', 'ct_augmentation', 'mirror_augmentation']
 
 # %% ../nbs/04_augmentation.ipynb #9a979420
 def _as_image(image) -> np.ndarray:
@@ -261,13 +261,44 @@ class Mirror(BatchgeneratorsTransform):
         return MirrorTransform(axes=tuple(self.axes))
 
 # %% ../nbs/04_augmentation.ipynb #ee758b9a
+def channel_groups(n_channels: int, per_channel: bool, modalities: int = 1, who: str = "augmentation") -> list:
+    """The channels that share one intensity draw: each its own (`per_channel`), else one group per modality,
+    channel i in group i % `modalities` (the layout `patching.slab_channels` writes: slice-major)."""
+    if per_channel:
+        return [[c] for c in range(n_channels)]
+    if n_channels % modalities:
+        raise MiscnnError(f"{who}: modalities={modalities} does not divide the image's {n_channels} channels; give "
+                          "the number of modalities whose slices make up a 2.5D slab (1 for one CT).")
+    return [list(range(m, n_channels, modalities)) for m in range(modalities)]
+
+def _check_modalities(transform) -> None:
+    m = transform.modalities
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise MiscnnError(f"{type(transform).__name__}: modalities={m!r} must be a whole number >= 1 (the image "
+                          "modalities of a 2.5D slab, each drawn on its own when per_channel=False).")
+
 @dataclass(kw_only=True)
 class IntensityTransform(BatchgeneratorsTransform):
-    "An intensity transform drawn per channel (`per_channel=True`: multi-modal images) or once for all channels."
+    """An intensity transform drawn per channel (`per_channel=True`: multi-modal images) or once for all channels;
+    `per_channel=False, modalities=M`: once per modality, shared by its slices (2.5D slabs of M modalities)."""
     per_channel: bool = True
+    modalities: int = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_modalities(self)
 
     def make(self, spatial_shape: tuple):
         return self.builds(self, per_channel=self.per_channel)
+
+    def apply(self, image, label, rng):
+        groups = channel_groups(image.shape[-1], self.per_channel, self.modalities, type(self).__name__)
+        if self.per_channel or len(groups) == 1:
+            return super().apply(image, label, rng)      # one batchgenerators call draws for all channels
+        out = np.empty_like(image, dtype=np.float32)
+        for channels in groups:
+            out[..., channels] = super().apply(image[..., channels], None, rng)[0]
+        return out, label
 
 # %% ../nbs/04_augmentation.ipynb #bce61181
 @dataclass(kw_only=True)
@@ -365,22 +396,24 @@ class NoiseMap(Transform):
 @dataclass(kw_only=True)
 class ClusterIntensityShift(Transform):
     """CWVRS: k-means the intensities of each channel into `n_clusters`; shift each by U(-max_shift, max_shift).
-    per_channel=False: one clustering and one set of shifts for all channels (the slices of a 2.5D slab)."""
+    per_channel=False: one clustering and one set of shifts for all channels (the slices of a 2.5D slab), or
+    for each of `modalities` (`channel_groups`)."""
     p: float = 0.2
     n_clusters: int = 3
     max_shift: float = 0.1
     per_channel: bool = True
+    modalities: int = 1
 
     def __post_init__(self):
         super().__post_init__()
         if self.n_clusters < 1 or self.max_shift < 0:
             raise MiscnnError(f"ClusterIntensityShift: n_clusters={self.n_clusters} must be >= 1 and "
                              f"max_shift={self.max_shift} >= 0.")
+        _check_modalities(self)
 
     def apply(self, image, label, rng):
         out = image.copy()
-        groups = [[c] for c in range(image.shape[-1])] if self.per_channel else [list(range(image.shape[-1]))]
-        for channels in groups:
+        for channels in channel_groups(image.shape[-1], self.per_channel, self.modalities, "ClusterIntensityShift"):
             _, assign = kmeans_1d(image[..., channels], self.n_clusters)
             shifts = rng.uniform(-self.max_shift, self.max_shift, self.n_clusters)
             out[..., channels] += shifts[assign].astype(np.float32)
@@ -509,18 +542,19 @@ def augmentation_from_dict(d: dict):
 
 # %% ../nbs/04_augmentation.ipynb #f5670535
 def ct_augmentation(ndim: int = 3, max_angle_deg: float = 16.0, batch_ratio: float | None = None,
-                    elastic: bool = False, per_channel: bool = True) -> AugmentationPipeline:
+                    elastic: bool = False, per_channel: bool = True, modalities: int = 1) -> AugmentationPipeline:
     """The CT-cues paper's augmentation for `ndim`-D batches (2 or 3), intensities in z-score units.
 
     One `Spatial` pass (rotation ≤ `max_angle_deg` in-plane p 0.2, scaling p 0.2, elastic p 0.2 if
     `elastic`), mirroring, gamma,
     brightness, contrast, noise map, CWVRS (p = 0.2), slice skipping / interpolation (3D only), low
     resolution, Gaussian blur; a batch is augmented with probability 0.8 (2D) / 0.9 (3D).
-    per_channel=False: gamma, brightness, contrast and CWVRS drawn once for all channels (2.5D slabs)."""
+    per_channel=False: gamma, brightness, contrast and CWVRS drawn once for all channels (2.5D slabs), or once
+    per modality for slabs of `modalities` image channels (`channel_groups`)."""
     if ndim not in (2, 3):
         raise MiscnnError(f"ndim: {ndim} must be 2 (slices) or 3 (patches).")
     transforms = [Spatial(max_angle_deg=max_angle_deg, p_rotation=0.2, p_scale=0.2, p_elastic=0.2 if elastic else 0.0)]
-    shared = dict(per_channel=per_channel)
+    shared = dict(per_channel=per_channel, modalities=modalities)
     transforms += [Mirror(p=0.5, axes=(1, 2) if ndim == 2 else (0, 1, 2)), Gamma(p=0.3, **shared),
                    Brightness(p=0.15, **shared), Contrast(p=0.15, **shared), NoiseMap(p=0.15),
                    ClusterIntensityShift(p=0.2, **shared), GaussianBlur(p=0.1),

@@ -269,8 +269,10 @@ def build_loss(self: TrainingPlan) -> keras.losses.Loss:
 # %% ../nbs/07b_plan.ipynb #7f65e5c5
 @patch
 def build_augmentation(self: TrainingPlan):
-    """`ct_augmentation(ndim)` for 'ct' (intensities drawn once for all channels of a 2.5D slab),
+    """`ct_augmentation(ndim)` for 'ct' (intensities drawn once per modality for all slices of a 2.5D slab),
     `mirror_augmentation()` for 'mirror', None for None."""
     if self.augmentation == "mirror": return mirror_augmentation()
-    slab = self.sampler["slab_neighbours"] > 0
-    return ct_augmentation(self.model_options["ndim"], per_channel=not slab) if self.augmentation == "ct" else None
+    slices = 2 * self.sampler["slab_neighbours"] + 1
+    modalities = max(1, self.model_options["in_channels"] // slices)       # in_channels = modalities x slices
+    return (ct_augmentation(self.model_options["ndim"], per_channel=slices == 1, modalities=modalities)
+            if self.augmentation == "ct" else None)

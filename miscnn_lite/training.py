@@ -570,17 +570,27 @@ def _fit_pipeline(self: Segmenter, train, out, resume: bool = True):
     elif self.pipeline is not None and not self.pipeline.fitted:
         self.pipeline.fit(_CasesOnDemand(dataset_items(train)))
 
-def _warn_per_channel_slabs(augmentation, slab_neighbours: int) -> None:
-    "Warn when a 2.5D run's augmentation draws intensity changes per channel: its channels are slices of one scan."
+def _warn_per_channel_slabs(augmentation, slab_neighbours: int, in_channels: int = 1) -> None:
+    """Warn when a 2.5D run's augmentation draws intensity changes per channel (its channels are slices of one
+    scan), or once per another number of modalities than the slab holds (`in_channels` / slices)."""
+    if not slab_neighbours:
+        return
+    import warnings
+
     def transforms(t):
         inner = getattr(t, "transforms", None)
         return [x for s in inner for x in transforms(s)] if inner is not None else [t]
-    per_channel = [type(t).__name__ for t in transforms(augmentation) if getattr(t, "per_channel", False)]
-    if slab_neighbours and per_channel:
-        import warnings
+    modalities = max(1, in_channels // (2 * slab_neighbours + 1))
+    fix = f"per_channel=False{f', modalities={modalities}' if modalities > 1 else ''}"
+    drawing = [t for t in transforms(augmentation) if hasattr(t, "per_channel")]
+    if per_channel := [type(t).__name__ for t in drawing if t.per_channel]:
         warnings.warn(f"augmentation: {', '.join(per_channel)} draw their intensity change per channel, but the "
                       "channels of this 2.5D sampler are neighbouring slices of one scan; build them with "
-                      "per_channel=False (ct_augmentation(2, per_channel=False)).")
+                      f"{fix} (ct_augmentation(2, {fix})).")
+    if other := [type(t).__name__ for t in drawing if not t.per_channel and getattr(t, "modalities", 1) != modalities]:
+        warnings.warn(f"augmentation: {', '.join(other)} draw once per modality for another number of modalities "
+                      f"than the model's {in_channels} channels hold ({modalities} x {2 * slab_neighbours + 1} "
+                      f"slices); build them with {fix} (ct_augmentation(2, {fix})).")
 
 # %% ../nbs/08_training.ipynb #72295a3d
 @patch
@@ -764,7 +774,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
-    _warn_per_channel_slabs(self.augmentation, self.slab_neighbours)
+    _warn_per_channel_slabs(self.augmentation, self.slab_neighbours, self.in_channels)
     items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
     for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here

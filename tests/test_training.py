@@ -541,7 +541,7 @@ def test_evaluate_scores_a_perfect_remapped_model_one():
 
 
 def test_a_folder_from_before_ema_momentum_continues(tmp_path):
-    "config.json and plan.json written before `ema_momentum` and `per_channel` existed: the same run continues."
+    "config.json and plan.json written before `ema_momentum`, `per_channel` and `modalities`: the same run continues."
     from miscnn_lite.plan import TrainingPlan
     from miscnn_lite.training import Segmenter, read_log
     plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16], augmentation="ct",
@@ -553,6 +553,7 @@ def test_a_folder_from_before_ema_momentum_continues(tmp_path):
         d.pop("ema_momentum")
         for t in d["augmentation"]["transforms"]:
             t.pop("per_channel", None)
+            t.pop("modalities", None)
     for name, strip in (("config.json", strip_config),
                         ("plan.json", lambda d: d["optimizer"].pop("ema_momentum"))):
         d = json.loads((out / name).read_text())
