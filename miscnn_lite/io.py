@@ -159,7 +159,10 @@ def remove_temporaries(folder) -> list[Path]:
 # %% ../nbs/00_io.ipynb #3c4d341c
 def _lock_holder_alive(holder: dict | None, path: Path) -> bool:
     if holder is None:                                   # being written right now, or left empty by a kill
-        return time.time() - path.stat().st_mtime < 10
+        try:
+            return time.time() - path.stat().st_mtime < 10
+        except FileNotFoundError:
+            return False                                 # released meanwhile
     if holder.get("host") != socket.gethostname():
         return True                                      # another machine: we cannot tell, assume it runs
     try:
@@ -188,17 +191,26 @@ def _read_lock(path: Path):
         return None
 
 def _remove_stale_lock(path: Path, holder) -> None:
-    """Remove the lock `path` judged stale from `holder`: moved aside first (one process wins the move) and put
-    back when what was moved is another process's fresh lock, taken between the judgement and the move."""
-    aside = path.with_name(f"{path.name}.{os.getpid()}.stale")
+    """Remove the lock `path` judged stale from `holder`. One process at a time removes (it holds `<lock>.takeover`,
+    created exclusively), and only after reading the same dead holder there again: a fresh lock that another
+    process took since the judgement is never removed, and the lock's name is never free while a live process
+    holds it. A takeover file older than 10 s was left by a process killed during its takeover: cleared."""
+    guard = path.with_name(f"{path.name}.takeover")
     try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return                                           # another process removed it first
-    if _read_lock(aside) != holder:
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, path)                         # back, unless a newer lock already took the name
-    aside.unlink(missing_ok=True)
+        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - guard.stat().st_mtime > 10:
+                guard.unlink()
+        time.sleep(0.01)                                 # another process is removing it: ask again
+        return
+    os.close(fd)
+    try:
+        again = _read_lock(path)
+        if path.exists() and again == holder and not _lock_holder_alive(again, path):
+            path.unlink(missing_ok=True)
+    finally:
+        guard.unlink(missing_ok=True)
 
 def _release_lock(path: Path, me: dict) -> None:
     "Remove the lock `path` if it is still this process's own."
@@ -222,7 +234,7 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
     path = folder / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
           "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(3):
+    for _ in range(20):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:

@@ -2,6 +2,7 @@
 errors: label remaps with negative values, mixed-case NIfTI names, grids that share axes but not voxels, a stale
 output lock taken over by two processes at once, and out-of-range inputs named clearly."""
 import json
+import os
 import socket
 import threading
 import time
@@ -137,17 +138,13 @@ def test_a_long_file_name_is_written(tmp_path):
     assert save_nifti(tmp_path / name, np.zeros((2, 2, 2), np.int16), np.eye(4)).name == name
 
 
-def test_a_stale_lock_taken_over_by_two_processes_lets_only_one_in(tmp_path, monkeypatch):
+@pytest.mark.parametrize("third", [False, True])
+def test_a_stale_lock_taken_over_by_two_processes_lets_only_one_in(tmp_path, monkeypatch, third):
+    """A judged the lock stale, B took it over since: A must not remove B's lock. With `third`, C asks while A acts
+    on its old judgement (the first lock file A reads after B took over): only B is ever in."""
     lock = tmp_path / io.LOCK_FILE
     lock.write_text(json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "command": "old", "started": "x"}))
-    alive, b_holds, inside, refused = io._lock_holder_alive, threading.Event(), [], []
-
-    def judged_late(holder, path):                      # A is paused right after reading the stale holder
-        if threading.current_thread().name == "A":
-            b_holds.wait(5)
-        return alive(holder, path)
-
-    monkeypatch.setattr(io, "_lock_holder_alive", judged_late)
+    alive, read, b_holds, inside, refused, c_asked = io._lock_holder_alive, io._read_lock, threading.Event(), [], [], []
 
     def run(name):
         try:
@@ -155,10 +152,26 @@ def test_a_stale_lock_taken_over_by_two_processes_lets_only_one_in(tmp_path, mon
                 inside.append(name)
                 if name == "B":
                     b_holds.set()
-                    time.sleep(0.5)
+                    time.sleep(1.0)
         except io.OutputLockedError:
             refused.append(name)
 
+    def judged_late(holder, path):                      # A is paused right after reading the stale holder
+        if threading.current_thread().name == "A":
+            b_holds.wait(5)
+        return alive(holder, path)
+
+    def c_asks_meanwhile(path):
+        if threading.current_thread().name == "A" and b_holds.is_set() and not c_asked:
+            c_asked.append(True)
+            c = threading.Thread(target=run, args=("C",), name="C")
+            c.start()
+            c.join()
+        return read(path)
+
+    monkeypatch.setattr(io, "_lock_holder_alive", judged_late)
+    if third:
+        monkeypatch.setattr(io, "_read_lock", c_asks_meanwhile)
     a = threading.Thread(target=run, args=("A",), name="A")
     a.start()
     time.sleep(0.2)
@@ -166,8 +179,24 @@ def test_a_stale_lock_taken_over_by_two_processes_lets_only_one_in(tmp_path, mon
     b.start()
     a.join()
     b.join()
-    assert inside == ["B"] and refused == ["A"]
-    assert not lock.exists() and not list(tmp_path.glob("*.stale"))
+    assert inside == ["B"] and sorted(refused) == (["A", "C"] if third else ["A"]) and bool(c_asked) == third
+    assert not lock.exists() and not list(tmp_path.glob(".miscnn.lock*")) and not list(tmp_path.glob("*.stale"))
+
+
+def test_a_takeover_left_by_a_killed_process_is_cleared_and_a_running_one_waited_for(tmp_path):
+    lock, guard = tmp_path / io.LOCK_FILE, tmp_path / f"{io.LOCK_FILE}.takeover"
+    dead = json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "command": "old", "started": "x"})
+    lock.write_text(dead)
+    guard.write_text("")
+    os.utime(guard, (time.time() - 60, time.time() - 60))      # its process was killed a minute ago
+    with io.output_lock(tmp_path, "new"):
+        assert json.loads(lock.read_text())["command"] == "new" and not guard.exists()
+    lock.write_text(dead)
+    guard.write_text("")                                       # another process is taking over right now
+    with pytest.raises(io.OutputLockedError, match="could not take the lock"):
+        with io.output_lock(tmp_path, "new"):
+            pass
+    assert lock.read_text() == dead                            # left to the process that is taking over
 
 
 def test_sampler_locations_with_background_still_centre_on_foreground():
