@@ -190,27 +190,64 @@ def _read_lock(path: Path):
     except (OSError, ValueError):
         return None
 
-def _remove_stale_lock(path: Path, holder) -> None:
-    """Remove the lock `path` judged stale from `holder`. One process at a time removes (it holds `<lock>.takeover`,
-    created exclusively), and only after reading the same dead holder there again: a fresh lock that another
-    process took since the judgement is never removed, and the lock's name is never free while a live process
-    holds it. A takeover file older than 10 s was left by a process killed during its takeover: cleared."""
-    guard = path.with_name(f"{path.name}.takeover")
+def _folder_flock(folder: Path):
+    "An open descriptor of `folder` holding an exclusive `flock` (the kernel drops it when the process dies), or None."
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):                       # no fcntl (Windows), or a folder that cannot be opened
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:                                      # a file system without flock on folders (NFS)
+        os.close(fd)
+        return None
+    return fd
+
+def _takeover_file(path: Path) -> Path:
+    return path.with_name(f"{path.name}.takeover")
+
+@contextlib.contextmanager
+def _takeover(path: Path) -> Iterator[bool]:
+    """The right to remove the stale lock `path`, held by one process at a time: True when this process has it.
+    An exclusive `flock` on the folder where the file system has one (nothing to clean up after a kill), else
+    the file `<lock>.takeover` created exclusively: removed only while it is still this process's own, and
+    taken as left by a killed process when it is older than 10 s."""
+    fd = _folder_flock(path.parent)
+    if fd is not None:
+        try:
+            yield True
+        finally:
+            os.close(fd)                                 # closing drops the flock
+        return
+    guard = _takeover_file(path)
     try:
         fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         with contextlib.suppress(FileNotFoundError):
             if time.time() - guard.stat().st_mtime > 10:
                 guard.unlink()
-        time.sleep(0.01)                                 # another process is removing it: ask again
+        yield False
         return
-    os.close(fd)
     try:
+        yield True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(guard).st_ino == os.fstat(fd).st_ino:
+                guard.unlink()
+        os.close(fd)
+
+def _remove_stale_lock(path: Path, holder) -> None:
+    """Remove the lock `path` judged stale from `holder`, under `_takeover` and only after reading the same dead
+    holder there again: a fresh lock that another process took since the judgement is never removed, and the
+    lock's name is never free while a live process holds it."""
+    with _takeover(path) as mine:
+        if not mine:
+            time.sleep(0.01)                             # another process is removing it: ask again
+            return
         again = _read_lock(path)
         if path.exists() and again == holder and not _lock_holder_alive(again, path):
             path.unlink(missing_ok=True)
-    finally:
-        guard.unlink(missing_ok=True)
 
 def _release_lock(path: Path, me: dict) -> None:
     "Remove the lock `path` if it is still this process's own."
@@ -250,7 +287,10 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
             json.dump(me, f)
         break
     else:
-        raise OutputLockedError(f"{folder}: could not take the lock {path}; another process keeps taking it.")
+        guard = _takeover_file(path)
+        raise OutputLockedError(f"{folder}: could not take the lock {path}; " + (
+            f"a takeover of its stale lock is under way ({guard}): try again in 10 s, or delete {guard} if no "
+            "miscnn-lite command is running." if guard.exists() else "another process keeps taking it."))
     try:
         yield path
     except BaseException:

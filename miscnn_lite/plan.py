@@ -273,6 +273,6 @@ def build_augmentation(self: TrainingPlan):
     `mirror_augmentation()` for 'mirror', None for None."""
     if self.augmentation == "mirror": return mirror_augmentation()
     slices = 2 * self.sampler["slab_neighbours"] + 1
-    modalities = max(1, self.model_options["in_channels"] // slices)       # in_channels = modalities x slices
+    modalities = max(1, self.model_options["in_channels"] // slices) if slices > 1 else 1   # modalities x slices
     return (ct_augmentation(self.model_options["ndim"], per_channel=slices == 1, modalities=modalities)
             if self.augmentation == "ct" else None)

@@ -359,9 +359,14 @@ def _as_reader(data):
 FOLD_FILE = "fold.json"       # the cases a fold folder's model trains and validates on, and how it is scored
 
 def _fold_cases(fold: Fold, **scoring) -> dict:
-    "What `fold.json` records: the split, then `epochs`, `metrics` and `labels` as JSON reads them back."
-    return {"train": [str(c) for c in fold.train], "val": [str(c) for c in fold.val],
-            **json.loads(json.dumps(scoring, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))}
+    """What `fold.json` records: the split, then `epochs`, and the `metrics` and `labels` it is scored with, in
+    one spelling (metric names, not aliases; label regions as {name: [values]})."""
+    from miscnn_lite.evaluation import get_metrics, normalize_regions
+    if "metrics" in scoring:
+        scoring["metrics"] = [m.name for m in get_metrics(scoring["metrics"])]
+    if scoring.get("labels") is not None:
+        scoring["labels"] = {name: list(values) for name, values in normalize_regions(scoring["labels"]).items()}
+    return {"train": [str(c) for c in fold.train], "val": [str(c) for c in fold.val], **scoring}
 
 def _check_fold_scoring(path: Path, k: int, saved: dict, now: dict, scored: bool) -> None:
     "Refuse a fold trained for other epochs, or (once scored) scored with other metrics or labels."

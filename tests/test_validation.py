@@ -188,9 +188,16 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
         cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=2, progress=False)
     with pytest.raises(MiscnnError, match=r"trained and scored with other settings \(metrics=.*give metrics as"):
         cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, metrics=("DICE",), progress=False)
-    with pytest.raises(MiscnnError, match=r"labels=None there, \{'kidney': 1\} now"):
+    with pytest.raises(MiscnnError, match=r"labels=None there, \{'kidney': \[1\]\} now"):
         cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, labels={"kidney": 1},
                        progress=False)
+    again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False,
+                           metrics=["dice", "HD95", "ASSD"])              # aliases: the same metrics, not refused
+    assert again["value"].tolist() == first["value"].tolist()
+    from miscnn_lite.validation import _fold_cases  # one spelling of equal label regions
+    assert (_fold_cases(folds[0], labels={"k": 1})["labels"] == _fold_cases(folds[0], labels={"k": (1,)})["labels"]
+            == {"k": [1]})
+    assert _fold_cases(folds[0], labels={np.int64(1): np.int64(2)})["labels"] == {"1": [2]}
     for k in range(2):                                   # a folder written before fold.json recorded the scoring
         (tmp_path / "run" / f"fold_{k}" / FOLD_FILE).write_text(json.dumps({"train": folds[k].train,
                                                                             "val": folds[k].val}))
