@@ -599,10 +599,12 @@ def _beside(path: Path, name: str) -> Path:
 
 # %% ../nbs/10_validation.ipynb #0ac4678e
 def _label_remaps(segmenter) -> list:
-    "The `LabelRemap` mappings of a model's pipeline, in order, as sorted (old, new) pairs: what its classes mean."
+    """The `LabelRemap` mappings of a model's pipeline, in order, as sorted (old, new) pairs: what its classes mean
+    (an identity mapping means what none does, so it is left out)."""
     from miscnn_lite.preprocessing import LabelRemap
     steps = segmenter.pipeline.steps if segmenter.pipeline is not None else []
-    return [sorted(s.mapping.items()) for s in steps if isinstance(s, LabelRemap)]
+    return [sorted(s.mapping.items()) for s in steps
+            if isinstance(s, LabelRemap) and any(old != new for old, new in s.mapping.items())]
 
 # %% ../nbs/10_validation.ipynb #bcafb2cf
 def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postprocess=None,

@@ -159,6 +159,10 @@ def test_ensemble_of_models_with_other_classes_is_refused(tmp_path):
         ensemble_predict([tmp_path / "r0", tmp_path / "r1"], [toy_case(0, shape=(16, 24, 24))])
     seg.save(tmp_path / "r2")                                                # the same mapping: accepted
     assert len(ensemble_predict([tmp_path / "r1", tmp_path / "r2"], [toy_case(0, shape=(16, 24, 24))])) == 1
+    Segmenter(unet(2, depth=2, base_filters=4), patch_shape=(16, 16, 16),
+              pipeline=Pipeline([LabelRemap({0: 0, 1: 1})])).save(tmp_path / "identity")
+    Segmenter(unet(2, depth=2, base_filters=4), patch_shape=(16, 16, 16)).save(tmp_path / "none")
+    assert len(ensemble_predict([tmp_path / "identity", tmp_path / "none"], [toy_case(0, shape=(16, 24, 24))])) == 1
 
 
 def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp_path):
