@@ -37,13 +37,13 @@ def _labels(text: str) -> list[int]:
 
 # %% ../nbs/13_cli.ipynb #8485724a
 def _positive_int(text: str) -> int:
-    "Parse a count >= 1 (`--workers`)."
+    "Parse a count >= 1 (`--workers`, `--cases`)."
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1, e.g. --workers 2")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1, e.g. 2")
     return value
 
 # %% ../nbs/13_cli.ipynb #f8d15971

@@ -949,11 +949,12 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
             raise MissingFileError(f"{what} {p}: no such file or folder.")
     if reference.is_file() and prediction.is_file():
         name = reference.parent.name if reference.name.startswith("segmentation.nii") else _strip_nifti(reference.name)
-        return [(name, reference, prediction)]
-    if reference.is_file() != prediction.is_file():
+        refs, preds = {name: reference}, {name: prediction}
+    elif reference.is_file() != prediction.is_file():
         raise MiscnnError(f"reference {reference} and prediction {prediction}: give two files or two folders.")
-    refs = _case_files(reference, ("segmentation.nii.gz", "segmentation.nii"))
-    preds = _case_files(prediction, _PREDICTION_NAMES)
+    else:
+        refs = _case_files(reference, ("segmentation.nii.gz", "segmentation.nii"))
+        preds = _case_files(prediction, _PREDICTION_NAMES)
     if not refs:
         raise MiscnnError(f"reference folder {reference}: no case_x/segmentation.nii.gz, no .nii/.nii.gz files and no "
                           "2D masks (.png, .tif, ...).")
@@ -967,6 +968,9 @@ def match_cases(reference, prediction) -> list[tuple[str, Path, Path]]:
         raise MiscnnError(f"{len(missing)} reference case(s) have no prediction in {prediction}: "
                           f"{', '.join(missing[:5])}. "
                          "Predict them, or evaluate a folder holding only the cases you want.")
+    if same := [c for c in common if refs[c].resolve() == preds[c].resolve()]:
+        raise MiscnnError(f"case {same[0]}: the prediction is the reference file itself ({refs[same[0]]}), so every "
+                          f"score would be perfect; give the folder the predictions were written to as prediction.")
     return [(c, refs[c], preds[c]) for c in common]
 
 # %% ../nbs/09_evaluation.ipynb #c8a0a857

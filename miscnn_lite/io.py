@@ -834,6 +834,9 @@ class CaseReader:
     def __iter__(self): return iter(self.case_ids)
     def __repr__(self): return f"{type(self).__name__}({str(self.root)!r}, {len(self)} cases)"
     def _paths(self, case_id: str) -> tuple[Path, Path | None]:
+        if not isinstance(case_id, str):
+            raise TypeError(f"case_id={case_id!r:.80}: give a case id (a str) from reader.case_ids, e.g. "
+                            f"{self.case_ids[:1]}; a Case from reader.cases() is already loaded.")
         if case_id not in self._index:
             raise KeyError(f"case {case_id!r} is not in {self.root} (it has {len(self)} cases, "
                            f"e.g. {self.case_ids[:3]}).")

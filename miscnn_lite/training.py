@@ -32,13 +32,13 @@ from .runtime import HeapThresholds
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
-           'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'RUN_FREE_SETTINGS', 'LATER_SETTINGS', 'TRAIN_DEFAULTS',
-           'PICTURE_TRAIN_DEFAULTS', 'TRAIN_SETTINGS_FILE', 'read_log', 'append_log', 'truncate_log', 'BestModel',
+           'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'TRAIN_SETTINGS_FILE', 'RUN_FREE_SETTINGS', 'LATER_SETTINGS',
+           'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'read_log', 'append_log', 'truncate_log', 'BestModel',
            'LiveCurves', 'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state',
-           'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy', 'resolve_strategy',
-           'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint', 'check_same_dataset',
-           'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets', 'train_command',
-           'prediction_items', 'check_inputs_fit_models', 'predict_command', 'check_train_settings',
+           'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy',
+           'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint',
+           'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets',
+           'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command', 'check_train_settings',
            'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
@@ -229,6 +229,15 @@ def read_checkpoint_state(out) -> dict | None:
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+def check_epochs_done(out, epochs: int) -> None:
+    """Refuse to continue the run in `out` to fewer epochs than it has trained: its weights would be saved as a
+    model of `epochs` epochs."""
+    done = int((read_checkpoint_state(out) or {}).get("epoch", 0))
+    if done > epochs:
+        raise SettingsError(f"{out}: its run has trained {done} epochs already; epochs={epochs} would save those "
+                            f"weights as a {epochs}-epoch model. Give epochs >= {done} to continue it, or another "
+                            "out folder (miscnn-lite train --overwrite starts afresh).")
 
 # %% ../nbs/08_training.ipynb #5fad9a95
 def checkpoint_states(out) -> list[tuple[Path, dict | None]]:
@@ -424,6 +433,10 @@ class Segmenter:
                  initial_weights: str = "seed", ema_momentum: float | None = None):
         check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
                                  lr_factor, stop_patience, mixed_precision, workers, ema_momentum=ema_momentum)
+        if not isinstance(model, keras.Model):
+            raise SettingsError(f"Segmenter: model={model!r} is not a Keras model; build one first, e.g. "
+                                "Segmenter(models.unet(n_classes=3), patch_shape=(32, 64, 64)), or make the whole "
+                                "Segmenter from a plan: Segmenter.from_plan(TrainingPlan(model='unet')).")
         if sampler is None and patch_shape is None:
             raise MiscnnError("Segmenter needs patch_shape=(d, h, w) or a sampler=PatchSampler(patch_shape, ...).")
         sampled = getattr(sampler, "patch_shape", None)        # a custom sampler may draw its own shapes
@@ -436,6 +449,7 @@ class Segmenter:
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
         check_model(model, self.in_channels, self.n_classes, ndim=3, patch_shape=self.patch_shape)
         self.pipeline, self.loss, self.augmentation = _as_pipeline(pipeline), loss, augmentation
+        self.spacing_range = SPACING_RANGE_MM     # voxel sizes (mm) predict accepts: fit's spacing_range, or load's
         self.settings = dict(learning_rate=learning_rate, batch_size=batch_size, iterations=iterations,
                              overlap=overlap, weighting=weighting, mirror_axes=list(mirror_axes),
                              lr_patience=lr_patience, lr_factor=lr_factor, stop_patience=stop_patience,
@@ -655,6 +669,7 @@ def _temporary_run_folder():
 
 # %% ../nbs/08_training.ipynb #e19fbd52
 TRAIN_DATA_FILE = "train_data.json"      # which dataset a model folder was trained on (`dataset_fingerprint`)
+TRAIN_SETTINGS_FILE = "train_settings.json"   # the settings of a train command's run (`train_command`)
 
 def dataset_fingerprint(items) -> dict:
     "{case id: sizes in bytes of its files}: tells two datasets apart without reading them (a copy keeps it)."
@@ -786,10 +801,12 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
              if isinstance(i, ReaderItem) and hasattr(i.reader, "root")}
     where = (str(Path(train).resolve()) if isinstance(train, (str, Path)) else roots.pop() if len(roots) == 1
              else f"{len(items)} cases given to fit")
+    self.spacing_range = spacing_range                 # what it trains on, it predicts
     fingerprint = check_same_dataset(out, where, items) if resume else dataset_fingerprint(items)
     continuing = resume and bool(checkpoint_states(out))
     if continuing:
         check_same_run(out, self)
+        check_epochs_done(out, epochs)
     write_json(out / TRAIN_DATA_FILE, {"data": where, "cases": fingerprint})
     self._fit_pipeline(train, out, continuing)
     if not continuing and not _same_model_files(out, self):   # the last model must not outlive its files
@@ -808,7 +825,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     best = BestModel(out / BEST_FILE, monitor=monitor)
     averaged = [AveragedWeights()] if s["ema_momentum"] is not None else []   # before the callbacks that read it
     ckpt = EpochCheckpoint(out / CHECKPOINT_DIR, out / LOG_FILE, train_ds, others=[schedule, stop, best, *averaged],
-                           extra_state={"seed": s["seed"]})
+                           extra_state={"seed": s["seed"], "epochs": epochs})   # epochs: the run's goal
     self.train_ds, self.val_ds = train_ds, val_ds
     initial_epoch = self._resume(out, train_ds, ckpt) if continuing else 0
     if initial_epoch and (getattr(ckpt, "restore", None) or {}).get("callbacks", {}).get("EarlyStopping", {}).get(
@@ -883,6 +900,16 @@ def _checksum_problem(folder: Path, name: str) -> str | None:
             "edited). Copy the model folder again or retrain; if you edited the file on purpose, delete "
             f"{CHECKSUM_FILE}.")
 
+# %% ../nbs/08_training.ipynb #c4952f9c
+def _trained_spacing_range(folder: Path):
+    """The voxel sizes (mm) a train command's run in `folder` accepted (its train_settings.json), else
+    `SPACING_RANGE_MM`: what the model predicts on. Damaged settings do not matter for prediction."""
+    try:
+        rng = json.loads((folder / TRAIN_SETTINGS_FILE).read_text(encoding="utf-8"))["spacing_range"]
+        return None if rng is None else (float(rng[0]), float(rng[1]))
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return SPACING_RANGE_MM
+
 # %% ../nbs/08_training.ipynb #a20ed65b
 @patch(cls_method=True)
 def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
@@ -956,6 +983,15 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
     seg = cls(model, **kwargs)
     seg.plan = plan and plan.with_settings(**{k: v for k, v in overrides.items() if k in SETTING_GROUPS})
+    seg.spacing_range = _trained_spacing_range(folder)
+    state = read_checkpoint_state(folder) or {}
+    stopped = state.get("callbacks", {}).get("EarlyStopping", {}).get("stopped_epoch", 0)
+    if "epochs" in state and state.get("epoch", 0) < state["epochs"] and not stopped:
+        import warnings
+        warnings.warn(f"{folder}: the run in this folder has trained on past its {MODEL_FILE} (epoch {state['epoch']} "
+                      f"of {state['epochs']}: stopped, or still running), so {MODEL_FILE} is the model of an earlier, "
+                      "shorter run. Rerun the same train command (or Segmenter.fit with this out folder) to finish it "
+                      "and write its model.")
     return seg
 
 # %% ../nbs/08_training.ipynb #95a554c4
@@ -966,6 +1002,8 @@ def predict_probabilities(self: Segmenter, case: Case, progress: bool = False, m
     s = self.settings
     mirror_axes = s["mirror_axes"] if mirror_axes is None else mirror_axes
     check_finite_image(case)
+    check_spacing(case.spacing, name=f"{case.image_path or f'case {case.id!r}'}: spacing",
+                  range_mm=self.spacing_range)             # metres or microns in a header: a clear error, not garbage
     channels = 1 if np.ndim(case.image) == 3 else np.shape(case.image)[-1]
     if channels * (2 * self.slab_neighbours + 1) != self.in_channels:
         raise DataError(f"case {case.id!r}: {channels} image channel(s); the model takes {self.in_channels} input "
@@ -1099,8 +1137,6 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
 # resampling, no HU window (pictures are not in HU); n_classes follows the dataset's colour table
 PICTURE_TRAIN_DEFAULTS = dict(ndim=2, patch_shape=(1, 128, 128), target_spacing=None, hu_window=None)
 
-TRAIN_SETTINGS_FILE = "train_settings.json"
-
 # %% ../nbs/08_training.ipynb #f28a2c75
 def _read_config(config) -> dict:
     if config is None:
@@ -1204,9 +1240,13 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
                             f"n_classes={opts['n_classes']}; write \"n_classes\": {len(names)} in the --config file, "
                             "or correct the dataset's \"labels\".")
     items = dataset_items(reader)
+    if out.resolve() == Path(reader.root).resolve():
+        raise SettingsError(f"--out {out} is the --data folder: the model, its cache and checkpoints would mix with "
+                            "the dataset. Give another folder, e.g. --out model.")
     with output_lock(out, "miscnn-lite train"):
         if not overwrite:
             check_same_dataset(out, data, items)        # before anything is written; fit records the dataset
+            check_epochs_done(out, opts["epochs"])
         validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
         if overwrite:
             _clear_run(out)
@@ -1223,6 +1263,9 @@ def prediction_items(input, out) -> list[Path]:
         raise MissingFileError(f"--input {input} does not exist.")
     if Path(out).is_file():
         raise SettingsError(f"--out {out}: is a file; give a folder for the predictions.")
+    if input.is_dir() and Path(out).resolve() == input.resolve():
+        raise SettingsError(f"--out {out} is the --input folder: the predictions would be written among the images "
+                            "(and read as images next time). Give another folder, e.g. --out predictions.")
     if not input.is_dir() or case_folder_files(input)[0] is not None:
         return [input]
     if (input / "images").is_dir():                      # a picture dataset (io.ImageFolderReader)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -591,3 +592,67 @@ def test_the_pipeline_is_fitted_one_case_in_memory_at_a_time(tmp_path, monkeypat
     seg = training.Segmenter(unet(3, depth=2, base_filters=4), Pipeline([Watched("dataset")]), patch_shape=(16, 16, 16))
     seg._fit_pipeline(sorted((tmp_path / "data").iterdir()), None)
     assert seen == [1, 2, 3] and seg.pipeline.fitted
+
+
+def test_predict_refuses_voxel_sizes_training_would_refuse(tmp_path):
+    "A header in metres (0.001 mm voxels) predicted all background without a word; now refused as fit refuses it."
+    import dataclasses
+
+    from miscnn_lite.io import DataError, SettingsError
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import TRAIN_SETTINGS_FILE, Segmenter, check_train_settings
+    seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16))
+    path = save_nifti(tmp_path / "metres.nii.gz", toy_case(0).image, affine_from_spacing((0.003, 0.001, 0.001)))
+    case = dataclasses.replace(toy_case(0), affine=affine_from_spacing((0.003, 0.001, 0.001)), image_path=path)
+    with pytest.raises(DataError, match=r"metres.nii.gz: spacing \(0.003, 0.001, 0.001\) mm is outside the plausible"):
+        seg.predict_case(case)
+    seg.spacing_range = None                                   # voxels that small are real here
+    assert seg.predict_case(case).shape == case.image.shape
+    seg.save(tmp_path / "model")
+    assert Segmenter.load(tmp_path / "model").spacing_range == (0.05, 20.0)
+    (tmp_path / "model" / TRAIN_SETTINGS_FILE).write_text(json.dumps(check_train_settings({"spacing_range": None})))
+    assert Segmenter.load(tmp_path / "model").spacing_range is None    # a train command's setting carries over
+    with pytest.raises(SettingsError, match="model='unet' is not a Keras model"):
+        Segmenter("unet", patch_shape=(16, 16, 16))
+
+
+def test_a_run_is_not_cut_back_and_a_model_older_than_its_run_is_named(tmp_path):
+    "Fewer epochs than a folder's run has trained are refused; a run continued past its model.keras warns at load."
+    import keras
+
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(iterations=2, epochs=2))
+    cases, out = [toy_case(s) for s in range(2)], tmp_path / "run"
+    Segmenter.from_plan(plan).fit(cases, None, out=out)
+    before = (out / "model.keras").read_bytes()
+    with pytest.raises(SettingsError, match="has trained 2 epochs already; epochs=1"):
+        Segmenter.from_plan(plan).fit(cases, None, epochs=1, out=out)
+    assert (out / "model.keras").read_bytes() == before             # nothing rewritten
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:                                            # after epoch 3's checkpoint: killed
+                raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        Segmenter.from_plan(plan).fit(cases, None, epochs=4, out=out, callbacks=[Interrupt()])
+    with pytest.warns(UserWarning, match=r"trained on past its model.keras \(epoch 3 of 4"):
+        Segmenter.load(out)
+    Segmenter.from_plan(plan).fit(cases, None, epochs=4, out=out)    # finished: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        Segmenter.load(out)
+
+
+def test_train_and_predict_refuse_writing_into_their_input_folder(tmp_path):
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.training import prediction_items, train_command
+    for i in range(2):
+        save_case(toy_case(i), tmp_path / "data")
+    with pytest.raises(SettingsError, match="--out .* is the --data folder"):
+        train_command(tmp_path / "data", tmp_path / "data", epochs=1)
+    with pytest.raises(SettingsError, match="--out .* is the --input folder"):
+        prediction_items(tmp_path / "data", tmp_path / "data" / ".")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["toy_000", "toy_001"]   # nothing written
