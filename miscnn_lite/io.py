@@ -818,7 +818,8 @@ def save_case(case: Case, root, layout: str = "kits19") -> Path:
 class CaseReader:
     "Base reader: a list of case ids and, per case, an image path and an optional label path."
     def __init__(self, root, orientation: str | None = "SPL"):
-        self.root, self.orientation = Path(root), orientation
+        self.root = Path(root)
+        self.orientation = None if orientation is None else check_orientation(orientation)   # checked when opened
         if not self.root.is_dir():
             raise MissingFileError(f"{self.root}: dataset folder does not exist.")
         self._index = self._scan()

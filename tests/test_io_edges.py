@@ -245,3 +245,12 @@ def test_a_prediction_without_the_images_gantry_tilt_shear_still_loads(tmp_path)
     plain[1, 2] = 0.0
     save_nifti(tmp_path / "label.nii.gz", (image > 0).astype(np.uint8), plain)
     np.testing.assert_array_equal(load_prediction(tmp_path / "label.nii.gz", case), case.image > 0)
+
+
+def test_a_wrong_orientation_is_named_when_the_dataset_is_opened(tmp_path):
+    from miscnn_lite.io import SettingsError, open_dataset, save_case
+    from miscnn_lite.phantoms import toy_case
+    save_case(toy_case(0), tmp_path / "data")
+    with pytest.raises(SettingsError, match="orientation='XYZ': give three axis codes"):
+        open_dataset(tmp_path / "data", orientation="XYZ")
+    assert open_dataset(tmp_path / "data", orientation="ras").orientation == "RAS"
