@@ -275,9 +275,10 @@ def test_predict_into_the_input_folder_is_refused_before_anything_is_written(tmp
     flat.mkdir()
     shutil.copy(tmp_path / "data" / "toy_000" / "imaging.nii.gz", flat / "a.nii.gz")
     before = (flat / "a.nii.gz").read_bytes()
-    for source in (flat, flat / "a.nii.gz"):
+    for source, said in ((flat, "is the --input folder: the predictions would be written among the images"),
+                         (flat / "a.nii.gz", "is an input file; predicting into it would overwrite it")):
         assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(source), "--out", str(flat)]) == 2
-        assert "is an input file; predicting into it would overwrite it" in capsys.readouterr().err
+        assert said in capsys.readouterr().err
     assert (flat / "a.nii.gz").read_bytes() == before
 
 
