@@ -1343,6 +1343,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'miscnn_lite/training.py'),
                                       'miscnn_lite.training.settings_differences': ( 'training.html#settings_differences',
                                                                                      'miscnn_lite/training.py'),
+                                      'miscnn_lite.training.stopped_early': ('training.html#stopped_early', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.train_command': ('training.html#train_command', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.truncate_log': ('training.html#truncate_log', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training.with_dtype_policy': ( 'training.html#with_dtype_policy',

@@ -35,11 +35,11 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'TRAIN_SETTINGS_FILE', 'RUN_FREE_SETTINGS', 'LATER_SETTINGS',
            'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'read_log', 'append_log', 'truncate_log', 'BestModel',
            'LiveCurves', 'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state',
-           'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy',
-           'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint',
-           'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets',
-           'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command', 'check_train_settings',
-           'settings_differences', 'plan_from_settings']
+           'stopped_early', 'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights',
+           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter',
+           'dataset_fingerprint', 'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path',
+           'check_prediction_targets', 'train_command', 'prediction_items', 'check_inputs_fit_models',
+           'predict_command', 'check_train_settings', 'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -229,6 +229,10 @@ def read_checkpoint_state(out) -> dict | None:
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+def stopped_early(state: dict | None) -> bool:
+    "Whether a checkpoint state records that EarlyStopping ended its run (finished, not paused)."
+    return bool((state or {}).get("callbacks", {}).get("EarlyStopping", {}).get("stopped_epoch", 0))
 
 def check_epochs_done(out, epochs: int) -> None:
     """Refuse to continue the run in `out` to fewer epochs than it has trained: its weights would be saved as a
@@ -828,8 +832,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
                            extra_state={"seed": s["seed"], "epochs": epochs})   # epochs: the run's goal
     self.train_ds, self.val_ds = train_ds, val_ds
     initial_epoch = self._resume(out, train_ds, ckpt) if continuing else 0
-    if initial_epoch and (getattr(ckpt, "restore", None) or {}).get("callbacks", {}).get("EarlyStopping", {}).get(
-            "stopped_epoch", 0):
+    if initial_epoch and stopped_early(getattr(ckpt, "restore", None)):
         initial_epoch = epochs                         # the run had stopped early: it is finished, not paused
     if not resume:
         truncate_log(out / LOG_FILE, 0)
@@ -985,8 +988,7 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     seg.plan = plan and plan.with_settings(**{k: v for k, v in overrides.items() if k in SETTING_GROUPS})
     seg.spacing_range = _trained_spacing_range(folder)
     state = read_checkpoint_state(folder) or {}
-    stopped = state.get("callbacks", {}).get("EarlyStopping", {}).get("stopped_epoch", 0)
-    if "epochs" in state and state.get("epoch", 0) < state["epochs"] and not stopped:
+    if "epochs" in state and state.get("epoch", 0) < state["epochs"] and not stopped_early(state):
         import warnings
         warnings.warn(f"{folder}: the run in this folder has trained on past its {MODEL_FILE} (epoch {state['epoch']} "
                       f"of {state['epochs']}: stopped, or still running), so {MODEL_FILE} is the model of an earlier, "
