@@ -1024,11 +1024,16 @@ def _load_mask_pair(case_id: str, reference_path: Path, prediction_path: Path):
 
 # %% ../nbs/09_evaluation.ipynb #e3ef23b8
 def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resample: bool = False,
-               tolerance_mm: float = 1e-3):
+               tolerance_mm: float = 1e-3, label_maps: bool = True):
+    """(case_id, reference, prediction, spacing) of one pair of files, checked to lie on one grid; with
+    `label_maps`, both checked to be label maps (an error names the file)."""
     if is_picture(reference_path):
         return _load_mask_pair(case_id, reference_path, prediction_path)
     reference, ref_affine = load_nifti(reference_path)
     prediction, pred_affine = load_nifti(prediction_path)
+    if label_maps:
+        reference = check_label_map(reference, f"case {case_id}: reference {reference_path}")
+        prediction = check_label_map(prediction, f"case {case_id}: prediction {prediction_path}")
     if resample:
         prediction = resample_to_grid(prediction, pred_affine, reference.shape, ref_affine)
         pred_affine = ref_affine
@@ -1064,7 +1069,9 @@ def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, p
         the tidy table (case, label, metric, value)."""
     metrics = get_metrics(metrics)
     pairs = match_cases(reference, prediction)
-    table = evaluate_cases((_load_pair(*p, resample=resample, tolerance_mm=tolerance_mm) for p in pairs),
+    label_maps = any(m.kind == "label" for m in metrics)           # image metrics read raw values
+    table = evaluate_cases((_load_pair(*p, resample=resample, tolerance_mm=tolerance_mm, label_maps=label_maps)
+                            for p in pairs),
                            labels=labels, metrics=metrics, progress=progress)
     if out is not None:
         write_metrics_csv(table, out)

@@ -1496,13 +1496,22 @@ class ImageFolderReader(CaseReader):
                     file_orientation="SPL", dtype=mode, has_label=mask_path is not None)
 
 # %% ../nbs/00_io.ipynb #0ea55fef
+def _value_range(array: np.ndarray) -> dict:
+    "min and max of the finite values, and `non_finite`: how many are NaN or infinite (only when some are)."
+    finite = np.isfinite(array) if array.dtype.kind == "f" else None
+    if finite is None or finite.all():
+        return dict(min=float(array.min()), max=float(array.max()))
+    values = array[finite]
+    return dict(min=float(values.min()) if values.size else float("nan"),
+                max=float(values.max()) if values.size else float("nan"), non_finite=int(array.size - values.size))
+
 def describe_file(path) -> dict:
-    "Shape, spacing, orientation, intensity range and (for integer maps) values of one image file."
+    """Shape, spacing, orientation, intensity range and (for integer maps) values of one image file; the range
+    is that of the finite voxels, and `non_finite` counts the NaN/Inf ones when there are any."""
     array, affine = load_image(path)
     spacing = tuple(round(s, 4) for s in spacing_from_affine(affine))
     info = dict(file=str(path), shape=tuple(array.shape), spacing_mm=spacing,
-                orientation=orientation_from_affine(affine), dtype=str(array.dtype),
-                min=float(array.min()), max=float(array.max()))
+                orientation=orientation_from_affine(affine), dtype=str(array.dtype), **_value_range(array))
     if array.dtype.kind in "iub" and int(array.max()) - int(array.min()) < 64:
         info["values"] = np.unique(array).tolist()
     return info
@@ -1519,8 +1528,7 @@ def describe(path) -> list[dict]:
         case = reader.load_case(cid)
         rows.append(dict(case=cid, shape=case.shape, spacing_mm=tuple(round(s, 4) for s in case.spacing),
                          orientation=orientation_from_affine(case.original_affine), dtype=str(case.image.dtype),
-                         min=float(case.image.min()), max=float(case.image.max()),
-                         labels=np.unique(case.label).tolist() if case.has_label else None))
+                         **_value_range(case.image), labels=np.unique(case.label).tolist() if case.has_label else None))
     return rows
 
 # %% ../nbs/00_io.ipynb #f9d7c0d3

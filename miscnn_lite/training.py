@@ -1075,12 +1075,29 @@ def check_prediction_targets(items, out) -> None:
                               "one of them, or predict them into separate output folders.")
         seen[target] = image or case_id
 
+# %% ../nbs/08_training.ipynb #6188c528
+def _unpredicted_error(failed: list, written: list, out) -> MiscnnError:
+    """One error for the inputs `predict` could not predict (`failed`: their errors), naming each of them
+    and what was written (`written`: prediction paths in `out`); the type of the errors if they share one."""
+    kinds = {type(e) for e in failed}
+    shown = "; ".join(str(e) for e in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+    done = (f"The {len(written)} other prediction(s) are written in {out}: "
+            f"{', '.join(str(Path(r).relative_to(out)) for r in written[:3])}{', ...' if len(written) > 3 else ''}."
+            if written else f"Nothing was written to {out}.")
+    error = (kinds.pop() if len(kinds) == 1 else MiscnnError)(
+        f"{len(failed)} of {len(failed) + len(written)} input(s) not predicted (no file written for them): {shown}. "
+        f"{done} Fix or remove the input(s) named and run predict again.")
+    error.__cause__ = failed[0]
+    return error
+
 # %% ../nbs/08_training.ipynb #0ba05089
 @patch
 def predict(self: Segmenter, cases, out=None, progress: bool = True):
     """Predict every case of `cases` (Cases, NIfTI paths, KiTS19 case folders, a dataset folder or reader).
 
-    Returns a list of (D, H, W) uint8 label maps (out=None) or of written NIfTI paths."""
+    Returns a list of (D, H, W) uint8 label maps (out=None) or of written NIfTI paths. With `out`, an input
+    that cannot be predicted (unreadable, NaN voxels, implausible spacing) does not stop the others: they are
+    written, then one error lists every input left without a prediction."""
     if isinstance(cases, (str, Path)) and Path(cases).is_file():
         cases = [cases]
     items = dataset_items(cases)
@@ -1088,25 +1105,26 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
         raise MiscnnError(f"{cases!r}: no images to predict (expected NIfTI files, KiTS19 case folders or Cases).")
     if out is not None:
         check_prediction_targets(items, out)
-    results = []
+    results, failed = [], []
     if progress:
         from tqdm.auto import tqdm
         items = tqdm(items, desc="predicting", unit="case")
     for item in items:
         try:
             case = item_source(item, with_label=False)[1]() if not isinstance(item, Case) else item
+            label_map = self.predict_case(case)
         except MiscnnError as e:
-            if out is None or not results:
+            if out is None:
                 raise
-            raise type(e)(f"{e} (the {len(results)} prediction(s) written before it stay in {out}: "
-                          f"{', '.join(str(Path(r).relative_to(out)) for r in results[:3])}"
-                          f"{', ...' if len(results) > 3 else ''})") from e
-        label_map = self.predict_case(case)
+            failed.append(e)                     # a bad input does not stop a folder: the others are predicted
+            continue
         if out is None:
             results.append(label_map)
         else:
             results.append(save_prediction(label_map, case, prediction_path(item, case, Path(out)),
                                            colors=getattr(item, "colors", None)))
+    if failed:
+        raise _unpredicted_error(failed, results, out)
     return results
 
 # %% ../nbs/08_training.ipynb #ce0db220

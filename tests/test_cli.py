@@ -1,4 +1,5 @@
 """The `miscnn-lite` console script, run as a user would: in a subprocess, from the installed entry point."""
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -172,29 +173,39 @@ def test_predict_ensemble_with_uncertainty_maps_for_the_viewer(tmp_path, capsys)
 
 
 def test_predict_reads_no_labels_refuses_name_clashes_and_names_what_it_wrote(tmp_path, capsys):
-    "A damaged segmentation does not stop predict; a.nii beside a.nii.gz is refused before anything is written; a"
-    " damaged image after a written prediction says what stays."
+    "A damaged segmentation does not stop predict; a.nii beside a.nii.gz is refused before anything is written;"
+    " damaged and NaN images are named and skipped, the other cases predicted, and the exit status says so."
     pytest.importorskip("keras")
     from miscnn_lite.cli import main
+    from miscnn_lite.io import load_nifti
     from miscnn_lite.models import unet
     from miscnn_lite.phantoms import toy_case
     from miscnn_lite.training import Segmenter
     Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2).save(tmp_path / "model")
-    for k in (0, 1):
+    for k in (0, 1, 2):
         save_case(toy_case(k, shape=(16, 24, 24)), tmp_path / "data")
     cases = sorted((tmp_path / "data").iterdir())
     (cases[0] / "segmentation.nii.gz").write_bytes(b"damaged")
     assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "data"),
                  "--out", str(tmp_path / "p1")]) == 0
     assert sorted(p.name for p in (tmp_path / "p1").iterdir()) == [c.name for c in cases]
-    (cases[1] / "imaging.nii.gz").write_bytes(b"damaged")
+    (cases[0] / "imaging.nii.gz").write_bytes(b"damaged")              # the first case unreadable
+    nan = toy_case(1, shape=(16, 24, 24))
+    image = nan.image.astype(np.float32)
+    image[3, 4, 5] = np.nan                                            # the second holds a NaN voxel
+    save_case(dataclasses.replace(nan, image=image), tmp_path / "data")
     assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "data"),
                  "--out", str(tmp_path / "p2")]) == 2
     err = capsys.readouterr().err
-    assert "imaging.nii.gz" in err and f"stay in {tmp_path / 'p2'}: {cases[0].name}/prediction.nii.gz" in err, err
+    assert "2 of 3 input(s) not predicted" in err, err
+    assert str(cases[0] / "imaging.nii.gz") in err and f"{cases[1] / 'imaging.nii.gz'}: image has 1 NaN" in err, err
+    assert f"other prediction(s) are written in {tmp_path / 'p2'}: {cases[2].name}/prediction.nii.gz" in err, err
+    assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == [cases[2].name]      # after the two bad ones
+    np.testing.assert_array_equal(load_nifti(tmp_path / "p2" / cases[2].name / "prediction.nii.gz")[0],
+                                  load_nifti(tmp_path / "p1" / cases[2].name / "prediction.nii.gz")[0])
     files = tmp_path / "files"
     files.mkdir()
-    shutil.copy(cases[0] / "imaging.nii.gz", files / "a.nii.gz")
+    shutil.copy(cases[2] / "imaging.nii.gz", files / "a.nii.gz")
     import nibabel as nib
     nib.save(nib.load(files / "a.nii.gz"), files / "a.nii")
     assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(files),

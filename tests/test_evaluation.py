@@ -13,6 +13,7 @@
 - MONAI is not installed: skipped.
 """
 import math
+import re
 import warnings
 
 import numpy as np
@@ -488,8 +489,10 @@ def test_evaluate_paths_bad_input(kits_folders, tmp_path):
         ev.evaluate_paths(root / "ref", root / "pred" / "case_00000" / "prediction.nii.gz")
     save_nifti(tmp_path / "prob" / "case_00000.nii.gz", np.full((16, 24, 20), 0.5, np.float32),
                affine_from_spacing(spacing, orientation="LPS"))
-    with pytest.raises(ValueError, match="non-integer values"):
-        ev.evaluate_paths(root / "flat_ref" / "case_00000.nii.gz", tmp_path / "prob" / "case_00000.nii.gz")
+    prob = tmp_path / "prob" / "case_00000.nii.gz"
+    with pytest.raises(ValueError, match=f"prediction {re.escape(str(prob))}: has non-integer values"):
+        ev.evaluate_paths(root / "flat_ref" / "case_00000.nii.gz", prob)        # the file is named
+    assert ev.evaluate_paths(root / "flat_ref" / "case_00000.nii.gz", prob, metrics=["MAE"])["value"].notna().all()
     # (nibabel repairs zero pixdim on load, so non-positive spacing is checked on arrays)
     ref = np.ones((4, 4, 4), np.uint8)
     with pytest.raises(ValueError, match="every voxel size must be a positive number"):
