@@ -502,6 +502,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io.OutputLockedError': ('io.html#outputlockederror', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.SettingsError': ('io.html#settingserror', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.UnreadableFileError': ('io.html#unreadablefileerror', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io._age_on_disk': ('io.html#_age_on_disk', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._as_label_map': ('io.html#_as_label_map', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._check_dicom_geometry': ('io.html#_check_dicom_geometry', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._check_direction': ('io.html#_check_direction', 'miscnn_lite/io.py'),

@@ -157,10 +157,26 @@ def remove_temporaries(folder) -> list[Path]:
     return stale
 
 # %% ../nbs/00_io.ipynb #3c4d341c
+def _age_on_disk(path: Path) -> float:
+    """Seconds since `path` was modified, by the clock of the file system holding it: the modification time of
+    a file touched beside it now (an NFS server stamps files with its own clock, which may run ahead of or
+    behind this machine's); this machine's clock where nothing can be written there."""
+    mtime = path.stat().st_mtime
+    probe = path.with_name(f".{path.name}.{os.getpid()}.now.tmp")     # a killed probe: see remove_temporaries
+    try:
+        probe.touch()
+        now = probe.stat().st_mtime
+    except OSError:
+        now = time.time()
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return now - mtime
+
 def _lock_holder_alive(holder: dict | None, path: Path) -> bool:
     if holder is None:                                   # being written right now, or left empty by a kill
         try:
-            return time.time() - path.stat().st_mtime < 10
+            return _age_on_disk(path) < 10
         except FileNotFoundError:
             return False                                 # released meanwhile
     if holder.get("host") != socket.gethostname():
@@ -225,7 +241,7 @@ def _takeover(path: Path) -> Iterator[bool]:
         fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         with contextlib.suppress(FileNotFoundError):
-            if time.time() - guard.stat().st_mtime > 10:
+            if _age_on_disk(guard) > 10:
                 guard.unlink()
         yield False
         return

@@ -205,6 +205,32 @@ def test_a_takeover_left_by_a_killed_process_is_cleared_and_a_running_one_waited
     assert lock.read_text() == dead                            # left to the process that is taking over
 
 
+@pytest.mark.parametrize("skew", [3600.0, -3600.0])
+def test_the_age_rules_read_the_file_systems_clock_not_this_machines(tmp_path, monkeypatch, skew):
+    "An NFS server stamps files with its own clock: a machine whose clock runs an hour ahead or behind neither"
+    " clears a fresh takeover file or an empty lock being written, nor keeps a minute-old one."
+    monkeypatch.setattr(io, "_folder_flock", lambda folder: None)
+    real = time.time
+    monkeypatch.setattr(io.time, "time", lambda: real() + skew)
+    lock, guard = tmp_path / io.LOCK_FILE, tmp_path / f"{io.LOCK_FILE}.takeover"
+    dead = json.dumps({"pid": 999_999_999, "host": socket.gethostname(), "command": "old", "started": "x"})
+    lock.write_text(dead)
+    guard.write_text("")                                       # a takeover under way, stamped just now
+    with pytest.raises(io.OutputLockedError, match="a takeover of its stale lock is under way"):
+        with io.output_lock(tmp_path, "new"):
+            pass
+    assert guard.exists() and lock.read_text() == dead
+    assert abs(io._age_on_disk(guard)) < 5
+    os.utime(guard, (real() - 60, real() - 60))                # a minute old by the file system's clock
+    with io.output_lock(tmp_path, "new"):
+        assert json.loads(lock.read_text())["command"] == "new" and not guard.exists()
+    lock.write_text("")                                        # a lock being written right now
+    with pytest.raises(io.OutputLockedError, match="a process that is starting"):
+        with io.output_lock(tmp_path, "new"):
+            pass
+    assert not list(tmp_path.glob(".*.now.tmp"))               # no probe left behind
+
+
 def test_sampler_locations_with_background_still_centre_on_foreground():
     label = np.zeros((6, 16, 8), np.uint8)
     label[3, 5, 4] = 2
