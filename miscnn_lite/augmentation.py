@@ -503,6 +503,9 @@ class AugmentationPipeline:
         if images.ndim not in (4, 5):
             raise MiscnnError(f"images: expected a batch (B, D, H, W[, C]), got shape {images.shape}. "
                              "For one sample call pipeline.augment_sample(image, label, rng).")
+        if labels is not None and len(labels) != len(images):
+            raise MiscnnError(f"labels: {len(labels)} label maps for {len(images)} images; give one label map per "
+                              "image of the batch (or labels=None).")
         if rng.random() >= self.batch_ratio:
             return images.astype(np.float32), labels
         out = [self.compose(images[b], None if labels is None else labels[b], rng) for b in range(len(images))]

@@ -836,6 +836,11 @@ def kits19_scores(reference: np.ndarray, prediction: np.ndarray) -> dict[str, fl
     "KiTS19 Dice of kidney+tumor ({1, 2}), of tumor ({2}), and their mean (the challenge score)."
     reference = check_label_map(reference, "reference"); prediction = check_label_map(prediction, "prediction")
     reference, prediction = check_same_grid(reference, prediction)
+    for name, m in (("reference", reference), ("prediction", prediction)):
+        if m.size and m.max() > 2:
+            raise MiscnnError(f"{name}: holds label(s) {[v for v in np.unique(m).tolist() if v > 2]}; KiTS19 maps "
+                              "hold 0 background, 1 kidney, 2 tumor. Map other labels first (e.g. KiTS21's cyst 3 "
+                              "to 1), or score your own regions with evaluate_case(labels=...).")
     kidney = dice(confusion(reference > 0, prediction > 0))
     tumor = dice(confusion(reference == 2, prediction == 2))
     return {"kidney_dice": kidney, "tumor_dice": tumor, "kits19_score": (kidney + tumor) / 2}

@@ -28,10 +28,10 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'check_orientation',
            'affine_from_spacing', 'check_seed', 'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError',
            'check_readable', 'load_nifti', 'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image',
-           'Case', 'check_case_id', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction',
-           'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader',
-           'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table',
-           'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
+           'Case', 'check_case_id', 'label_mapping', 'validate_case', 'case_from_arrays', 'load_case',
+           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
+           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
+           'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
            'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
@@ -657,6 +657,25 @@ def check_case_id(case_id: str) -> str:
     return case_id
 
 # %% ../nbs/00_io.ipynb #1e2f4a6d
+def label_mapping(mapping, name: str = "label_map") -> dict[int, int]:
+    """`{old: new}` label values as ints (keys may be whole-number strings, as JSON writes them); fractions,
+    bools and other values are refused by `name`, never truncated (0.5 is no label)."""
+    def whole(v):
+        if isinstance(v, str) and re.fullmatch(r"\s*[+-]?\d+\s*", v):
+            return int(v)
+        if is_whole_number(v):
+            return int(v)
+        raise MiscnnError(f"{name}: {v!r} is not a whole label value; give {{old: new}} integer pairs, e.g. "
+                          "{0: 0, 1: 1, 2: 1}.")
+    try:
+        pairs = list(mapping.items() if isinstance(mapping, dict) else mapping)
+        return {whole(k): whole(v) for k, v in pairs}
+    except (TypeError, ValueError) as e:
+        if isinstance(e, MiscnnError):
+            raise
+        raise MiscnnError(f"{name}: {mapping!r}, expected {{old: new}} integer pairs, e.g. "
+                          "{0: 0, 1: 1, 2: 1}.") from None
+
 def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
                   n_classes: int | None = None) -> np.ndarray:
     "Validate an integer label map (optionally remapped); return it as the smallest fitting uint dtype."
@@ -669,11 +688,11 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
         raise DataError(f"{where}: label dtype {label.dtype} is not numeric.")
     values = np.unique(label).astype(np.int64)
     if label_map:
-        unknown = sorted(set(values.tolist()) - set(int(k) for k in label_map))
+        unknown = sorted(set(values.tolist()) - set(label_mapping(label_map, f"{where}: label_map")))
         if unknown:
             raise DataError(f"{where}: label values {unknown} are missing from label_map "
                              f"{label_map}. Add them (e.g. {{{unknown[0]}: 0}}).")
-        new = {int(old): int(n) for old, n in label_map.items()}
+        new = label_mapping(label_map, f"{where}: label_map")
         mapped = np.array([new[v] for v in values.tolist()], np.int64)     # one per present value, in sorted order
         label, values = mapped[np.searchsorted(values, label)], np.unique(mapped)
     if values.min() < 0:
@@ -765,6 +784,21 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
     return case
 
 # %% ../nbs/00_io.ipynb #4c13bcef
+def _check_values_fit(values: np.ndarray, dtype, path) -> None:
+    "Raise unless `values` keep their value in the integer `dtype` (float dtypes take anything)."
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" or values.size == 0:
+        return
+    odd = ~np.isfinite(values) | (values != np.round(values)) if values.dtype.kind == "f" else None
+    if odd is not None and odd.any():
+        raise DataError(f"{path}: the prediction holds non-integer values (e.g. {values[odd][:3]}), which {dtype} "
+                        "would cut; save class indices (argmax of the probabilities), or a probability map with "
+                        "dtype=np.float32.")
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    if values.min() < lo or values.max() > hi:
+        raise DataError(f"{path}: the prediction holds values {values.min()}..{values.max()}, outside {dtype}'s "
+                        f"{lo}..{hi} (they would wrap around); save with a wider dtype, e.g. dtype=np.uint16.")
+
 def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, colors=None) -> Path:
     """Write a label map predicted on `case`'s grid to `path`, in the original file's orientation.
 
@@ -777,6 +811,7 @@ def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, co
     if prediction.shape != case.shape:
         raise DataError(f"prediction shape {prediction.shape} differs from case {case.id!r} shape "
                          f"{case.shape}; undo the preprocessing (pipeline.inverse) before saving.")
+    _check_values_fit(prediction, dtype, path)
     if is_picture(Path(path)):
         if prediction.shape[0] != 1:
             raise DataError(f"{path}: a picture holds one slice; case {case.id!r} has {prediction.shape[0]}. Save it "

@@ -554,6 +554,19 @@ def _check_classes_present(entries, classes):
                          f"{len(entries)} cases (classes found: {sorted(found)}). Check the label map / "
                          "LabelRemap, or drop them from oversample_classes.")
 
+# %% ../nbs/05_loading.ipynb #7e779d09
+def _check_batch_parts(entries, xs, ys) -> None:
+    "Raise, naming the cases, when one batch mixes labelled and unlabelled cases or cases of other channel counts."
+    name = lambda e: repr(getattr(e, "case_id", None) or getattr(e, "id", None) or e)
+    if len({y is None for y in ys}) > 1:
+        unlabelled = [name(e) for e, y in zip(entries, ys) if y is None]
+        raise MiscnnError(f"cases {', '.join(unlabelled)} have no label but others of the same batch do: train on "
+                          "labelled cases only (drop the unlabelled ones, or give them a label file).")
+    if len({x.shape[-1] for x in xs}) > 1:
+        channels = ", ".join(f"{name(e)}: {x.shape[-1]}" for e, x in zip(entries, xs))
+        raise MiscnnError(f"the cases of one batch have different channel counts ({channels}): every case needs the "
+                          "same modalities (image channels) in the same order.")
+
 # %% ../nbs/05_loading.ipynb #3e2549af
 class PatchBatches:
     """Batches of random patches from cache entries, seeded per (seed, epoch, index).
@@ -622,6 +635,7 @@ class PatchBatches:
             image, label = sample_patch(self.sampler, self.entries[i], rng)
             xs.append(image[..., None] if image.ndim == len(self.patch_shape) else image)
             ys.append(label)
+        _check_batch_parts([self.entries[i] for i in order], xs, ys)
         x = np.stack(xs).astype(np.float32)
         y = None if ys[0] is None else np.stack(ys)
         if self.augmentation is not None:

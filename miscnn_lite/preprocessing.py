@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .io import (DataError, MiscnnError, MissingFileError, Case, case_from_arrays,
-                            check_case_id, check_seed, check_spacing, is_whole_number, write_json)
+                            check_case_id, check_seed, check_spacing, is_whole_number, label_mapping, write_json)
 
 # %% auto #0
 __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'check_step_number',
@@ -422,19 +422,23 @@ class PadCrop(Step):
     def __post_init__(self):
         if self.shape is None and self.multiple_of is None:
             raise MiscnnError("PadCrop: give shape=(D, H, W) and/or multiple_of=2**depth, e.g. PadCrop(multiple_of=8).")
+        positive = lambda v: is_whole_number(v) and v > 0
         if self.shape is not None:
-            self.shape = tuple(self.shape)
-            if len(self.shape) != 3 or not all(s is None or (int(s) == s and s > 0) for s in self.shape):
-                raise MiscnnError(f"PadCrop: shape={self.shape}, expected three positive ints (or None to keep an "
-                                  "axis).")
+            if np.isscalar(self.shape) or len(self.shape) != 3 or not all(s is None or positive(s) for s in self.shape):
+                raise MiscnnError(f"PadCrop: shape={self.shape!r}, expected three positive ints (or None to keep an "
+                                  "axis), e.g. shape=(32, 128, 128).")
+            self.shape = tuple(None if s is None else int(s) for s in self.shape)
         if self.multiple_of is not None:
             m = (self.multiple_of,) * 3 if np.isscalar(self.multiple_of) else tuple(self.multiple_of)
-            if len(m) != 3 or not all(int(v) == v and v > 0 for v in m):
-                raise MiscnnError(f"PadCrop: multiple_of={self.multiple_of}, expected a positive int or three, e.g. "
-                                  "2**depth = 8.")
-            self.multiple_of = self.multiple_of if np.isscalar(self.multiple_of) else m
-        if not (self.image_fill == "minimum" or isinstance(self.image_fill, (int, float))):
-            raise MiscnnError(f"PadCrop: image_fill={self.image_fill!r}, expected 'minimum' or a number.")
+            if len(m) != 3 or not all(positive(v) for v in m):
+                raise MiscnnError(f"PadCrop: multiple_of={self.multiple_of!r}, expected a positive int or three, "
+                                  "e.g. 2**depth = 8.")
+            self.multiple_of = int(self.multiple_of) if np.isscalar(self.multiple_of) else tuple(map(int, m))
+        if not (self.image_fill == "minimum" or (isinstance(self.image_fill, (int, float, np.number))
+                                                 and not isinstance(self.image_fill, (bool, np.bool_))
+                                                 and np.isfinite(self.image_fill))):
+            raise MiscnnError(f"PadCrop: image_fill={self.image_fill!r}, expected 'minimum' or a finite number "
+                              "(e.g. -1024 for CT air).")
 
     def target_shape(self, shape) -> tuple[int, int, int]:
         "The (D, H, W) a case of `shape` is padded/cropped to."
@@ -450,6 +454,10 @@ class PadCrop(Step):
         pad = [[max(t - n, 0) // 2, max(t - n, 0) - max(t - n, 0) // 2] for n, t in zip(shape, target)]
         crop = [[max(n - t, 0) // 2, max(n - t, 0) - max(n - t, 0) // 2] for n, t in zip(shape, target)]
         fill = float(case.image.min()) if self.image_fill == "minimum" else float(self.image_fill)
+        dtype = case.image.dtype
+        if dtype.kind in "iu" and not (fill.is_integer() and np.iinfo(dtype).min <= fill <= np.iinfo(dtype).max):
+            raise MiscnnError(f"PadCrop: image_fill={self.image_fill!r} does not fit case {case.id!r}'s {dtype} image; "
+                              "give a value of its range, or convert the image to float32 first.")
         image = _pad(_crop(case.image, crop), pad, fill)
         label = None if case.label is None else _pad(_crop(case.label, crop), pad, 0)
         shift = np.eye(4); shift[:3, 3] = [c[0] - p[0] for c, p in zip(crop, pad)]
@@ -472,7 +480,8 @@ class PadCrop(Step):
 def _integer_labels(label: np.ndarray, where: str) -> np.ndarray:
     "`label` as an integer array, or a clear error if it holds fractional values or is not numeric."
     label = np.asarray(label)
-    if label.dtype.kind in "biu": return label
+    if label.dtype == bool: return label.view(np.uint8)      # a mask: 0 and 1 (as an index, bool would select)
+    if label.dtype.kind in "iu": return label
     if label.dtype.kind == "f" and np.all(np.isfinite(label)) and np.all(label == np.round(label)):
         return label.astype(np.int64)
     bad = label[~np.isfinite(label) | (label != np.round(label))][:3] if label.dtype.kind == "f" else label.dtype
@@ -489,10 +498,7 @@ class LabelRemap(Step):
     mapping: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        pairs = self.mapping.items() if isinstance(self.mapping, dict) else self.mapping
-        try: self.mapping = {int(k): int(v) for k, v in pairs}
-        except (TypeError, ValueError):
-            raise MiscnnError(f"LabelRemap: mapping={self.mapping!r}, expected {{old: new}} integer pairs.") from None
+        self.mapping = label_mapping(self.mapping, "LabelRemap mapping")
         if not self.mapping: raise MiscnnError("LabelRemap: empty mapping, e.g. LabelRemap({0: 0, 1: 1, 2: 2}).")
 
     def remap(self, label: np.ndarray, where: str = "label") -> np.ndarray:
@@ -533,8 +539,8 @@ class OneHot:
         return np.eye(self.n_classes, dtype=np.float32)[label]
 
     def inverse(self, probabilities: np.ndarray) -> np.ndarray:
-        "(…, n_classes) scores → (…) uint8 class map (argmax)."
-        return np.argmax(probabilities, axis=-1).astype(np.uint8)
+        "(…, n_classes) scores → (…) class map (argmax): uint8, or uint16 beyond 256 classes."
+        return np.argmax(probabilities, axis=-1).astype(np.uint8 if self.n_classes <= 256 else np.uint16)
 
     def to_dict(self): return {"step": "OneHot", "n_classes": int(self.n_classes)}
 

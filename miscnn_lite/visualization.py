@@ -360,6 +360,9 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
         image = image.image
         if image_path is None:          # no image file whose grid a map file is read onto: the case's own grid
             label, prediction, uncertainty = (_on_case_grid(x, case) for x in (label, prediction, uncertainty))
+        if spacing is not None:         # mm per axis of the case's arrays: turned with them below
+            affine = affine_from_spacing(check_spacing(spacing, name="spacing", ndim=3), case.orientation)
+            spacing = None
         if case.orientation != "SPL":   # the planes and their head-up flips assume SPL: turn the case and its maps
             if isinstance(uncertainty, (str, Path)):
                 uncertainty = load_prediction(uncertainty, case)
