@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, atomic_path,
+from .io import (NPY_LOCK, SPACING_RANGE_MM, Case, DataError, MiscnnError, MissingFileError, atomic_path,
                             case_folder_files, check_case_id, check_seed, check_spacing, image_stem,
                             is_whole_number, load_case, write_json)
 from .patching import PatchSampler, class_locations
@@ -299,12 +299,24 @@ def check_unique_ids(ids, where: str = "the cases") -> None:
 
 # %% ../nbs/05_loading.ipynb #9fc823e1
 def dataset_items(items) -> list:
-    "A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`."
+    """A list of items from a list/tuple, a folder of KiTS19 case folders, or a reader with `.case_ids`;
+    one image file, case folder or `Case` is a list of one."""
     if hasattr(items, "case_ids") and hasattr(items, "load_case"):
         return [ReaderItem(items, i) for i in items.case_ids]
-    if isinstance(items, (str, Path)) and Path(items).is_dir() and case_folder_files(items)[0] is None:
-        return sorted(p for p in Path(items).iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
-    return list(items)
+    if isinstance(items, Case):
+        return [items]
+    if isinstance(items, (str, Path)):
+        if not Path(items).exists():
+            raise MissingFileError(f"{items}: no such file or folder; give image files, KiTS19 case folders or a "
+                                   "dataset folder.")
+        if Path(items).is_dir() and case_folder_files(items)[0] is None:
+            return sorted(p for p in Path(items).iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
+        return [items]                                  # one image file or case folder, not its characters
+    try:
+        return list(items)
+    except TypeError:
+        raise MiscnnError(f"{items!r}: expected cases (a list of Cases, image files or case folders), a dataset "
+                          "folder or a reader.") from None
 
 # %% ../nbs/05_loading.ipynb #430dc7da
 CACHE_SUFFIXES = (".json", ".image.npy", ".label.npy", ".locations.npz")   # the files of one entry

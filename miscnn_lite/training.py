@@ -1098,8 +1098,6 @@ def predict(self: Segmenter, cases, out=None, progress: bool = True):
     Returns a list of (D, H, W) uint8 label maps (out=None) or of written NIfTI paths. With `out`, an input
     that cannot be predicted (unreadable, NaN voxels, implausible spacing) does not stop the others: they are
     written, then one error lists every input left without a prediction."""
-    if isinstance(cases, (str, Path)) and Path(cases).is_file():
-        cases = [cases]
     items = dataset_items(cases)
     if not items:
         raise MiscnnError(f"{cases!r}: no images to predict (expected NIfTI files, KiTS19 case folders or Cases).")
