@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 from scipy import ndimage
 
-from .io import MiscnnError
+from .io import MiscnnError, as_rng
 
 # %% auto #0
 __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsCall',
@@ -64,7 +64,7 @@ class Transform:
 
     def __call__(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         "Augment `image` (D, H, W[, C]) and `label` (D, H, W) or None; return them with the same shapes."
-        squeeze = np.ndim(image) == 3
+        squeeze, rng = np.ndim(image) == 3, as_rng(rng, f"{type(self).__name__} rng")
         img = _as_image(image)
         lab = _as_label(label, img.shape[:3])
         if rng.random() < self.p:
@@ -474,6 +474,7 @@ class Compose:
     transforms: list = field(default_factory=list)
 
     def __call__(self, image, label, rng):
+        rng = as_rng(rng, "Compose rng")                  # one generator through all transforms
         for t in self.transforms:
             image, label = t(image, label, rng)
         return image, label
@@ -503,6 +504,7 @@ class AugmentationPipeline:
         if images.ndim not in (4, 5):
             raise MiscnnError(f"images: expected a batch (B, D, H, W[, C]), got shape {images.shape}. "
                              "For one sample call pipeline.augment_sample(image, label, rng).")
+        rng = as_rng(rng, "AugmentationPipeline rng")
         if labels is not None and len(labels) != len(images):
             raise MiscnnError(f"labels: {len(labels)} label maps for {len(images)} images; give one label map per "
                               "image of the batch (or labels=None).")

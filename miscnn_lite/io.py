@@ -26,13 +26,14 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
            'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'check_orientation',
-           'affine_from_spacing', 'check_seed', 'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError',
-           'check_readable', 'load_nifti', 'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image',
-           'Case', 'check_case_id', 'label_mapping', 'validate_case', 'case_from_arrays', 'load_case',
-           'save_prediction', 'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader',
-           'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture',
-           'colour_table', 'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
-           'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
+           'affine_from_spacing', 'check_seed', 'as_rng', 'is_finite_number', 'is_whole_number', 'reorient', 'regrid',
+           'UnreadableFileError', 'check_readable', 'load_nifti', 'check_affine', 'save_nifti', 'is_picture',
+           'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'label_mapping', 'validate_case',
+           'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader',
+           'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series',
+           'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask', 'write_picture',
+           'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file', 'describe',
+           'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -423,6 +424,20 @@ def check_seed(seed, name: str = "seed") -> int:
                          "(the same seed gives the same numbers).")
     return int(seed)
 
+def as_rng(rng, name: str = "rng") -> np.random.Generator:
+    "`rng` if it is a numpy `Generator`, a new one from a non-negative int seed, else a clear error naming `name`."
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)) and rng >= 0:
+        return np.random.default_rng(int(rng))
+    raise SettingsError(f"{name}={rng!r}: expected a random generator, e.g. np.random.default_rng(0), or a "
+                        "non-negative int seed (the same seed gives the same draws).")
+
+def is_finite_number(value) -> bool:
+    "True for a finite int or float (numpy's too); never for a bool, a string, NaN or inf."
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(value)))
+
 def is_whole_number(value) -> bool:
     "True for an int, or a float without fraction (YAML reads 1e3 as a float); never for a bool, NaN or inf."
     return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
@@ -520,6 +535,20 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return array, img.affine.astype(float)
 
 # %% ../nbs/00_io.ipynb #f47d5059
+def check_affine(affine, where: str, fix: str) -> np.ndarray:
+    "`affine` as a float 4×4 voxel-to-world matrix with finite values and independent axes, else a clear error."
+    try:
+        a = np.asarray(affine, dtype=float)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.shape != (4, 4):
+        raise DataError(f"{where}: expected a 4×4 matrix, got {np.shape(affine) if a is not None else affine!r}; {fix}")
+    axes = a[:3, :3]
+    if not np.isfinite(a).all() or abs(np.linalg.det(axes)) <= 1e-6 * np.prod(np.linalg.norm(axes, axis=0)):
+        raise DataError(f"{where} {np.round(a, 4).tolist()} has no independent axis directions (degenerate or "
+                        f"non-finite); {fix}")
+    return a
+
 def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
     """Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype (float16 as float32,
     bool as uint8)."""
@@ -527,11 +556,16 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
     if not _is_nifti(path):
         raise DataError(f"{path}: choose a .nii or .nii.gz file name.")
     array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: array dtype {array.dtype} cannot be written as NIfTI; give numbers (a label map "
+                        "as uint8, an image as int16 or float32).")
+    affine = check_affine(affine, f"{path}: affine", "give the voxel-to-world matrix of the image, e.g. "
+                          "case.affine or affine_from_spacing(spacing).")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:                      # NIfTI has no float16: float32 holds it exactly
         array = array.astype(np.float32)
-    img = nib.Nifti1Image(array, np.asarray(affine, dtype=float), dtype=array.dtype)
+    img = nib.Nifti1Image(array, affine, dtype=array.dtype)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     with atomic_path(path) as tmp:
@@ -717,11 +751,7 @@ def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.n
     if case.image.ndim != 3:
         raise DataError(f"{where}: image has shape {case.image.shape}; a 3D (D, H, W) volume is expected.")
     check_spacing(spacing_from_affine(case.affine), name=f"{where}: spacing")
-    axes = np.asarray(case.affine, float)[:3, :3]
-    if not np.isfinite(case.affine).all() or abs(np.linalg.det(axes)) < 1e-6 * np.prod(np.linalg.norm(axes, axis=0)):
-        raise DataError(f"{where}: the affine {np.round(case.affine, 4).tolist()} has no independent axis directions "
-                        "(degenerate or non-finite q/s-form). Fix the file header (qform/sform) or export the image "
-                        "again.")
+    check_affine(case.affine, f"{where}: the affine", "fix the file header (qform/sform) or export the image again.")
     if case.image.dtype.kind == "f":
         bad = int((~np.isfinite(case.image)).sum())
         if bad:

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import MiscnnError
+from .io import MiscnnError, as_rng
 
 # %% auto #0
 __all__ = ['ANALYSIS_MODES', 'reads_on_slicing', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape',
@@ -215,6 +215,7 @@ class PatchSampler:
 
         Returns `(image_patch (d, h, w, C·(2k+1)), label_patch (d, h, w))`, copies. `locations`: an
         optional `class_locations(label, ...)` result, so the label is not scanned on every draw."""
+        rng = as_rng(rng, "PatchSampler rng")
         image = as_channels_last(image, keep_lazy=True)                    # an HDF5 pack: only the patch is read
         label = check_label(label, image.shape[:3], keep_lazy=locations is not None)   # else scanned: read whole
         patch = resolve_patch_shape(self.patch_shape, image.shape)
@@ -262,6 +263,7 @@ class SliceSampler:
             raise MiscnnError(f"n_slices: {self.n_slices} must be >= 1 (the CT-cues paper uses 16).")
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        rng = as_rng(rng, "SliceSampler rng")
         image = as_channels_last(image)
         label = check_label(label, image.shape[:3])
         candidates = (np.flatnonzero(label.reshape(len(label), -1).any(axis=1)) if self.exclude_background

@@ -15,8 +15,9 @@ from typing import Iterable, Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from .io import (DataError, MiscnnError, MissingFileError, Case, case_from_arrays,
-                            check_case_id, check_seed, check_spacing, is_whole_number, label_mapping, write_json)
+from .io import (CorruptFileError, DataError, MiscnnError, MissingFileError, Case, case_from_arrays,
+                            check_case_id, check_seed, check_spacing, is_finite_number, is_whole_number, label_mapping,
+                            write_json)
 
 # %% auto #0
 __all__ = ['STEPS', 'REGIONS', 'FORMAT', 'register_step', 'Step', 'IntensityStep', 'step_from_dict', 'check_step_number',
@@ -434,9 +435,7 @@ class PadCrop(Step):
                 raise MiscnnError(f"PadCrop: multiple_of={self.multiple_of!r}, expected a positive int or three, "
                                   "e.g. 2**depth = 8.")
             self.multiple_of = int(self.multiple_of) if np.isscalar(self.multiple_of) else tuple(map(int, m))
-        if not (self.image_fill == "minimum" or (isinstance(self.image_fill, (int, float, np.number))
-                                                 and not isinstance(self.image_fill, (bool, np.bool_))
-                                                 and np.isfinite(self.image_fill))):
+        if not (self.image_fill == "minimum" or is_finite_number(self.image_fill)):
             raise MiscnnError(f"PadCrop: image_fill={self.image_fill!r}, expected 'minimum' or a finite number "
                               "(e.g. -1024 for CT air).")
 
@@ -643,11 +642,13 @@ class Pipeline:
     @classmethod
     def load(cls, path) -> "Pipeline":
         path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"{path}: no pipeline file here" + (" (a folder: give its pipeline.json)" if
+                                   path.is_dir() else "") + "; save one with Pipeline.save(path).")
         try: d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError: raise MissingFileError(f"{path}: no pipeline file here; save one with "
-                                                          "Pipeline.save(path).") from None
-        except json.JSONDecodeError as e:
-            raise MiscnnError(f"{path}: not valid JSON ({e}); the pipeline file is damaged, save it again.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CorruptFileError(f"{path}: not valid JSON ({e}); the pipeline file is damaged, save it "
+                                   "again.") from None
         return cls.from_dict(d, str(path))
 
 # %% ../nbs/02_preprocessing.ipynb #2b4bd07c

@@ -19,7 +19,7 @@ from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
                             check_spacing, dataset_class_names, load_mapping, open_dataset, output_lock,
                             remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, is_whole_number,
-                            json_value, write_json)
+                            is_finite_number, json_value, write_json)
 from .augmentation import augmentation_from_dict
 from .preprocessing import ClipHU, LabelRemap, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
@@ -1334,8 +1334,7 @@ def _is_int(v, lo: int) -> bool:
 
 # %% ../nbs/08_training.ipynb #a256b1f3
 def _is_number(v, lo: float, hi: float, hi_open: bool = True) -> bool:
-    ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and np.isfinite(v)
-    return bool(ok and lo <= v and (v < hi if hi_open else v <= hi))
+    return bool(is_finite_number(v) and lo <= v and (v < hi if hi_open else v <= hi))
 
 # %% ../nbs/08_training.ipynb #9b5d17a9
 _MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from fastcore.basics import patch
 
 from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check_spacing, load_case,
-                            load_nifti, load_prediction, orientation_from_affine, regrid, reorient)
+                            is_finite_number, load_nifti, load_prediction, orientation_from_affine, regrid, reorient)
 
 # %% auto #0
 __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
@@ -112,10 +112,15 @@ def _grey_rgb(gray: np.ndarray) -> np.ndarray:
     return gray.copy() if gray.ndim == 3 else np.repeat(gray[..., None], 3, axis=-1)
 
 # %% ../nbs/11_visualization.ipynb #17d5fede
+def _check_opacity(opacity) -> float:
+    "`opacity` if it is a number in [0, 1], else a clear error."
+    if not (is_finite_number(opacity) and 0 <= opacity <= 1):
+        raise MiscnnError(f"opacity={opacity!r}: expected a number in [0, 1] (0 = invisible, 1 = opaque).")
+    return float(opacity)
+
 def _mix(base: np.ndarray, colors: np.ndarray, weight, opacity: float) -> np.ndarray:
     "uint8 `base·(1 − weight) + colors·weight`, rounded; `weight` is a number or one per pixel, `opacity` its limit."
-    if not 0 <= opacity <= 1:
-        raise MiscnnError(f"opacity={opacity!r}: expected a number in [0, 1] (0 = invisible, 1 = opaque).")
+    _check_opacity(opacity)
     return (base.astype(np.float32) * (1 - weight) + colors.astype(np.float32) * weight + 0.5).astype(np.uint8)
 
 # %% ../nbs/11_visualization.ipynb #750759c2
@@ -271,6 +276,14 @@ def _as_image(image, channel, name: str) -> np.ndarray:
         raise MiscnnError(f"{name}: image has shape {image.shape}; expected (D, H, W), (H, W) or (D, H, W, C).")
     if image.dtype.kind not in "iufb":
         raise MiscnnError(f"{name}: image dtype {image.dtype} is not numeric.")
+    if image.dtype == bool:
+        return image.view(np.uint8)                    # a mask shown as an image: 0 and 1
+    bad = ~np.isfinite(image) if image.dtype.kind == "f" else None
+    if bad is not None and bad.any():
+        fill = float(image[~bad].min()) if not bad.all() else 0.0
+        warnings.warn(f"{name}: {int(bad.sum())} NaN/Inf voxel(s), shown as the image's minimum ({fill:g}); "
+                      "`miscnn-lite info` counts them, np.nan_to_num(image, nan=-1024) repairs a CT.", stacklevel=3)
+        image = np.where(bad, fill, image)
     return image
 
 # %% ../nbs/11_visualization.ipynb #d832837f
@@ -496,7 +509,7 @@ class SliceViewer:
                  class_names=KITS19_CLASSES, axis: int = 0, cursor=None, view: str | None = None,
                  opacity: float = 0.4, size: int = 320, channel: int | None = None, uncertainty=None):
         self.data = d = viewer_data(image, label, prediction, spacing, channel, uncertainty)
-        self.class_names, self.size = tuple(class_names), size
+        self.class_names, self.size, opacity = tuple(class_names), size, _check_opacity(opacity)
         if axis not in (0, 1, 2):
             raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
         if cursor is not None and (np.ndim(cursor) != 1 or len(cursor) != 3):

@@ -265,6 +265,9 @@ def test_damaged_or_missing_json(tmp_path):
     bad = tmp_path / "p.json"; bad.write_text('{"format": "miscnn_lite.preprocessing/1", "steps": [')
     with pytest.raises(ValueError, match="not valid JSON"): Pipeline.load(bad)
     with pytest.raises(FileNotFoundError, match="no pipeline file"): Pipeline.load(tmp_path / "none.json")
+    with pytest.raises(FileNotFoundError, match="no pipeline file here .a folder"): Pipeline.load(tmp_path)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ValueError, match="binary.json: not valid JSON"): Pipeline.load(tmp_path / "binary.json")
     other = tmp_path / "o.json"; other.write_text('{"layers": []}')
     with pytest.raises(ValueError, match="not a miscnn_lite preprocessing pipeline"): Pipeline.load(other)
 

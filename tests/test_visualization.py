@@ -164,6 +164,9 @@ def test_bad_inputs_have_clear_errors():
         SliceViewer(case, axis=3)
     with pytest.raises(ValueError, match="window level nan"):
         SliceViewer(case, window=(float("nan"), 400))
+    for opacity in (2, -0.1, "0.5", True):
+        with pytest.raises(ValueError, match=r"opacity=.*: expected a number in \[0, 1\]"):
+            SliceViewer(case, opacity=opacity)
 
 
 def test_a_case_in_another_orientation_is_shown_with_its_maps_aligned(tmp_path):
