@@ -88,8 +88,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                           'miscnn_lite.augmentation.SliceSkipping.apply': ( 'augmentation.html#sliceskipping.apply',
                                                                                             'miscnn_lite/augmentation.py'),
                                           'miscnn_lite.augmentation.Spatial': ('augmentation.html#spatial', 'miscnn_lite/augmentation.py'),
-                                          'miscnn_lite.augmentation.Spatial.__post_init__': ( 'augmentation.html#spatial.__post_init__',
-                                                                                              'miscnn_lite/augmentation.py'),
                                           'miscnn_lite.augmentation.Spatial.make': ( 'augmentation.html#spatial.make',
                                                                                      'miscnn_lite/augmentation.py'),
                                           'miscnn_lite.augmentation.Transform': ( 'augmentation.html#transform',

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 from scipy import ndimage
 
-from .io import MiscnnError, as_rng
+from .io import MiscnnError, as_rng, is_finite_number, is_whole_number
 
 # %% auto #0
 __all__ = ['Transform', 'seeded_global_random', 'to_batchgenerators', 'from_batchgenerators', 'BatchgeneratorsCall',
@@ -52,15 +52,22 @@ def _check_range(value, name, low=-np.inf, high=np.inf):
 @dataclass(kw_only=True)
 class Transform:
     """Base of all augmentations: apply `self.apply` with probability `p`; parameters are fields.
-    `checked_ranges` maps (low, high) interval fields to the bounds they must lie in (checked on creation)."""
+    `checked_ranges` maps (low, high) interval fields to the bounds they must lie in, `checked_numbers` number
+    fields to (low, high, whole) (checked on creation)."""
     p: float = 1.0
     checked_ranges: ClassVar[dict] = {}
+    checked_numbers: ClassVar[dict] = {}
 
     def __post_init__(self):
-        if not 0.0 <= self.p <= 1.0:
-            raise MiscnnError(f"{type(self).__name__}: p={self.p} is not a probability in [0, 1].")
+        if not (is_finite_number(self.p) and 0.0 <= self.p <= 1.0):
+            raise MiscnnError(f"{type(self).__name__}: p={self.p!r} is not a probability in [0, 1].")
         for name, (low, high) in self.checked_ranges.items():
             _check_range(getattr(self, name), name, low, high)
+        for name, (low, high, whole) in self.checked_numbers.items():
+            v = getattr(self, name)
+            if not (is_finite_number(v) and low <= v <= high and (is_whole_number(v) or not whole)):
+                raise MiscnnError(f"{type(self).__name__}: {name}={v!r} must be a {'whole ' if whole else ''}number "
+                                  f"in [{low}, {high}].")
 
     def __call__(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         "Augment `image` (D, H, W[, C]) and `label` (D, H, W) or None; return them with the same shapes."
@@ -188,6 +195,7 @@ class Rotation(BatchgeneratorsTransform):
     out_of_plane_deg: float = 0.0
     order: int = 3
     planar: ClassVar[bool] = True
+    checked_numbers: ClassVar[dict] = {"max_angle_deg": (0, 180, False), "out_of_plane_deg": (0, 180, False)}
 
     def make(self, shape):
         return _spatial(shape, angle_deg=self.max_angle_deg, out_of_plane_deg=self.out_of_plane_deg, order=self.order)
@@ -229,14 +237,9 @@ class Spatial(BatchgeneratorsTransform):
     p_elastic: float = 0.0
     order: int = 3
     planar: ClassVar[bool] = True
-
-    def __post_init__(self):
-        super().__post_init__()
-        for name in ("p_rotation", "p_scale", "p_elastic"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise MiscnnError(f"Spatial: {name}={getattr(self, name)} is not a probability in [0, 1].")
-        _check_range(self.scale_range, "scale_range", 1e-3)
-        _check_range(self.deformation_scale, "deformation_scale", 0.0, 1.0)
+    checked_ranges: ClassVar[dict] = {"scale_range": (1e-3, np.inf), "deformation_scale": (0.0, 1.0)}
+    checked_numbers: ClassVar[dict] = {**Rotation.checked_numbers, "p_rotation": (0, 1, False),
+                                       "p_scale": (0, 1, False), "p_elastic": (0, 1, False)}
 
     def make(self, shape):
         t = _spatial(shape, angle_deg=self.max_angle_deg, out_of_plane_deg=self.out_of_plane_deg,
@@ -386,6 +389,7 @@ class NoiseMap(Transform):
     std_range: tuple = (0.0, 0.1)
     smoothing_vox: float = 1.0
     checked_ranges: ClassVar[dict] = {"std_range": (0.0, np.inf)}
+    checked_numbers: ClassVar[dict] = {"smoothing_vox": (0, np.inf, False)}
 
     def apply(self, image, label, rng):
         field = ndimage.gaussian_filter(rng.standard_normal(image.shape[:3]), self.smoothing_vox)
@@ -403,12 +407,10 @@ class ClusterIntensityShift(Transform):
     max_shift: float = 0.1
     per_channel: bool = True
     modalities: int = 1
+    checked_numbers: ClassVar[dict] = {"n_clusters": (1, np.inf, True), "max_shift": (0, np.inf, False)}
 
     def __post_init__(self):
         super().__post_init__()
-        if self.n_clusters < 1 or self.max_shift < 0:
-            raise MiscnnError(f"ClusterIntensityShift: n_clusters={self.n_clusters} must be >= 1 and "
-                             f"max_shift={self.max_shift} >= 0.")
         _check_modalities(self)
 
     def apply(self, image, label, rng):
@@ -527,6 +529,9 @@ def _registry() -> dict:
 # %% ../nbs/04_augmentation.ipynb #982e1bb7
 def augmentation_from_dict(d: dict):
     "Rebuild a transform, `Compose` or `AugmentationPipeline` from its `to_dict()`."
+    if not isinstance(d, dict):
+        raise MiscnnError(f"augmentation: {d!r} is not a mapping; give a transform's to_dict(), e.g. "
+                          "{'name': 'Mirror', 'axes': [2]}.")
     d = dict(d)
     name = d.pop("name", None)
     if name in ("Compose", "AugmentationPipeline"):

@@ -758,7 +758,7 @@ def normalize_regions(labels) -> dict[str, tuple[int, ...]]:
         items = [(None, v) for v in ([labels] if isinstance(labels, (int, np.integer)) else labels)]
     regions = {}
     for name, value in items:
-        values = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+        values = (value,) if np.isscalar(value) else tuple(value)
         if not values or not all(isinstance(v, (int, np.integer)) and v > 0 for v in values):
             raise MiscnnError(f"labels: region {value!r} must be one or more positive integer labels "
                              "(0 is background), e.g. labels=[1, 2] or {'kidney+tumor': (1, 2)}.")

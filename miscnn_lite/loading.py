@@ -33,8 +33,9 @@ def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
     if np.ndim(patch_shape) != 1 or not all(map(is_whole_number, patch_shape)):
         raise MiscnnError(f"patch_shape={patch_shape!r}: give whole numbers of voxels per axis, e.g. (32, 64, 64).")
     shape = tuple(int(s) for s in patch_shape)
-    if depth < 0:
-        raise MiscnnError(f"depth={depth}: expected the number of down-sampling steps, an int >= 0.")
+    if not is_whole_number(depth) or depth < 0:
+        raise MiscnnError(f"depth={depth!r}: expected the number of down-sampling steps, an int >= 0.")
+    depth = int(depth)
     if any(s <= 0 for s in shape):
         raise MiscnnError(f"patch_shape={shape}: every axis must be a positive number of voxels.")
     step = 2 ** depth
@@ -606,8 +607,9 @@ class PatchBatches:
         self.entries = list(entries)
         if not self.entries:
             raise MiscnnError("entries is empty: the loader needs at least one case.")
-        if batch_size < 1 or iterations < 1:
-            raise MiscnnError(f"batch_size={batch_size}, iterations={iterations}: both must be >= 1.")
+        if not all(is_whole_number(v) and v >= 1 for v in (batch_size, iterations)):
+            raise MiscnnError(f"batch_size={batch_size!r}, iterations={iterations!r}: both must be whole numbers >= 1.")
+        batch_size, iterations = int(batch_size), int(iterations)
         seed, epoch = check_seed(seed, "PatchBatches seed"), check_seed(epoch, "PatchBatches epoch")
         self.patch_shape = tuple(int(p) for p in patch_shape)
         if oversample_classes:

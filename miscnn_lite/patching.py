@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import MiscnnError, as_rng
+from .io import MiscnnError, as_rng, is_finite_number, is_whole_number
 
 # %% auto #0
 __all__ = ['ANALYSIS_MODES', 'reads_on_slicing', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape',
@@ -75,8 +75,8 @@ def check_label(label: np.ndarray, spatial_shape: Sequence[int], name: str = "la
 # %% ../nbs/03_patching.ipynb #9442cd98
 def resolve_patch_shape(patch_shape: Sequence[int | None], image_shape: Sequence[int]) -> tuple[int, int, int]:
     "Replace `None` entries of a (d, h, w) `patch_shape` by the extent of `image_shape` (D, H, W)."
-    if len(patch_shape) != 3:
-        raise MiscnnError(f"patch_shape: expected 3 entries (d, h, w), got {tuple(patch_shape)}. "
+    if np.isscalar(patch_shape) or len(patch_shape) != 3:
+        raise MiscnnError(f"patch_shape: expected 3 entries (d, h, w), got {patch_shape!r}. "
                          "Use 1 for the slice axis of a 2D patch, e.g. (1, 128, 128).")
     out = tuple(int(s) if p is None else p for p, s in zip(patch_shape, image_shape[:3]))
     if any(not isinstance(p, (int, np.integer)) or p < 1 for p in out):
@@ -142,8 +142,8 @@ def class_locations(label: np.ndarray, classes: Iterable[int], max_per_class: in
 
 # %% ../nbs/03_patching.ipynb #9d570908
 def _check_fraction(value, name):
-    if not 0.0 <= float(value) <= 1.0:
-        raise MiscnnError(f"{name}: {value} is not a probability in [0, 1].")
+    if not (is_finite_number(value) and 0.0 <= value <= 1.0):
+        raise MiscnnError(f"{name}: {value!r} is not a probability in [0, 1].")
 
 # %% ../nbs/03_patching.ipynb #a8ec8d62
 def _present_classes(wanted, label, locations) -> list[int]:
@@ -195,8 +195,11 @@ class PatchSampler:
     pad_value: float | None = None
 
     def __post_init__(self):
-        self.patch_shape = tuple(self.patch_shape)
         resolve_patch_shape(self.patch_shape, (1, 1, 1))  # validates length and values
+        self.patch_shape = tuple(self.patch_shape)
+        for name, lo in (("slab_neighbours", 0), ("max_tries", 1)):
+            if not (is_whole_number(getattr(self, name)) and getattr(self, name) >= lo):
+                raise MiscnnError(f"{name}: {getattr(self, name)!r} must be a whole number >= {lo}.")
         _check_fraction(self.foreground_fraction, "foreground_fraction")
         if self.foreground_classes is not None:
             self.foreground_classes = tuple(int(c) for c in self.foreground_classes)
@@ -206,8 +209,6 @@ class PatchSampler:
         if self.slab_neighbours < 0 or (self.slab_neighbours and self.patch_shape[0] != 1):
             raise MiscnnError(f"slab_neighbours: {self.slab_neighbours} needs patch_shape[0] == 1 and k >= 0, "
                              f"got patch_shape {self.patch_shape}. Use analysis_patch_shape('slab').")
-        if self.max_tries < 1:
-            raise MiscnnError(f"max_tries: {self.max_tries} must be >= 1.")
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
                  locations: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -374,9 +375,11 @@ def merge_patches(predictions: Iterable[np.ndarray], slices: Iterable[tuple], sh
 # %% ../nbs/03_patching.ipynb #f7c732b6
 def mirror_subsets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     "Every subset of the spatial `axes` (0 z, 1 y, 2 x) to flip, the empty one (no flip) first: 2**len(axes)."
+    if np.isscalar(axes) or not all(is_whole_number(a) for a in axes) or any(a not in (0, 1, 2) for a in axes) \
+            or len(set(axes)) != len(axes):
+        raise MiscnnError(f"mirror_axes: {axes!r} must be a list of distinct spatial axes among 0 (z), 1 (y), 2 (x), "
+                          "e.g. [2] (left-right) or [] (none).")
     axes = tuple(int(a) for a in axes)
-    if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-        raise MiscnnError(f"mirror_axes: {axes} must be distinct spatial axes among 0 (z), 1 (y), 2 (x).")
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 # %% ../nbs/03_patching.ipynb #7781f294

@@ -561,6 +561,9 @@ def _iter_cases(cases) -> Iterator[Case]:
 class Pipeline:
     "Preprocessing steps applied in order, with a fitted state that is saved as JSON beside a model."
     def __init__(self, steps: list[Step]):
+        if isinstance(steps, Step) or not isinstance(steps, (list, tuple)):
+            raise TypeError(f"Pipeline: steps={steps!r}, expected a list of steps, e.g. Pipeline([ClipHU(), "
+                            "ZScore()]).")
         for i, s in enumerate(steps):
             if not isinstance(s, Step):
                 raise TypeError(f"Pipeline: steps[{i}] is {s!r}, expected a Step such as ClipHU() or Resample().")

@@ -80,7 +80,11 @@ def resolve_window(image: np.ndarray, window="auto") -> tuple[float, float]:
             return auto_window(image, (0, 100))
         raise MiscnnError(f"window={window!r} is unknown: use one of {[*WINDOW_PRESETS, 'auto', 'min-max']} "
                           "or a (level, width) pair.")
-    level, width = (float(v) for v in window)
+    try:
+        level, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise MiscnnError(f"window={window!r}: expected a name ({', '.join([*WINDOW_PRESETS, 'auto', 'min-max'])}) "
+                          "or a (level, width) pair of numbers, e.g. (40, 400).") from None
     if not np.isfinite(level):
         raise MiscnnError(f"window level {level}: give a finite number (HU for CT), e.g. (40, 400).")
     window_to_uint8(np.zeros(1), level, width)          # validates the width

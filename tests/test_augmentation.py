@@ -2,6 +2,7 @@
 transform, multi-channel consistency, reproducibility across threads, no leak into numpy's global
 random state, and the transform registry."""
 import random
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -147,6 +148,15 @@ def test_bad_inputs():
         ClusterIntensityShift(n_clusters=0)
     with pytest.raises(ValueError, match="order=7; give 0"):
         Rotation(order=7)
+    for make, words in [(lambda: ClusterIntensityShift(n_clusters=1.5), "n_clusters=1.5 must be a whole number"),
+                        (lambda: ClusterIntensityShift(max_shift=-1), "max_shift=-1 must be a number in [0, inf]"),
+                        (lambda: Rotation(max_angle_deg="a"), "max_angle_deg='a' must be a number in [0, 180]"),
+                        (lambda: aug.Spatial(p_scale=1.5), "p_scale=1.5 must be a number in [0, 1]"),
+                        (lambda: aug.NoiseMap(smoothing_vox=-1), "smoothing_vox=-1 must be a number"),
+                        (lambda: aug.NoiseMap(smoothing_vox="a"), "smoothing_vox='a'"),
+                        (lambda: Mirror(p="0.5"), "p='0.5' is not a probability")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            make()
     with pytest.raises(ValueError, match="variance_range: 0.1 is not an interval"):
         aug.GaussianNoise(variance_range=0.1)
     with pytest.raises(ValueError, match="whole slice-skipping factors"):
