@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
-                            read_mask, read_picture_sidecar, is_picture, case_folder_files,
+                            read_mask, read_picture_sidecar, is_picture, is_whole_number, case_folder_files,
                             orientation_from_affine, spacing_from_affine)
 
 # %% auto #0
@@ -550,6 +550,9 @@ def coefficient_of_determination(reference, prediction) -> float:
 def structural_similarity(reference, prediction, data_range: float | None = None, window: int = 7) -> float:
     "Mean SSIM over (D, H, W) or (H, W) images with a `window`-voxel box filter, in [-1, 1]."
     x, y = _as_float_pair(reference, prediction)
+    if not (is_whole_number(window) and window >= 3 and window % 2):
+        raise MiscnnError(f"window={window!r}: the SSIM window is an odd number of voxels >= 3, e.g. 7.")
+    window = int(window)
     if min(x.shape) < window:
         raise MiscnnError(f"image shape {x.shape} is smaller than the SSIM window {window} on some axis; "
                          "pass a smaller odd window=, e.g. 3.")
@@ -818,7 +821,12 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], 
         from tqdm.auto import tqdm
         cases = tqdm(cases, desc="evaluate", unit="case")
     tables, seen = [], set()
-    for case_id, reference, prediction, spacing in cases:
+    for item in cases:
+        if not isinstance(item, (tuple, list)) or len(item) != 4:
+            raise MiscnnError(f"cases: each item is (case_id, reference, prediction, spacing), got "
+                              f"{type(item).__name__} of {len(item) if isinstance(item, (tuple, list)) else 1}; give "
+                              "spacing=None for metrics without distances.")
+        case_id, reference, prediction, spacing = item
         tables.append(evaluate_case(reference, prediction, spacing, labels, metrics, case_id, require_labels=False))
         if labels is not None:
             seen |= set(_present_labels(np.asarray(reference), np.asarray(prediction)))

@@ -747,9 +747,12 @@ def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.n
                   label_map: dict | None = None, n_classes: int | None = None) -> Case:
     "Check a case's arrays and geometry; returns the case (label converted to an unsigned int map)."
     where = str(case.image_path or case.id)
-    check_case_id(case.id)
+    case.id = check_case_id(case.id)                      # 5 becomes "5": ids name files
     if case.image.ndim != 3:
         raise DataError(f"{where}: image has shape {case.image.shape}; a 3D (D, H, W) volume is expected.")
+    if case.image.dtype.kind not in "biuf":
+        raise DataError(f"{where}: image dtype {case.image.dtype} is not a number type; give intensities as "
+                        "numbers (e.g. np.asarray(image, np.float32)).")
     check_spacing(spacing_from_affine(case.affine), name=f"{where}: spacing")
     check_affine(case.affine, f"{where}: the affine", "fix the file header (qform/sform) or export the image again.")
     if case.image.dtype.kind == "f":
