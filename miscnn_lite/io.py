@@ -453,6 +453,9 @@ def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") ->
         orientation: target axis codes.
     Returns:
         (reoriented array, its affine); every voxel keeps its world position."""
+    if np.ndim(array) not in (3, 4):
+        raise DataError(f"reorient: array of shape {np.shape(array)}; expected (D, H, W) or (D, H, W, C) (a 2D "
+                        "picture is one slice: array[None]).")
     start = nib.orientations.io_orientation(affine)
     end = nib.orientations.axcodes2ornt(tuple(check_orientation(orientation)))
     transform = nib.orientations.ornt_transform(start, end)

@@ -308,6 +308,9 @@ def as_class_map(array, shape, name: str) -> np.ndarray:
     if a.shape != tuple(shape):
         raise MiscnnError(f"{name} shape {a.shape} differs from image shape {tuple(shape)}: both must be on one "
                           "voxel grid. Resample it onto the image (or undo the preprocessing) first.")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise MiscnnError(f"{name} holds {int((~np.isfinite(a)).sum())} NaN/Inf value(s): a class map holds 0, 1, 2, "
+                          "...; repair it (e.g. np.nan_to_num(label, nan=0)) before viewing.")
     if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
         if a.min() < 0 or a.max() > 1:
             raise MiscnnError(f"{name} has non-integer values in [{a.min():.3g}, {a.max():.3g}]: expected a class map "
