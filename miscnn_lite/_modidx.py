@@ -566,6 +566,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io.read_mask': ('io.html#read_mask', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.read_picture': ('io.html#read_picture', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.read_picture_sidecar': ('io.html#read_picture_sidecar', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io.read_yaml': ('io.html#read_yaml', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.regrid': ('io.html#regrid', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.remove_temporaries': ('io.html#remove_temporaries', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io.reorient': ('io.html#reorient', 'miscnn_lite/io.py'),

@@ -13,13 +13,17 @@ __all__ = ['LOCKED_COMMANDS', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #b4763700
 def _key_value(text: str):
-    "Parse `key=value` for `-p`; the value is read as YAML (numbers, lists, booleans)."
+    "Parse `key=value` for `-p`; the value is read as YAML (numbers, lists, booleans; see `io.read_yaml`)."
     import yaml
+
+    from miscnn_lite.io import SettingsError, read_yaml
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r}: expected key=value, e.g. -p epochs=3")
     key, value = text.split("=", 1)
     try:
-        return key, yaml.safe_load(value)
+        return key, read_yaml(value)
+    except SettingsError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
     except yaml.YAMLError as e:
         raise argparse.ArgumentTypeError(f"{text!r}: the value {value!r} is not valid YAML "
                                          f"({getattr(e, 'problem', None) or e}); e.g. -p 'patch_shape=[1, 64, 64]'")
@@ -55,7 +59,9 @@ def _add_data_and_out(s: argparse.ArgumentParser, data_help: str, out_help: str)
 # %% ../nbs/13_cli.ipynb #6939db33
 def _add_notebook_parameters(s: argparse.ArgumentParser) -> None:
     "`-f/--preset` and `-p/--param key=value` (repeatable): the parameters of an experiment notebook."
-    s.add_argument("-f", "--preset", help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path")
+    s.add_argument("-f", "--preset", action="append",
+                   help="parameter YAML: a shipped preset (miscnn_paper, ct_cues, ...) or a path; repeatable, later "
+                        "files override earlier ones, -p overrides all")
     s.add_argument("-p", "--param", type=_key_value, action="append", help="notebook parameter key=value")
 
 # %% ../nbs/13_cli.ipynb #4890d26d
@@ -280,8 +286,17 @@ def _add_sweep(sub) -> None:
 # %% ../nbs/13_cli.ipynb #8bb90596
 def _cmd_experiment(args) -> int:
     from miscnn_lite.experiments import load_parameters, preset_file, run_default_experiment
-    params = {**(load_parameters(preset_file(args.preset)) if args.preset else {}), **dict(args.param or [])}
-    run_default_experiment(args.out, data=args.data, parameters=params, notebook=args.notebook)
+    from miscnn_lite.io import SettingsError, remove_temporaries
+    given = dict(args.param or [])
+    for key, option in (("out_dir", "--out"), ("data_dir", "--data")):
+        if key in given:
+            raise SettingsError(f"-p {key}={given[key]!r}: give the folder as {option} {given[key]} (the command sets "
+                                f"{key} from {option}).")
+    params = {}
+    for preset in args.preset or []:                     # in order: a later preset overrides an earlier one
+        params.update(load_parameters(preset_file(preset)))
+    remove_temporaries(args.out)                         # a notebook copy left by a killed run (under the lock)
+    run_default_experiment(args.out, data=args.data, parameters={**params, **given}, notebook=args.notebook)
     return 0
 
 # %% ../nbs/13_cli.ipynb #11f53850

@@ -281,7 +281,12 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
     params = {**(parameters or {}), "out_dir": str(Path(out).resolve())}
     if data is not None:
         params["data_dir"] = str(data)
-    return _resolved_paths(params, check=True)   # checked here, before a kernel starts and writes a folder
+    params = _resolved_paths(params, check=True)   # checked here, before a kernel starts and writes a folder
+    for key in PATH_PARAMETERS:
+        if params.get(key) and Path(params[key]).resolve() == Path(out).resolve():
+            raise SettingsError(f"{key} {params[key]} is the results folder --out: folds, figures and the manifest "
+                                "would land among the cases. Give another --out, e.g. results.")
+    return params
 
 # %% ../nbs/12_experiments.ipynb #18c1494e
 def run_default_experiment(out="results", data=None, parameters: dict | None = None,

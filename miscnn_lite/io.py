@@ -25,15 +25,15 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
            'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
-           'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing', 'check_orientation',
-           'affine_from_spacing', 'check_seed', 'as_rng', 'is_finite_number', 'is_whole_number', 'reorient', 'regrid',
-           'UnreadableFileError', 'check_readable', 'load_nifti', 'check_affine', 'save_nifti', 'is_picture',
-           'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'label_mapping', 'validate_case',
-           'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case', 'CaseReader',
-           'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series', 'write_dicom_series',
-           'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask', 'write_picture',
-           'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file', 'describe',
-           'fetch_example_data']
+           'read_yaml', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing',
+           'check_orientation', 'affine_from_spacing', 'check_seed', 'as_rng', 'is_finite_number', 'is_whole_number',
+           'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti', 'check_affine', 'save_nifti',
+           'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'label_mapping',
+           'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case',
+           'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series',
+           'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask',
+           'write_picture', 'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file',
+           'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -318,6 +318,37 @@ def output_lock(folder, command: str = "miscnn-lite") -> Iterator[Path]:
         _release_lock(path, me)
 
 # %% ../nbs/00_io.ipynb #57d7b920
+def read_yaml(text: str):
+    """`text` parsed as YAML the way a settings file means it: `1e-3` is a float (YAML 1.1 would keep it a
+    string), a number with a leading zero (`010`, octal 8 in YAML 1.1) and a key given twice are refused."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789."))
+
+    def construct_int(loader, node):
+        text = loader.construct_scalar(node)
+        if re.fullmatch(r"[-+]?0[0-9_]+", text):
+            raise SettingsError(f"{text!r} (line {node.start_mark.line + 1}): a number with a leading zero is "
+                                "ambiguous (YAML 1.1 reads it as octal); write "
+                                f"{int(text.replace('_', ''))} or quote it.")
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+    def construct_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise SettingsError(f"{key!r} is given twice (line {key_node.start_mark.line + 1}); keep one of them.")
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    Loader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: construct_mapping(loader, node, deep=True))
+    return yaml.load(text, Loader=Loader)
+
 def load_mapping(path, what: str = "settings") -> dict:
     "Read a YAML (or JSON) file holding a mapping `name: value`; clear errors for a missing file or a non-mapping."
     import yaml
@@ -328,7 +359,9 @@ def load_mapping(path, what: str = "settings") -> dict:
         raise MissingFileError(f"{path}: {what} file not found.")
     try:
         text = path.read_text(encoding="utf-8-sig")       # a byte-order mark (Windows editors) is not content
-        values = (json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)) or {}
+        values = (json.loads(text) if path.suffix.lower() == ".json" else read_yaml(text)) or {}
+    except SettingsError as e:
+        raise SettingsError(f"{path}: {e}") from None
     except json.JSONDecodeError as e:                  # JSON read as JSON: NaN stays a number, 1e-05 a float
         raise SettingsError(f"{path}: line {e.lineno}, column {e.colno} is not valid JSON ({e.msg}). "
                             f"Fix the {what} file.") from None

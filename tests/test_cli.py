@@ -328,6 +328,40 @@ def test_empty_sweep_and_preset_files_are_refused(tmp_path):
         expand_grid({"notebook": "kits19_cv.ipynb"})
 
 
+def test_experiment_presets_merge_in_order_and_its_folders_are_checked(tmp_path, monkeypatch, capsys):
+    "Two -f presets: the later overrides the earlier, -p overrides both; -p out_dir/data_dir, --out equal to --data"
+    " and YAML 1.1 surprises (010, a key twice) are refused; a notebook copy left by a killed run is removed."
+    from miscnn_lite import experiments
+    from miscnn_lite.cli import main
+    seen = {}
+    monkeypatch.setattr(experiments, "run_default_experiment",
+                        lambda out, data=None, parameters=None, notebook=None: seen.update(parameters) or out)
+    (tmp_path / "a.yaml").write_text("epochs: 1\nseed: 3\nlearning_rate: 1e-3\n")
+    (tmp_path / "b.yaml").write_text("epochs: 2\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".kits19_cv.abc123.tmp.ipynb").write_text("{}")          # left by a killed run
+    assert main(["experiment", "--out", str(tmp_path / "out"), "-f", str(tmp_path / "a.yaml"),
+                 "-f", str(tmp_path / "b.yaml"), "-p", "seed=4"]) == 0
+    assert seen == {"epochs": 2, "seed": 4, "learning_rate": 0.001}
+    assert not (tmp_path / "out" / ".kits19_cv.abc123.tmp.ipynb").exists()
+    for argv, words in [(["-p", "out_dir=elsewhere"], "give the folder as --out elsewhere"),
+                        (["-p", "data_dir=d"], "give the folder as --data d"),
+                        (["-p", "seed=010"], "a number with a leading zero is ambiguous")]:
+        try:
+            code = main(["experiment", "--out", str(tmp_path / "out"), *argv])
+        except SystemExit as e:                                           # argparse refuses a -p value itself
+            code = e.code
+        assert code == 2 and words in capsys.readouterr().err
+    (tmp_path / "twice.yaml").write_text("epochs: 1\nepochs: 2\n")
+    assert main(["experiment", "--out", str(tmp_path / "out"), "-f", str(tmp_path / "twice.yaml")]) == 2
+    assert "'epochs' is given twice (line 2)" in capsys.readouterr().err
+    monkeypatch.undo()
+    save_case(case_from_arrays(np.zeros((4, 8, 8), np.float32), case_id="c0"), tmp_path / "data")
+    assert main(["experiment", "--out", str(tmp_path / "data"), "--data", str(tmp_path / "data")]) == 2
+    assert "is the results folder --out" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["c0"]
+
+
 def test_course_with_a_file_in_the_way_writes_nothing(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "solutions").write_text("hi")
