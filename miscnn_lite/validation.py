@@ -22,9 +22,9 @@ from .loading import file_fingerprint
 __all__ = ['ROBUST_SCHEMES', 'KERNEL_FLAGS', 'MANIFEST_PACKAGES', 'FOLD_FILE', 'Fold', 'kfold', 'leave_one_out',
            'percentage_split', 'holdout', 'acquisition_table', 'robust_folds', 'fold_table', 'label_volume_table',
            'save_folds', 'load_folds', 'prepare_folds', 'compare_models', 'plot_comparison', 'machine_info',
-           'make_manifest', 'save_manifest', 'load_manifest', 'cross_validate', 'summarize', 'tune_postprocessing',
-           'tune_min_volume', 'rescore_cross_validation', 'predictive_entropy', 'member_variance',
-           'member_probabilities', 'ensemble_predict', 'fold_model_dirs']
+           'data_fingerprints', 'make_manifest', 'save_manifest', 'load_manifest', 'data_changes', 'cross_validate',
+           'summarize', 'tune_postprocessing', 'tune_min_volume', 'rescore_cross_validation', 'predictive_entropy',
+           'member_variance', 'member_probabilities', 'ensemble_predict', 'fold_model_dirs']
 
 # %% ../nbs/10_validation.ipynb #a9a132fc
 @dataclass
@@ -311,6 +311,12 @@ def _git_commit(cwd) -> str | None:
 MANIFEST_PACKAGES = ("miscnn-lite", "numpy", "scipy", "nibabel", "SimpleITK", "keras", "tensorflow", "torch",
                      "batchgenerators", "papermill", "pandas")
 
+def data_fingerprints(data_dir) -> dict[str, str]:
+    "SHA-256 of every file under `data_dir` (hidden files left out), by path relative to it."
+    root = Path(data_dir)
+    return {str(p.relative_to(root)): file_fingerprint(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
 def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, seeds: dict | None = None) -> dict:
     """Everything needed to repeat a run: the `config`, package versions and Keras backend, the git commit,
     the machine (`machine_info`), the SHA-256 of every file under `data_dir`, the `folds` and the `seeds`."""
@@ -321,11 +327,7 @@ def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, 
         except metadata.PackageNotFoundError:
             versions[name] = None
     backend = sys.modules["keras"].config.backend() if "keras" in sys.modules else None
-    data_hashes = {}
-    if data_dir is not None:
-        root = Path(data_dir)
-        data_hashes = {str(p.relative_to(root)): file_fingerprint(p) for p in sorted(root.rglob("*"))
-                       if p.is_file() and not p.name.startswith(".")}
+    data_hashes = {} if data_dir is None else data_fingerprints(data_dir)
     return dict(config=config, versions=versions, python=platform.python_version(), platform=platform.platform(),
                 keras_backend=backend, seeds=seeds or {},
                 data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
@@ -348,6 +350,18 @@ def load_manifest(path) -> dict:
     if not path.exists():
         raise MissingFileError(f"{path}: no manifest here (is it a results folder?).")
     return json.loads(path.read_text(encoding="utf-8"))
+
+def data_changes(results, data_dir) -> list[str]:
+    """How the files under `data_dir` differ from those the manifest of the results folder `results` recorded
+    (`changed: <file>`, `added: ...`, `removed: ...`); empty when they are the same or nothing was recorded."""
+    path = Path(results) / "manifest.json"
+    before = load_manifest(path).get("data_sha256") if path.is_file() else None
+    if not before or data_dir is None or not Path(data_dir).is_dir():
+        return []
+    now = data_fingerprints(data_dir)
+    return ([f"changed: {k}" for k in sorted(before.keys() & now.keys()) if before[k] != now[k]]
+            + [f"added: {k}" for k in sorted(now.keys() - before.keys())]
+            + [f"removed: {k}" for k in sorted(before.keys() - now.keys())])
 
 # %% ../nbs/10_validation.ipynb #b872d18b
 def _as_reader(data):

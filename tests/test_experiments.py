@@ -14,6 +14,7 @@ from miscnn_lite.experiments import (
     notebook_parameters,
     run_notebook,
 )
+from miscnn_lite.io import load_nifti, save_nifti
 
 TINY_CV = dict(n_cases=4, n_folds=2, epochs=1, iterations=2, phantom_shape=[24, 48, 48], patch_shape=[16, 32, 32],
                base_filters=4, depth=2, analysis_mode="3d", batch_size=2, n_test_cases=2)
@@ -93,6 +94,14 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     # a run with other settings into that folder is refused before it reuses anything
     with pytest.raises(Exception, match="holds the results of a run with other settings \\(epochs: 1 -> 2\\)"):
         run_notebook(nb, tmp_path / "cv3.ipynb", dict(out_dir=str(tmp_path), **{**TINY_CV, "epochs": 2}, **RULE_GRID))
+    assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
+    # so is the same run on edited data (a label map changed in place, same file name and header)
+    seg = next((tmp_path / "phantoms").glob("*/segmentation.nii.gz"))
+    label, affine = load_nifti(seg)
+    save_nifti(seg, np.where(label == 2, 1, label).astype(label.dtype), affine)
+    with pytest.raises(Exception, match=f"holds the results of a run on other data: 1 file.s. of .*changed: "
+                                        f"{seg.parent.name}/segmentation.nii.gz"):
+        run_notebook(nb, tmp_path / "cv4.ipynb", dict(out_dir=str(tmp_path), **TINY_CV, **RULE_GRID))
     assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
 
 
