@@ -1363,6 +1363,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._as_reader': ('validation.html#_as_reader', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._beside': ('validation.html#_beside', 'miscnn_lite/validation.py'),
+                                        'miscnn_lite.validation._callable_name': ( 'validation.html#_callable_name',
+                                                                                   'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._check_fold_folder': ( 'validation.html#_check_fold_folder',
                                                                                        'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._check_fold_scoring': ( 'validation.html#_check_fold_scoring',

@@ -372,6 +372,12 @@ def _as_reader(data):
 # %% ../nbs/10_validation.ipynb #79213edc
 FOLD_FILE = "fold.json"       # the cases a fold folder's model trains and validates on, and how it is scored
 
+def _callable_name(f) -> str | None:
+    "How `fold.json` names a post-processing function: module and qualified name (None for no function)."
+    if f is None:
+        return None
+    return f"{getattr(f, '__module__', None) or ''}.{getattr(f, '__qualname__', type(f).__qualname__)}".lstrip(".")
+
 def _fold_cases(fold: Fold, **scoring) -> dict:
     """What `fold.json` records: the split, then `epochs`, and the `metrics` and `labels` it is scored with, in
     one spelling (metric names, not aliases; label regions as {name: [values]})."""
@@ -383,8 +389,8 @@ def _fold_cases(fold: Fold, **scoring) -> dict:
     return {"train": [str(c) for c in fold.train], "val": [str(c) for c in fold.val], **scoring}
 
 def _check_fold_scoring(path: Path, k: int, saved: dict, now: dict, scored: bool) -> None:
-    "Refuse a fold trained for other epochs, or (once scored) scored with other metrics or labels."
-    keys = ("epochs", "metrics", "labels") if scored else ("epochs",)
+    "Refuse a fold trained for other epochs, or (once scored) scored with other metrics, labels or post-processing."
+    keys = ("epochs", "metrics", "labels", "postprocess") if scored else ("epochs",)
     differ = [key for key in keys if key in saved and saved[key] != now[key]]
     if differ:
         was = "; ".join(f"{key}={saved[key]!r} there, {now[key]!r} now" for key in differ)
@@ -392,9 +398,10 @@ def _check_fold_scoring(path: Path, k: int, saved: dict, now: dict, scored: bool
                           f"with other settings ({was}); its model and scores are not this run's. Use a new results "
                           f"folder, or give {', '.join(differ)} as before.")
 
-def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter, scoring: dict | None = None) -> None:
-    """Refuse a fold folder of an earlier run that another split or plan made: its scores (`metrics.csv`)
-    and its model would be reported as this run's."""
+def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter, scoring: dict | None = None, items=None,
+                       data_name: str = "the data") -> None:
+    """Refuse a fold folder of an earlier run that another split, plan, scoring, segmenter or dataset (`items`, the
+    fold's cases) made: its scores (`metrics.csv`) and its model would be reported as this run's."""
     from miscnn_lite.plan import PLAN_FILE, TrainingPlan
     done = fold_dir / "metrics.csv"
     if done.exists():
@@ -412,6 +419,14 @@ def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter, scoring: d
                           "beside it.")
     if saved is not None and scoring:
         _check_fold_scoring(split, k, saved, now, done.exists())
+    if done.exists() and items is not None:              # scores about to be reused: the same model and data?
+        from miscnn_lite.training import check_same_dataset, check_same_run
+        try:
+            check_same_run(fold_dir / "model", segmenter)
+            check_same_dataset(fold_dir / "model", data_name, items)
+        except MiscnnError as e:
+            raise type(e)(f"fold {k} of this results folder was made otherwise, so its scores are not this run's: "
+                          f"{e} Use a new results folder.") from None
     saved, plan = fold_dir / "model" / PLAN_FILE, getattr(segmenter, "plan", None)
     if plan is not None and saved.is_file():
         before, now = TrainingPlan.load(saved).to_dict(), plan.to_dict()
@@ -437,13 +452,22 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
     from miscnn_lite.loading import ReaderItem
     reader = _as_reader(data)
     out = Path(out)
+    if not folds:
+        raise MiscnnError("folds: no folds given; make them with kfold(case_ids, n_folds) or prepare_folds.")
+    known = set(reader.case_ids)
+    for k, fold in enumerate(folds):
+        unknown = sorted(set(map(str, [*fold.train, *fold.val])) - known)
+        if unknown:
+            raise MiscnnError(f"fold {k}: case id(s) {unknown[:5]} are not in {getattr(reader, 'root', 'the dataset')}"
+                              f"; make the folds from this dataset's case ids.")
     tables = []
     for k, fold in enumerate(folds):
         fold_dir = out / f"fold_{k}"
         done = fold_dir / "metrics.csv"
         segmenter = make_segmenter(k)
-        scoring = dict(epochs=epochs, metrics=list(metrics), labels=labels)
-        _check_fold_folder(fold_dir, k, fold, segmenter, scoring)
+        scoring = dict(epochs=epochs, metrics=list(metrics), labels=labels, postprocess=_callable_name(postprocess))
+        items = [ReaderItem(reader, c) for c in [*fold.train, *fold.val]]
+        _check_fold_folder(fold_dir, k, fold, segmenter, scoring, items, str(getattr(reader, "root", "the data")))
         if done.exists():
             tables.append(pd.read_csv(done, dtype={"case": str}))
             continue

@@ -170,9 +170,10 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
     import dataclasses
     import json
 
+    from miscnn_lite.evaluation import keep_largest_components
     from miscnn_lite.io import MiscnnError, save_case
     from miscnn_lite.plan import TrainingPlan
-    from miscnn_lite.validation import FOLD_FILE, cross_validate, kfold
+    from miscnn_lite.validation import FOLD_FILE, Fold, cross_validate, kfold
 
     ids = [f"{i:03d}" for i in range(4)]
     for i, cid in enumerate(ids):
@@ -184,7 +185,7 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
     first = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)
     saved = json.loads((tmp_path / "run" / "fold_0" / FOLD_FILE).read_text())
     assert saved == {"train": folds[0].train, "val": folds[0].val, "epochs": 1,
-                     "metrics": ["DICE", "HDRFDST95", "AVGDIST"], "labels": None}
+                     "metrics": ["DICE", "HDRFDST95", "AVGDIST"], "labels": None, "postprocess": None}
     again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False)  # resumed
     assert sorted(again["case"].unique()) == ids and again["case"].tolist() == first["case"].tolist()
     # scores of another epoch count, metric list or label set are not reused as this run's
@@ -198,6 +199,22 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
     again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False,
                            metrics=["dice", "HD95", "ASSD"])              # aliases: the same metrics, not refused
     assert again["value"].tolist() == first["value"].tolist()
+    # nor those of another post-processing, another network or other data under the same case ids
+    with pytest.raises(MiscnnError, match=r"postprocess=None there, '.*<lambda>' now"):
+        cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False,
+                       postprocess=lambda m, case: keep_largest_components(m, [1]))
+    wider = lambda k: Segmenter.from_plan(plan.replace(seed=k, model_options=dict(depth=2, base_filters=8)))  # noqa: E731
+    with pytest.raises(MiscnnError, match="fold 0 of this results folder was made otherwise"):
+        cross_validate(tmp_path / "data", folds, wider, tmp_path / "run", epochs=1, progress=False)
+    for i, cid in enumerate(ids):                                  # the same ids, other images
+        save_case(dataclasses.replace(toy_case(i + 10, shape=(16, 28, 24)), id=cid), tmp_path / "other")
+    with pytest.raises(MiscnnError, match="made otherwise.*is another dataset"):
+        cross_validate(tmp_path / "other", folds, make, tmp_path / "run", epochs=1, progress=False)
+    with pytest.raises(MiscnnError, match=r"fold 0: case id\(s\) \['nope'\] are not in"):
+        cross_validate(tmp_path / "data", [Fold(train=["nope"], val=[ids[0]])], make, tmp_path / "new", epochs=1)
+    with pytest.raises(MiscnnError, match="folds: no folds given"):
+        cross_validate(tmp_path / "data", [], make, tmp_path / "new", epochs=1)
+    assert not (tmp_path / "new").exists()
     from miscnn_lite.validation import _fold_cases  # one spelling of equal label regions
     assert (_fold_cases(folds[0], labels={"k": 1})["labels"] == _fold_cases(folds[0], labels={"k": (1,)})["labels"]
             == {"k": [1]})
