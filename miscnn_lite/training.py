@@ -791,13 +791,18 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
         raise SettingsError(f"epochs={epochs!r}: train for a whole number of epochs >= 1.")
     epochs = int(epochs)
     out = Path(out) if out is not None else Path(_temporary_run_folder())
-    out.mkdir(parents=True, exist_ok=True)
     self.check_data(train)
     _warn_per_channel_slabs(self.augmentation, self.slab_neighbours, self.in_channels)
     items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
+    both = sorted({item_source(i)[0] for i in dataset_items(train)}
+                  & {item_source(i)[0] for i in dataset_items(val if val is not None else [])})
+    if both:
+        raise DataError(f"val: case(s) {both[:3]}{' ...' if len(both) > 3 else ''} are also in train; validate on "
+                        "cases the model does not train on (split them, e.g. with validation.kfold), or val=None.")
     for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here
             check_finite_image(item)
+    out.mkdir(parents=True, exist_ok=True)             # after the checks: a refused call leaves no folder
     remaps = self.pipeline is not None and any(isinstance(s, LabelRemap) for s in self.pipeline.steps)
     validate_cases(items, None if remaps else self.n_classes,     # remapped labels: checked after the pipeline
                    spacing_range, record_dir=cache_dir or out / "cache")
@@ -950,6 +955,9 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
                                     "images and predicts garbage without the same preprocessing; copy the "
                                     "pipeline.json saved with the model into this folder.")
         pipeline = Pipeline.load(folder / PIPELINE_FILE)
+    if not (folder / PLAN_FILE).is_file() and PLAN_FILE in _read_checksums(folder):
+        raise MissingFileError(f"{folder}: {PLAN_FILE} is missing, but {CHECKSUM_FILE} lists it (the model was saved "
+                               "with its plan); copy the model folder again, with every file.")
     plan = TrainingPlan.load(folder / PLAN_FILE) if (folder / PLAN_FILE).is_file() else None   # none: older folder
     try:
         model = load_model(folder / MODEL_FILE)

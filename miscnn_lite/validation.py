@@ -75,6 +75,8 @@ def kfold(case_ids, n_folds: int = 3, seed: int = 0) -> list[Fold]:
 # %% ../nbs/10_validation.ipynb #843bac17
 def leave_one_out(case_ids) -> list[Fold]:
     "True leave-one-out: one fold per case, validated on that case alone."
+    if len(list(case_ids)) < 2:
+        raise MiscnnError(f"leave_one_out: {len(list(case_ids))} case(s); leaving one out needs at least 2 cases.")
     ids = _check_ids(case_ids, 2)
     return _folds_from_parts(ids, [[c] for c in ids])
 
@@ -666,7 +668,7 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
     from miscnn_lite.io import Case, save_prediction
     from miscnn_lite.loading import dataset_items, item_source
     from miscnn_lite.training import Segmenter
-    model_dirs = [Path(d) for d in model_dirs]
+    model_dirs = [Path(model_dirs)] if isinstance(model_dirs, (str, Path)) else [Path(d) for d in model_dirs]
     if not model_dirs:
         raise MiscnnError("ensemble_predict: no model folders given.")
     models = [Segmenter.load(d) for d in model_dirs]

@@ -191,6 +191,8 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     with pytest.raises(ExperimentFailed, match="analysis_mode"):
         run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), analysis_mode="4d", n_cases=2))
     assert (tmp_path / "cv.failed.ipynb").exists() and not (tmp_path / "cv.ipynb").exists()
+    with pytest.raises(ExperimentFailed, match=r"n_cases / phantom_\* parameters: spacing \(2.0,\) has 1 values"):
+        run_notebook(nb, tmp_path / "s.ipynb", dict(out_dir=str(tmp_path / "s"), phantom_spacing=2, n_cases=2))
     with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
         run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2],
                                                     n_cases=2, n_folds=2,

@@ -250,7 +250,9 @@ def test_model_folder_written_before_plans_loads_without_a_plan(tmp_path):
     seg = Segmenter.from_plan(plan_from_settings(opts))
     folder = seg.save(tmp_path / "model")
     assert Segmenter.load(folder).plan == seg.plan
-    (folder / "plan.json").unlink()
+    (folder / "plan.json").unlink()                  # lost from a folder that listed it: refused
+    with pytest.raises(FileNotFoundError, match="plan.json is missing, but checksums.json lists it"):
+        Segmenter.load(folder)
     sums = json.loads((folder / "checksums.json").read_text())
     del sums["plan.json"]
     (folder / "checksums.json").write_text(json.dumps(sums))
@@ -330,6 +332,20 @@ def test_fit_refuses_to_continue_a_run_on_other_cases(tmp_path):
         Segmenter.from_plan(plan).fit([toy_case(1)], epochs=2, out=tmp_path / "m")
     log = Segmenter.from_plan(plan).fit([toy_case(1)], epochs=1, out=tmp_path / "m", resume=False)
     assert log["epoch"].tolist() == [1]
+
+
+def test_fit_refuses_val_cases_from_train_and_no_cases_without_making_a_folder(tmp_path):
+    from miscnn_lite.io import DataError, MiscnnError
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(iterations=1, batch_size=2), workers=0)
+    train = [toy_case(0), toy_case(1)]
+    with pytest.raises(DataError, match=r"val: case\(s\) \['toy_001'\] are also in train"):
+        Segmenter.from_plan(plan).fit(train, [toy_case(1), toy_case(2)], epochs=1, out=tmp_path / "a" / "m")
+    with pytest.raises(MiscnnError, match="no cases given"):
+        Segmenter.from_plan(plan).fit([], [toy_case(2)], epochs=1, out=tmp_path / "a" / "m")
+    assert not (tmp_path / "a").exists()
 
 
 def test_a_run_that_stopped_early_is_finished(tmp_path):

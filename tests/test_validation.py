@@ -31,6 +31,8 @@ def test_ensemble_is_mean_of_member_probabilities(tmp_path):
     assert [d.parent.name for d in dirs] == ["fold_0", "fold_1"]
     (label_map,) = ensemble_predict(dirs, [case])
     np.testing.assert_array_equal(label_map, expected)
+    (one,) = ensemble_predict(str(dirs[0]), [case])                 # one folder as a str: a one-model ensemble
+    np.testing.assert_array_equal(one, np.argmax(p0, -1))
     (path,) = ensemble_predict(dirs, [case], out=tmp_path / "pred")
     array, affine = load_nifti(path)
     np.testing.assert_array_equal(array, expected)
