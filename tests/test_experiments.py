@@ -191,6 +191,12 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     with pytest.raises(ExperimentFailed, match="analysis_mode"):
         run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), analysis_mode="4d", n_cases=2))
     assert (tmp_path / "cv.failed.ipynb").exists() and not (tmp_path / "cv.ipynb").exists()
+    for bad, words in [(dict(epochs=0), "epochs"), (dict(learning_rate=-1.0), "learning_rate"),
+                       (dict(overlap=1.5), "overlap"), (dict(patch_shape=[1, 50, 50]), "patch"),
+                       (dict(kidney_opening=-1), "kidney_opening"), (dict(postprocess="all"), "postprocess")]:
+        with pytest.raises(ExperimentFailed, match=words):        # refused before any results are written
+            run_notebook(nb, tmp_path / "b" / "b.ipynb", dict(out_dir=str(tmp_path / "b" / "r"), n_cases=2, **bad))
+        assert not (tmp_path / "b" / "r").exists()
     with pytest.raises(ExperimentFailed, match=r"n_cases / phantom_\* parameters: spacing \(2.0,\) has 1 values"):
         run_notebook(nb, tmp_path / "s.ipynb", dict(out_dir=str(tmp_path / "s"), phantom_spacing=2, n_cases=2))
     with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
