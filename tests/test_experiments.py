@@ -88,8 +88,13 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     assert sorted(post_metrics["case"].unique()) == val_cases and len(post_metrics) == len(metrics)
     # a second run reuses the folds and skips finished folds: identical metrics
     before = (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns
+    first = json.loads((tmp_path / "result.json").read_text())
+    logs = [pd.read_csv(tmp_path / f"fold_{k}" / "model" / "training_log.tsv", sep="\t") for k in range(2)]
+    assert first["training_minutes"] == round(sum(log["time_s"].sum() for log in logs) / 60, 1)
     run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV, **RULE_GRID))
     assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
+    # the rerun trained nothing: its own minutes are its process's, the training minutes those of the folds' epochs
+    assert json.loads((tmp_path / "result.json").read_text())["training_minutes"] == first["training_minutes"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), metrics)
     # a run with other settings into that folder is refused before it reuses anything
     with pytest.raises(Exception, match="holds the results of a run with other settings \\(epochs: 1 -> 2\\)"):
