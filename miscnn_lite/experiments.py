@@ -205,9 +205,13 @@ def check_parameters(notebook, parameters: dict) -> dict:
             raise MiscnnError(f"{Path(notebook).name}: unknown parameter {name!r}.{hint} "
                               f"Known parameters: {', '.join(declared)}.")
         expected = declared[name]["type"]
-        if declared[name]["default"] == "None" or expected not in _TYPES or value is None:
-            continue
-        if isinstance(value, bool) and expected in ("int", "float"):
+        optional = expected.startswith("Optional[") and expected.endswith("]")   # `x: "Optional[list]" = None`
+        expected = expected[len("Optional["):-1] if optional else expected
+        if value is None:
+            ok = optional or declared[name]["default"] == "None" or expected not in _TYPES
+        elif expected not in _TYPES:
+            continue                                  # a type this check does not know: the notebook checks it
+        elif isinstance(value, bool) and expected in ("int", "float"):
             ok = False
         else:
             ok = isinstance(value, _TYPES[expected])

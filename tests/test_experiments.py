@@ -274,6 +274,7 @@ def test_every_parameter_line_is_read_by_papermill(name):
     import ast
     nb = json.loads((experiments_dir() / name).read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    assigned = [t.id for node in ast.parse("".join(cell["source"])).body if isinstance(node, ast.Assign)
-                for t in node.targets]
+    body = ast.parse("".join(cell["source"])).body
+    assigned = [t.id if isinstance(node, ast.Assign) else node.target.id for node in body
+                if isinstance(node, (ast.Assign, ast.AnnAssign)) for t in getattr(node, "targets", [None])]
     assert list(notebook_parameters(experiments_dir() / name)) == assigned
