@@ -694,8 +694,10 @@ def check_same_dataset(out: Path, data, items) -> dict:
     if isinstance(saved, dict) and saved.get("cases") not in (None, fingerprint):
         differ = sorted(set(saved["cases"]) ^ set(fingerprint)) or sorted(
             c for c in fingerprint if saved["cases"].get(c) != fingerprint[c])
+        same_folder = str(saved.get("data")) == str(data) and Path(str(data)).is_dir()
+        what = f"these are other cases of {data} (train/val changed)" if same_folder else f"{data} is another dataset"
         raise SettingsError(f"{out}: holds a run trained on {saved.get('data')} ({len(saved['cases'])} "
-                            f"cases); {data} is another dataset (cases differ: {', '.join(differ[:3])}"
+                            f"cases); {what} (cases differ: {', '.join(differ[:3])}"
                             f"{', ...' if len(differ) > 3 else ''}). Start afresh on it (miscnn-lite train "
                             "--overwrite, Segmenter.fit(resume=False)), or write to another folder.")
     return fingerprint

@@ -148,8 +148,11 @@ def label_volume_table(reader, labels: dict, case_ids=None) -> pd.DataFrame:
     for cid in reader.case_ids if case_ids is None else case_ids:
         case = reader.load_case(cid)
         if case.label is None:
-            raise MiscnnError(f"case {cid!r} has no label map: label volumes need ground truth; use "
-                             "acquisition_table (headers only) to stratify unlabelled data.")
+            where = f" in {reader.root}" if hasattr(reader, "root") else ""
+            raise MiscnnError(f"case {cid!r}{where} has no label map (segmentation file): label volumes need ground "
+                              "truth. Add its segmentation or remove the case (training needs labels anyway); to "
+                              "stratify folds by headers only, use acquisition_table (the experiment: fold_key "
+                              "slice_thickness or slice_count).")
         voxel_mm3 = float(np.prod(case.spacing))
         rows.append({"case": cid, **{f"{name}_volume": float(region_mask(case.label, region).sum()) * voxel_mm3
                                       for name, region in regions.items()}})

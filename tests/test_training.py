@@ -332,6 +332,15 @@ def test_fit_refuses_to_continue_a_run_on_other_cases(tmp_path):
         Segmenter.from_plan(plan).fit([toy_case(1)], epochs=2, out=tmp_path / "m")
     log = Segmenter.from_plan(plan).fit([toy_case(1)], epochs=1, out=tmp_path / "m", resume=False)
     assert log["epoch"].tolist() == [1]
+    from miscnn_lite.io import open_dataset
+    from miscnn_lite.loading import ReaderItem
+    for k in range(3):
+        save_case(toy_case(k), tmp_path / "data")
+    reader = open_dataset(tmp_path / "data")
+    a, b, c = (ReaderItem(reader, cid) for cid in reader.case_ids)
+    Segmenter.from_plan(plan).fit([a], [b], epochs=1, out=tmp_path / "r")
+    with pytest.raises(SettingsError, match=f"these are other cases of {tmp_path / 'data'} .train/val changed."):
+        Segmenter.from_plan(plan).fit([a], [c], epochs=2, out=tmp_path / "r")
 
 
 def test_fit_refuses_val_cases_from_train_and_no_cases_without_making_a_folder(tmp_path):
