@@ -102,12 +102,12 @@ def holdout(case_ids, val_ids) -> list[Fold]:
 
 # %% ../nbs/10_validation.ipynb #184bb35a
 def acquisition_table(reader) -> pd.DataFrame:
-    "Per case: slice count, slice thickness (mm, axis 0) and in-plane spacing, from headers only."
+    "Per case: slice count, slice thickness (mm, axis 0), in-plane spacing and whether it has a label, from headers."
     rows = []
     for cid in reader.case_ids:
         h = reader.header(cid)
         rows.append(dict(case=cid, slice_count=int(h["shape"][0]), slice_thickness=float(h["spacing"][0]),
-                         in_plane_spacing=float(np.mean(h["spacing"][1:]))))
+                         in_plane_spacing=float(np.mean(h["spacing"][1:])), has_label=bool(h.get("has_label", True))))
     return pd.DataFrame(rows)
 
 # %% ../nbs/10_validation.ipynb #57d71c59

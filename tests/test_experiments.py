@@ -202,8 +202,20 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
         with pytest.raises(ExperimentFailed, match=words):        # refused before any results are written
             run_notebook(nb, tmp_path / "b" / "b.ipynb", dict(out_dir=str(tmp_path / "b" / "r"), n_cases=2, **bad))
         assert not (tmp_path / "b" / "r").exists()
-    with pytest.raises(ExperimentFailed, match=r"n_cases / phantom_\* parameters: spacing \(2.0,\) has 1 values"):
+    from miscnn_lite.io import save_case
+    from miscnn_lite.phantoms import toy_case
+    for k in range(3):
+        case = toy_case(k, shape=(16, 48, 48))
+        case.label = case.label if k != 1 else None
+        save_case(case, tmp_path / "data")
+    with pytest.raises(ExperimentFailed, match=r"1 case\(s\) without a segmentation \(toy_001\)"):
+        run_notebook(nb, tmp_path / "u.ipynb", dict(out_dir=str(tmp_path / "u"), data_dir=str(tmp_path / "data"),
+                                                    fold_scheme="kfold", n_folds=2))
+    assert not (tmp_path / "u" / "folds.json").exists()
+    with pytest.raises(ValueError, match="'phantom_spacing' = 2 is a int, expected list"):       # before a kernel
         run_notebook(nb, tmp_path / "s.ipynb", dict(out_dir=str(tmp_path / "s"), phantom_spacing=2, n_cases=2))
+    with pytest.raises(ExperimentFailed, match=r"n_cases / phantom_\* parameters: spacing \(2.0, 1.0\) has 2 values"):
+        run_notebook(nb, tmp_path / "s.ipynb", dict(out_dir=str(tmp_path / "s"), phantom_spacing=[2, 1], n_cases=2))
     with pytest.raises(ExperimentFailed, match=r"tumor_min_fractions=\[0, 2\]: give fractions in \[0, 1\]"):
         run_notebook(nb, tmp_path / "f.ipynb", dict(out_dir=str(tmp_path / "f"), tumor_min_fractions=[0, 2],
                                                     n_cases=2, n_folds=2,
