@@ -1163,6 +1163,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                             'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing._check_fitted': ( 'preprocessing.html#_check_fitted',
                                                                                         'miscnn_lite/preprocessing.py'),
+                                           'miscnn_lite.preprocessing._check_shape': ( 'preprocessing.html#_check_shape',
+                                                                                       'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing._crop': ('preprocessing.html#_crop', 'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing._integer_labels': ( 'preprocessing.html#_integer_labels',
                                                                                           'miscnn_lite/preprocessing.py'),

@@ -378,6 +378,13 @@ class Resample(_GridStep):
         return self._regrid(case, new_shape, self.target_spacing)
 
 # %% ../nbs/02_preprocessing.ipynb #550268df
+def _check_shape(shape, step: str) -> tuple:
+    "`shape` as three positive ints or None (keep that axis), else a clear error naming `step`."
+    if np.isscalar(shape) or len(shape) != 3 or not all(s is None or (is_whole_number(s) and s > 0) for s in shape):
+        raise MiscnnError(f"{step}: shape={shape!r}, expected three positive ints (or None to keep an axis), e.g. "
+                          "shape=(32, 128, 128).")
+    return tuple(None if s is None else int(s) for s in shape)
+
 @register_step
 @dataclass
 class Resize(_GridStep):
@@ -389,9 +396,7 @@ class Resize(_GridStep):
 
     def __post_init__(self):
         super().__post_init__()
-        self.shape = tuple(self.shape)
-        if len(self.shape) != 3 or not all(s is None or (int(s) == s and s > 0) for s in self.shape):
-            raise MiscnnError(f"Resize: shape={self.shape}, expected three positive ints (or None to keep an axis).")
+        self.shape = _check_shape(self.shape, "Resize")
 
     def apply(self, case):
         spacing = check_spacing(case.spacing, f"case {case.id!r}: spacing", 3)
@@ -425,10 +430,7 @@ class PadCrop(Step):
             raise MiscnnError("PadCrop: give shape=(D, H, W) and/or multiple_of=2**depth, e.g. PadCrop(multiple_of=8).")
         positive = lambda v: is_whole_number(v) and v > 0
         if self.shape is not None:
-            if np.isscalar(self.shape) or len(self.shape) != 3 or not all(s is None or positive(s) for s in self.shape):
-                raise MiscnnError(f"PadCrop: shape={self.shape!r}, expected three positive ints (or None to keep an "
-                                  "axis), e.g. shape=(32, 128, 128).")
-            self.shape = tuple(None if s is None else int(s) for s in self.shape)
+            self.shape = _check_shape(self.shape, "PadCrop")
         if self.multiple_of is not None:
             m = (self.multiple_of,) * 3 if np.isscalar(self.multiple_of) else tuple(self.multiple_of)
             if len(m) != 3 or not all(positive(v) for v in m):
