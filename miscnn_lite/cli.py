@@ -220,11 +220,17 @@ def _cmd_preprocess(args) -> int:
     if args.out.resolve() == args.data.resolve():
         raise MiscnnError(f"--out {args.out} is the --data folder: the preprocessed cases would mix with the dataset. "
                           "Give another folder, e.g. --out preprocessed.")
+    given = [name for name, value in (("--clip", args.clip), ("--percentile", args.percentile),
+                                      ("--spacing", args.spacing)) if value is not None]
+    if (args.pipeline and given) or {"--clip", "--percentile"} <= set(given):
+        both = (["--pipeline"] if args.pipeline else []) + given
+        raise MiscnnError(f"{' and '.join(both)}: give one way to preprocess — a pipeline file, or the window "
+                          "options (--clip or --percentile, with --spacing).")
     reader = open_dataset(args.data)
     if args.pipeline:
         pipeline = Pipeline.load(args.pipeline)
     else:
-        window = PercentileWindow(*args.percentile) if args.percentile else ClipHU(*args.clip)
+        window = PercentileWindow(*args.percentile) if args.percentile else ClipHU(*(args.clip or (-79.0, 304.0)))
         pipeline = Pipeline([window,
                              ZScore(mode=args.zscore)] + ([Resample(tuple(args.spacing))] if args.spacing else []))
     if not pipeline.fitted:
@@ -249,7 +255,7 @@ def _add_preprocess(sub) -> None:
     s = sub.add_parser("preprocess", help="fit a preprocessing pipeline and write the preprocessed dataset (.npz)")
     _add_data_and_out(s, "dataset folder", "output folder (<id>.npz, pipeline.json, records.json)")
     s.add_argument("--pipeline", type=Path, help="pipeline JSON to use instead of the options below")
-    s.add_argument("--clip", type=float, nargs=2, default=(-79.0, 304.0), metavar=("LO", "HI"),
+    s.add_argument("--clip", type=float, nargs=2, metavar=("LO", "HI"),
                    help="HU window (default -79 304)")
     s.add_argument("--percentile", type=float, nargs=2, metavar=("LO", "HI"),
                    help="percentile window, e.g. 0.6 0.99 (instead of --clip)")

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
                             read_mask, read_picture_sidecar, is_picture, is_whole_number, case_folder_files,
-                            orientation_from_affine, spacing_from_affine)
+                            orientation_from_affine, spacing_from_affine, IMAGE_SUFFIXES)
 
 # %% auto #0
 __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'PAIR_CANDIDATES', 'check_spacing_for',
@@ -1082,6 +1082,13 @@ def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, p
         the tidy table (case, label, metric, value)."""
     metrics = get_metrics(metrics)
     pairs = match_cases(reference, prediction)
+    if out is not None:                                            # before anything is computed or written
+        inputs = {Path(p).resolve() for _, *files in pairs for p in files}
+        for target in (Path(out), statistics_path(out)):
+            if target.resolve() in inputs or is_picture(target) or target.name.lower().endswith(IMAGE_SUFFIXES):
+                raise MiscnnError(f"out {target}: " + ("is an input file; writing the metrics there would replace it"
+                                                       if target.resolve() in inputs else "is an image name") +
+                                  ". Give a CSV file for the metrics, e.g. --out metrics.csv.")
     label_maps = any(m.kind == "label" for m in metrics)           # image metrics read raw values
     table = evaluate_cases((_load_pair(*p, resample=resample, tolerance_mm=tolerance_mm, label_maps=label_maps)
                             for p in pairs),

@@ -684,6 +684,12 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
         previous = {check_case_id(c) for c in previous} if isinstance(previous, dict) else set()
     except (OSError, ValueError):
         previous = set()
+    ours = {"pipeline.json", "records.json", *(f"{c}.npz" for c in previous)}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("."))
+    if foreign:                                           # a reader of `out` would take them for cases
+        raise MiscnnError(f"{out}: holds files an earlier preprocess did not write ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}); give an empty or new folder for the "
+                          "preprocessed dataset.")
     items = _iter_cases(cases)
     if progress:
         from tqdm.auto import tqdm

@@ -93,6 +93,14 @@ def test_preprocess_command(tmp_path):
     assert [s["step"] for s in steps] == ["ClipHU", "ZScore", "Resample"]
     r = run("preprocess", "--data", tmp_path / "nothing", "--out", tmp_path / "x")
     assert r.returncode == 2 and "does not exist" in r.stderr
+    r = run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "y", "--clip", -100, 200,
+            "--percentile", 0.1, 0.9)
+    assert r.returncode == 2 and "--clip and --percentile: give one way to preprocess" in r.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "case_00009.npz").write_bytes(b"not ours")       # a user's file where the cases would go
+    r = run("preprocess", "--data", tmp_path / "data", "--out", tmp_path / "mine", "--quiet", "--overwrite")
+    assert r.returncode == 2 and "holds files an earlier preprocess did not write (case_00009.npz)" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["case_00009.npz"]
 
 
 def test_course_writes_keeps_edits_and_overwrites_with_force(tmp_path):

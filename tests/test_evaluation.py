@@ -476,6 +476,12 @@ def test_evaluate_paths_writes_csvs(kits_folders):
 
 def test_evaluate_paths_bad_input(kits_folders, tmp_path):
     root, spacing, _ = kits_folders
+    pred = root / "pred" / "case_00000" / "prediction.nii.gz"
+    before = pred.read_bytes()
+    for out in (pred, root / "pred" / "metrics.nii.gz"):                # an input file, or an image name
+        with pytest.raises(ValueError, match="Give a CSV file for the metrics"):
+            ev.evaluate_paths(root / "ref", root / "pred", out=out)
+    assert pred.read_bytes() == before and not (root / "pred" / "metrics.nii.gz").exists()
     save_nifti(tmp_path / "other" / "case_00000" / "prediction.nii.gz",
                np.zeros((16, 24, 20), np.uint8), affine_from_spacing(spacing, orientation="RAS"))
     with pytest.raises(ValueError, match="oriented RAS"):
