@@ -11,6 +11,20 @@ import numpy as np
 __all__ = ['array_mismatch', 'equal', 'check_exercise']
 
 # %% ../nbs/14_exercises.ipynb #94a4dd68
+def _kind(value) -> str:
+    "How a message names what an answer should be: 'a number', 'an array of shape (2, 3)', 'a Series'."
+    if np.isscalar(value):
+        return "a number"
+    shape = np.shape(value) if not hasattr(value, "to_numpy") else None
+    return f"an array of shape {shape}" if shape is not None else f"a {type(value).__name__}"
+
+def _short(value, width: int = 80) -> str:
+    "`repr(value)` on one line, cut to `width` characters; an array or table by its type and shape."
+    if hasattr(value, "shape") and np.size(value) > 6:
+        return f"{type(value).__name__} of shape {tuple(np.shape(value))}"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
 def array_mismatch(got, want, atol: float = 1e-6) -> str | None:
     """Why array-like `got` differs from `want`, or None when they agree.
 
@@ -21,7 +35,22 @@ def array_mismatch(got, want, atol: float = 1e-6) -> str | None:
         None, or a one-line message: the shapes, or the values (up to 6 of them; for larger arrays how many
         differ and the first that does, with its index) and the largest difference.
     """
-    got_a, want_a = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    if hasattr(want, "index") and hasattr(want, "to_numpy"):       # a pandas Series or DataFrame: its index too
+        if not (hasattr(got, "index") and hasattr(got, "to_numpy")):
+            return f"gives a {type(got).__name__}, expected a {type(want).__name__} (with an index)"
+        if sorted(map(str, got.index)) != sorted(map(str, want.index)):
+            return (f"gives the index {list(got.index)[:6]}, expected {list(want.index)[:6]}"
+                    f"{'...' if len(want.index) > 6 else ''}")
+        got = got.loc[want.index]                                   # the same rows in any order
+    if isinstance(got, (str, bytes, dict, set)) or not (np.iterable(got) or np.isscalar(got)):
+        return f"gives a {type(got).__name__}, expected {_kind(want)}"
+    try:
+        if np.iscomplexobj(got):
+            return f"gives a {type(got).__name__} (complex numbers), expected {_kind(want)}"
+        got_a = np.asarray(got, dtype=float)
+    except (TypeError, ValueError):                                 # ragged, non-numeric or a generator
+        return f"gives a {type(got).__name__} that is not an array of numbers, expected {_kind(want)}"
+    want_a = np.asarray(want, dtype=float)
     if got_a.shape != want_a.shape:
         return f"gives an array of shape {got_a.shape}, expected shape {want_a.shape}"
     if np.allclose(got_a, want_a, atol=atol, equal_nan=True):
@@ -31,7 +60,9 @@ def array_mismatch(got, want, atol: float = 1e-6) -> str | None:
         values = np.round(a, 4).ravel()
         return f"{values[:6].tolist()}{'...' if values.size > 6 else ''}"
 
-    largest = np.nanmax(np.abs(got_a - want_a)) if np.isfinite(got_a - want_a).any() else float("nan")
+    one_nan = np.isnan(got_a) != np.isnan(want_a)                 # NaN where a number is expected, or the reverse
+    diff = np.abs(got_a - want_a)
+    largest = float("nan") if one_nan.any() or not np.isfinite(diff).any() else float(np.nanmax(diff))
     if got_a.size <= 6:
         return f"gives {first(got_a)}, expected {first(want_a)}; largest difference {largest:.4g}"
     bad = ~np.isclose(got_a, want_a, atol=atol, equal_nan=True)     # a mask or volume: where, not its first corner
@@ -42,9 +73,20 @@ def array_mismatch(got, want, atol: float = 1e-6) -> str | None:
 # %% ../nbs/14_exercises.ipynb #3da8776b
 def equal(got, want, args=None) -> str | None:
     "A `compare=` for `check_exercise`: None when `got == want` (plain Python values), else why not."
-    return None if got == want else f"gives {got!r}, expected {want!r}"
+    try:
+        same = bool(got == want)
+    except (ValueError, TypeError):                 # a Series or an array: no single truth value
+        same = False
+    if same:
+        return None
+    kinds = "" if type(got) is type(want) else f" (a {type(got).__name__}, expected a {type(want).__name__})"
+    return f"gives {_short(got)}{kinds}, expected {_short(want)}"
 
 # %% ../nbs/14_exercises.ipynb #4f2e5508
+def _inputs(args: tuple) -> str:
+    "The arguments of one check input, short: what the student can call the function with to see for themselves."
+    return ", ".join(_short(a, 40) for a in args) or "no arguments"
+
 def _copied(args: tuple) -> tuple:
     "A deep copy of an input tuple (the tuple itself where something in it cannot be copied)."
     import copy
@@ -78,6 +120,10 @@ def check_exercise(name: str, answer: Callable, expected: Callable, inputs: Iter
         try:
             got = answer(*_copied(args))
         except NotImplementedError:
+            if i > 0:                                   # answered, but not for this input
+                raise AssertionError(f"{name}: input #{i} ({_inputs(args)}) raises NotImplementedError, though "
+                                     f"the input(s) before it passed: the function must handle it too. Hint: "
+                                     f"{hint}") from None
             if strict:
                 raise AssertionError(f"{name}: not answered. {hint}") from None
             print(f"{name}: not answered yet. Fill in the cell above, run it, then run this check again.")
@@ -86,5 +132,5 @@ def check_exercise(name: str, answer: Callable, expected: Callable, inputs: Iter
             raise AssertionError(f"{name}: input #{i} gives None: does the function end with `return` and its result?")
         problem = compare(got, want, args) if compare is not None else array_mismatch(got, want, atol)
         if problem:
-            raise AssertionError(f"{name}: input #{i} {problem}. Hint: {hint}")
+            raise AssertionError(f"{name}: input #{i} ({_inputs(args)}) {problem}. Hint: {hint}")
     print(f"{name}: correct ({len(inputs)} inputs checked)")
