@@ -319,6 +319,9 @@ def expand_grid(spec: dict) -> list[dict]:
             raise MiscnnError(f"sweep spec: {key} must be a mapping of parameter names to values "
                               f"(e.g. {key}: {{epochs: 3}}), got {spec[key]!r}.")
     base, grid = dict(spec.get("base") or {}), dict(spec.get("grid") or {})
+    if "out_dir" in base or "out_dir" in grid:
+        raise MiscnnError("sweep spec: out_dir cannot be set: each job writes into its own folder under the sweep's "
+                          "--out (out argument). Remove out_dir from base/grid.")
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
             raise MiscnnError(f"sweep grid: {name!r} must map to a non-empty list of values, got {values!r}.")
@@ -346,6 +349,11 @@ def _run_job(notebook: str, folder: str, params: dict) -> dict:
     result = folder / "result.json"
     if row["status"] == "ok" and result.exists():       # a failed job's folder may hold an earlier run's result
         row.update(json.loads(result.read_text(encoding="utf-8")))
+    if row["status"] == "ok":
+        (folder / "run.failed.ipynb").unlink(missing_ok=True)     # an earlier failure of this job, now fixed
+    elif (folder / "run.ipynb").exists():
+        row["error"] += (f" ({folder} still holds an earlier, successful run of this job: its run.ipynb and "
+                         "result.json are not this run's.)")
     row["seconds"] = round(time.time() - start, 1)
     return row
 
@@ -379,7 +387,11 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
 
     import pandas as pd
     if not isinstance(spec, dict):
+        where = Path(spec).parent
         spec = load_parameters(spec)
+        name = spec.get("notebook")
+        if isinstance(name, str) and not Path(name).is_absolute() and (where / name).is_file():
+            spec["notebook"] = str(where / name)          # a notebook path in a spec file is relative to that file
     out = Path(out).resolve()
     given = expand_grid(spec)
     runs = [_resolved_paths(p, check=executor is None and scheduler is None) for p in given]

@@ -66,6 +66,32 @@ def test_a_failed_job_reports_no_earlier_result(tmp_path):
     assert row["status"] == "failed" and "epochs must be positive" in row["error"]
     assert "kidney_dice" not in row
     assert _run_job(str(nb), str(job), {"epochs": 4})["kidney_dice"] == pytest.approx(0.4)
+    assert not (job / "run.failed.ipynb").exists()            # the earlier failure of this job is gone with its fix
+    row = _run_job(str(nb), str(job), {"epochs": -2})          # and a new failure says what the folder still holds
+    assert row["status"] == "failed" and "still holds an earlier, successful run of this job" in row["error"]
+
+
+def test_sweep_spec_file_notebook_is_relative_to_it_and_out_dir_is_refused(tmp_path, monkeypatch):
+    from miscnn_lite.experiments import expand_grid
+    from miscnn_lite.io import MiscnnError
+    (tmp_path / "specs").mkdir()
+    demo_notebook(tmp_path / "specs" / "demo.ipynb")
+    (tmp_path / "specs" / "grid.yaml").write_text("notebook: demo.ipynb\ngrid: {epochs: [1]}\n")
+    monkeypatch.chdir(tmp_path)                               # not the spec's folder
+    table = run_sweep(tmp_path / "specs" / "grid.yaml", tmp_path / "out", executor=_Inline())
+    assert list(table["status"]) == ["ok"] and table.loc[0, "kidney_dice"] == pytest.approx(0.1)
+    for spec in ({"base": {"out_dir": "x"}, "grid": {"epochs": [1]}}, {"grid": {"out_dir": ["a", "b"]}}):
+        with pytest.raises(MiscnnError, match="out_dir cannot be set: each job writes into its own folder"):
+            expand_grid(spec)
+
+
+class _Inline:
+    "An executor that runs each job in this process (no worker start-up in a unit test)."
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        future = Future()
+        future.set_result(fn(*args))
+        return future
 
 
 def test_sweep_resolves_relative_dataset_paths_before_any_job(tmp_path, monkeypatch):
