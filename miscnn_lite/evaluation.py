@@ -7,6 +7,7 @@ import difflib
 import functools
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -820,7 +821,7 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], 
     if progress:
         from tqdm.auto import tqdm
         cases = tqdm(cases, desc="evaluate", unit="case")
-    tables, seen = [], set()
+    tables, seen, in_references = [], set(), set()
     for item in cases:
         if not isinstance(item, (tuple, list)) or len(item) != 4:
             raise MiscnnError(f"cases: each item is (case_id, reference, prediction, spacing), got "
@@ -830,6 +831,7 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], 
         tables.append(evaluate_case(reference, prediction, spacing, labels, metrics, case_id, require_labels=False))
         if labels is not None:
             seen |= set(_present_labels(np.asarray(reference), np.asarray(prediction)))
+            in_references |= set(_present_labels(np.asarray(reference)))
     if not tables:
         raise MiscnnError("no cases to evaluate: the case list is empty.")
     if labels is not None and any(m.kind == "label" for m in get_metrics(metrics)):
@@ -837,6 +839,11 @@ def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], 
             if not set(region) & seen:
                 raise MiscnnError(f"label region {name} {region} occurs in no reference or prediction of the "
                                  f"{len(tables)} cases (labels found: {sorted(seen)}). Check labels= (--labels).")
+        named = {v for region in normalize_regions(labels).values() for v in region}
+        stray = sorted(seen - in_references - named)
+        if stray:                                  # e.g. a model that numbers tumor 7: scored as missing, not as tumor
+            warnings.warn(f"the predictions hold label(s) {stray} that no reference holds and labels= does not name; "
+                          "if the classes are numbered differently, remap them before evaluating.", stacklevel=2)
     return pd.concat(tables, ignore_index=True)
 
 # %% ../nbs/09_evaluation.ipynb #39b275c0
