@@ -343,6 +343,18 @@ def test_404_names_the_url_and_other_files_finish(server, tmp_path, capsys):
     assert "Traceback" not in err
 
 
+
+def test_a_download_that_gets_nothing_is_short_and_leaves_no_folder(server, tmp_path):
+    "Every file failing (no network): five lines and a count, not one line per file; no empty --out left."
+    serve_cases(server, [0, 1, 2])
+    server.state.files.clear()
+    with pytest.raises(dk.DownloadError) as info:
+        download_cases([0, 1, 2], tmp_path / "new" / "k19", **urls(server), **fast())
+    text = str(info.value)
+    assert "6 of 6 files failed" in text and "... and 1 more files" in text and text.count("HTTP 404") == 5
+    assert not (tmp_path / "new").exists()
+
+
 def test_not_gzip_and_lfs_pointer_are_refused(server, tmp_path):
     server.state.files["/images/case_00000.nii.gz"] = b"<html>login</html>"
     server.state.files["/data/case_00000/segmentation.nii.gz"] = (b"version https://git-lfs.github.com/spec/v1\n"

@@ -121,7 +121,8 @@ def test_damaged_output_is_refused_then_rebuilt_with_force_from_the_cache(exampl
     command = [shutil.which("miscnn-lite", path=str(Path(sys.executable).parent)), "download", "examples",
                "--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True)
-    assert run.returncode == 1 and "segmentation.nrrd: SHA-256 differs" in run.stderr and "--force" in run.stderr
+    assert run.returncode == 2 and "miscnn-lite download examples: error: " in run.stderr
+    assert "segmentation.nrrd: SHA-256 differs" in run.stderr and "--force" in run.stderr
     run = subprocess.run(command + ["--force"], capture_output=True, text=True)   # archives are cached: offline
     assert run.returncode == 0, run.stderr
     assert dl.verify(out) == [] and not list(tmp_path.glob(".examples.*"))

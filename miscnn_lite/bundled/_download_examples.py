@@ -168,6 +168,12 @@ DESCRIPTIONS = {
 }
 
 
+def _last_line(text: str) -> str:
+    "The last non-empty line of a tool's output: pip ends with the line that says why."
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else ""
+
+
 class ExampleDataError(Exception):
     "A download, checksum or label problem; the message names the file and the fix."
 
@@ -206,7 +212,7 @@ def fetch_sdist(package: str, cache: Path) -> Path:
         hint = (" pyradiomics is read without build isolation: `pip install numpy setuptools wheel` first."
                 if "--no-build-isolation" in source["pip"] else "")
         raise ExampleDataError(f"pip could not download {package}=={source['version']} (exit {run.returncode}): "
-                               f"{run.stderr.strip()[-800:] or 'no archive written'}. Check the network or the "
+                               f"{_last_line(run.stderr) or 'no archive written'}. Check the network or the "
                                f"package index settings (pip config list).{hint}")
     _check(archive, source["sha256"], f"{archive.name} from the package index")
     return archive
@@ -391,9 +397,9 @@ def main(argv=None, prog=None) -> int:
     args = parser.parse_args(argv)
     try:
         fetch_examples(args.out, args.cache, args.force)
-    except ExampleDataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except ExampleDataError as e:                  # the user's to act on: status 2, as for every bad input
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -624,6 +624,7 @@ def download_cases(cases: list[int], out: Path | str, imaging_url: str | None = 
     bad = [i for i in cases if not isinstance(i, int) or not 0 <= i < N_CASES]
     if bad or not cases:
         raise DownloadError(f"cases {bad or cases!r}: expected a non-empty list of case numbers in 0..{N_CASES - 1}.")
+    created = [p for p in [Path(out), *Path(out).absolute().parents] if not p.exists()]
     root = ensure_writable_folder(out)
     book = ChecksumBook(root)
     jobs = plan_downloads(cases, imaging_url, segmentation_url, interpolated, segmentation)
@@ -634,8 +635,14 @@ def download_cases(cases: list[int], out: Path | str, imaging_url: str | None = 
     finally:
         bar.close()
     if failures:  # a ChecksumMismatchError when that is the only kind of failure, for callers to catch
+        for folder in created:                    # deepest first: a run that got nothing leaves no empty folders
+            for here, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(here)                # fails (kept) when it holds anything
         kind = ChecksumMismatchError if all(isinstance(e, ChecksumMismatchError) for e in failures) else DownloadError
-        raise kind(f"{len(failures)} of {len(jobs)} files failed:\n  " + "\n  ".join(sorted(map(str, failures))))
+        lines = sorted(map(str, failures))        # one line per file: hundreds when the network is down
+        more = [f"... and {len(lines) - 5} more files (all listed by --dry-run)"] if len(lines) > 5 else []
+        raise kind(f"{len(failures)} of {len(jobs)} files failed:\n  " + "\n  ".join(lines[:5] + more))
     if missing := check_layout(root, cases, segmentation):
         raise LayoutError(f"{root}: layout check failed, missing {len(missing)} file(s): {', '.join(missing[:10])}"
                           f"{' ...' if len(missing) > 10 else ''}. Run the same command again.")
