@@ -410,7 +410,10 @@ LOCKED_COMMANDS = ("cv", "experiment", "sweep")   # train and predict take the l
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `miscnn-lite` console script."
+    import warnings
     args = build_parser().parse_args(argv)
+    python_format = warnings.formatwarning   # a warning is one line for the user, not Python's file:line and source
+    warnings.formatwarning = lambda message, *_, **__: f"miscnn-lite {args.command}: warning: {message}\n"
     try:
         return args.func(args) if args.command not in LOCKED_COMMANDS else _run_locked(args)
     except KeyboardInterrupt:
@@ -426,3 +429,5 @@ def main(argv: list[str] | None = None) -> int:
               "(rerun with MISCNN_DEBUG=1 to see the traceback, and report it if the message does not help)",
               file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = python_format

@@ -1018,13 +1018,13 @@ def _grid_difference(ref_affine, pred_affine, tolerance_mm: float) -> str | None
     "What differs between two voxel grids of the same shape (spacing, direction, origin), or None."
     ref_sp, pred_sp = np.array(spacing_from_affine(ref_affine)), np.array(spacing_from_affine(pred_affine))
     if np.abs(ref_sp - pred_sp).max() > tolerance_mm:
-        return f"spacing {tuple(pred_sp.round(4))} mm vs reference {tuple(ref_sp.round(4))} mm"
+        return f"spacing {tuple(pred_sp.round(4).tolist())} mm vs reference {tuple(ref_sp.round(4).tolist())} mm"
     if np.abs(ref_affine[:3, :3] / ref_sp - pred_affine[:3, :3] / pred_sp).max() > 1e-3:
         return "direction (axis orientation) differs from the reference"
     shift = np.abs(np.asarray(ref_affine)[:3, 3] - np.asarray(pred_affine)[:3, 3]).max()
     if shift > tolerance_mm:
-        return (f"origin {tuple(np.round(pred_affine[:3, 3], 3))} is {shift:.3g} mm from the reference's "
-                f"{tuple(np.round(ref_affine[:3, 3], 3))}")
+        return (f"origin {tuple(np.round(pred_affine[:3, 3], 3).tolist())} is {shift:.3g} mm from the reference's "
+                f"{tuple(np.round(ref_affine[:3, 3], 3).tolist())}")
     return None
 
 # %% ../nbs/09_evaluation.ipynb #f006f77b
@@ -1060,7 +1060,8 @@ def _load_pair(case_id: str, reference_path: Path, prediction_path: Path, resamp
     if reference.shape != prediction.shape:
         raise MiscnnError(f"case {case_id}: prediction {prediction_path} has shape {prediction.shape}, reference "
                          f"{reference_path} has {reference.shape}. Save predictions on the reference grid "
-                         "(io.save_prediction undoes reorientation).")
+                         "(io.save_prediction undoes reorientation), or pass resample=True (--resample) to resample "
+                         "the prediction onto the reference.")
     ref_axes, pred_axes = orientation_from_affine(ref_affine), orientation_from_affine(pred_affine)
     if ref_axes != pred_axes:
         raise MiscnnError(f"case {case_id}: prediction {prediction_path} is oriented {pred_axes}, reference "

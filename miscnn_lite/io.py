@@ -801,13 +801,13 @@ def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.n
         if case.label.shape != case.image.shape:
             raise DataError(f"{lwhere}: label shape {case.label.shape} differs from image shape "
                              f"{case.image.shape} ({where}). Image and segmentation must share one voxel grid.")
-        if label_affine is not None and not np.allclose(label_affine, case.original_affine
-                                                        if case.original_affine is not None else case.affine,
-                                                        rtol=0, atol=affine_tolerance):
-            raise DataError(f"{lwhere}: label affine differs from the image affine of {where} by more "
-                             f"than {affine_tolerance} mm:\n{np.round(label_affine, 4)}\nvs\n"
-                             f"{np.round(case.original_affine, 4)}\nResample the label onto the image grid "
-                             "or fix its header (affine_tolerance= relaxes the check).")
+        image_affine = case.original_affine if case.original_affine is not None else case.affine
+        if label_affine is not None and not np.allclose(label_affine, image_affine, rtol=0, atol=affine_tolerance):
+            diff = np.abs(np.asarray(label_affine, float) - np.asarray(image_affine, float))
+            part = "origin" if diff[:3, 3].max() >= diff[:3, :3].max() else "voxel axes (spacing or direction)"
+            raise DataError(f"{lwhere}: its affine differs from the image affine of {where} by up to "
+                            f"{diff.max():.4g} mm, most in the {part} (allowed: {affine_tolerance} mm). Resample the "
+                            "label onto the image grid or fix its header (affine_tolerance= relaxes the check).")
         case.label = _as_label_map(case.label, lwhere, label_map, n_classes)
     return case
 
@@ -1638,10 +1638,16 @@ def describe_file(path) -> dict:
 
 # %% ../nbs/00_io.ipynb #d542b8df
 def describe(path) -> list[dict]:
-    "One row per file (an image path) or per case (a dataset folder), for tables and the CLI."
+    """One row per file (an image path, or a folder of image files such as predictions) or per case (a dataset
+    folder), for tables and the CLI."""
     path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path}: no such file or folder; give an image file or a dataset folder.")
     if path.is_file():
         return [describe_file(path)]
+    files = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
+    if files and not any(p.is_dir() for p in path.iterdir()):    # a flat folder of volumes, e.g. predictions
+        return [describe_file(p) for p in files]
     reader = open_dataset(path)
     rows = []
     for cid in reader.case_ids:

@@ -38,11 +38,19 @@ def test_info_file_and_dataset(tmp_path):
     r = run("info", tmp_path)
     assert r.returncode == 0, r.stderr
     assert "case_00007" in r.stdout and "[0, 2]" in r.stdout
+    (tmp_path / "flat").mkdir()                          # a folder of volumes, e.g. predictions
+    shutil.copy(tmp_path / "case_00007" / "segmentation.nii.gz", tmp_path / "flat" / "case_00007.nii.gz")
+    r = run("info", tmp_path / "flat")
+    assert r.returncode == 0 and "case_00007.nii.gz" in r.stdout and "[0, 2]" in r.stdout, r.stderr
+    (tmp_path / "case_00007" / "imaging.nii.gz.bak").write_text("x")  # a warning: one line, no source code
+    r = run("info", tmp_path)
+    assert r.returncode == 0 and "miscnn-lite info: warning: " in r.stderr and "UserWarning" not in r.stderr, r.stderr
 
 
 def test_info_errors_are_one_line(tmp_path):
     r = run("info", tmp_path / "nothing")
-    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no such file or folder; give an image file or a dataset folder" in r.stderr
+    assert "Traceback" not in r.stderr
     (tmp_path / "empty").mkdir()
     r = run("info", tmp_path / "empty")
     assert r.returncode == 2 and "empty folder" in r.stderr
