@@ -226,7 +226,7 @@ def load_parameters(path) -> dict:
     "Read parameters from a YAML (or JSON) file, the format `papermill -f` takes; an empty file is refused."
     values = load_mapping(path, "parameters")
     if not values:
-        raise SettingsError(f"{path}: sets no parameters; write one `name: value` per line (or leave out -f).")
+        raise SettingsError(f"{path}: sets no parameters; write one `name: value` per line.")
     return values
 
 # %% ../nbs/12_experiments.ipynb #6cec07f7

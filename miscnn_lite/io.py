@@ -565,7 +565,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         array = array[..., 0]
     if array.ndim != 3:
         raise DataError(f"{path}: image has shape {array.shape}; a 3D volume is expected. "
-                        + ("Split 4D series (e.g. with nibabel.funcs.four_to_three) into one file per volume."
+                        + ("A 4D series: split it into one file per volume (nibabel.funcs.four_to_three); class "
+                           "probabilities or a one-hot map: save their argmax over the last axis as the label map."
                            if array.ndim > 3 else "A 2D slice: save it as a picture (PNG) for a 2D dataset, or stack "
                            "slices into one 3D file."))
     return array, img.affine.astype(float)

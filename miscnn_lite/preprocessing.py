@@ -370,7 +370,8 @@ class Resample(_GridStep):
 
     def __post_init__(self):
         super().__post_init__()
-        self.target_spacing = check_spacing(self.target_spacing, "Resample target_spacing", 3)
+        self.target_spacing = check_spacing(self.target_spacing, "Resample target_spacing", 3,
+                                            hint="Give the voxel size to resample to in mm, e.g. (3.22, 1.62, 1.62).")
 
     def apply(self, case):
         spacing = check_spacing(case.spacing, f"case {case.id!r}: spacing", 3)
