@@ -741,9 +741,9 @@ def label_mapping(mapping, name: str = "label_map") -> dict[int, int]:
     try:
         pairs = list(mapping.items() if isinstance(mapping, dict) else mapping)
         return {whole(k): whole(v) for k, v in pairs}
-    except (TypeError, ValueError) as e:
-        if isinstance(e, MiscnnError):
-            raise
+    except MiscnnError:                                   # a value `whole` refused, named
+        raise
+    except (TypeError, ValueError):                       # not pairs at all
         raise MiscnnError(f"{name}: {mapping!r}, expected {{old: new}} integer pairs, e.g. "
                           "{0: 0, 1: 1, 2: 1}.") from None
 
@@ -759,11 +759,11 @@ def _as_label_map(label: np.ndarray, where: str, label_map: dict | None = None,
         raise DataError(f"{where}: label dtype {label.dtype} is not numeric.")
     values = np.unique(label).astype(np.int64)
     if label_map:
-        unknown = sorted(set(values.tolist()) - set(label_mapping(label_map, f"{where}: label_map")))
+        new = label_mapping(label_map, f"{where}: label_map")
+        unknown = sorted(set(values.tolist()) - set(new))
         if unknown:
             raise DataError(f"{where}: label values {unknown} are missing from label_map "
                              f"{label_map}. Add them (e.g. {{{unknown[0]}: 0}}).")
-        new = label_mapping(label_map, f"{where}: label_map")
         mapped = np.array([new[v] for v in values.tolist()], np.int64)     # one per present value, in sorted order
         label, values = mapped[np.searchsorted(values, label)], np.unique(mapped)
     if values.min() < 0:

@@ -75,9 +75,10 @@ def kfold(case_ids, n_folds: int = 3, seed: int = 0) -> list[Fold]:
 # %% ../nbs/10_validation.ipynb #843bac17
 def leave_one_out(case_ids) -> list[Fold]:
     "True leave-one-out: one fold per case, validated on that case alone."
-    if len(list(case_ids)) < 2:
-        raise MiscnnError(f"leave_one_out: {len(list(case_ids))} case(s); leaving one out needs at least 2 cases.")
-    ids = _check_ids(case_ids, 2)
+    ids = list(case_ids)                                 # once: a generator is read a single time
+    if len(ids) < 2:
+        raise MiscnnError(f"leave_one_out: {len(ids)} case(s); leaving one out needs at least 2 cases.")
+    ids = _check_ids(ids, 2)
     return _folds_from_parts(ids, [[c] for c in ids])
 
 # %% ../nbs/10_validation.ipynb #b21292b4
