@@ -795,9 +795,9 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     self.check_data(train)
     _warn_per_channel_slabs(self.augmentation, self.slab_neighbours, self.in_channels)
-    items = dataset_items(train) + (dataset_items(val) if val is not None else [])     # the cases the run sees
-    both = sorted({item_source(i)[0] for i in dataset_items(train)}
-                  & {item_source(i)[0] for i in dataset_items(val if val is not None else [])})
+    train_items, val_items = dataset_items(train), (dataset_items(val) if val is not None else [])
+    items = train_items + val_items                                                     # the cases the run sees
+    both = sorted({item_source(i)[0] for i in train_items} & {item_source(i)[0] for i in val_items})
     if both:
         raise DataError(f"val: case(s) {both[:3]}{' ...' if len(both) > 3 else ''} are also in train; validate on "
                         "cases the model does not train on (split them, e.g. with validation.kfold), or val=None.")
