@@ -10,7 +10,7 @@ __all__ = ['LOSSES', 'one_hot_target', 'soft_sums', 'confusion_sums', 'dice_from
 import numpy as np
 import keras
 from keras import ops
-from .io import MiscnnError
+from .io import MiscnnError, is_finite_number, is_whole_number
 
 # %% ../nbs/07_losses.ipynb #bf65f51e
 def one_hot_target(y_true, y_pred):
@@ -18,8 +18,16 @@ def one_hot_target(y_true, y_pred):
 
     y_true: integer class map (B, *spatial, 1) or (B, *spatial), or one-hot (B, *spatial, C). Class values
     must lie in 0..C-1: this is not checked here (the loaders check every case's labels); out of range,
-    TensorFlow counts the voxel as no class and torch raises."""
+    TensorFlow counts the voxel as no class and torch raises. Float class values are rounded (a label resampled
+    to 1.9999999 is class 2). The label's grid must be the prediction's wherever both shapes are known."""
     n_classes, rank = y_pred.shape[-1], len(y_pred.shape)
+    spatial = tuple(y_true.shape[1:rank - 1])
+    if len(spatial) == rank - 2 and any(a is not None and b is not None and a != b
+                                        for a, b in zip(spatial, y_pred.shape[1:-1])):
+        hint = (" A 2D/2.5D slice model predicts (B, 1, H, W, C): give its labels the depth axis too "
+                "(labels[:, None])." if rank == 5 and y_pred.shape[1] == 1 else "")
+        raise MiscnnError(f"y_true has shape {tuple(y_true.shape)} but y_pred has shape {tuple(y_pred.shape)}: the "
+                          f"label's grid {spatial} is not the prediction's {tuple(y_pred.shape[1:-1])}.{hint}")
     if len(y_true.shape) == rank - 1:
         labels = y_true
     elif len(y_true.shape) == rank and y_true.shape[-1] == n_classes:
@@ -31,6 +39,8 @@ def one_hot_target(y_true, y_pred):
                           "expected "
                           f"an integer class map (B, ..., 1) or a one-hot map (B, ..., {n_classes}) on the same grid. "
                           f"If the model's n_classes is wrong, rebuild it with the label's number of classes.")
+    if keras.backend.standardize_dtype(labels.dtype).startswith(("float", "bfloat")):
+        labels = ops.round(labels)
     return ops.cast(ops.one_hot(ops.cast(labels, "int32"), n_classes), y_pred.dtype)
 
 # %% ../nbs/07_losses.ipynb #571d9d9f
@@ -66,7 +76,9 @@ class SegmentationLoss(keras.losses.Loss):
         without that class then costs Dice, and a small object's score no longer hangs on one patch."""
     def __init__(self, smooth: float = 1e-5, batch_dice: bool = False, name=None, **kwargs):
         super().__init__(name=name or type(self).__name__, **kwargs)
-        if smooth < 0: raise MiscnnError(f"smooth={smooth}: expected a small non-negative number such as 1e-5.")
+        if not (is_finite_number(smooth) and smooth >= 0):
+            raise MiscnnError(f"smooth={smooth!r}: expected a small non-negative number such as 1e-5.")
+        if isinstance(batch_dice, np.bool_): batch_dice = bool(batch_dice)
         if not isinstance(batch_dice, bool):
             raise MiscnnError(f"batch_dice={batch_dice!r}: expected True (sums pooled over the batch) or False (per "
                               "sample).")
@@ -96,6 +108,31 @@ class SoftDiceLoss(SegmentationLoss):
         return 1 - dice_from_sums(tp, fp, fn, self.smooth)
 
 # %% ../nbs/07_losses.ipynb #2ce831fe
+def _weight_list(class_weights, name: str = "class_weights") -> list[float] | None:
+    """`class_weights` as a list of floats in class order (None stays None): a list or array, or a dict {class id:
+    weight} (Keras's `class_weight`; JSON's string keys too) holding every class 0..n-1; else a clear error."""
+    if class_weights is None:
+        return None
+    example = "give one weight per class in class order, e.g. [1, 1, 3] (or a dict {0: 1, 1: 1, 2: 3})"
+    if isinstance(class_weights, dict):
+        keys = [int(k) if is_whole_number(k) or (isinstance(k, str) and k.isdigit()) else None for k in class_weights]
+        if None in keys or sorted(keys) != list(range(len(keys))):
+            raise MiscnnError(f"{name}={class_weights!r}: a dict needs the class ids 0, 1, 2, ... as its keys, none "
+                              f"left out; {example}.")
+        class_weights = [class_weights[k] for k in sorted(class_weights, key=lambda k: int(k))]
+    if not isinstance(class_weights, (list, tuple, np.ndarray)) or np.asarray(class_weights, object).ndim != 1:
+        raise MiscnnError(f"{name}={class_weights!r}: {example}.")
+    if not all(is_finite_number(w) and w >= 0 for w in class_weights):
+        raise MiscnnError(f"{name}={list(class_weights)!r}: every weight must be a finite number >= 0 (a negative "
+                          "weight rewards the network for missing that class).")
+    return [float(w) for w in class_weights]
+
+def _term_weight(value, name: str) -> float:
+    "A loss term's weight as a float: a finite number >= 0, else a clear error."
+    if not (is_finite_number(value) and value >= 0):
+        raise MiscnnError(f"{name}={value!r}: expected a finite number >= 0 (0 switches the term off).")
+    return float(value)
+
 def _class_weights(class_weights, n_classes: int) -> np.ndarray:
     "`class_weights` as a float array of one weight per class, else a clear error."
     w = np.asarray(class_weights, float)
@@ -115,7 +152,7 @@ class ClasswiseDiceLoss(SegmentationLoss):
     include_background: False leaves class 0 out of the mean (nnU-Net's choice)."""
     def __init__(self, class_weights=None, include_background: bool = True, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
-        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.class_weights = _weight_list(class_weights)
         self.include_background = bool(include_background)
 
     def _weights(self, n_classes):
@@ -151,8 +188,9 @@ class TverskyLoss(SegmentationLoss):
     negatives: beta > alpha trades precision for recall (small tumors are found more often)."""
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
-        if alpha < 0 or beta < 0: raise MiscnnError(f"alpha={alpha}, beta={beta}: both must be >= 0 (alpha + beta = 1 "
-                                                    "is usual).")
+        if not (is_finite_number(alpha) and is_finite_number(beta) and alpha >= 0 and beta >= 0 and alpha + beta > 0):
+            raise MiscnnError(f"alpha={alpha!r}, beta={beta!r}: both must be numbers >= 0, not both 0 (the loss would "
+                              "be constant); alpha + beta = 1 is usual.")
         self.alpha, self.beta = float(alpha), float(beta)
 
     def from_sums(self, tp, fp, fn):
@@ -211,7 +249,7 @@ class CrossEntropyLoss(SegmentationLoss):
     changes nothing here: with patches of one size, the batch mean of per-patch means is the pooled mean."""
     def __init__(self, class_weights=None, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
-        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.class_weights = _weight_list(class_weights)
 
     def call(self, y_true, y_pred):
         return cross_entropy(y_true, y_pred, self.class_weights)
@@ -232,9 +270,10 @@ class DiceCELoss(SegmentationLoss):
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0, include_background: bool = True,
                  smooth: float = 1e-5, class_weights=None, **kwargs):
         super().__init__(smooth, **kwargs)
-        self.dice_weight, self.ce_weight = float(dice_weight), float(ce_weight)
+        self.dice_weight = _term_weight(dice_weight, "dice_weight")
+        self.ce_weight = _term_weight(ce_weight, "ce_weight")
         self.include_background = bool(include_background)
-        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self.class_weights = _weight_list(class_weights)
 
     def call(self, y_true, y_pred):
         tp, fp, fn = self.pooled(*confusion_sums(y_true, y_pred))
@@ -253,7 +292,8 @@ class TanimotoCELoss(SegmentationLoss):
     Tanimoto_c = (Σgp + s) / (Σp² + Σg² − Σgp + s); CT paper: weights 0.6 / 0.4, s = 1e-5."""
     def __init__(self, tanimoto_weight: float = 0.6, ce_weight: float = 0.4, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
-        self.tanimoto_weight, self.ce_weight = float(tanimoto_weight), float(ce_weight)
+        self.tanimoto_weight = _term_weight(tanimoto_weight, "tanimoto_weight")
+        self.ce_weight = _term_weight(ce_weight, "ce_weight")
 
     def call(self, y_true, y_pred):
         g = one_hot_target(y_true, y_pred)
@@ -266,6 +306,24 @@ class TanimotoCELoss(SegmentationLoss):
         return {**super().get_config(), "tanimoto_weight": self.tanimoto_weight, "ce_weight": self.ce_weight}
 
 # %% ../nbs/07_losses.ipynb #27e4e9f8
+def _check_regions(regions) -> list[list[int]] | None:
+    "`regions` as lists of class ids (None stays None): at least one region, each a non-empty list of ids >= 1."
+    example = "e.g. [[1, 2], [2]] (KiTS19: kidney+tumor, then tumor) or [[1, 2]] for one region"
+    if regions is None:
+        return None
+    if not isinstance(regions, (list, tuple, np.ndarray)) or not len(regions):
+        raise MiscnnError(f"regions={regions!r}: give a list of regions, each a list of class ids; {example}.")
+    checked = []
+    for r in regions:
+        if not isinstance(r, (list, tuple, np.ndarray)) or not len(r) or not all(is_whole_number(c) and c >= 1
+                                                                                   for c in r):
+            raise MiscnnError(f"regions={regions!r}: region {r!r} is not a non-empty list of foreground class ids "
+                              f"(>= 1); {example}.")
+        if len(set(int(c) for c in r)) != len(r):
+            raise MiscnnError(f"regions={regions!r}: region {r!r} names a class twice.")
+        checked.append([int(c) for c in r])
+    return checked
+
 def region_matrix(regions, n_classes: int) -> np.ndarray:
     """(n_classes, R) 0/1 matrix: column r marks the classes of region r. regions=None: region k holds the
     classes k+1, …, n_classes−1 (nested in class order; KiTS19: [[1, 2], [2]])."""
@@ -289,8 +347,13 @@ class RegionDiceCELoss(SegmentationLoss):
     def __init__(self, regions=None, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5,
                  eps: float = 1e-7, **kwargs):
         super().__init__(smooth, **kwargs)
-        self.regions = None if regions is None else [[int(c) for c in r] for r in regions]
-        self.dice_weight, self.ce_weight, self.eps = float(dice_weight), float(ce_weight), float(eps)
+        self.regions = _check_regions(regions)
+        self.dice_weight = _term_weight(dice_weight, "dice_weight")
+        self.ce_weight = _term_weight(ce_weight, "ce_weight")
+        if not (is_finite_number(eps) and 0 < eps < 0.5):
+            raise MiscnnError(f"eps={eps!r}: the probabilities are clipped to [eps, 1 - eps] before the logarithm; "
+                              "give a small number in (0, 0.5) such as 1e-7.")
+        self.eps = float(eps)
 
     def call(self, y_true, y_pred):
         m = ops.convert_to_tensor(region_matrix(self.regions, y_pred.shape[-1]), y_pred.dtype)
@@ -332,11 +395,17 @@ class DiceMetric(keras.metrics.Metric):
     class_id: the class (0 = background). y_true/y_pred conventions as the losses."""
     def __init__(self, class_id: int, name=None, smooth: float = 1e-5, **kwargs):
         super().__init__(name=name or f"dice_{class_id}", **kwargs)
+        if not (is_whole_number(class_id) and class_id >= 0):
+            raise MiscnnError(f"DiceMetric(class_id={class_id!r}): give the class as a whole number >= 0 "
+                              "(0 = background).")
         self.class_id, self.smooth = int(class_id), float(smooth)
         self.tp, self.fp, self.fn = (self.add_variable(shape=(), initializer="zeros", name=n) for n in ("tp", "fp",
                                                                                                         "fn"))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        if sample_weight is not None:
+            raise MiscnnError(f"{self.name}: DiceMetric counts every voxel of every sample and does not weight them; "
+                              "call it without sample_weight (fit without sample weights), or mask the labels.")
         y_pred = ops.convert_to_tensor(y_pred)
         n_classes = y_pred.shape[-1]
         if not 0 <= self.class_id < n_classes:
@@ -370,7 +439,7 @@ def per_class_dice_metrics(n_classes: int, class_names=None, include_background:
 # %% ../nbs/07_losses.ipynb #20bda1fe
 def deep_supervision_weights(n_outputs: int) -> list[float]:
     "Loss weights of `n_outputs` outputs, full resolution first: 1, 1/2, 1/4, … normalised to sum to 1."
-    if not isinstance(n_outputs, int) or n_outputs < 1:
-        raise MiscnnError(f"n_outputs={n_outputs!r}: a model has at least one output.")
+    if not isinstance(n_outputs, (int, np.integer)) or isinstance(n_outputs, bool) or n_outputs < 1:
+        raise MiscnnError(f"n_outputs={n_outputs!r}: give the number of the model's outputs, an int >= 1.")
     raw = [0.5 ** i for i in range(n_outputs)]
     return [w / sum(raw) for w in raw]

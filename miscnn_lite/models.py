@@ -12,13 +12,15 @@ __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLI
 import inspect
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from .io import MiscnnError, MissingFileError, SettingsError, check_seed
+from .io import (CorruptFileError, MiscnnError, MissingFileError, SettingsError, check_seed,
+                            is_finite_number, is_whole_number)
 
 # %% ../nbs/06_models.ipynb #a6fe9a7c
 def use_classic_threefry() -> bool:
@@ -218,15 +220,23 @@ def conv_block(x, filters: int, ndim: int, block="plain", n_convs=2, normalizati
                                                                       # from torch's global generator instead
 
 # %% ../nbs/06_models.ipynb #68b70e75
-def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout):
-    if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+def _check_count(value, name: str, meaning: str) -> None:
+    "A whole number >= 1 (an int, or a float without fraction as YAML gives), else a clear error."
+    if not (is_whole_number(value) and value >= 1):
+        raise MiscnnError(f"{name}={value!r}: need a whole number >= 1 ({meaning}).")
+
+def _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout,
+                        depth_meaning="down-sampling steps"):
+    if not isinstance(n_classes, (int, np.integer)) or isinstance(n_classes, bool) or n_classes < 2:
         raise MiscnnError(f"n_classes={n_classes!r}: need an int >= 2 (background counts as a class; "
                           "KiTS19 has 3: background, kidney, tumor).")
-    if in_channels < 1: raise MiscnnError(f"in_channels={in_channels}: need >= 1 image channel.")
-    if ndim not in (2, 3): raise MiscnnError(f"ndim={ndim!r}: expected 2 (slices) or 3 (volumes).")
-    if depth < 1: raise MiscnnError(f"depth={depth}: need at least one down-sampling step (depth >= 1).")
-    if base_filters < 1: raise MiscnnError(f"base_filters={base_filters}: need >= 1.")
-    if not 0 <= dropout < 1: raise MiscnnError(f"dropout={dropout}: expected a rate in [0, 1).")
+    _check_count(in_channels, "in_channels", "image channels")
+    if not (is_whole_number(ndim) and ndim in (2, 3)):
+        raise MiscnnError(f"ndim={ndim!r}: expected 2 (slices) or 3 (volumes).")
+    _check_count(depth, "depth", depth_meaning)
+    _check_count(base_filters, "base_filters", "filters of the first level")
+    if not (is_finite_number(dropout) and 0 <= dropout < 1):
+        raise MiscnnError(f"dropout={dropout!r}: expected a rate in [0, 1).")
 
 # %% ../nbs/06_models.ipynb #4a161f37
 def _upsample(x, filters, ndim, upsampling):
@@ -318,6 +328,12 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
         keras.Model: input (None,)*ndim + (in_channels,); output (None,)*ndim + (n_classes,)
         float32 class probabilities (a list `[main, aux_1, ...]` with deep supervision)."""
     _validate_unet_args(n_classes, in_channels, ndim, depth, base_filters, dropout)
+    _check_count(max_filters, "max_filters", "the most filters of any level")
+    _check_count(n_convs, "n_convs", "convolutions per block")
+    if not isinstance(deep_supervision, (bool, np.bool_)):
+        raise MiscnnError(f"deep_supervision={deep_supervision!r}: give True or False.")
+    in_channels, ndim, depth, base_filters, max_filters, n_convs = (
+        int(v) for v in (in_channels, ndim, depth, base_filters, max_filters, n_convs))
     for arg, val, ch in [("normalization", normalization, NORMALIZATIONS), ("activation", activation, ACTIVATIONS),
                          ("block", block, BLOCKS), ("upsampling", upsampling, UPSAMPLINGS),
                          ("downsampling", downsampling, DOWNSAMPLINGS)]: _check_choice(arg, val, ch)
@@ -374,9 +390,11 @@ def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 10
 
     depth: number of dilated layers d; width: channels each layer adds;
     layer i (0-based) uses dilation (i mod max_dilation) + 1. regions: as `unet`'s."""
-    _validate_unet_args(n_classes, in_channels, ndim, depth, 1, 0.0)
-    if width < 1 or max_dilation < 1:
-        raise MiscnnError(f"width={width}, max_dilation={max_dilation}: both must be >= 1.")
+    _validate_unet_args(n_classes, in_channels, ndim, depth, 1, 0.0, depth_meaning="dilated layers; MS-D Net has "
+                        "no down-sampling")
+    _check_count(width, "width", "channels each layer adds")
+    _check_count(max_dilation, "max_dilation", "the largest dilation")
+    in_channels, ndim, depth, width, max_dilation = (int(v) for v in (in_channels, ndim, depth, width, max_dilation))
     inputs = keras.Input((None,) * ndim + (in_channels,), name="image")
     x = inputs
     for i in range(depth):
@@ -405,9 +423,10 @@ def check_model_name(name) -> str:
     return name
 
 # %% ../nbs/06_models.ipynb #d9da77a1
-def build_model(name: str, n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **options) -> keras.Model:
-    "The network `name` of `MODELS` with `options`; options it does not take are refused, naming those it does."
-    unknown = sorted(set(options) - set(model_options(name)))
+def build_model(name: str, /, n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **options) -> keras.Model:
+    """The network `name` of `MODELS` with `options` (`name=` among them names the Keras model); options it does
+    not take are refused, naming those it does."""
+    unknown = sorted(set(options) - set(model_options(name)) - {"name"})
     if unknown:
         raise SettingsError(f"model={name!r} takes no option(s) {unknown}; it takes {model_options(name)}.")
     return MODELS[name](n_classes, in_channels, ndim, **options)
@@ -423,8 +442,9 @@ def _members(models, top_k=None, scores=None):
                               "give one score per model.")
         models = [models[i] for i in np.argsort(-np.asarray(scores, float), kind="stable")]
     if top_k is not None:
-        if not 1 <= top_k <= len(models): raise MiscnnError(f"top_k={top_k}: expected 1..{len(models)}.")
-        models = models[:top_k]
+        if not (is_whole_number(top_k) and 1 <= top_k <= len(models)):
+            raise MiscnnError(f"top_k={top_k!r}: expected a whole number in 1..{len(models)}.")
+        models = models[:int(top_k)]
     ref_in, ref_out = tuple(models[0].inputs[0].shape), tuple(_main_output(models[0]).shape)
     for i, m in enumerate(models):
         if tuple(m.inputs[0].shape) != ref_in or tuple(_main_output(m).shape) != ref_out:
@@ -552,6 +572,8 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
             raise MiscnnError(f"{name} outputs {out.shape[-1]} classes, but the labels have {n_classes} classes "
                               f"(incl. background): build it with n_classes={n_classes}.")
     if patch_shape is None: return
+    if not all(is_whole_number(p) and p >= 1 for p in patch_shape):
+        raise MiscnnError(f"patch_shape={tuple(patch_shape)}: every side must be a whole number of voxels >= 1.")
     patch_shape = tuple(int(p) for p in patch_shape)
     if len(patch_shape) != ndim:
         raise MiscnnError(f"patch_shape={patch_shape} has {len(patch_shape)} axes; expected {ndim}.")
@@ -563,6 +585,13 @@ def check_model(model: keras.Model, in_channels: int, n_classes: int, ndim: int 
         ok = tuple(max(f, int(np.ceil(p / f)) * f) if o else p for p, o in zip(patch_shape, free))
         raise MiscnnError(f"patch_shape={patch_shape} is incompatible with {name}: it halves the patch "
                           f"{int(np.log2(f))} times, so every side must be divisible by {f}; e.g. use {ok}.")
+    if f > 1 and all(p // f == 1 for p, o in zip(patch_shape, free) if o) and any(
+            isinstance(layer, layers.GroupNormalization) for layer in _weight_layers(model)):
+        warnings.warn(f"patch_shape={patch_shape}: {name} halves it to a single voxel, and its instance normalisation "
+                      "over one voxel outputs a constant, so the deepest level carries no information. Use patches "
+                      f"of at least {2 * f} voxels along an axis (nnU-Net keeps >= 4 at the bottleneck), or less "
+                      "depth.",
+                      stacklevel=2)
     spec = model.compute_output_spec(keras.KerasTensor((1,) + patch_shape + (in_channels,)))
     for out in (spec if isinstance(spec, (list, tuple)) else [spec]):
         if tuple(out.shape[1:-1]) != patch_shape:
@@ -615,13 +644,19 @@ def seed_weights(model: keras.Model, seed: int) -> keras.Model:
 def load_model(path, compile: bool = False) -> keras.Model:
     """Load a `.keras` model in Keras safe mode (no code from the file is executed).
 
-    compile=False (default) skips restoring the loss/optimizer; import `miscnn_lite.losses` first
-    when compile=True and the model was compiled with this library's losses."""
+    compile=False (default) skips restoring the loss/optimizer; with compile=True this library's losses are
+    registered first, so a model compiled with them loads."""
     path = Path(path)
     if not path.exists(): raise MissingFileError(f"{path}: model file not found.")
+    if compile:
+        from miscnn_lite import losses  # noqa: F401  (registers the losses and metrics for deserialization)
     if path.suffix != ".keras":
         raise MiscnnError(f"{path}: expected a Keras 3 '.keras' file, got '{path.suffix}'. "
                           "Re-save the model with model.save('model.keras').")
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        kind = "a folder" if path.is_dir() else "damaged or of another kind"
+        raise CorruptFileError(f"{path}: not a Keras model file (a '.keras' file is a zip archive; this is {kind}). "
+                               "Save the model again or copy it anew.")
     try:
         with warnings.catch_warnings():                # compile=False: the optimizer is not wanted, nothing is lost
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

@@ -167,6 +167,34 @@ class TrainingPlan:
         for i, step in enumerate(self.preprocessing):          # every step known, with known parameters
             step_from_dict(step, f"preprocessing[{i}]")
         PatchSampler(tuple(self.patch_shape), **self.sampler)  # the patch and the sampler options are valid
+        self._check_network_settings()
+
+    def _check_network_settings(self):
+        "What the network and loss will be built from, checked now rather than when training starts."
+        o = self.model_options
+        try:
+            loss = get_loss(self.loss, **self.loss_options)
+            models._validate_unet_args(o["n_classes"], o["in_channels"], o["ndim"], o.get("depth", 1),
+                                       o.get("base_filters", 1), o.get("dropout", 0.0))
+            for name, choices in [("normalization", models.NORMALIZATIONS), ("activation", models.ACTIVATIONS),
+                                  ("block", models.BLOCKS), ("upsampling", models.UPSAMPLINGS),
+                                  ("downsampling", models.DOWNSAMPLINGS)]:
+                if name in o: models._check_choice(name, o[name], choices)
+        except MiscnnError as e:
+            raise SettingsError(f"TrainingPlan: {e}") from e
+        weights = getattr(loss, "class_weights", None)
+        if weights is not None and len(weights) != o["n_classes"]:
+            raise SettingsError(f"TrainingPlan: loss_options class_weights={weights}: {len(weights)} weights for "
+                                f"n_classes={o['n_classes']}; give one weight per class, background first.")
+        free = self.patch_shape[1:] if o["ndim"] == 2 else self.patch_shape
+        if o["ndim"] == 2 and self.patch_shape[0] != 1:
+            raise SettingsError(f"patch_shape={self.patch_shape}: a 2D network (ndim=2) trains on single slices, "
+                                f"[1, h, w]; e.g. [1, {self.patch_shape[1]}, {self.patch_shape[2]}].")
+        factor = 2 ** int(o["depth"]) if "depth" in o and self.model != "msd_net" else 1
+        if any(int(v) % factor for v in free):
+            sides = "every side but the slice axis" if o["ndim"] == 2 else "every side"
+            raise SettingsError(f"patch_shape={self.patch_shape}: {self.model} with depth={o['depth']} halves the "
+                                f"patch {o['depth']} times, so {sides} must be divisible by {factor}.")
 
 # %% ../nbs/07b_plan.ipynb #7519ade1
 @patch

@@ -7,6 +7,8 @@ import contextlib
 
 import keras
 
+from .io import MiscnnError, is_whole_number
+
 # %% auto #0
 __all__ = ['M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'HEAP_MMAP_THRESHOLD', 'set_heap_thresholds', 'HeapThresholds']
 
@@ -30,7 +32,12 @@ HEAP_MMAP_THRESHOLD = 32 << 20                   # glibc's largest adaptive mmap
 
 def set_heap_thresholds(mmap_threshold: int = HEAP_MMAP_THRESHOLD) -> bool:
     """Serve allocations up to `mmap_threshold` bytes from the heap and trim it above twice that
-    (glibc `mallopt`). Returns False where there is no glibc (nothing to do)."""
+    (glibc `mallopt`): a whole number of bytes in [0, 32 MiB], glibc's largest mmap threshold on 64-bit.
+    Returns False where there is no glibc (nothing to do) or glibc refused a value."""
+    if not (is_whole_number(mmap_threshold) and 0 <= mmap_threshold <= HEAP_MMAP_THRESHOLD):
+        raise MiscnnError(f"mmap_threshold={mmap_threshold!r}: give a whole number of bytes in [0, "
+                          f"{HEAP_MMAP_THRESHOLD}] (32 MiB, glibc's largest); a larger or negative value would wrap "
+                          "around and stop glibc from ever returning freed memory.")
     libc = _glibc()
     if libc is None: return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) and
