@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .figures import closed_subplots
-from .io import MiscnnError, MissingFileError, Case, open_dataset
+from .io import MiscnnError, MissingFileError, Case, image_stem, open_dataset
 from .visualization import (KITS19_CLASSES, SliceViewer, classes_present, as_label_array, as_class_map,
                                        overlay_labels, resize_nearest, resolve_window, window_to_uint8)
 
@@ -34,7 +34,7 @@ def find_predictions(results_dir) -> pd.DataFrame:
         if not fold_dir.name[5:].isdigit():
             raise MiscnnError(f"{fold_dir}: fold folders are named fold_<number> (fold_0, fold_1, ...).")
         for p in sorted((fold_dir / "predictions").glob("*.nii*")):
-            rows.append(dict(fold=int(fold_dir.name[5:]), case=p.name.split(".")[0], path=p))
+            rows.append(dict(fold=int(fold_dir.name[5:]), case=image_stem(p), path=p))   # ids may hold dots
     if not rows:
         found = sorted(p.name for p in root.iterdir())[:5]
         raise MiscnnError(f"{root}: no predictions found (it holds {found}); expected "
@@ -62,13 +62,29 @@ def read_metrics(results_dir) -> pd.DataFrame:
     if top.exists():
         head = pd.read_csv(top, nrows=0).columns
         if "fold" in head or not any(root.glob("fold_*/metrics.csv")):
-            return _read_tidy(top, RESULTS_COLUMNS)
+            return _checked_rows(_read_tidy(top, RESULTS_COLUMNS), root)
     per_fold = sorted(p for p in root.glob("fold_*/metrics.csv") if p.parent.name[5:].isdigit())
     if not per_fold:
         raise MissingFileError(f"{top}: no metrics table; the validation module writes one "
                                 f"({','.join(RESULTS_COLUMNS)}).")
     tables = [_read_tidy(p, RESULTS_COLUMNS[1:]).assign(fold=int(p.parent.name[5:])) for p in per_fold]
-    return pd.concat(tables, ignore_index=True)[list(RESULTS_COLUMNS)]
+    return _checked_rows(pd.concat(tables, ignore_index=True)[list(RESULTS_COLUMNS)], root)
+
+def _checked_rows(table: pd.DataFrame, root: Path) -> pd.DataFrame:
+    "`table` with whole-number folds and one row per fold, case, label and metric, else a clear error."
+    folds = pd.to_numeric(table["fold"], errors="coerce")
+    if folds.isna().any() or (folds % 1 != 0).any():
+        odd = sorted(set(table["fold"][folds.isna() | (folds % 1 != 0)].astype(str)))[:3]
+        raise MiscnnError(f"{root}: the metrics' fold column holds {odd}; folds are numbers (0, 1, ...), as the "
+                          "validation module writes them.")
+    table = table.assign(fold=folds.astype(int))
+    twice = table.duplicated(["fold", "case", "label", "metric"], keep=False)
+    if twice.any():
+        first = table[twice].iloc[0]
+        raise MiscnnError(f"{root}: the metrics hold {int(twice.sum())} rows more than once (e.g. fold {first.fold}, "
+                          f"case {first.case}, {first.label}, {first.metric}): a table appended to twice? Write it "
+                          "again from the evaluation.")
+    return table
 
 # %% ../nbs/11b_browsers.ipynb #e59e3914
 class ResultsBrowser:
@@ -132,8 +148,13 @@ class ResultsBrowser:
         if old is not None:
             old.close()                               # free the previous viewer's widget models
         table = self.case_metrics(fold, case)
-        self.table.value = (f"<b>{case}</b>, fold {fold}: value (fold mean)" + table.to_html(border=0)
-                            if not table.empty else f"<i>no metrics.csv in {self.results_dir}</i>")
+        if not table.empty:
+            self.table.value = f"<b>{case}</b>, fold {fold}: value (fold mean)" + table.to_html(border=0)
+        elif self.metrics is None:
+            self.table.value = f"<i>no metrics.csv in {self.results_dir}</i>"
+        else:
+            self.table.value = (f"<i>the metrics of {self.results_dir} have no rows for {case} in fold {fold} (they "
+                                f"hold folds {sorted(set(self.metrics.fold))})</i>")
         return self
 
     def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
@@ -195,7 +216,12 @@ def explore_patches(image, label, sampler, augmentations=None, n_patches: int = 
 def plot_patch_grid(patches, window=(0.0, 4.0), index: int | None = None, opacity: float = 0.35,
                     class_names=KITS19_CLASSES, size: int = 96):
     """Figure: rows = patches, columns = steps of `explore_patches`; one slice (`index` along the
-    patch's first axis, default the middle; centre channel) with its label overlaid, one fixed window."""
+    patch's first axis, default the middle; centre channel) with its label overlaid, one fixed window: (level,
+    width), default 0/4 for z-scored patches, or a name `resolve_window` knows (a preset, "auto", "min-max")."""
+    if not len(patches) or not len(patches[0]):
+        raise MiscnnError("plot_patch_grid: no patches to draw; pass the list explore_patches returns.")
+    if isinstance(window, str):
+        window = resolve_window(np.concatenate([img.ravel() for stages in patches for _, img, _ in stages]), window)
     n_rows, n_cols = len(patches), len(patches[0])
     fig, axes = closed_subplots(n_rows, n_cols, figsize=(1.4 * n_cols + 0.4, 1.45 * n_rows + 0.3))
     fig.subplots_adjust(left=0.3 / (1.4 * n_cols + 0.4) + 0.02, right=0.99, bottom=0.01,

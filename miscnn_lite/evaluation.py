@@ -18,7 +18,8 @@ import pandas as pd
 from scipy import ndimage
 
 from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_path, check_spacing, load_nifti,
-                            read_mask, read_picture_sidecar, is_picture, is_whole_number, case_folder_files,
+                            read_mask, read_picture_sidecar, is_picture, is_finite_number, is_whole_number,
+                            case_folder_files,
                             orientation_from_affine, spacing_from_affine, IMAGE_SUFFIXES)
 
 # %% auto #0
@@ -862,8 +863,12 @@ def kits19_scores(reference: np.ndarray, prediction: np.ndarray) -> dict[str, fl
 
 # %% ../nbs/09_evaluation.ipynb #d220ff8e
 def _population_std(values: pd.Series) -> float:
-    "Population std (ddof 0, as pymia); inf when a value is infinite (numpy would give NaN)."
+    """Population std (ddof 0, as pymia) of the values that are not NaN (as mean and count skip them); inf when one
+    is infinite (numpy would give NaN); NaN when none is left."""
     values = values.to_numpy(dtype=float)
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return math.nan
     return float(np.std(values)) if np.isfinite(values).all() else math.inf
 
 # %% ../nbs/09_evaluation.ipynb #97a11786
@@ -1107,8 +1112,15 @@ def evaluate_paths(reference, prediction, labels=None, metrics=None, out=None, p
     return table
 
 # %% ../nbs/09_evaluation.ipynb #efa4fe97
+def _connectivity_structure(ndim: int, connectivity: int | None):
+    "scipy's neighbourhood of `connectivity` (None: full) after checking it is 1..ndim (scipy would clamp it)."
+    if connectivity is not None and not (is_whole_number(connectivity) and 1 <= connectivity <= ndim):
+        raise MiscnnError(f"connectivity={connectivity!r}: give 1 (faces) .. {ndim} (faces, edges and corners) for a "
+                          f"{ndim}D map, or None (full).")
+    return ndimage.generate_binary_structure(ndim, ndim if connectivity is None else int(connectivity))
+
 def _components(mask: np.ndarray, connectivity: int | None):
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim if connectivity is None else connectivity)
+    structure = _connectivity_structure(mask.ndim, connectivity)
     return ndimage.label(mask, structure=structure)
 
 # %% ../nbs/09_evaluation.ipynb #939042b9
@@ -1116,9 +1128,13 @@ def _regions_of(label_map: np.ndarray, labels) -> dict[str, tuple[int, ...]]:
     return normalize_regions(_present_labels(label_map) if labels is None else labels)
 
 # %% ../nbs/09_evaluation.ipynb #f6fedf28
-def _check_replace_with(replace_with) -> int:
-    if int(replace_with) != replace_with or replace_with < 0:
-        raise MiscnnError(f"replace_with {replace_with} must be a label >= 0 (0: background).")
+def _check_replace_with(replace_with, dtype=None) -> int:
+    "`replace_with` as an int label >= 0 that the label map's `dtype` holds, else a clear error."
+    if not (is_whole_number(replace_with) and replace_with >= 0):
+        raise MiscnnError(f"replace_with {replace_with!r} must be a label >= 0 (0: background).")
+    if dtype is not None and np.issubdtype(dtype, np.integer) and replace_with > np.iinfo(dtype).max:
+        raise MiscnnError(f"replace_with {replace_with} does not fit the label map's {np.dtype(dtype)} (at most "
+                          f"{np.iinfo(dtype).max}).")
     return int(replace_with)
 
 def _check_opening(opening) -> None:
@@ -1164,10 +1180,11 @@ def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, c
             separate components (a bowel loop touching a kidney): every voxel goes with the nearest core that the
             opening leaves in its own connected piece (`_split_at_bridges`); a piece the opening erases whole counts
             as it is. 0: the components as they are."""
-    if keep < 1:
-        raise MiscnnError(f"keep {keep}: keep at least one component per region.")
+    if not (is_whole_number(keep) and keep >= 1):
+        raise MiscnnError(f"keep {keep!r}: keep a whole number of components per region, at least one.")
+    keep = int(keep)
     _check_opening(opening)
-    replace_with = _check_replace_with(replace_with)
+    replace_with = _check_replace_with(replace_with, np.asarray(label_map).dtype)
     out = check_label_map(label_map, "label_map").copy()
     for region in _regions_of(out, labels).values():
         mask = region_mask(out, region)
@@ -1188,16 +1205,21 @@ def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, 
     labels; None: all foreground, labels > 0), become `replace_with` (default 0, background; e.g. 1
     turns small tumor specks into kidney). A fraction is a size relative to the patient's own organ,
     so it means the same at every voxel spacing and body size."""
-    if min_volume_mm3 < 0:
-        raise MiscnnError(f"min_volume_mm3 {min_volume_mm3} must be >= 0 (a volume in mm³, e.g. 100).")
-    if not 0 <= min_fraction <= 1:
-        raise MiscnnError(f"min_fraction {min_fraction} must be in [0, 1] (e.g. 0.02: 2 % of the foreground volume).")
-    replace_with = _check_replace_with(replace_with)
+    if not (is_finite_number(min_volume_mm3) and min_volume_mm3 >= 0):
+        raise MiscnnError(f"min_volume_mm3 {min_volume_mm3!r} must be a number >= 0 (a volume in mm³, e.g. 100).")
+    if not (is_finite_number(min_fraction) and 0 <= min_fraction <= 1):
+        raise MiscnnError(f"min_fraction {min_fraction!r} must be in [0, 1] (e.g. 0.02: 2 % of the foreground "
+                          "volume).")
+    replace_with = _check_replace_with(replace_with, np.asarray(label_map).dtype)
     out = check_label_map(label_map, "label_map").copy()
     if min_volume_mm3 > 0 and spacing is None:
         raise MiscnnError(f"min_volume_mm3={min_volume_mm3} needs the voxel spacing in mm: pass spacing=case.spacing.")
     voxel_mm3 = float(np.prod(check_spacing_for(spacing, out.ndim))) if spacing is not None else 1.0
     reference = int((out > 0).sum() if fraction_of is None else np.isin(out, np.atleast_1d(fraction_of)).sum())
+    if min_fraction > 0 and fraction_of is not None and reference == 0:
+        warnings.warn(f"fraction_of={fraction_of!r}: no voxel of the map holds these labels, so min_fraction="
+                      f"{min_fraction} removes nothing. Name labels the map has ({_present_labels(out)}).",
+                      stacklevel=2)
     min_voxels = max(min_volume_mm3 / voxel_mm3, min_fraction * reference)
     for region in _regions_of(out, labels).values():
         components, n = _components(region_mask(out, region), connectivity)
@@ -1245,11 +1267,15 @@ def keep_paired_components(label_map: np.ndarray, labels=None, midline: float | 
     `height_axis` overlap (two kidneys); without such a pair, the largest component. Of equal pairs the one with
     the larger first member wins. Pairs are sought among the `PAIR_CANDIDATES` largest components. `connectivity`,
     `replace_with` and `opening` as in `keep_largest_components`."""
-    if axis == height_axis or not {axis, height_axis} <= {0, 1, 2}:
-        raise MiscnnError(f"axis {axis}, height_axis {height_axis}: give two different axes among 0, 1, 2.")
     _check_opening(opening)
-    replace_with = _check_replace_with(replace_with)
+    replace_with = _check_replace_with(replace_with, np.asarray(label_map).dtype)
     out = check_label_map(label_map, "label_map").copy()
+    if axis == height_axis or not {axis, height_axis} <= set(range(out.ndim)):
+        raise MiscnnError(f"axis {axis}, height_axis {height_axis}: give two different axes of the {out.ndim}D label "
+                          f"map, among {list(range(out.ndim))}.")
+    if midline is not None and not is_finite_number(midline):
+        raise MiscnnError(f"midline={midline!r}: give the body's centre along axis {axis} as a voxel coordinate "
+                          "(body_midline(case.image)), or None for the volume's centre.")
     midline = (out.shape[axis] - 1) / 2 if midline is None else float(midline)
     for region in _regions_of(out, labels).values():
         mask = region_mask(out, region)
@@ -1302,8 +1328,17 @@ def grow_by_intensity(label_map: np.ndarray, image: np.ndarray, steps: int = 1, 
     if not 0 <= low < high <= 100:
         raise MiscnnError(f"percentiles {percentiles!r} must be two numbers 0 <= low < high <= 100 "
                           "(e.g. (5, 95): the central 90 % of each label's intensities).")
-    structure = ndimage.generate_binary_structure(out.ndim, connectivity)
-    ranges = {label: np.percentile(image[out == label], (low, high)) for label in _present_labels(out)}
+    structure = _connectivity_structure(out.ndim, connectivity)
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise MiscnnError(f"image of dtype {image.dtype}: grow_by_intensity reads real intensities (HU).")
+    ranges = {}
+    for label in _present_labels(out):
+        values = image[out == label]
+        if not np.isfinite(values).all():
+            raise MiscnnError(f"image has NaN or infinite values inside label {label}: its intensity range is "
+                              "undefined. Replace them first (np.nan_to_num), or grow on the image the map was "
+                              "predicted from.")
+        ranges[label] = np.percentile(values, (low, high))
     for _ in range(int(steps)):
         for label, (lo, hi) in ranges.items():
             out[ndimage.binary_dilation(out == label, structure) & (out == 0) & (image >= lo) & (image <= hi)] = label

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image as PILImage
 
-from .io import MiscnnError, MissingFileError, Case, atomic_path, open_dataset, orientation_from_affine
-from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, ViewerData, classes_present,
+from .io import (MiscnnError, MissingFileError, Case, atomic_path, is_finite_number, is_whole_number,
+                            open_dataset, orientation_from_affine)
+from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, WINDOW_PRESETS, ViewerData, classes_present,
                                        _foreground_cursor, class_colors, default_window, render_view, resolve_window,
                                        slice_2d, viewer_data)
 
@@ -29,17 +30,25 @@ def closed_subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     return fig, axes
 
 # %% ../nbs/11a_figures.ipynb #614bdb2c
-def _legend_handles(data: ViewerData, view: str, class_names, index_maps=()):
+def _legend_handles(data: ViewerData, view: str, class_names, label=None, prediction=None):
+    "Legend entries for the classes the `view` draws: of the truth, the prediction, or both side by side."
     from matplotlib.patches import Patch
     if view == "errors":
         return [Patch(color=np.array(c) / 255, label=n) for n, c in ERROR_COLORS.items()]
     if view == "image":
         return []
-    present = classes_present(*index_maps)
+    shown = {"truth": [label], "prediction": [prediction]}.get(view, [label, prediction])
+    present = classes_present(*(m for m in shown if m is not None))
     name = lambda k: class_names[k] if k < len(class_names) else f"class {k}"
     return [Patch(color=class_colors(k + 1)[k] / 255, label=name(k)) for k in present]
 
 # %% ../nbs/11a_figures.ipynb #4125d89a
+def _check_axis(axis) -> int:
+    "The plane's axis: 0 axial, 1 coronal, 2 sagittal (`PLANES`), else a clear error."
+    if not (is_whole_number(axis) and 0 <= axis <= 2):
+        raise MiscnnError(f"axis={axis!r}: give 0 ({PLANES[0]}), 1 ({PLANES[1]}) or 2 ({PLANES[2]}).")
+    return int(axis)
+
 def _default_view(data: ViewerData) -> str:
     if data.label is not None and data.prediction is not None:
         return "truth | prediction"
@@ -57,19 +66,20 @@ def overlay_figure(image, label=None, prediction=None, *, axis: int = 0, index: 
         window: preset name, "auto", "min-max" or (level, width); view: one of `VIEWS`.
     Returns:
         matplotlib Figure."""
-    d = viewer_data(image, label, prediction, spacing)
+    d, axis = viewer_data(image, label, prediction, spacing), _check_axis(axis)
     view = view or _default_view(d)
     index = _foreground_cursor(d)[axis] if index is None else index
     level, width = resolve_window(d.image, window or default_window(d.image))
     rgb = render_view(d, axis, index, level, width, view, opacity, None, size)
-    maps = [slice_2d(m, axis, index) for m in (d.label, d.prediction) if m is not None]
-    handles = _legend_handles(d, view, class_names, maps)
+    label, prediction = (None if m is None else slice_2d(m, axis, index) for m in (d.label, d.prediction))
+    handles = _legend_handles(d, view, class_names, label, prediction)
     fig, ax = closed_subplots(figsize=(rgb.shape[1] / 90 + (1.8 if handles else 0.2), rgb.shape[0] / 90 + 0.5),
                         layout="constrained")
     ax = ax[0, 0]
     ax.imshow(rgb, interpolation="nearest")
     ax.axis("off")
-    ax.set_title(title or f"{d.name} · {PLANES[axis]} {index} · window {level:g}/{width:g}", fontsize=8)
+    sides = " · left: truth, right: prediction" if view == "truth | prediction" else ""
+    ax.set_title(title or f"{d.name} · {PLANES[axis]} {index} · window {level:g}/{width:g}{sides}", fontsize=8)
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     return fig
@@ -96,10 +106,12 @@ def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, ax
     Args:
         n, cols: number of slices and of grid columns; indices: explicit slice numbers instead.
         Other arguments as for `overlay_figure`. Returns a matplotlib Figure."""
-    d = viewer_data(image, label, prediction, spacing)
+    d, axis = viewer_data(image, label, prediction, spacing), _check_axis(axis)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
     level, width = resolve_window(d.image, window or default_window(d.image))
     indices = mosaic_indices(d, n, axis) if indices is None else [int(i) for i in indices]
+    if not indices or not (is_whole_number(cols) and cols >= 1):
+        raise MiscnnError(f"indices={indices!r}, cols={cols!r}: a mosaic needs at least one slice and one column.")
     cols = min(cols, len(indices))
     rows = math.ceil(len(indices) / cols)
     pics = [render_view(d, axis, i, level, width, view, opacity, None, size) for i in indices]
@@ -110,10 +122,11 @@ def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, ax
     for ax, i, pic in zip(axes.ravel(), indices, pics):
         ax.imshow(pic, interpolation="nearest")
         ax.set_title(f"{PLANES[axis]} {i}", fontsize=8)
-    handles = _legend_handles(d, view, class_names, [m for m in (d.label, d.prediction) if m is not None])
+    handles = _legend_handles(d, view, class_names, d.label, d.prediction)
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(f"{d.name} · window {level:g}/{width:g}", fontsize=9)
+    sides = " · left: truth, right: prediction" if view == "truth | prediction" else ""
+    fig.suptitle(f"{d.name} · window {level:g}/{width:g}{sides}", fontsize=9)
     return fig
 
 # %% ../nbs/11a_figures.ipynb #a5486b59
@@ -129,9 +142,10 @@ def save_gif(path, image, label=None, prediction=None, *, axis: int = 0, step: i
     path = Path(path)
     if path.suffix.lower() != ".gif":
         raise MiscnnError(f"{path}: save_gif writes GIF files; use a name ending in .gif.")
-    if step < 1 or not fps > 0:
-        raise MiscnnError(f"step={step}, fps={fps}: expected step >= 1 and fps > 0.")
-    d = viewer_data(image, label, prediction, spacing)
+    if not (is_whole_number(step) and step >= 1 and is_finite_number(fps) and fps > 0):
+        raise MiscnnError(f"step={step!r}, fps={fps!r}: expected a whole step >= 1 (slices) and fps > 0.")
+    step = int(step)
+    d, axis = viewer_data(image, label, prediction, spacing), _check_axis(axis)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
     level, width = resolve_window(d.image, window or default_window(d.image))
     frames = [PILImage.fromarray(render_view(d, axis, i, level, width, view, opacity, None, size))
@@ -170,7 +184,8 @@ def plot_intensity_histograms(data, *, class_names=KITS19_CLASSES, bins: int = 1
         data: a `Case`, an (image, label) pair, a list of them, a dataset reader or folder.
         bins, value_range: histogram bins over `value_range` (default: 0.5..99.5 percentile of the
             foreground, widened by half its span on each side).
-        window: a window (preset or (level, width)) drawn as dashed lines, or None.
+        window: a window (preset or (level, width)) drawn as dashed lines, or None. A preset names HU, so on an
+            image that is not in HU (MR, pictures, rescaled CT) it is not drawn.
         density: normalise each class to unit area (classes differ by orders of magnitude in size).
     Returns:
         matplotlib Figure."""
@@ -181,8 +196,14 @@ def plot_intensity_histograms(data, *, class_names=KITS19_CLASSES, bins: int = 1
     if value_range is None:
         fg = np.concatenate([img[lab > 0].ravel() for img, lab in items])
         fg = fg if fg.size else np.concatenate([img.ravel() for img, _ in items])
+        fg = fg[np.isfinite(fg)]                                   # NaN/inf voxels are left out of the histogram
+        if not fg.size:
+            raise MiscnnError("plot_intensity_histograms: no finite intensity in the images.")
         lo, hi = np.percentile(fg, (0.5, 99.5))
         value_range = (lo - (hi - lo) / 2, hi + (hi - lo) / 2) if hi > lo else (lo - 1, lo + 1)
+    if not (len(value_range) == 2 and all(is_finite_number(v) for v in value_range)
+            and value_range[0] < value_range[1]):
+        raise MiscnnError(f"value_range={value_range!r}: give (low, high) with low < high, e.g. (-200, 400) for CT.")
     edges = np.linspace(*value_range, bins + 1)
     classes = sorted({int(k) for _, lab in items for k in np.unique(lab)})
     fig, ax = closed_subplots(figsize=(7, 3.5))
@@ -195,11 +216,12 @@ def plot_intensity_histograms(data, *, class_names=KITS19_CLASSES, bins: int = 1
         name = class_names[k] if k < len(class_names) else f"class {k}"
         ax.stairs(counts, edges, label=f"{name} ({int(sum((lab == k).sum() for _, lab in items)):,} voxels)",
                   color=color, linewidth=1.5)
-    if window is not None:
+    in_hu = default_window(items[0][0]) == "abdomen"
+    if window is not None and not (isinstance(window, str) and window in WINDOW_PRESETS and not in_hu):
         level, width = resolve_window(items[0][0], window)
         for x in (level - width / 2, level + width / 2):
             ax.axvline(x, color="k", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("intensity (HU)" if default_window(items[0][0]) == "abdomen" else "intensity")
+    ax.set_xlabel("intensity (HU)" if in_hu else "intensity")
     ax.set_ylabel("density" if density else "voxels")
     ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
@@ -235,17 +257,21 @@ def dataset_table(dataset) -> pd.DataFrame:
 # %% ../nbs/11a_figures.ipynb #f07cd339
 def class_frequencies(dataset, class_names=KITS19_CLASSES) -> pd.DataFrame:
     """Tidy table of class sizes per case: case, class, name, voxels, fraction (of the case's voxels),
-    volume_ml (voxels × voxel volume). Cases without a label are skipped.
+    volume_ml (voxels × voxel volume). Every case has a row for every class up to the largest label of any case
+    (0 voxels where the class is absent), so "how many cases hold a tumor" can be read off. Cases without a label
+    are skipped.
 
     Args:
         dataset: a dataset folder, a reader, a `Case` or a list of `Case`s."""
-    rows = []
+    rows, cases = [], []
     for c in _as_cases(dataset):
         if not isinstance(c, Case):
             raise TypeError(f"class_frequencies needs Case objects (for the voxel volume); got {type(c).__name__}.")
-        if c.label is None:
-            continue
-        counts = np.bincount(c.label.ravel().astype(np.int64))
+        if c.label is not None:
+            cases.append((c, np.bincount(c.label.ravel().astype(np.int64))))
+    n_classes = max((len(counts) for _, counts in cases), default=0)
+    for c, counts in cases:
+        counts = np.pad(counts, (0, n_classes - len(counts)))      # a class this case lacks: a row of 0 voxels
         ml = float(np.prod(c.spacing)) / 1000
         for k, n in enumerate(counts):
             rows.append(dict(case=c.id, **{"class": k}, name=class_names[k] if k < len(class_names) else f"class {k}",
@@ -296,6 +322,8 @@ def panel_grid(n_panels: int, cols: int, panel_size_in: tuple[float, float]):
         panel_size_in: (width, height) of one panel in inches.
     Returns:
         (Figure, list of the `n_panels` Axes in reading order)."""
+    if not (is_whole_number(n_panels) and n_panels >= 1 and is_whole_number(cols) and cols >= 1):
+        raise MiscnnError(f"n_panels={n_panels!r}, cols={cols!r}: a figure needs at least one panel and one column.")
     cols = min(cols, n_panels)
     rows = math.ceil(n_panels / cols)
     fig, axes = closed_subplots(rows, cols, figsize=(panel_size_in[0] * cols, panel_size_in[1] * rows),
@@ -317,12 +345,13 @@ def plot_training_curves(log, metrics=None, cols: int = 3):
     from miscnn_lite.training import read_log      # here: drawing figures should not import TensorFlow
     if not isinstance(log, pd.DataFrame) and not Path(log).is_file():
         raise MissingFileError(f"{log}: training log not found (the trainer writes log.tsv in its out folder).")
-    table = read_log(log)
+    table = read_log(log).reset_index(drop=True)            # logs joined with pd.concat repeat their index
     if "epoch" not in table.columns:
         raise MiscnnError(f"training log has columns {list(table.columns)}; an 'epoch' column is required "
                           "(one row per finished epoch).")
     numeric = [c for c in table.columns if c != "epoch" and pd.api.types.is_numeric_dtype(table[c])]
     bases = list(dict.fromkeys(c[4:] if c.startswith("val_") else c for c in numeric))
+    metrics = [metrics] if isinstance(metrics, str) else metrics
     if metrics is not None:
         unknown = [m for m in metrics if m not in bases]
         if unknown:
@@ -353,12 +382,16 @@ def plot_metric_boxplots(table, metrics=None, by: str = "label", cols: int = 3):
         table: tidy DataFrame or CSV path with columns `metric`, `value` and `by` (e.g. label, fold).
         metrics: which metrics (default all, in order of appearance).
     Returns:
-        matplotlib Figure. NaN values are left out and counted in the panel title."""
+        matplotlib Figure. NaN and infinite values (MAHLNBS, PROBDST, PSNR can be inf by design) are left out and
+        counted in the panel title."""
     table = pd.read_csv(table) if isinstance(table, (str, Path)) else table
     need = {"metric", "value", by}
     if not need <= set(table.columns):
         raise MiscnnError(f"metrics table has columns {list(table.columns)}; expected a tidy table with "
                           f"{sorted(need)} (one row per case, label and metric).")
+    if table.empty:
+        raise MiscnnError("plot_metric_boxplots: the metrics table has no rows.")
+    metrics = [metrics] if isinstance(metrics, str) else metrics
     metrics = list(dict.fromkeys(table.metric)) if metrics is None else list(metrics)
     unknown = sorted(set(metrics) - set(table.metric))
     if unknown:
@@ -368,11 +401,14 @@ def plot_metric_boxplots(table, metrics=None, by: str = "label", cols: int = 3):
     for ax, m in zip(panels, metrics):
         sub = table[table.metric == m]
         groups = list(dict.fromkeys(sub[by]))
-        values = [sub[sub[by] == g].value.dropna().to_numpy(float) for g in groups]
+        values = [sub[sub[by] == g].value.to_numpy(float) for g in groups]
+        values = [v[np.isfinite(v)] for v in values]
         ax.boxplot(values, showfliers=False)
         ax.set_xticks(range(1, len(groups) + 1), [str(g) for g in groups])
         for i, v in enumerate(values, start=1):
             ax.scatter(i + rng.uniform(-0.12, 0.12, len(v)), v, s=10, color="C0", alpha=0.7, zorder=3)
-        n_nan = int(sub.value.isna().sum())
-        ax.set_title(m + (f" ({n_nan} NaN left out)" if n_nan else ""), fontsize=9)
+        all_values = sub.value.to_numpy(float)
+        left_out = [f"{n} {kind}" for n, kind in [(int(np.isnan(all_values).sum()), "NaN"),
+                                                  (int(np.isinf(all_values).sum()), "inf")] if n]
+        ax.set_title(m + (f" ({', '.join(left_out)} left out)" if left_out else ""), fontsize=9)
     return fig
