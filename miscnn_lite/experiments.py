@@ -246,13 +246,18 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
     language = None
-    if kernel_name is None and not json.loads(notebook.read_text(encoding="utf-8")).get("metadata",
-                                                                                        {}).get("kernelspec"):
+    spec = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {}).get("kernelspec")
+    if kernel_name is None and not spec:
         kernel_name, language = "python3", "python"  # a notebook without kernelspec runs on this Python
+    # an IPython kernel warns on every start that its local TCP sockets are not encrypted (ipykernel 7): in a
+    # notebook that runs experiments the warning lands in the cell output, once per run, so only errors are logged
+    python = (language or (spec or {}).get("language", "python")) == "python"
+    quiet = ["--IPKernelApp.log_level=ERROR"] if python else []
     with atomic_path(output) as tmp:
         try:
             pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, cwd=str(cwd or notebook.parent),
-                                progress_bar=progress, kernel_name=kernel_name, language=language)
+                                progress_bar=progress, kernel_name=kernel_name, language=language,
+                                extra_arguments=quiet)
         except pm.PapermillExecutionError as e:
             failed = output.with_suffix(".failed.ipynb")
             os.replace(tmp, failed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import replace
@@ -46,6 +47,15 @@ MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
     "model.keras", "pipeline.json", "config.json", "training_log.tsv", "best.keras", "checkpoint")
 
 CHECKSUM_FILE = "checksums.json"
+
+# %% ../nbs/08_training.ipynb #3b39a858
+class _ExpectedRetracing(logging.Filter):
+    "Drops TensorFlow's warning that a function was traced again (expected here); passes every other record."
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+if not any(type(f).__name__ == "_ExpectedRetracing" for f in logging.getLogger("tensorflow").filters):
+    logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
 
 # %% ../nbs/08_training.ipynb #6422d7d9
 def read_log(log) -> pd.DataFrame:

@@ -290,3 +290,24 @@ def test_every_parameter_line_is_read_by_papermill(name):
     assigned = [t.id if isinstance(node, ast.Assign) else node.target.id for node in body
                 if isinstance(node, (ast.Assign, ast.AnnAssign)) for t in getattr(node, "targets", [None])]
     assert list(notebook_parameters(experiments_dir() / name)) == assigned
+
+
+def test_kernel_start_warning_stays_out_of_the_output(tmp_path):
+    "ipykernel 7 warns at each start that its local sockets are unencrypted; a run logs only the kernel's errors."
+    import subprocess
+    import sys
+
+    import nbformat
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('x is', x)")]
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    code = ("import sys; from miscnn_lite.experiments import run_notebook; "
+            "run_notebook(sys.argv[1], sys.argv[2], {'x': 3})")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tiny.ipynb"), str(tmp_path / "out.ipynb")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "IPKernelApp" not in done.stderr and "without encryption" not in done.stderr
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
+    assert [o.get("text") for o in outputs] == ["x is 3\n"]
