@@ -56,10 +56,14 @@ def window_to_uint8(x: np.ndarray, level: float, width: float) -> np.ndarray:
 def auto_window(image: np.ndarray, percentiles=(0.5, 99.5), max_voxels: int = 1_000_000) -> tuple[float, float]:
     """(level, width) spanning the given intensity percentiles of `image` (any shape).
 
-    A constant image gets width 1.0 (never 0)."""
+    A constant image gets width 1.0 (never 0); NaN and infinite voxels are left out (none finite: 0/1)."""
     flat = np.asarray(image).ravel()
     if flat.size > max_voxels:
         flat = flat[:: flat.size // max_voxels + 1]
+    if np.issubdtype(flat.dtype, np.floating) and not np.isfinite(flat).all():
+        flat = flat[np.isfinite(flat)]
+        if not flat.size:
+            return 0.0, 1.0
     lo, hi = (float(v) for v in np.percentile(flat, percentiles))
     width = hi - lo if hi > lo else 1.0
     return lo + width / 2 if hi > lo else lo, width
@@ -516,6 +520,9 @@ class SliceViewer:
                  class_names=KITS19_CLASSES, axis: int = 0, cursor=None, view: str | None = None,
                  opacity: float = 0.4, size: int = 320, channel: int | None = None, uncertainty=None):
         self.data = d = viewer_data(image, label, prediction, spacing, channel, uncertainty)
+        if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
+            raise MiscnnError(f"class_names={class_names!r}: give one name per class, background first, e.g. "
+                              "['background', 'kidney', 'tumor'].")
         self.class_names, self.size, opacity = tuple(class_names), size, _check_opacity(opacity)
         if axis not in (0, 1, 2):
             raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
