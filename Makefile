@@ -16,12 +16,17 @@ export PYTHONUTF8 := 1
 
 setup: $(STAMP)
 
-# torch is pinned to the CPU build that lies on local disk: an unpinned torch pulls a multi-GB CUDA build.
-# The environment takes about 4.5 GB (TensorFlow, torch, JAX): a failed install says how much disk is free.
+# torch is pinned to its CPU build (+cpu): PyPI's torch wheel for Linux is the multi-GB CUDA build. The CPU wheel
+# comes from a local wheel folder where pip is configured with one (offline), else from PyTorch's CPU index; its
+# dependencies then come from the usual index. The environment takes about 4.5 GB (TensorFlow, torch, JAX): a
+# failed install says how much disk is free.
+TORCH = torch==2.13.0+cpu
 INSTALL_FAILED = { echo "make setup: pip install into $(VENV) failed; it needs about 5 GB of disk, $$(df -h --output=avail $(VENV) | tail -1 | tr -d ' ') free there. Free disk space (or fix the error above) and rerun make." >&2; exit 1; }
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install "torch==2.13.0" 2> >(grep -v "is ignored: it is neither" >&2) || $(INSTALL_FAILED)
+	$(PIP) install -q --no-index --no-deps "$(TORCH)" 2>/dev/null \
+	  || $(PIP) install --no-deps "$(TORCH)" --index-url https://download.pytorch.org/whl/cpu || $(INSTALL_FAILED)
+	$(PIP) install "$(TORCH)" 2> >(grep -v "is ignored: it is neither" >&2) || $(INSTALL_FAILED)
 	$(PIP) install -e ".[dev]" 2> >(grep -v "is ignored: it is neither" >&2) || $(INSTALL_FAILED)
 	touch $(STAMP)
 

@@ -701,6 +701,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                       not args.no_segmentation):
                 print(f"{job.url} -> {args.out / job.relpath}")
             return 0
+        print(f"{name}: the KiTS19 data is licensed CC BY-NC-SA 4.0 (non-commercial use, attribution, share-alike; "
+              "cite Heller et al., arXiv:1904.00445): https://kits19.grand-challenge.org/data/", file=sys.stderr)
         results = download_cases(cases, args.out, args.imaging_url, args.segmentation_url, args.interpolated,
                                  not args.no_segmentation, args.workers, args.retries, args.backoff_seconds,
                                  args.timeout_seconds, progress=not args.quiet)

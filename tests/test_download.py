@@ -340,7 +340,7 @@ def test_404_names_the_url_and_other_files_finish(server, tmp_path, capsys):
     assert main(cli_args(server, tmp_path, "--cases", "0-1")) == 2
     err = capsys.readouterr().err
     assert "download_kits19: error:" in err and "case_00001/segmentation.nii.gz: HTTP 404" in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "licensed CC BY-NC-SA 4.0" in err        # the user is told the terms
 
 
 
