@@ -258,6 +258,9 @@ class PatchExplorer:
             label = image.label if label is None else label
             image = image.image
         self.image = np.asarray(image)
+        if self.image.ndim not in (3, 4):
+            raise MiscnnError(f"PatchExplorer: an image of shape {self.image.shape}; it takes a volume (D, H, W) or "
+                              "(D, H, W, C). A single slice is a volume of one: pass image[None] and label[None].")
         if label is None:
             raise MiscnnError("PatchExplorer needs a label (the samplers centre patches on foreground): pass "
                               "label= or a Case with a label.")

@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 
 from .io import (MiscnnError, MissingFileError, Case, atomic_path, is_finite_number, is_whole_number,
                             open_dataset, orientation_from_affine)
+from .evaluation import METRICS
 from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, WINDOW_PRESETS, ViewerData, classes_present,
                                        _foreground_cursor, class_colors, default_window, render_view, resolve_window,
                                        slice_2d, viewer_data)
@@ -410,5 +411,7 @@ def plot_metric_boxplots(table, metrics=None, by: str = "label", cols: int = 3):
         all_values = sub.value.to_numpy(float)
         left_out = [f"{n} {kind}" for n, kind in [(int(np.isnan(all_values).sum()), "NaN"),
                                                   (int(np.isinf(all_values).sum()), "inf")] if n]
-        ax.set_title(m + (f" ({', '.join(left_out)} left out)" if left_out else ""), fontsize=9)
+        unit = METRICS[m].unit if m in METRICS else ""
+        ax.set_title(m + (f" ({unit})" if unit else "") + (f" ({', '.join(left_out)} left out)" if left_out else ""),
+                     fontsize=9)
     return fig
