@@ -927,11 +927,14 @@ def plot_metric_distributions(table: pd.DataFrame, metrics: Iterable[str] | None
         labels = list(dict.fromkeys(sub.label))
         data = [sub[sub.label == l].value.to_numpy() for l in labels]
         ax.boxplot(data, showfliers=False)
-        ax.set_xticks(range(1, len(labels) + 1), labels)
+        slanted = len(labels) > 2                  # "kidney+tumor" beside "tumor" would overlap
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=25 if slanted else 0,
+                      ha="right" if slanted else "center")
         for i, values in enumerate(data, start=1):
             ax.plot(np.full(values.size, i) + np.linspace(-0.08, 0.08, values.size), values, ".", alpha=0.7)
         unit = METRICS[name].unit if name in METRICS else ""
         ax.set_title(name + (f" ({unit})" if unit else ""))
+        ax.set_ylabel(f"{name} per case" + (f" ({unit})" if unit else ""))
     fig.tight_layout()
     return fig
 
