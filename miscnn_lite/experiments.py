@@ -249,10 +249,12 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
     spec = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {}).get("kernelspec")
     if kernel_name is None and not spec:
         kernel_name, language = "python3", "python"  # a notebook without kernelspec runs on this Python
-    # an IPython kernel warns on every start that its local TCP sockets are not encrypted (ipykernel 7): in a
-    # notebook that runs experiments the warning lands in the cell output, once per run, so only errors are logged
+    # an IPython kernel warns on every start that its local TCP sockets are not encrypted (ipykernel 7), and may log
+    # "KeyboardInterrupt caught in kernel" as an error when it is shut down: in a notebook that runs experiments these
+    # land in the cell output, once per run, so the kernel application logs only critical messages (a kernel that
+    # dies still fails the run: papermill raises)
     python = (language or (spec or {}).get("language", "python")) == "python"
-    quiet = ["--IPKernelApp.log_level=ERROR"] if python else []
+    quiet = ["--IPKernelApp.log_level=CRITICAL"] if python else []
     with atomic_path(output) as tmp:
         try:
             pm.execute_notebook(str(notebook), str(tmp), parameters=parameters, cwd=str(cwd or notebook.parent),
