@@ -14,8 +14,8 @@ from .io import (MiscnnError, MissingFileError, Case, atomic_path, is_finite_num
                             open_dataset, orientation_from_affine)
 from .evaluation import METRICS
 from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, WINDOW_PRESETS, ViewerData, classes_present,
-                                       _foreground_cursor, class_colors, default_window, render_view, resolve_window,
-                                       slice_2d, viewer_data)
+                                       _foreground_cursor, check_plane_axis, class_colors, default_window, render_view,
+                                       resolve_window, slice_2d, viewer_data)
 
 # %% auto #0
 __all__ = ['closed_subplots', 'overlay_figure', 'mosaic_indices', 'mosaic', 'save_gif', 'plot_intensity_histograms',
@@ -44,12 +44,6 @@ def _legend_handles(data: ViewerData, view: str, class_names, label=None, predic
     return [Patch(color=class_colors(k + 1)[k] / 255, label=name(k)) for k in present]
 
 # %% ../nbs/11a_figures.ipynb #4125d89a
-def _check_axis(axis) -> int:
-    "The plane's axis: 0 axial, 1 coronal, 2 sagittal (`PLANES`), else a clear error."
-    if not (is_whole_number(axis) and 0 <= axis <= 2):
-        raise MiscnnError(f"axis={axis!r}: give 0 ({PLANES[0]}), 1 ({PLANES[1]}) or 2 ({PLANES[2]}).")
-    return int(axis)
-
 def _default_view(data: ViewerData) -> str:
     if data.label is not None and data.prediction is not None:
         return "truth | prediction"
@@ -67,7 +61,7 @@ def overlay_figure(image, label=None, prediction=None, *, axis: int = 0, index: 
         window: preset name, "auto", "min-max" or (level, width); view: one of `VIEWS`.
     Returns:
         matplotlib Figure."""
-    d, axis = viewer_data(image, label, prediction, spacing), _check_axis(axis)
+    d, axis = viewer_data(image, label, prediction, spacing), check_plane_axis(axis)
     view = view or _default_view(d)
     index = _foreground_cursor(d)[axis] if index is None else index
     level, width = resolve_window(d.image, window or default_window(d.image))
@@ -107,7 +101,7 @@ def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, ax
     Args:
         n, cols: number of slices and of grid columns; indices: explicit slice numbers instead.
         Other arguments as for `overlay_figure`. Returns a matplotlib Figure."""
-    d, axis = viewer_data(image, label, prediction, spacing), _check_axis(axis)
+    d, axis = viewer_data(image, label, prediction, spacing), check_plane_axis(axis)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
     level, width = resolve_window(d.image, window or default_window(d.image))
     indices = mosaic_indices(d, n, axis) if indices is None else [int(i) for i in indices]
@@ -146,7 +140,7 @@ def save_gif(path, image, label=None, prediction=None, *, axis: int = 0, step: i
     if not (is_whole_number(step) and step >= 1 and is_finite_number(fps) and fps > 0):
         raise MiscnnError(f"step={step!r}, fps={fps!r}: expected a whole step >= 1 (slices) and fps > 0.")
     step = int(step)
-    d, axis = viewer_data(image, label, prediction, spacing), _check_axis(axis)
+    d, axis = viewer_data(image, label, prediction, spacing), check_plane_axis(axis)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
     level, width = resolve_window(d.image, window or default_window(d.image))
     frames = [PILImage.fromarray(render_view(d, axis, i, level, width, view, opacity, None, size))

@@ -17,14 +17,15 @@ from PIL import Image as PILImage
 from fastcore.basics import patch
 
 from .io import (MiscnnError, MissingFileError, affine_from_spacing, Case, check_spacing, load_case,
-                            is_finite_number, load_nifti, load_prediction, orientation_from_affine, regrid, reorient)
+                            is_finite_number, is_whole_number, load_nifti, load_prediction, orientation_from_affine,
+                            regrid, reorient)
 
 # %% auto #0
 __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', 'HEAT_ANCHORS', 'PLANES', 'VIEWS',
            'window_to_uint8', 'auto_window', 'resolve_window', 'default_window', 'class_colors', 'overlay_labels',
-           'error_categories', 'overlay_errors', 'heat_colors', 'overlay_heat', 'in_plane_axes', 'slice_2d',
-           'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'as_label_array', 'as_float_map',
-           'viewer_data', 'render_view', 'check_view', 'encode_png', 'classes_present', 'SliceViewer']
+           'error_categories', 'overlay_errors', 'heat_colors', 'overlay_heat', 'in_plane_axes', 'check_plane_axis',
+           'slice_2d', 'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'as_label_array',
+           'as_float_map', 'viewer_data', 'render_view', 'check_view', 'encode_png', 'classes_present', 'SliceViewer']
 
 # %% ../nbs/11_visualization.ipynb #bc2d43ee
 KITS19_CLASSES = ("background", "kidney", "tumor")
@@ -205,13 +206,18 @@ def in_plane_axes(axis: int) -> tuple[int, int]:
     return tuple(a for a in range(3) if a != axis)
 
 # %% ../nbs/11_visualization.ipynb #f04e66d6
+def check_plane_axis(axis) -> int:
+    "The axis of a plane as an int: 0 axial, 1 coronal, 2 sagittal; else a clear error."
+    if not (is_whole_number(axis) and 0 <= axis <= 2):
+        raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
+    return int(axis)
+
 def slice_2d(volume: np.ndarray, axis: int, index: int, superior_up: bool = False) -> np.ndarray:
     """The 2D slice `index` along `axis` of a (D, H, W) volume as it is displayed.
 
     Returns (H, W) for axis 0, (D, W) for axis 1, (D, H) for axis 2; rows reversed for axes 1 and 2
     when `superior_up` (so the head is at the top)."""
-    if axis not in (0, 1, 2):
-        raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
+    axis = check_plane_axis(axis)
     if not 0 <= index < volume.shape[axis]:
         raise IndexError(f"slice index {index} is outside 0..{volume.shape[axis] - 1} along axis {axis} "
                          f"of a volume of shape {volume.shape}.")
@@ -524,8 +530,7 @@ class SliceViewer:
             raise MiscnnError(f"class_names={class_names!r}: give one name per class, background first, e.g. "
                               "['background', 'kidney', 'tumor'].")
         self.class_names, self.size, opacity = tuple(class_names), size, _check_opacity(opacity)
-        if axis not in (0, 1, 2):
-            raise MiscnnError(f"axis={axis!r}: expected 0 (axial), 1 (coronal) or 2 (sagittal).")
+        axis = check_plane_axis(axis)
         if cursor is not None and (np.ndim(cursor) != 1 or len(cursor) != 3):
             raise MiscnnError(f"cursor={cursor!r}: give one voxel as (z, y, x).")
         self.cursor = [int(c) for c in cursor] if cursor is not None else _foreground_cursor(d)
