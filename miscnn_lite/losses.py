@@ -134,14 +134,11 @@ def _term_weight(value, name: str) -> float:
     return float(value)
 
 def _class_weights(class_weights, n_classes: int) -> np.ndarray:
-    "`class_weights` as a float array of one weight per class, else a clear error."
-    w = np.asarray(class_weights, float)
+    "`class_weights` (as `_weight_list` reads them) as a float array of one weight per class, else a clear error."
+    w = np.asarray(_weight_list(class_weights), float)
     if len(w) != n_classes:
         raise MiscnnError(f"class_weights has {len(w)} values but the model predicts {n_classes} classes: give one "
                           "weight per class.")
-    if not (np.isfinite(w) & (w >= 0)).all():
-        raise MiscnnError(f"class_weights={w.tolist()}: every weight must be a finite number >= 0 (a negative weight "
-                          "rewards the network for missing that class).")
     return w
 
 @_register
