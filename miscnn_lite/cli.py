@@ -73,12 +73,19 @@ def _cmd_phantoms(args) -> int:
         raise MiscnnError(f"--shape {words(args.shape)}: a phantom needs at least {words(MIN_SHAPE)} voxels (D H W; "
                           f"smaller volumes cannot show kidneys), e.g. --shape {words(DEFAULT_SHAPE)}.")
     shape = {"shape": tuple(args.shape)} if args.shape else {}
+    spacing = {"spacing": tuple(args.spacing)} if args.spacing else {}
     if args.pictures:
-        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, overwrite=args.overwrite)
-    else:
-        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, progress=not args.quiet,
+        if args.layout != "kits19" or args.contrast_phase != "venous":
+            raise MiscnnError("--layout and --contrast-phase are options of 3D phantoms; --pictures writes venous "
+                              "slices as images/ and masks/: leave them out.")
+        out = make_picture_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, **spacing,
                                    overwrite=args.overwrite)
-    print(f"wrote {args.cases} phantom {'pictures' if args.pictures else 'cases'} to {out}")
+    else:
+        out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, **spacing,
+                                   layout=args.layout, contrast_phase=args.contrast_phase, progress=not args.quiet,
+                                   overwrite=args.overwrite)
+    print(f"{args.cases} phantom {'pictures' if args.pictures else 'cases'} in {out} (identical ones already there "
+          "were kept)")
     return 0
 
 # %% ../nbs/13_cli.ipynb #e18e4c46
@@ -88,6 +95,12 @@ def _add_phantoms(sub) -> None:
     s.add_argument("--cases", type=_positive_int, default=12, help="number of cases (default 12)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--shape", type=int, nargs=3, metavar=("D", "H", "W"), help="volume shape in voxels")
+    s.add_argument("--spacing", type=float, nargs=3, metavar=("SZ", "SY", "SX"),
+                   help="voxel size in mm for every case (default: drawn per case; pictures: 3 0.8 0.8)")
+    s.add_argument("--layout", choices=("kits19", "nnunet"), default="kits19",
+                   help="folder layout of 3D phantoms (default kits19; nnunet also writes nnU-Net's dataset.json)")
+    s.add_argument("--contrast-phase", default="venous",
+                   help="venous (default), arterial, non_contrast, random (one per case) or randomized")
     s.add_argument("--pictures", action="store_true",
                    help="write 2D pictures instead: images/<id>.png, RGB masks/<id>.png, dataset.json (colour table)")
     s.add_argument("--overwrite", action="store_true",

@@ -402,9 +402,13 @@ def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
     ndim: the number of voxel sizes required (None: any). hint: how to fix a zero, negative or
     non-finite voxel size (the default points at the NIfTI header, where such values come from).
     range_mm: (lo, hi) plausible voxel sizes, e.g. `SPACING_RANGE_MM` for CT; None: no check."""
+    not_numbers = isinstance(spacing, (str, bytes)) or np.ndim(spacing) > 1 or any(
+        isinstance(s, (bool, np.bool_, str, bytes)) for s in (spacing if isinstance(spacing, (list, tuple)) else ()))
     try:
         values = tuple(float(s) for s in np.atleast_1d(np.asarray(spacing, dtype=float)).ravel())
     except (TypeError, ValueError):
+        not_numbers = True
+    if not_numbers:
         raise DataError(f"{name} {spacing!r}: expected voxel sizes in mm, e.g. (3.22, 1.62, 1.62).") from None
     if ndim is not None and len(values) != ndim:
         axes = "(sz, sy, sx)" if ndim == 3 else "in array order"

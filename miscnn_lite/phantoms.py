@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -13,15 +15,16 @@ from scipy import ndimage
 
 from .io import (SPACING_RANGE_MM, MiscnnError, Case, KiTS19Reader, NnUNetReader, affine_from_spacing,
                             case_from_arrays, check_spacing, is_whole_number, open_dataset, orientation_from_affine,
-                            save_case, write_mask, write_picture, write_json)
+                            save_case, write_mask, write_picture, write_json, colour_table)
 
 # %% auto #0
 __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_MM', 'LABELS', 'TISSUE_HU', 'PHASE_HU',
            'SOFT_TISSUES', 'TUMOR_HU', 'CONTRAST_PHASES', 'PELVIS_MODELS', 'BLADDER_RANGES',
-           'MUSCLE_FAT_SUSCEPTIBILITY', 'CONTEXT_LABELS', 'PICTURE_COLORS', 'fov_grid', 'Ellipsoid', 'smooth_field',
-           'check_contrast_phase', 'sample_tissue_hu', 'Tumor', 'PhantomAnatomy', 'sample_tumors', 'check_kidney_scale',
-           'sample_anatomy', 'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy',
-           'check_myosteatosis', 'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'check_perirenal_bowel',
+           'MUSCLE_FAT_SUSCEPTIBILITY', 'CONTEXT_LABELS', 'PHANTOM_GENERATOR', 'PICTURE_GENERATOR', 'PICTURE_COLORS',
+           'fov_grid', 'Ellipsoid', 'smooth_field', 'check_contrast_phase', 'sample_tissue_hu', 'Tumor',
+           'PhantomAnatomy', 'sample_tumors', 'check_kidney_scale', 'sample_anatomy', 'vertebral_body',
+           'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy', 'check_myosteatosis',
+           'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'check_perirenal_bowel',
            'sample_perirenal_bowel', 'context_labels', 'Acquisition', 'sample_acquisition', 'scanner_effects',
            'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
            'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
@@ -29,7 +32,7 @@ __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
-MIN_SHAPE = (8, 32, 32)           # below this, kidneys are fewer than ~4 voxels across
+MIN_SHAPE = (8, 32, 32)           # at this size a kidney spans 2-3 slices and about 5 x 4 voxels in-plane
 INPLANE_SPACING_MM = (0.6, 1.0)   # KiTS19-like in-plane pixel size range, mm
 SLICE_THICKNESS_MM = (0.5, 0.625, 0.8, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0)  # common CT slice thicknesses, mm
 LABELS = {0: "background", 1: "kidney", 2: "tumor"}
@@ -306,14 +309,15 @@ def _check_range(value, name: str, lo: float, hi: float, expected: str) -> float
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if isinstance(value, (bool, np.bool_)) or not lo <= number <= hi:
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not lo <= number <= hi:
         raise MiscnnError(f"{name} {value!r}: expected {expected}")
     return number
 
 def check_kidney_scale(kidney_scale) -> float:
-    "`kidney_scale` as a float in [0.5, 2] (factor on the kidneys' radii), else a clear error."
-    return _check_range(kidney_scale, "kidney_scale", 0.5, 2, "a factor on the kidneys' radii in [0.5, 2], e.g. 1.25 "
-                        "for adult kidneys on a 336 mm field of view (1 keeps the drawn size).")
+    """`kidney_scale` as a float in [0.5, 1.5] (factor on the kidneys' radii), else a clear error. Above 1.5 the
+    kidneys fill the flanks (at 2, 8 % of the volume, pressed against the spine and the abdominal wall)."""
+    return _check_range(kidney_scale, "kidney_scale", 0.5, 1.5, "a factor on the kidneys' radii in [0.5, 1.5], e.g. "
+                        "1.25 for adult kidneys on a 336 mm field of view (1 keeps the drawn size).")
 
 # %% ../nbs/01_phantoms.ipynb #32f476df
 def sample_anatomy(rng: np.random.Generator, tumor_rng: np.random.Generator | None = None,
@@ -363,16 +367,21 @@ def _paint_organs(hu, grid, a: PhantomAnatomy, cavity):
         hu[(organ.radius(grid) < 1) & cavity] = a.hu[tissue]
 
 # %% ../nbs/01_phantoms.ipynb #82db5c77
+def vertebral_body(a: PhantomAnatomy) -> Ellipsoid:
+    "The vertebral bodies of `a` as one column along z (FOV units)."
+    return Ellipsoid((0, 0.4, a.spine_x), (1e3, 0.11, 0.13))
+
 def _paint_spine(hu, grid, a: PhantomAnatomy):
     "Psoas and paraspinal muscles, vertebral body (cortex, marrow, discs), arch and spinal canal."
     z = grid[0]
-    psoas_scale = 0.55 + 0.45 * (1 - z) / 2                    # psoas thickens toward the pelvis (z = -1)
+    psoas_scale = 0.55 + 0.45 * (1 - np.minimum(z, 1)) / 2     # psoas thickens toward the pelvis (z = -1); above the
+                                                               # abdomen (z > 1) it keeps its top size
     for side in (-1, 1):
         psoas = Ellipsoid((0, 0.33, a.spine_x + side * 0.2), (1e3, 0.1, 0.085)).radius(grid) / psoas_scale
         hu[psoas < 1] = a.muscle("psoas")
         hu[Ellipsoid((0, 0.62, a.spine_x + side * 0.17), (1e3, 0.1, 0.11)).radius(grid) < 1] = a.muscle("paraspinal")
     disc = np.cos(2 * np.pi * (z - a.vertebra_phase) / a.vertebra_period) > 0.7   # (D, 1, 1) slabs
-    body = Ellipsoid((0, 0.4, a.spine_x), (1e3, 0.11, 0.13)).radius(grid)
+    body = vertebral_body(a).radius(grid)
     arch = Ellipsoid((0, 0.58, a.spine_x), (1e3, 0.1, 0.09)).radius(grid)
     spinous = Ellipsoid((0, 0.68, a.spine_x), (1e3, 0.06, 0.025)).radius(grid)
     hu[((arch < 1) | (spinous < 1)) & ~disc] = a.hu["bone_cortical"]
@@ -394,10 +403,13 @@ def kidney_regions(kidney: Ellipsoid, grid) -> tuple[np.ndarray, np.ndarray, np.
     return (r < 1) & ~sinus, sinus & (r < 1.3), r
 
 # %% ../nbs/01_phantoms.ipynb #daa3b43d
-def _paint_kidneys(hu, label, grid, a: PhantomAnatomy, medulla_texture):
-    "Cortex shell, patchy medulla, sinus fat and pelvis, cysts; label 1 on the kidney."
+def _paint_kidneys(hu, label, grid, a: PhantomAnatomy, medulla_texture, cavity):
+    """Cortex shell, patchy medulla, sinus fat and pelvis, cysts; label 1 on the kidney. Clipped to the abdominal
+    `cavity` outside the vertebral bodies: a kidney scaled up (`kidney_scale`) never reaches into bone or the wall."""
+    room = cavity & (vertebral_body(a).radius(grid) >= 1)
     for k, kidney in enumerate(a.kidneys):
         mask, sinus, r = kidney_regions(kidney, grid)
+        mask, sinus = mask & room, sinus & room
         hu[mask] = a.hu["kidney_cortex"]
         hu[mask & (r < 0.72) & (medulla_texture > -0.4)] = a.hu["kidney_medulla"]
         hu[sinus] = a.hu["renal_sinus"]
@@ -425,6 +437,8 @@ def check_fov_z(fov_z) -> tuple[float, float]:
     "`fov_z` as two floats (lowest, highest z of the field of view, FOV units), else a clear error."
     try:
         lo, hi = (float(v) for v in fov_z)
+        if isinstance(fov_z, (str, bytes)) or any(isinstance(v, (bool, np.bool_, str, bytes)) for v in fov_z):
+            raise TypeError("not numbers")
     except (TypeError, ValueError):
         lo = hi = None
     if lo is None or not -4 <= lo < hi <= 4:
@@ -533,7 +547,7 @@ def render_anatomy(anatomy: PhantomAnatomy, shape: Sequence[int], rng: np.random
     _paint_pelvis(hu, grid, anatomy, cavity)
     _paint_distractors(hu, grid, anatomy)
     _paint_spine(hu, grid, anatomy)
-    _paint_kidneys(hu, label, grid, anatomy, medulla)
+    _paint_kidneys(hu, label, grid, anatomy, medulla, cavity)
     _paint_tumors(hu, label, grid, anatomy, cavity, texture, lumps)
     return hu, label
 
@@ -712,8 +726,10 @@ def _check_shape(shape) -> tuple[int, int, int]:
 # %% ../nbs/01_phantoms.ipynb #b3480990
 def _check_seed(seed) -> tuple[int, ...]:
     values = (seed,) if np.ndim(seed) == 0 else tuple(seed)
-    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0 for v in values):
-        raise MiscnnError(f"seed {seed!r}: expected a non-negative int or a tuple of them, e.g. 0 or (0, 3).")
+    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**32
+                             for v in values):
+        raise MiscnnError(f"seed {seed!r}: expected a non-negative int below 2**32 or a tuple of them, e.g. 0 or "
+                          "(0, 3) (numpy cuts larger ints into 32-bit words: 2**32 would be the patient of (0, 1)).")
     return tuple(int(v) for v in values)
 
 # %% ../nbs/01_phantoms.ipynb #3e0c1f2c
@@ -749,18 +765,23 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
     """A synthetic KiTS-like contrast CT case.
 
     Args:
-        seed: int or tuple of ints; the same seed gives identical arrays and affine.
-        shape: (D, H, W) voxels, at least `MIN_SHAPE`; the anatomy scales with the field of view.
-        spacing: (sz, sy, sx) mm; None draws in-plane 0.6–1.0 mm and slices 0.5–5 mm.
+        seed: int or tuple of ints below 2**32; the same seed gives identical arrays and affine. numpy's
+            `SeedSequence` ignores trailing zeros: (5, 0) is the patient of 5 (only the case id differs).
+        shape: (D, H, W) voxels, at least `MIN_SHAPE`; the anatomy fills it (FOV units), whatever the spacing.
+        spacing: (sz, sy, sx) mm; None draws in-plane 0.6–1.0 mm and slices 0.5–5 mm. It sets the affine, the
+            partial-volume blur and so the organ sizes in mm (shape × spacing), never the voxels' anatomy: fix
+            it, e.g. (3, 3, 3) on (96, 112, 112), when sizes in mm matter (resampling, transfer to real CT).
         tumor_probability: probability of at least one renal tumor, in [0, 1].
         orientation: axis codes of the stored arrays; 'SPL' (canonical) by default, None draws
             'SPL' or a flipped variant (as `make_phantom_dataset` does), to exercise reorientation.
         case_id: defaults to 'phantom_<seed>'.
         contrast_phase: 'venous' (KiTS19-like), 'arterial', 'non_contrast' (`PHASE_HU`), or 'random' (one
-            of them per seed, from a stream of its own).
+            of them per seed, from a stream of its own); 'randomized' draws every soft tissue from -20 to 300 HU
+            (SynthSeg-style: no attenuation cue at all).
         fov_z: (lowest, highest) z of the field of view, FOV units: (-1, 1) the abdomen around the kidneys;
             reaching below -1 adds the pelvis (gluteal muscles, iliac wings, bladder), as an abdomen-pelvis
-            CT shows it. Keep D / (highest - lowest) as for the abdomen to keep organ sizes in mm.
+            CT shows it. At a fixed spacing, keep D / (highest - lowest) as for the abdomen to keep organ sizes
+            in mm. The kidneys lie at z ≈ -0.6…0.55: a field of view beside them warns (no kidney label).
         myosteatosis: highest fat fraction of a muscle group, in [0, 0.6] (`sample_muscle_hu`); 0: healthy muscle.
         distractors: decoy blobs of kidney attenuation per phantom, labelled background (`sample_distractors`).
         context: also label the organs around the kidneys (`CONTEXT_LABELS`: liver 3 ... bladder 7, `context_labels`).
@@ -770,9 +791,18 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor;
         with `context`, 3-7 the `CONTEXT_LABELS`)."""
-    shape = _check_shape(shape)
+    shape, (lo, hi) = _check_shape(shape), check_fov_z(fov_z)
     if not isinstance(context, (bool, np.bool_)):
         raise MiscnnError(f"context {context!r}: give True (label the organs around the kidneys too) or False.")
+    if case_id is not None and (not isinstance(case_id, str) or not case_id.strip()):
+        raise MiscnnError(f"case_id {case_id!r}: expected a non-empty name, e.g. 'case_00000', or None for "
+                          "'phantom_<seed>'.")
+    if hi <= -0.5 or lo >= 0.5:
+        warnings.warn(f"fov_z {fov_z!r} lies beside the kidneys (z about -0.6 to 0.55): the phantom has no kidney "
+                      "label. Include z = 0, e.g. fov_z=(-1, 1).", stacklevel=2)
+    if check_pelvis(pelvis) != "simple" and lo >= -1:
+        warnings.warn(f"pelvis {pelvis!r} is painted below z = -1, outside fov_z {fov_z!r}: this phantom is the same "
+                      "as with pelvis='simple'. Reach into the pelvis with e.g. fov_z=(-1.9, 0.9).", stacklevel=2)
     anatomy, acquisition = plan_phantom(seed, tumor_probability, spacing, orientation, contrast_phase,
                                        myosteatosis, distractors, kidney_scale, pelvis, perirenal_bowel)
     noise = _streams(seed)[3]
@@ -781,7 +811,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
         label = context_labels(anatomy, hu, label, fov_z)
     image = scanner_effects(hu, acquisition, noise)
     image, label, affine = stored_orientation(image, label, acquisition.spacing, acquisition.orientation)
-    case_id = case_id or "phantom_" + "_".join(map(str, _check_seed(seed)))
+    case_id = case_id if case_id is not None else "phantom_" + "_".join(map(str, _check_seed(seed)))
     return case_from_arrays(image, label, case_id=case_id, affine=affine)
 
 # %% ../nbs/01_phantoms.ipynb #1c69e31c
@@ -814,6 +844,9 @@ def phantom_dataset_plan(n_cases: int = 12, seed: int = 0, tumor_probability: fl
 
 # %% ../nbs/01_phantoms.ipynb #7a7db90c
 def _check_out_dir(out_dir) -> Path:
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir).strip():
+        raise MiscnnError(f"out_dir {out_dir!r}: expected a folder path, e.g. 'data/phantoms' (an empty name would "
+                          "write into the current folder).")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"out_dir {out}: is a file, but a dataset folder is expected. "
@@ -849,9 +882,25 @@ def _case_state(reader, case: Case) -> str:
     return "identical" if np.array_equal(stored.label, case.label) else "different"
 
 # %% ../nbs/01_phantoms.ipynb #dfdc4243
+PHANTOM_GENERATOR, PICTURE_GENERATOR = ("miscnn_lite.phantoms.make_phantom_dataset",
+                                        "miscnn_lite.phantoms.make_picture_dataset")
+
 def _write_manifest(out: Path, manifest: dict):
     "Write `out/phantoms.json` atomically (how the folder was made)."
     write_json(out / "phantoms.json", manifest)
+
+def _made_by(path: Path, generator: str) -> bool:
+    "Whether `path` is a JSON file written by `generator` (its \"generator\" entry names it)."
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("generator") == generator
+    except (OSError, ValueError, AttributeError):
+        return False
+
+def _nnunet_dataset_json(labels: dict[int, str], n_cases: int) -> dict:
+    "nnU-Net v2's `dataset.json` of a phantom folder: one CT channel, the label names, the case count."
+    return {"channel_names": {"0": "CT"}, "labels": {name: k for k, name in sorted(labels.items())},
+            "numTraining": n_cases, "file_ending": ".nii.gz", "generator": PHANTOM_GENERATOR,
+            "description": "miscnn_lite phantoms; how they were made: phantoms.json"}
 
 # %% ../nbs/01_phantoms.ipynb #25fc7348
 def _remove_case_files(reader, case_id: str) -> None:
@@ -872,12 +921,17 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     """Write `n_cases` phantoms to `out_dir` (KiTS19 or nnU-Net layout); returns `out_dir`.
 
     Args:
-        seed: dataset seed; case i uses `generate_phantom((seed, i), orientation=None)`.
+        seed: dataset seed; case i is `generate_phantom((seed, i), shape, spacing, p_i, orientation=None, ...)`
+            with p_i its planned tumor probability, 0 or 1 (`phantom_dataset_plan`).
         shape: (D, H, W) voxels per case.
         tumor_probability: fraction of cases drawn with a tumor (exactly `round(n_cases * (1 - p))` without;
             at the smallest shapes a drawn tumor can be smaller than one voxel and leave no tumor label).
-        spacing: (sz, sy, sx) mm for every case; None draws one per case (KiTS19-like ranges).
-        overwrite: replace existing cases that differ and remove cases beyond `n_cases` (default: raise instead).
+        spacing: (sz, sy, sx) mm for every case; None draws one per case (KiTS19-like ranges). The anatomy
+            fills the `shape` whatever the spacing (FOV units): organ sizes in mm follow shape × spacing, so
+            drawn spacings give every case another body size. Fix the spacing (e.g. (3, 3, 3) with shape
+            (96, 112, 112): a 336 mm field) when organ sizes in mm matter, as for resampling or real CT.
+        overwrite: replace existing cases that differ and remove cases beyond `n_cases` (default: raise instead);
+            only in a folder this function made (its `phantoms.json`): other data is never replaced or removed.
         progress: show a tqdm progress bar.
         contrast_phase: passed to `generate_phantom` ('random': one phase per case).
         fov_z: passed to `generate_phantom` ((-1, 1): the abdomen; e.g. (-1.9, 0.9) reaches into the pelvis).
@@ -887,7 +941,10 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         kidney_scale: passed to `generate_phantom` (factor on the kidneys' radii; 1: as drawn).
         pelvis: passed to `generate_phantom` ('simple' or 'adult', `sample_pelvis`).
         perirenal_bowel: passed to `generate_phantom` (bowel loops against the kidneys per phantom; 0: none).
-    Identical cases already on disk are skipped; files are written atomically."""
+    Identical cases already on disk are skipped; files are written atomically. `phantoms.json` records the
+    settings and every case (its seed, stored orientation, spacing, contrast phase, tumor voxels) with
+    "complete": false from the first file written until the last; the nnU-Net layout gets nnU-Net's
+    `dataset.json` too."""
     from tqdm.auto import tqdm
     out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
     spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
@@ -898,6 +955,14 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     reader, written = _existing(out, layout), 0
     extra = sorted(set(reader.case_ids) - {e["case_id"] for e in plan}) if reader is not None else []
     other = next((r for r in (_existing(out, name) for name in _READERS if name != layout) if r is not None), None)
+    if (out / "images").is_dir() or (out / "masks").is_dir() or _made_by(out / "dataset.json", PICTURE_GENERATOR):
+        raise FileExistsError(f"{out}: holds a picture dataset (images/, masks/: make_picture_dataset). 3D phantoms "
+                              "need a folder of their own, e.g. data/phantoms_3d.")
+    found = (len(reader) if reader is not None else 0) + (len(other) if other is not None else 0)
+    if overwrite and found and not _made_by(out / "phantoms.json", PHANTOM_GENERATOR):
+        raise FileExistsError(f"{out}: holds {found} case(s) this generator did not write (no phantoms.json of its "
+                              "own); overwrite=True replaces and removes phantoms only, never other data. Use an "
+                              "empty folder.")
     if other is not None and not overwrite:        # readers would open the other layout, not what the manifest says
         raise FileExistsError(f"{out}: holds {len(other)} case(s) in another layout ({type(other).__name__}). Use an "
                               "empty folder, or pass overwrite=True (miscnn-lite phantoms --overwrite) to remove them.")
@@ -905,34 +970,52 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         raise FileExistsError(f"{out}: holds {len(extra)} case(s) beyond the {len(plan)} of this dataset "
                               f"({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}). Use an empty folder, "
                               "or pass overwrite=True (miscnn-lite phantoms --overwrite) to remove them.")
+    labels = {**LABELS, **(CONTEXT_LABELS if context else {})}
+    manifest = dict(generator=PHANTOM_GENERATOR, n_cases=len(plan), seed=seed,
+                    shape=list(shape), tumor_probability=tumor_probability,
+                    spacing=None if spacing is None else list(spacing), layout=layout,
+                    contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
+                    distractors=distractors, context=bool(context), kidney_scale=kidney_scale,
+                    pelvis=pelvis, perirenal_bowel=perirenal_bowel,
+                    labels={str(k): v for k, v in labels.items()}, cases=plan)
+    started = False
+
+    def begin():           # before the first change on disk: the manifest says what is being written, unfinished
+        nonlocal started
+        if not started:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_manifest(out, {**manifest, "complete": False})
+            started = True
+
+    options = dict(contrast_phase=contrast_phase, myosteatosis=myosteatosis, distractors=distractors,
+                   kidney_scale=kidney_scale, pelvis=pelvis, perirenal_bowel=perirenal_bowel)
     for entry in tqdm(plan, desc=f"phantoms -> {out}", disable=not progress, unit="case"):
         case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
-                                orientation=None, case_id=entry["case_id"], contrast_phase=contrast_phase,
-                                fov_z=fov_z, myosteatosis=myosteatosis,
-                                distractors=distractors, context=context, kidney_scale=kidney_scale,
-                                pelvis=pelvis, perirenal_bowel=perirenal_bowel)
+                                orientation=None, case_id=entry["case_id"], fov_z=fov_z, context=context, **options)
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
                                   f"with shape {shape}. Use an empty folder, or pass overwrite=True "
                                   "(miscnn-lite phantoms --overwrite) to replace it.")
         if state != "identical":
+            begin()
             save_case(case, out, layout=layout)
             written += 1
+        phase = plan_phantom(tuple(entry["seed"]), entry["tumor_probability"], spacing, None, **options)[0]
         entry.update(orientation=case.orientation, spacing_mm=list(case.spacing),
-                     tumor_voxels=int((case.label == 2).sum()))
+                     contrast_phase=phase.contrast_phase, tumor_voxels=int((case.label == 2).sum()))
+    if extra or other is not None:
+        begin()
     for case_id in extra:                          # overwrite: the cases beyond the new dataset go
         _remove_case_files(reader, case_id)
     for case_id in other.case_ids if other is not None else []:     # and those of another layout
         _remove_case_files(other, case_id)
-    _write_manifest(out, dict(generator="miscnn_lite.phantoms.make_phantom_dataset", n_cases=len(plan), seed=seed,
-                              shape=list(shape), tumor_probability=tumor_probability,
-                              spacing=None if spacing is None else list(spacing), layout=layout,
-                              contrast_phase=contrast_phase, fov_z=list(fov_z), myosteatosis=myosteatosis,
-                              distractors=distractors, context=bool(context), kidney_scale=kidney_scale,
-                              pelvis=pelvis, perirenal_bowel=perirenal_bowel,
-                              labels={str(k): v for k, v in {**LABELS, **(CONTEXT_LABELS if context else {})}.items()},
-                              cases=plan))
+    nnunet_json = out / "dataset.json"
+    if layout == "nnunet":
+        write_json(nnunet_json, _nnunet_dataset_json(labels, len(plan)))
+    elif _made_by(nnunet_json, PHANTOM_GENERATOR):  # the nnU-Net description of a layout that is gone
+        nnunet_json.unlink()
+    _write_manifest(out, {**manifest, "complete": True})
     return out
 
 # %% ../nbs/01_phantoms.ipynb #a20de8eb
@@ -945,44 +1028,66 @@ def make_picture_dataset(out_dir, n_cases: int = 8, seed: int = 0, shape: Sequen
     """Write `n_cases` phantom slices as `out_dir/images/<id>.png` (8-bit grey), `out_dir/masks/<id>.png`
     (RGB colour masks) and `out_dir/dataset.json` ({"spacing": [sy, sx], "colors": ..., "labels": ...}).
     Case i is the slice of `generate_phantom((seed, i), shape, spacing)` with the most kidney and tumor
-    pixels. The same arguments write the same files. A folder holding pictures written with other arguments
-    (or other files) is refused unless `overwrite`, which removes the pictures this dataset does not list.
-    Returns `out_dir`."""
+    pixels. The same arguments write the same files (and finish an interrupted run: `dataset.json` says
+    "complete": false until the last picture is written). A folder holding pictures written with other
+    arguments is refused unless `overwrite`, which removes the pictures this dataset does not list; files
+    this generator did not write, and 3D cases, are never replaced. Returns `out_dir`."""
     out, shape = _check_out_dir(out_dir), _check_shape(shape)
+    if spacing is None:
+        raise MiscnnError("spacing=None: a picture dataset has one pixel size for its sidecar; pass "
+                          "spacing=(sz, sy, sx) mm, e.g. (3.0, 0.8, 0.8).")
+    spacing = _check_spacing_arg(spacing)
     lo, hi = window
     if not lo < hi:
         raise MiscnnError(f"window={window}: expected (lo, hi) HU with lo < hi, e.g. (-160, 240).")
+    colour_table(colors)                               # checked before a file is touched
+    if missing := sorted(set(LABELS) - {int(k) for k in colors}):
+        raise MiscnnError(f"colors: no colour for class(es) {missing} ({', '.join(LABELS[k] for k in missing)}); give "
+                          f"one per class, e.g. {PICTURE_COLORS}.")
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     sidecar = dict(spacing=list(spacing[1:]), colors={str(k): v for k, v in colors.items()},
                    labels={str(k): v for k, v in LABELS.items()}, window_hu=list(window),
-                   generator="miscnn_lite.phantoms.make_picture_dataset", n_cases=n_cases, seed=seed,
+                   generator=PICTURE_GENERATOR, n_cases=n_cases, seed=seed,
                    shape=list(shape), tumor_probability=tumor_probability)
+    if _made_by(out / "phantoms.json", PHANTOM_GENERATOR) or any(_existing(out, name) for name in _READERS):
+        raise FileExistsError(f"{out}: holds 3D cases (make_phantom_dataset or another dataset). Pictures need a "
+                              "folder of their own, e.g. data/pictures.")
+    if (out / "dataset.json").exists() and not _made_by(out / "dataset.json", PICTURE_GENERATOR):
+        raise FileExistsError(f"{out / 'dataset.json'}: written by something else; it is never replaced. Use an empty "
+                              "folder, e.g. data/pictures.")
     present = [f for folder in ("images", "masks") if (out / folder).is_dir() for f in (out / folder).iterdir()]
     keep = {f"{entry['case_id']}.png" for entry in plan}
     if any(f.name not in keep for f in present) and not overwrite:
         raise FileExistsError(f"{out}: holds pictures this dataset does not list, e.g. "
                               f"{next(f for f in present if f.name not in keep)}. Use an empty folder, or pass "
                               "overwrite=True (miscnn-lite phantoms --pictures --overwrite) to remove them.")
-    if present and not overwrite:
+    if present:
         try:
-            same = json.loads((out / "dataset.json").read_text(encoding="utf-8")) == json.loads(json.dumps(sidecar))
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            raise FileExistsError(f"{out}: holds {len(present)} picture file(s) written with other arguments (or not "
-                                  "by this generator). Use an empty folder, or pass overwrite=True (miscnn-lite "
-                                  "phantoms --pictures --overwrite) to replace them.")
+            stored = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
+            same = {k: v for k, v in stored.items() if k != "complete"} == json.loads(json.dumps(sidecar))
+            ours = stored.get("generator") == PICTURE_GENERATOR
+        except (OSError, ValueError, AttributeError):
+            same = ours = False
+        if overwrite and not ours:
+            raise FileExistsError(f"{out}: holds {len(present)} file(s) in images/ or masks/ this generator did not "
+                                  "write (no dataset.json of its own); overwrite=True replaces its own pictures only, "
+                                  "never other data. Use an empty folder.")
+        if not same and not overwrite:
+            raise FileExistsError(f"{out}: holds {len(present)} picture file(s) written with other arguments. Use an "
+                                  "empty folder, or pass overwrite=True (miscnn-lite phantoms --pictures --overwrite) "
+                                  "to replace them.")
+    write_json(out / "dataset.json", {**sidecar, "complete": False})   # until the last picture is written
     for f in present:
         if f.name not in keep and f.is_file():
             f.unlink()                                 # overwrite: pictures beyond this dataset go
     for entry in plan:
-        case = generate_phantom(tuple(entry["seed"]), shape, _check_spacing_arg(spacing), entry["tumor_probability"],
+        case = generate_phantom(tuple(entry["seed"]), shape, spacing, entry["tumor_probability"],
                                 orientation="SPL", case_id=entry["case_id"])
         z = int(np.argmax((case.label > 0).sum(axis=(1, 2))))
         grey = np.clip((case.image[z].astype(np.float32) - lo) / (hi - lo) * 255, 0, 255)
         write_picture(out / "images" / f"{case.id}.png", np.round(grey).astype(np.uint8))
         write_mask(out / "masks" / f"{case.id}.png", case.label[z], colors, mode="rgb")
-    write_json(out / "dataset.json", sidecar)
+    write_json(out / "dataset.json", {**sidecar, "complete": True})
     return out
 
 # %% ../nbs/01_phantoms.ipynb #bbeda997

@@ -1,5 +1,6 @@
 """The `miscnn-lite` console script, run as a user would: in a subprocess, from the installed entry point."""
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -406,3 +407,17 @@ def test_phantoms_bad_shape_names_the_flag(tmp_path):
         r = run("phantoms", "--out", tmp_path / "ph", "--shape", 4, 64, 64, *extra)
         assert r.returncode != 0 and "--shape 4 64 64: a phantom needs at least 8 32 32 voxels" in r.stderr, r.stderr
         assert "e.g. --shape 48 96 96" in r.stderr and not (tmp_path / "ph").exists()
+
+
+def test_phantoms_command_spacing_layout_and_phase(tmp_path):
+    r = run("phantoms", "--out", tmp_path / "nn", "--cases", 1, "--shape", 8, 32, 32, "--spacing", 3, 3, 3,
+            "--layout", "nnunet", "--contrast-phase", "non_contrast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "nn" / "phantoms.json").read_text())
+    assert (manifest["spacing"], manifest["layout"], manifest["contrast_phase"]) == ([3.0, 3.0, 3.0], "nnunet",
+                                                                                     "non_contrast")
+    assert (tmp_path / "nn" / "dataset.json").exists() and (tmp_path / "nn" / "imagesTr").is_dir()
+    r = run("phantoms", "--out", tmp_path / "bad", "--cases", 1, "--contrast-phase", "delayed", "--quiet")
+    assert r.returncode == 2 and "contrast_phase 'delayed'" in r.stderr and not (tmp_path / "bad").exists()
+    r = run("phantoms", "--out", tmp_path / "pics", "--pictures", "--layout", "nnunet")
+    assert r.returncode == 2 and "--layout and --contrast-phase" in r.stderr

@@ -370,3 +370,120 @@ def test_another_layout_in_the_folder_is_refused_or_replaced(tmp_path):
 def test_generator_arguments_are_named(kwargs, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         generate_phantom(0, **{"shape": (16, 48, 48), **kwargs})
+
+
+def test_overwrite_never_replaces_data_it_did_not_write(tmp_path):
+    "A KiTS19 folder of someone's cases (no phantoms.json): overwrite=True refuses, every file stays."
+    from dataclasses import replace
+
+    from miscnn_lite.io import save_case
+    from miscnn_lite.phantoms import toy_case
+    real = tmp_path / "real"
+    for i in range(3):
+        save_case(replace(toy_case(i), id=f"case_{i:05d}"), real)
+    before = {p: p.read_bytes() for p in real.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="3 case\\(s\\) this generator did not write"):
+        make_phantom_dataset(real, n_cases=1, shape=(8, 32, 32), progress=False, overwrite=True)
+    assert {p: p.read_bytes() for p in real.rglob("*") if p.is_file()} == before
+
+
+def test_interrupted_run_leaves_a_manifest_marked_incomplete(tmp_path, monkeypatch):
+    import miscnn_lite.phantoms as phantoms
+    root = tmp_path / "ds"
+    kwargs = dict(n_cases=3, shape=(8, 32, 32), progress=False)
+    make_phantom_dataset(root, seed=0, **kwargs)
+    assert json.loads((root / "phantoms.json").read_text())["complete"] is True
+    real_save = phantoms.save_case
+
+    def interrupted(case, out, layout):                 # the second case never arrives
+        if case.id == "case_00001":
+            raise KeyboardInterrupt
+        real_save(case, out, layout=layout)
+    monkeypatch.setattr(phantoms, "save_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_phantom_dataset(root, seed=1, overwrite=True, **kwargs)
+    manifest = json.loads((root / "phantoms.json").read_text())
+    assert (manifest["seed"], manifest["complete"]) == (1, False)      # not seed 0's record over seed 1's case
+    monkeypatch.setattr(phantoms, "save_case", real_save)
+    make_phantom_dataset(root, seed=1, overwrite=True, **kwargs)       # finishes the job
+    assert json.loads((root / "phantoms.json").read_text())["complete"] is True
+    first = phantom_dataset_plan(3, 1)[0]
+    expected = generate_phantom(tuple(first["seed"]), (8, 32, 32), tumor_probability=first["tumor_probability"])
+    assert np.array_equal(open_dataset(root).load_case("case_00000").image, expected.image)
+
+
+def test_manifest_records_each_drawn_contrast_phase(tmp_path):
+    root = make_phantom_dataset(tmp_path / "ds", n_cases=6, seed=7, shape=(8, 32, 32), contrast_phase="random",
+                                progress=False)
+    cases = json.loads((root / "phantoms.json").read_text())["cases"]
+    drawn = [plan_phantom(tuple(c["seed"]), c["tumor_probability"], contrast_phase="random")[0].contrast_phase
+             for c in cases]
+    assert [c["contrast_phase"] for c in cases] == drawn and len(set(drawn)) > 1
+
+
+def test_nnunet_layout_has_nnunets_dataset_json(tmp_path):
+    from miscnn_lite.io import dataset_class_names
+    root = make_phantom_dataset(tmp_path / "nn", n_cases=2, shape=(8, 32, 32), layout="nnunet", context=True,
+                                progress=False)
+    description = json.loads((root / "dataset.json").read_text())
+    assert description["channel_names"] == {"0": "CT"} and description["numTraining"] == 2
+    assert description["file_ending"] == ".nii.gz" and description["labels"]["bladder"] == 7
+    assert dataset_class_names(root)[:3] == ["background", "kidney", "tumor"]
+    make_phantom_dataset(root, n_cases=2, shape=(8, 32, 32), context=True, progress=False, overwrite=True)
+    assert not (root / "dataset.json").exists() and open_dataset(root).case_ids == ["case_00000", "case_00001"]
+
+
+def test_pictures_and_volumes_keep_to_their_own_folders(tmp_path):
+    from miscnn_lite.phantoms import make_picture_dataset
+    pics = make_picture_dataset(tmp_path / "pics", n_cases=3, shape=(8, 32, 32))
+    before = {p: p.read_bytes() for p in pics.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="spacing"):      # checked before a picture is removed
+        make_picture_dataset(pics, n_cases=1, shape=(8, 32, 32), spacing=(0, 1, 1), overwrite=True)
+    with pytest.raises(ValueError, match="spacing=None"):
+        make_picture_dataset(pics, n_cases=1, shape=(8, 32, 32), spacing=None, overwrite=True)
+    with pytest.raises(ValueError, match="no colour for class"):
+        make_picture_dataset(pics, n_cases=1, shape=(8, 32, 32), colors={0: "#000000", 1: "#ff0000"}, overwrite=True)
+    with pytest.raises(FileExistsError, match="picture dataset"):
+        make_phantom_dataset(pics, n_cases=1, shape=(8, 32, 32), progress=False)
+    assert {p: p.read_bytes() for p in pics.rglob("*") if p.is_file()} == before
+    volumes = make_phantom_dataset(tmp_path / "vol", n_cases=1, shape=(8, 32, 32), progress=False)
+    with pytest.raises(FileExistsError, match="3D cases"):
+        make_picture_dataset(volumes, n_cases=1, shape=(8, 32, 32))
+    assert not (volumes / "images").exists()
+    (pics / "masks" / "case_00002.png").unlink()         # an interrupted run: finished by the same call
+    sidecar = json.loads((pics / "dataset.json").read_text())
+    (pics / "dataset.json").write_text(json.dumps({**sidecar, "complete": False}))
+    make_picture_dataset(pics, n_cases=3, shape=(8, 32, 32))
+    assert {p: p.read_bytes() for p in pics.rglob("*.png")} == {p: b for p, b in before.items() if p.suffix == ".png"}
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "dataset.json").write_text('{"name": "mine"}')
+    with pytest.raises(FileExistsError, match="written by something else"):
+        make_picture_dataset(foreign, n_cases=1, shape=(8, 32, 32))
+    assert (foreign / "dataset.json").read_text() == '{"name": "mine"}'
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: generate_phantom(2**32), "below 2\\*\\*32"),
+    (lambda: generate_phantom(0, fov_z="12"), "fov_z '12'"),
+    (lambda: generate_phantom(0, fov_z=(True, 2)), "fov_z"),
+    (lambda: generate_phantom(0, kidney_scale="1.5"), "kidney_scale '1.5'"),
+    (lambda: generate_phantom(0, kidney_scale=2.0), "\\[0.5, 1.5\\]"),
+    (lambda: generate_phantom(0, myosteatosis="0.3"), "myosteatosis '0.3'"),
+    (lambda: generate_phantom(0, spacing=(True, 1, 1)), "expected voxel sizes"),
+    (lambda: generate_phantom(0, case_id=""), "case_id ''"),
+    (lambda: make_phantom_dataset(""), "empty name"),
+    (lambda: make_phantom_dataset(None), "out_dir None"),
+])
+def test_more_bad_inputs(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_anatomy_outside_the_field_of_view_warns():
+    with pytest.warns(UserWarning, match="no kidney label"):
+        case = generate_phantom(0, (8, 32, 32), fov_z=(-3, -1.5))
+    assert not (case.label == 1).any()
+    with pytest.warns(UserWarning, match="same as with pelvis='simple'"):
+        adult = generate_phantom(0, (8, 32, 32), pelvis="adult")
+    assert np.array_equal(adult.image, generate_phantom(0, (8, 32, 32)).image)
