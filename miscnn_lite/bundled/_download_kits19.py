@@ -37,6 +37,7 @@ From Python (with data_scripts/ on sys.path):
 
 import argparse
 import contextlib
+import gzip
 import hashlib
 import http.client
 import os
@@ -412,11 +413,21 @@ def _transfer(url: str, part: Path, timeout_s: float, progress: _Progress, key: 
 
 
 def _check_gzip(part: Path, url: str) -> None:
-    "Refuse content that is not gzip (an HTML error page, a Git LFS pointer)."
+    """Refuse content that is not a gzip-compressed NIfTI: an HTML error page, a Git LFS pointer, or gzip data
+    whose first field (sizeof_hdr) is not a NIfTI-1's 348 or a NIfTI-2's 540."""
     with open(part, "rb") as f:
         head = f.read(64)
     if head.startswith(GZIP_MAGIC):
-        return
+        try:
+            with gzip.open(part, "rb") as f:
+                first = f.read(4)
+        except (OSError, EOFError):
+            first = b""
+        if len(first) == 4 and {int.from_bytes(first, "little"), int.from_bytes(first, "big")} & {348, 540}:
+            return
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url} returned gzip data that is not a NIfTI file (it does not start with a NIfTI "
+                            "header). Check the base URL (--imaging-url / --segmentation-url).")
     part.unlink(missing_ok=True)
     if head.startswith(LFS_POINTER_PREFIX):
         raise DownloadError(
@@ -592,11 +603,21 @@ def _run_jobs(jobs: list[DownloadJob], root: Path, book: ChecksumBook, workers: 
                     failures.append(e)
                 except OSError as e:  # local trouble: disk full, permissions inside OUT
                     failures.append(DownloadError(f"{futures[future].relpath}: {e}"))
+                except Exception as e:  # anything else (a malformed answer): reported per file, the rest go on
+                    failures.append(DownloadError(f"{futures[future].relpath}: unexpected {type(e).__name__}: {e}"))
         except KeyboardInterrupt:
             progress.cancelled.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
     return sorted(results, key=lambda r: r.relpath), failures
+
+
+def _remove_empty_folders(created: list[Path]) -> None:
+    "Remove the folders of `created` that are still empty, deepest first: a run that got nothing leaves none."
+    for folder in created:
+        for here, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):
+                os.rmdir(here)                    # fails (kept) when it holds anything
 
 
 def download_cases(cases: list[int], out: Path | str, imaging_url: str | None = None,
@@ -621,6 +642,11 @@ def download_cases(cases: list[int], out: Path | str, imaging_url: str | None = 
         raise DownloadError(f"--workers {workers!r}: must be an integer >= 1 (4-8 suits most connections).")
     if not isinstance(retries, int) or retries < 0:
         raise DownloadError(f"--retries {retries!r}: must be an integer >= 0.")
+    for flag, value, low in (("--backoff-seconds", backoff_s, 0.0), ("--timeout-seconds", timeout_s, None)):
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else float("nan")
+        if not (number >= 0 if low == 0.0 else number > 0) or number > 86400:
+            raise DownloadError(f"{flag} {value!r}: must be a number of seconds {'>= 0' if low == 0.0 else '> 0'} "
+                                "and at most a day (86400), e.g. 1 for the backoff, 60 for the timeout.")
     bad = [i for i in cases if not isinstance(i, int) or not 0 <= i < N_CASES]
     if bad or not cases:
         raise DownloadError(f"cases {bad or cases!r}: expected a non-empty list of case numbers in 0..{N_CASES - 1}.")
@@ -632,13 +658,13 @@ def download_cases(cases: list[int], out: Path | str, imaging_url: str | None = 
     try:
         results, failures = _run_jobs(jobs, root, book, workers, bar, retries=retries, backoff_s=backoff_s,
                                       timeout_s=timeout_s)
+    except BaseException:
+        _remove_empty_folders(created)
+        raise
     finally:
         bar.close()
     if failures:  # a ChecksumMismatchError when that is the only kind of failure, for callers to catch
-        for folder in created:                    # deepest first: a run that got nothing leaves no empty folders
-            for here, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
-                with contextlib.suppress(OSError):
-                    os.rmdir(here)                # fails (kept) when it holds anything
+        _remove_empty_folders(created)
         kind = ChecksumMismatchError if all(isinstance(e, ChecksumMismatchError) for e in failures) else DownloadError
         lines = sorted(map(str, failures))        # one line per file: hundreds when the network is down
         more = [f"... and {len(lines) - 5} more files (all listed by --dry-run)"] if len(lines) > 5 else []
