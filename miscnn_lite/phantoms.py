@@ -569,8 +569,9 @@ def sample_muscle_hu(rng: np.random.Generator, hu: dict[str, float], myosteatosi
 
 # %% ../nbs/01_phantoms.ipynb #7ff51213
 def _check_count(value, name: str, hi: int, what: str, example: int) -> int:
-    "`value` as an int in [0, `hi`] (not a bool), else an error naming `name` and what it counts per phantom."
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= hi:
+    """`value` as an int in [0, `hi`] (a float without fraction too, as YAML writes 2.0, as `shape` takes it; not a
+    bool), else an error naming `name` and what it counts per phantom."""
+    if not is_whole_number(value) or not 0 <= value <= hi:
         raise MiscnnError(f"{name} {value!r}: expected a whole number of {what} per phantom in [0, {hi}], "
                           f"e.g. {example} (0: none).")
     return int(value)
