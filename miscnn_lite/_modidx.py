@@ -405,6 +405,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                      'miscnn_lite/experiments.py'),
                                          'miscnn_lite.experiments._expected_bundle': ( 'experiments.html#_expected_bundle',
                                                                                        'miscnn_lite/experiments.py'),
+                                         'miscnn_lite.experiments._flat_result': ( 'experiments.html#_flat_result',
+                                                                                   'miscnn_lite/experiments.py'),
                                          'miscnn_lite.experiments._job_name': ('experiments.html#_job_name', 'miscnn_lite/experiments.py'),
                                          'miscnn_lite.experiments._plot_sweep': ( 'experiments.html#_plot_sweep',
                                                                                   'miscnn_lite/experiments.py'),

@@ -341,6 +341,19 @@ def _job_name(index: int, params: dict, varied: list[str]) -> str:
     return f"{index:03d}_" + "".join(c if c.isalnum() or c in "-._" else "-" for c in text)[:80]
 
 # %% ../nbs/12_experiments.ipynb #3ec2ea50
+def _flat_result(result: dict) -> dict:
+    """A `result.json` as one table row: a dict value becomes one column per key (`test_ensemble_dice.kidney`),
+    anything deeper or a list stays JSON text, so every cell of `sweep.csv` is a number or a string."""
+    def cell(value):
+        return json.dumps(value) if isinstance(value, (dict, list)) else value
+    row = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            row.update({f"{key}.{k}": cell(v) for k, v in value.items()})
+        else:
+            row[key] = cell(value)
+    return row
+
 def _run_job(notebook: str, folder: str, params: dict) -> dict:
     "One sweep job (runs in a worker process): returns status, error, seconds and the job's result.json."
     import time
@@ -355,7 +368,7 @@ def _run_job(notebook: str, folder: str, params: dict) -> dict:
         row.update(status="failed", error=f"{type(e).__name__}: {e}")
     result = folder / "result.json"
     if row["status"] == "ok" and result.exists():       # a failed job's folder may hold an earlier run's result
-        row.update(json.loads(result.read_text(encoding="utf-8")))
+        row.update(_flat_result(json.loads(result.read_text(encoding="utf-8"))))
     if row["status"] == "ok":
         (folder / "run.failed.ipynb").unlink(missing_ok=True)     # an earlier failure of this job, now fixed
     elif (folder / "run.ipynb").exists():
@@ -367,7 +380,9 @@ def _run_job(notebook: str, folder: str, params: dict) -> dict:
 # %% ../nbs/12_experiments.ipynb #1723ada2
 def _plot_sweep(table, path):
     import matplotlib.pyplot as plt
-    numeric = [c for c in table.columns if c.endswith("dice") and table[c].notna().any()] or ["seconds"]
+    import pandas as pd
+    numeric = [c for c in table.columns if c.lower().endswith("dice") and pd.api.types.is_numeric_dtype(table[c])
+               and table[c].notna().any()] or ["seconds"]
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(table) + 2), 3.2))
     width = 0.8 / len(numeric)
     for i, col in enumerate(numeric):

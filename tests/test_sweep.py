@@ -18,7 +18,9 @@ def demo_notebook(path: Path) -> Path:
     body = nbformat.v4.new_code_cell(
         'import json, pathlib\nassert epochs > 0, "epochs must be positive"\n'
         'pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)\n'
-        'pathlib.Path(out_dir, "result.json").write_text(json.dumps({"kidney_dice": epochs / 10}))')
+        'pathlib.Path(out_dir, "result.json").write_text(json.dumps({"kidney_dice": epochs / 10,\n'
+        '    "test_ensemble_dice": {"kidney": epochs / 20, "tumor": None},   # nested, as kits19_cv writes them\n'
+        '    "real_ct": {"DICE": 0.5, "kidney_hu_p10_p50_p90": {"real_ct": [1, 2, 3]}}}))')
     nb.cells = [params, body]
     nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "python3"}
     nbformat.write(nb, path)
@@ -38,6 +40,8 @@ def test_sweep_on_dask_local_cluster(tmp_path):
     saved = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert list(saved["status"]) == ["ok", "failed", "ok"]
     assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000
+    assert saved.loc[2, "test_ensemble_dice.kidney"] == pytest.approx(0.25)    # one level flattened
+    assert saved.loc[0, "real_ct.kidney_hu_p10_p50_p90"] == '{"real_ct": [1, 2, 3]}'   # deeper: JSON text
 
 
 def test_sweep_command_line_with_processes(tmp_path):
