@@ -21,12 +21,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from loading import median_time  # bench/loading.py (this folder is on sys.path when run as a script)
 
+from miscnn_lite.cli import _positive_int  # a count >= 1, as the CLI parses it
+
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller model and volume (a smoke run)")
-    parser.add_argument("--cases", type=int, default=210, help="cases whose cache is verified once per fit")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of one fit (TRAIN_DEFAULTS: 10)")
+    parser.add_argument("--cases", type=_positive_int, default=210, help="cases whose cache is verified once per fit")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="epochs of one fit (TRAIN_DEFAULTS: 10)")
     args = parser.parse_args()
     import keras
 

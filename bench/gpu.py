@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch_unet import TorchUNet, conv_flops, dice_ce_loss  # noqa: E402
 
+from miscnn_lite.cli import _positive_int  # noqa: E402  (a count >= 1, as the CLI parses it)
 from miscnn_lite.losses import per_class_dice_metrics  # noqa: E402
 from miscnn_lite.models import unet  # noqa: E402
 from miscnn_lite.patching import patch_grid, sliding_window_predict  # noqa: E402
@@ -73,7 +74,7 @@ def write_profile(path: Path, steps: dict, sync) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes that run on a CPU in seconds")
-    ap.add_argument("--repeats", type=int, default=None, help="timed steps per side (default 10, quick 3)")
+    ap.add_argument("--repeats", type=_positive_int, default=None, help="timed steps per side (default 10, quick 3)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak bf16 TFLOP/s for MFU")
     ap.add_argument("--compile", action="store_true", help="also time the model compiled with jit_compile=True")
     ap.add_argument("--profile", type=Path, default=None, help="write the profiler's kernel table to this file")

@@ -22,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from miscnn_lite.augmentation import ct_augmentation  # noqa: E402
+from miscnn_lite.cli import _positive_int  # noqa: E402  (a count >= 1, as the CLI parses it)
 from miscnn_lite.io import open_dataset  # noqa: E402
 from miscnn_lite.models import unet  # noqa: E402
 from miscnn_lite.phantoms import make_phantom_dataset  # noqa: E402
@@ -32,10 +33,10 @@ from miscnn_lite.training import Segmenter  # noqa: E402
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes that run on a CPU in seconds")
-    ap.add_argument("--workers", type=int, default=None, help="loader threads (default: CPU cores, quick 2)")
-    ap.add_argument("--cases", type=int, default=None, help="phantom cases (default 8, quick 3)")
-    ap.add_argument("--epochs", type=int, default=3, help="fitted epochs; the first (warm-up) is left out")
-    ap.add_argument("--iterations", type=int, default=None, help="steps per epoch (default 40, quick 3)")
+    ap.add_argument("--workers", type=_positive_int, default=None, help="loader threads (default: CPU cores, quick 2)")
+    ap.add_argument("--cases", type=_positive_int, default=None, help="phantom cases (default 8, quick 3)")
+    ap.add_argument("--epochs", type=_positive_int, default=3, help="fitted epochs; the first (warm-up) is left out")
+    ap.add_argument("--iterations", type=_positive_int, default=None, help="steps per epoch (default 40, quick 3)")
     args = ap.parse_args(argv)
     quick = args.quick
     patch, base, depth = ((16, 32, 32), 4, 2) if quick else ((80, 160, 160), 32, 4)

@@ -114,6 +114,8 @@ def main():
     ap.add_argument("--parts", default="speedup,wait,rss", help="comma-separated subset of speedup,wait,rss")
     args = ap.parse_args()
     parts = args.parts.split(",")
+    if unknown := sorted(set(parts) - {"speedup", "wait", "rss"}):
+        ap.error(f"--parts: {', '.join(unknown)} unknown; choose among speedup, wait, rss (comma-separated)")
     shape = (48, 128, 128) if args.quick else (96, 256, 256)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

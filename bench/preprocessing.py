@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from miscnn_lite.cli import _positive_int  # a count >= 1, as the CLI parses it
 from miscnn_lite.io import affine_from_spacing, load_nifti, save_nifti
 from miscnn_lite.preprocessing import resample_array
 
@@ -49,7 +50,7 @@ def best_of(fn, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(200, 512, 512), help="D H W voxels")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=_positive_int, default=3)
     args = ap.parse_args()
     shape = tuple(args.shape)
     vol = ct_like_volume(shape)

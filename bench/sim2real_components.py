@@ -24,8 +24,8 @@ With `--pair`, each run also gets the real-CT kidney Dice when the two kidney co
 (`evaluation.keep_paired_components`: the largest pair on opposite sides of the body's midline at overlapping
 heights) instead of as the two largest, after the run's kidney_opening and before its grow_steps.
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -131,7 +131,10 @@ def main(runs: list[str], mirror: bool = False, opening: bool = False, pairs: bo
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a not in ("--mirror", "--open", "--pair")]
-    if not args:
-        sys.exit(__doc__)
-    main(args, mirror="--mirror" in sys.argv[1:], opening="--open" in sys.argv[1:], pairs="--pair" in sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders of sim2real runs, with their fold models")
+    parser.add_argument("--mirror", action="store_true", help="also score test-time mirrored ensembles")
+    parser.add_argument("--open", action="store_true", help="also score openings of radius 0-3 before the components")
+    parser.add_argument("--pair", action="store_true", help="also score the kidney pair rule")
+    args = parser.parse_args()
+    main(args.runs, mirror=args.mirror, opening=args.open, pairs=args.pair)

@@ -18,6 +18,7 @@ and one row per run is printed: the kidney voxels in the scan, the kidney Dice o
 tumor merged) and after the run's post-processing (two largest components after its kidney_opening, then its
 grow_steps), the voxels predicted, and the kidney HU of the scan beside those of the run's training phantoms.
 """
+import argparse
 import hashlib
 import json
 import os
@@ -101,6 +102,6 @@ def main(runs: list[Path]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main([Path(a) for a in sys.argv[1:]])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders of sim2real runs")
+    main(parser.parse_args().runs)

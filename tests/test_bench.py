@@ -149,3 +149,26 @@ def test_tumor_runs_compares_with_a_default_of_the_past():
     for bad in ("slab_neighbours", "not_a_parameter=1"):
         with pytest.raises(SystemExit, match="NAME=VALUE with NAME a kits19_cv parameter"):
             tumor_runs.notebook_defaults([bad])
+
+
+def test_every_bench_script_answers_help():
+    "Each script's --help runs (its imports of the library still resolve) and starts nothing: one process for all."
+    scripts = sorted(p for p in (ROOT / "bench").glob("*.py") if p.name != "torch_unet.py")   # torch_unet: a module
+    code = ("import runpy, sys, io, contextlib\n"
+            "sys.path.insert(0, 'bench')   # as when a script runs: its folder is on sys.path\n"
+            "for path in sys.argv[1:]:\n"
+            "    sys.argv = [path, '--help']\n"
+            "    out = io.StringIO()\n"
+            "    try:\n"
+            "        with contextlib.redirect_stdout(out):\n"
+            "            runpy.run_path(path, run_name='__main__')\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code in (0, None), (path, e.code)\n"
+            "    else:\n"
+            "        raise AssertionError(path + ': --help did not stop')\n"
+            "    assert 'usage:' in out.getvalue(), (path, out.getvalue()[:200])\n"
+            "    print('ok', path)\n")
+    r = subprocess.run([sys.executable, "-c", code, *map(str, scripts)], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("ok ") == len(scripts) >= 15
