@@ -21,7 +21,9 @@ keras_tf_vs_pytorch_step_ratio = time per training step of the U-Net (depth 3, b
 Adam) through Keras on TensorFlow / the same network written in plain PyTorch (`bench/torch_unet.py`,
 equal parameter counts) on the same batch and the same threads, interleaved. The same with the Keras
 model under the `mixed_bfloat16` policy (bf16 convolutions through oneDNN where the CPU has
-avx512_bf16): keras_tf_bf16_vs_pytorch_step_ratio. "With the same Dice": the three (Keras float32, Keras
+avx512_bf16): keras_tf_bf16_vs_pytorch_step_ratio — bf16 Keras against float32 PyTorch, the lever the goal
+names; keras_tf_bf16_vs_pytorch_bf16_step_ratio compares it with PyTorch under its own bf16 autocast, like
+against like. "With the same Dice": the three (Keras float32, Keras
 mixed_bfloat16 from the same initial weights, PyTorch) then train on the same 16 batches for 10 epochs
 (Adam, learning rate 3e-3)
 and are scored on 4 held-out batches (hard Dice of kidney+tumor and of tumor, pooled over the held-out
@@ -122,7 +124,8 @@ def _torch_labels(y):
 
 def pytorch_reference(x, y, base, repeats):
     """Median seconds per training step, interleaved: {ratio name: (Keras, plain PyTorch)} for the
-    Keras U-Net in float32 and under mixed_bfloat16 against `TorchUNet` in float32 on the same batch."""
+    Keras U-Net in float32 and under mixed_bfloat16 against `TorchUNet` in float32 on the same batch, and
+    the mixed_bfloat16 Keras step against PyTorch's own bf16 autocast (like against like)."""
     import torch
     from torch_unet import TorchUNet, dice_ce_loss
 
@@ -133,9 +136,10 @@ def pytorch_reference(x, y, base, repeats):
     xt = _channels_first(x)
     yt = _torch_labels(y)
 
-    def torch_step():
+    def torch_step(bf16=False):
         optimizer.zero_grad(set_to_none=True)
-        loss = dice_ce_loss(net(xt), yt)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):      # PyTorch's own mixed precision
+            loss = dice_ce_loss(net(xt), yt)
         loss.backward()
         optimizer.step()
     fp32 = unet(3, depth=3, base_filters=base)
@@ -146,13 +150,17 @@ def pytorch_reference(x, y, base, repeats):
     for m in models.values():
         m.compile(keras.optimizers.Adam(1e-3), get_loss("dice_ce"))
         m.train_on_batch(x, y)
-    torch_step()
+    torch_step(), torch_step(bf16=True)
     times = {}
     for _ in range(repeats):
         for name, m in models.items():
             t = time.perf_counter(); m.train_on_batch(x, y); times.setdefault(name, []).append(time.perf_counter() - t)
-        t = time.perf_counter(); torch_step(); times.setdefault("torch", []).append(time.perf_counter() - t)
-    return {name: (np.median(times[name]), np.median(times["torch"])) for name in models}
+        for side, bf16 in (("torch", False), ("torch_bf16", True)):
+            t = time.perf_counter(); torch_step(bf16); times.setdefault(side, []).append(time.perf_counter() - t)
+    ratios = {name: (np.median(times[name]), np.median(times["torch"])) for name in models}
+    ratios["keras_tf_bf16_vs_pytorch_bf16_step_ratio"] = (np.median(times["keras_tf_bf16_vs_pytorch_step_ratio"]),
+                                                          np.median(times["torch_bf16"]))
+    return ratios
 
 
 def holdout_dice(xs, ys, base, n_eval, epochs):
