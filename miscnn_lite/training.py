@@ -193,7 +193,8 @@ def _load_optimizer_arrays(model, arrays) -> None:
 # %% ../nbs/08_training.ipynb #d4ef6548
 class EpochCheckpoint(keras.callbacks.Callback):
     """Each epoch: weights + optimizer variables + callback/data state to `folder`, a log row, then
-    `state.json` (last). Put it last in the callback list."""
+    `state.json` (last). Put it last in the callback list. The row's `time_s` is the epoch (training and
+    validation), without the writing and hashing of its checkpoint."""
     def __init__(self, folder, log_path, dataset=None, others=(), extra_state=None):
         super().__init__()
         self.folder, self.log_path, self.dataset = Path(folder), Path(log_path), dataset
@@ -209,7 +210,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))   # before any reduction
 
     def on_epoch_end(self, epoch, logs=None):
-        done = epoch + 1
+        done, epoch_s = epoch + 1, round(time.time() - self._t0, 3)   # the epoch alone, before its checkpoint
         self.folder.mkdir(parents=True, exist_ok=True)
         weights, optim = f"epoch_{done:04d}.weights.h5", f"epoch_{done:04d}.optimizer.npz"
         with atomic_path(self.folder / weights) as tmp:
@@ -219,7 +220,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             np.savez(tmp, **arrays)
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))   # the next epoch's (resume)
         row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
-               "learning_rate": getattr(self, "_lr", lr), "time_s": round(time.time() - self._t0, 3)}
+               "learning_rate": getattr(self, "_lr", lr), "time_s": epoch_s}
         append_log(self.log_path, row)
         state = {"epoch": done, "weights": weights, "optimizer": optim, "learning_rate": lr,
                  "callbacks": _callback_state(self.others), **self.extra_state,
