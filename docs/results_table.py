@@ -12,7 +12,7 @@ and bench/README.md; `tests/test_results_table.py` runs `--check`.
 Runs that scored the real CT (`real_ct_test`, e.g. the sim2real preset) are kept as
 docs/runs/sim2real_seed<S>_<phase>_<augmentation>_<phantom shape>[_<spacing>mm][_pelvis|_adultpelvis][_myosteatosis<M>]
 [_distractors<N>][_bowel<N>][_kidneys<K>][_cases<N>][_context][_patch<H>x<W>][_batch<B>][_slab<N>][_open<R>][_grow<N>]
-[_pair][_ema<M>][_deep_supervision]/
+[_pair][_ema<M>][_epochs<N>][_deep_supervision]/
 and go into a second table, between
 `<!-- sim2real:start -->` and `<!-- sim2real:end -->`.
 """
@@ -69,6 +69,7 @@ def run_name(run: dict) -> str:
         fat += f"_grow{config['grow_steps']}" if config.get("grow_steps") else ""   # runs before the option: none
         fat += "_pair" if config.get("postprocess") == "kidney_pair" else ""     # runs before 2026-12-06: none
         fat += f"_ema{config['ema_momentum']:g}" if config.get("ema_momentum") else ""
+        fat += "" if config.get("epochs", 14) == 14 else f"_epochs{config['epochs']}"   # every kept run before: 14
         return (f"sim2real_seed{config['seed']}_{config.get('contrast_phase', 'venous')}_"
                 f"{config.get('augmentation')}_{shape}{mm}{pelvis}{fat}{ds}")
     isa = instruction_set(run["manifest"])
@@ -192,6 +193,8 @@ def sim2real_table(runs: list[dict]) -> str:
             phantoms += "; kidneys kept as a left-right pair at one height"
         if config.get("ema_momentum"):
             phantoms += f"; moving average of the weights ({config['ema_momentum']:g})"
+        if config.get("epochs", 14) != 14:
+            phantoms += f"; {config['epochs']} epochs of {config.get('iterations')} steps"
         rows.append(f"| {run_name(run)} | {phantoms} | {config.get('contrast_phase', 'venous')} | "
                     f"{config.get('augmentation')} | {_dice(r['kidney+tumor_dice'])} | {_dice(real['DICE'])} | "
                     f"{real['HDRFDST95']:.1f} | {hu.get('real_ct', ['–'] * 3)[1]} / "
