@@ -38,6 +38,10 @@ def _as_label(label, spatial_shape):
     if label.shape != tuple(spatial_shape):
         raise MiscnnError(f"label: shape {label.shape} does not match the image grid {tuple(spatial_shape)}; "
                          "expected the (D, H, W) class map of the same voxels.")
+    if label.dtype.kind == "f" and not np.array_equal(label, np.rint(label)):    # transforms would round it
+        fraction = float(label[label != np.rint(label)].flat[0])
+        raise MiscnnError(f"label: holds non-integer values (e.g. {fraction:g}); the transforms move class maps and "
+                          "would round them. Pass the integer class map (e.g. label.round().astype(np.uint8)).")
     return label
 
 # %% ../nbs/04_augmentation.ipynb #2c6fd0ae

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -565,6 +566,15 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                                    f"otherwise; rename it to {right}.") from e
         raise CorruptFileError(f"{path}: cannot be read as NIfTI ({type(e).__name__}: {e}). "
                          "The file is corrupt or truncated: download or export it again.") from e
+    qform, qcode = img.get_qform(coded=True)
+    sform, scode = img.get_sform(coded=True)
+    if qform is not None and sform is not None and not np.allclose(qform, sform, atol=1e-3):
+        import warnings
+        warnings.warn(f"{path}: the header's sform (code {int(scode)}) and qform (code {int(qcode)}) place the "
+                      f"image differently (origins {np.round(sform[:3, 3], 3).tolist()} and "
+                      f"{np.round(qform[:3, 3], 3).tolist()} mm); the sform is used, as nibabel does, but "
+                      "SimpleITK-based tools (and load_itk_image) read the qform. Rewrite the file with one affine "
+                      "(e.g. save_nifti) so every tool places it alike.", stacklevel=2)
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -609,6 +619,7 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
     img = nib.Nifti1Image(array, affine, dtype=array.dtype)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm")                      # spatial units stated, not 'unknown'
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return path
@@ -1019,6 +1030,15 @@ def _images_only(paths) -> tuple[list[Path], list[Path]]:
     return use, [p for p in paths if p not in use]
 
 # %% ../nbs/00_io.ipynb #851a0279
+def _warn_partly_labelled(root: Path, index: dict, where: str) -> None:
+    "Warn when some cases of `index` ({id: (image, label)}) have a label and others none: a misnamed label file?"
+    missing = sorted(cid for cid, (_, label) in index.items() if label is None)
+    if missing and len(missing) < len(index):
+        import warnings
+        warnings.warn(f"{root}: {len(missing)} of {len(index)} cases have no label ({', '.join(missing[:5])}"
+                      f"{', ...' if len(missing) > 5 else ''}); they can be predicted, not trained on or scored. If "
+                      f"they should have one, check its file name ({where}).", stacklevel=3)
+
 def _warn_ignored(root: Path, ignored: list[Path]) -> None:
     if ignored:
         import warnings
@@ -1063,6 +1083,7 @@ class KiTS19Reader(CaseReader):
             if image is not None:
                 _register(index, folder.name, (image, label), self.root)
         _warn_ignored(self.root, ignored)
+        _warn_partly_labelled(self.root, index, "case_XXXXX/segmentation.nii.gz")
         return index
 
 # %% ../nbs/00_io.ipynb #938ea259
@@ -1132,7 +1153,19 @@ class NnUNetReader(CaseReader):
                 raise DataError(f"{segs[0]} and {segs[1]}: two labels of case {cid!r}; keep one of them.")
             _register(index, cid, (img, segs[0] if segs else None), self.root)
         ignored += [p for segs in by_case.values() for p in segs]    # labels without an image
+        stems = {image_stem(p) for p in images}
+        orphans = [p for p in usable if p not in ignored and image_stem(p)[-5:] != "_0000"
+                   and f"{image_stem(p)[:-5]}_0000" not in stems]
+        if orphans:                                  # 'case_0001.nii.gz' is channel 0001 of a case 'case'
+            import warnings
+            warnings.warn(f"{orphans[0]}: read as channel {image_stem(orphans[0])[-4:]} of a case "
+                          f"{image_stem(orphans[0])[:-5]!r} that has no channel 0000, so it is no case "
+                          f"({len(orphans)} such file(s)); nnU-Net names images <id>_0000 (e.g. "
+                          f"{image_stem(orphans[0])}_0000{orphans[0].name[len(image_stem(orphans[0])):]}).",
+                          stacklevel=2)
         _warn_ignored(self.root, ignored)
+        if self.subset == "Tr":
+            _warn_partly_labelled(self.root, index, f"labels{self.subset}/<id>{ending or '.nii.gz'}")
         expected = described.get("numTraining") if self.subset == "Tr" else None
         if isinstance(expected, int) and expected != len(index):
             import warnings
@@ -1288,11 +1321,15 @@ def write_dicom_series(volume: np.ndarray, folder, spacing=(2.5, 0.7, 0.7), orig
         raise DataError(f"write_dicom_series: values {volume.min()}..{volume.max()} do not fit int16 "
                         "(-32768..32767); clip them first.")
     folder = Path(folder)
+    if folder.is_dir() and any(p.suffix.lower() == ".dcm" for p in folder.iterdir()):
+        raise OutputError(f"{folder}: already holds .dcm files; a second series there would mix with them. Write "
+                          "into an empty or new folder.")
     folder.mkdir(parents=True, exist_ok=True)
     img = sitk.GetImageFromArray(volume.astype(np.int16))
     img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
     img.SetOrigin(tuple(float(o) for o in origin))
-    series_uid = "1.2.826.0.1.3680043.2.1125." + str(abs(hash(str(folder))) % 10**12)
+    digest = int(hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12], 16) % 10**12   # the same in
+    series_uid = "1.2.826.0.1.3680043.2.1125." + str(digest)                                   # every process
     paths = []
     for k in range(img.GetDepth()):
         s = img[:, :, k]

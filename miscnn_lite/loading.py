@@ -181,29 +181,48 @@ class CacheEntry:
     label_path: Path | None
     locations_path: Path | None
     meta: dict = field(default_factory=dict)
-    stamp: tuple | None = None      # the image file when the entry was made: (inode, mtime in ns, size)
+    stamp: tuple | None = None      # its files when the entry was made: (inode, mtime in ns, size) each
+
+    def _stamps(self) -> tuple:
+        return tuple(_file_stamp(p) if p is not None and Path(p).is_file() else None
+                     for p in (self.image_path, self.label_path, self.locations_path))
 
     def __post_init__(self):
         if self.stamp is None and Path(self.image_path).is_file():
-            self.stamp = _file_stamp(self.image_path)
+            self.stamp = self._stamps()
+
+    def _unchanged(self) -> bool:
+        "Whether the files hold the data this entry was made with (checked in full when a stamp moved)."
+        same = "image" in self.meta and verify_npy(self.image_path, self.meta["image"], full=True) is None
+        if same and self.label_path is not None:
+            same = "label" in self.meta and verify_npy(self.label_path, self.meta["label"], full=True) is None
+        if same and self.locations_path is not None:
+            same = file_fingerprint(self.locations_path) == self.meta.get("locations_sha256")
+        return same
+
+    def _check_fresh(self) -> None:
+        if self.stamp is None or self._stamps() == self.stamp:
+            return
+        if self._unchanged():
+            self.stamp = self._stamps()             # rewritten with the same data (a parallel job, a touch)
+            return
+        raise MiscnnError(f"{self.image_path.parent}: the cached case {self.case_id!r} was rebuilt since this loader "
+                          "was made (another dataset with a case of the same id was prepared into the same cache "
+                          "folder), so its patches would come from other data. Give each dataset its own "
+                          "cache_dir, or prepare the loader again.")
 
     def image(self) -> np.ndarray:
-        if self.stamp is not None and _file_stamp(self.image_path) != self.stamp:
-            if "image" in self.meta and verify_npy(self.image_path, self.meta["image"], full=True) is None:
-                self.stamp = _file_stamp(self.image_path)   # rewritten with the same data (a parallel job, a touch)
-                return _memmap(self.image_path)
-            raise MiscnnError(f"{self.image_path}: the cached case {self.case_id!r} was rebuilt since this loader "
-                              "was made (another dataset with a case of the same id was prepared into the same "
-                              "cache folder), so its patches would come from other data. Give each dataset its "
-                              "own cache_dir, or prepare the loader again.")
+        self._check_fresh()
         return _memmap(self.image_path)
 
     def label(self) -> np.ndarray | None:
+        self._check_fresh()
         return None if self.label_path is None else _memmap(self.label_path)
 
     def class_locations(self) -> dict:
         if self.locations_path is None:
             return {}
+        self._check_fresh()
         with NPY_LOCK, np.load(self.locations_path) as z:
             return {int(k[len("class_"):]): z[k] for k in z.files}
 

@@ -245,9 +245,9 @@ class PatchSampler:
 # %% ../nbs/03_patching.ipynb #9e2439d5
 def slab_channels(volume: np.ndarray, k: int) -> np.ndarray:
     "(D, H, W[, C]) -> (D, H, W, C·(2k+1)): slices z-k … z+k (edges repeated) as channels of slice z."
-    if k < 0:
-        raise MiscnnError(f"slab_neighbours: {k} must be >= 0.")
-    v = as_channels_last(volume, "volume")
+    if not is_whole_number(k) or k < 0:
+        raise MiscnnError(f"slab_neighbours: {k!r} must be a whole number >= 0 (slices on each side).")
+    k, v = int(k), as_channels_last(volume, "volume")
     idx = np.clip(np.arange(len(v))[:, None] + np.arange(-k, k + 1)[None], 0, len(v) - 1)   # (D, 2k+1)
     return np.moveaxis(v[idx], 1, 3).reshape(*v.shape[:3], -1)
 
@@ -260,8 +260,9 @@ class SliceSampler:
     exclude_background: bool = True
 
     def __post_init__(self):
-        if self.n_slices < 1:
-            raise MiscnnError(f"n_slices: {self.n_slices} must be >= 1 (the CT-cues paper uses 16).")
+        if not is_whole_number(self.n_slices) or self.n_slices < 1:
+            raise MiscnnError(f"n_slices: {self.n_slices!r} must be a whole number >= 1 (the CT-cues paper uses 16).")
+        self.n_slices = int(self.n_slices)
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         rng = as_rng(rng, "SliceSampler rng")
@@ -425,9 +426,16 @@ def sliding_window_predict(volume: np.ndarray, patch_shape: Sequence[int], overl
     Returns:
         (D, H, W, n_classes) float32 merged predictions."""
     volume = as_channels_last(volume, "volume")
-    if batch_size < 1:
-        raise MiscnnError(f"batch_size: {batch_size} must be >= 1.")
-    patch_shape = resolve_patch_shape(patch_shape, volume.shape)
+    if not is_whole_number(batch_size) or batch_size < 1:
+        raise MiscnnError(f"batch_size: {batch_size!r} must be a whole number >= 1.")
+    if 0 in volume.shape:
+        raise MiscnnError(f"volume: shape {volume.shape} has an empty axis; there is nothing to predict.")
+    if not np.isfinite(volume).all():
+        bad = ~np.isfinite(volume).all(axis=-1)           # (D, H, W): a voxel with any channel not finite
+        raise MiscnnError(f"volume: {int(bad.sum())} voxel(s) are NaN or infinite, e.g. at "
+                          f"{tuple(int(v) for v in np.argwhere(bad)[0])}; every window touching one would come "
+                          "back NaN. Fill them (e.g. with the air value) before predicting.")
+    batch_size, patch_shape = int(batch_size), resolve_patch_shape(patch_shape, volume.shape)
     padded, pads = pad_to_shape(volume, patch_shape, float(volume.min()))
     grid = patch_grid(padded.shape[:3], patch_shape, overlap)
     predict = mirror_tta(predict, mirror_axes) if mirror_axes else predict

@@ -156,6 +156,11 @@ def _region_voxels(case: Case, region: str) -> np.ndarray:
                          "foreground. Fit on labelled training cases, or use region='all'.")
     fg = case.label > 0
     if region == "foreground": return case.image[fg]
+    if case.orientation[0] not in "SI" and not np.allclose(case.affine, np.eye(4)):   # identity: orientation unknown
+        import warnings
+        warnings.warn(f"case {case.id!r}: region='foreground_slices' takes array axis 0 as the slice axis, but this "
+                      f"case's axes point {case.orientation}: its 'slices' are not axial. Reorient it to SPL first "
+                      "(readers do by default), or use region='foreground'.", stacklevel=3)
     return case.image[fg.any(axis=(1, 2))].ravel()
 
 # %% ../nbs/02_preprocessing.ipynb #28f0dd78

@@ -280,3 +280,57 @@ def test_a_wrong_orientation_is_named_when_the_dataset_is_opened(tmp_path):
     with pytest.raises(SettingsError, match="orientation='XYZ': give three axis codes"):
         open_dataset(tmp_path / "data", orientation="XYZ")
     assert open_dataset(tmp_path / "data", orientation="ras").orientation == "RAS"
+
+
+def test_qform_and_sform_that_disagree_are_named(tmp_path):
+    "nibabel reads the sform, SimpleITK the qform: a file whose two differ is read with a warning naming both."
+    affine = io.affine_from_spacing((2.5, 0.8, 0.7), "LAS", origin=(10, -20, 30))
+    moved = affine.copy()
+    moved[2, 3] = 99.0
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(moved, code=2)
+    nib.save(img, tmp_path / "two.nii.gz")
+    with pytest.warns(UserWarning, match=r"sform \(code 2\) and qform \(code 1\) place the image differently"):
+        _, read = io.load_nifti(tmp_path / "two.nii.gz")
+    assert read[2, 3] == 99.0                                  # the sform, as nibabel
+    io.save_nifti(tmp_path / "one.nii.gz", np.zeros((4, 5, 6), np.int16), affine)
+    header = nib.load(tmp_path / "one.nii.gz").header
+    assert header.get_xyzt_units()[0] == "mm"
+
+
+def test_dicom_writer_refuses_a_folder_with_slices(tmp_path):
+    volume = np.zeros((3, 8, 8), np.int16)
+    first = io.write_dicom_series(volume, tmp_path / "ct")
+    with pytest.raises(io.OutputError, match="already holds .dcm files"):
+        io.write_dicom_series(volume[:2], tmp_path / "ct")
+    assert sorted(tmp_path.joinpath("ct").iterdir()) == first
+
+
+def test_a_case_without_its_label_among_labelled_ones_is_named(tmp_path):
+    "A misspelt segmentation file (KiTS19) or a missing labelsTr file (nnU-Net): the case is read unlabelled, said so."
+    image, label = np.zeros((4, 8, 8), np.int16), np.zeros((4, 8, 8), np.uint8)
+    for cid in ("case_00000", "case_00001"):
+        io.save_case(io.case_from_arrays(image, label, case_id=cid), tmp_path / "k")
+    io.save_case(io.case_from_arrays(image, None, case_id="case_00002"), tmp_path / "k")
+    io.save_nifti(tmp_path / "k" / "case_00002" / "segmentaton.nii.gz", label, io.affine_from_spacing((1, 1, 1)))
+    with pytest.warns(UserWarning, match=r"1 of 3 cases have no label \(case_00002\)"):
+        io.KiTS19Reader(tmp_path / "k")
+    for cid in ("a", "b"):
+        io.save_case(io.case_from_arrays(image, label if cid == "a" else None, case_id=cid), tmp_path / "n",
+                     layout="nnunet")
+    with pytest.warns(UserWarning, match=r"1 of 2 cases have no label \(b\).*labelsTr/<id>.nii.gz"):
+        io.NnUNetReader(tmp_path / "n")
+    io.save_nifti(tmp_path / "n" / "imagesTr" / "case_0001.nii.gz", image, io.affine_from_spacing((1, 1, 1)))
+    with pytest.warns(UserWarning, match="channel 0001 of a case 'case' that has no channel 0000"):
+        io.NnUNetReader(tmp_path / "n")
+
+
+def test_foreground_slices_of_a_case_that_is_not_axial_first_warn():
+    from miscnn_lite.preprocessing import PercentileWindow
+    image = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
+    label = np.zeros(image.shape, np.uint8)
+    label[1, 2, 3] = 1
+    ras = io.case_from_arrays(image, label, affine=io.affine_from_spacing((2, 1, 1), "RAS"))   # not the identity
+    with pytest.warns(UserWarning, match="its 'slices' are not axial"):
+        PercentileWindow(0.0, 1.0, region="foreground_slices", samples_per_case=None).fit([ras])

@@ -296,6 +296,12 @@ def test_a_loader_refuses_a_cache_rebuilt_under_it_by_another_dataset(tmp_path):
     PreprocessedCache(tmp_path).prepare([b])
     with pytest.raises(MiscnnError, match="was rebuilt since this loader was made.*own cache_dir"):
         first[0].image()
+    relabelled = dc_replace(a, label=np.where(np.asarray(a.label) == 2, 1, np.asarray(a.label)).astype(np.uint8))
+    second = PreprocessedCache(tmp_path / "d").prepare([a])      # the same image, another label map
+    PreprocessedCache(tmp_path / "d").prepare([relabelled])
+    for read in (second[0].label, second[0].class_locations, second[0].image):
+        with pytest.raises(MiscnnError, match="was rebuilt since this loader was made"):
+            read()
 
 
 def test_slice_sampler_and_a_direct_patch_sampler_call_read_an_hdf5_pack(tmp_path):
