@@ -566,13 +566,15 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
                                    f"otherwise; rename it to {right}.") from e
         raise CorruptFileError(f"{path}: cannot be read as NIfTI ({type(e).__name__}: {e}). "
                          "The file is corrupt or truncated: download or export it again.") from e
-    qform, qcode = img.get_qform(coded=True)
-    sform, scode = img.get_sform(coded=True)
+    try:
+        (qform, qcode), (sform, scode) = img.get_qform(coded=True), img.get_sform(coded=True)
+    except Exception:                                   # a quaternion nibabel cannot decode: only one affine to use
+        qform = sform = None
     if qform is not None and sform is not None and not np.allclose(qform, sform, atol=1e-3):
         import warnings
         warnings.warn(f"{path}: the header's sform (code {int(scode)}) and qform (code {int(qcode)}) place the "
-                      f"image differently (origins {np.round(sform[:3, 3], 3).tolist()} and "
-                      f"{np.round(qform[:3, 3], 3).tolist()} mm); the sform is used, as nibabel does, but "
+                      f"image differently (sform {np.round(sform, 3).tolist()}, qform {np.round(qform, 3).tolist()}; "
+                      "voxel to world mm); the sform is used, as nibabel does, but "
                       "SimpleITK-based tools (and load_itk_image) read the qform. Rewrite the file with one affine "
                       "(e.g. save_nifti) so every tool places it alike.", stacklevel=2)
     if array.ndim == 4 and array.shape[3] == 1:
