@@ -1467,8 +1467,21 @@ def read_mask(path, colors=None) -> np.ndarray:
     `colors` (see `colour_table`), and every colour in it must be in the table."""
     path = Path(path)
     table = None if colors is None else colour_table(colors, f"colour table for {path}")
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise DataError(f"{path}: a JPEG mask; JPEG is lossy and changes the values at every edge (0/1/2 come back "
+                        "as 0..3 and more), so its classes cannot be read exactly. Export the masks as PNG.")
+
+    def opaque(img):                                   # an erased region keeps its colour under alpha 0
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            alpha = np.asarray(img.convert("RGBA"))[..., 3]
+            if (alpha < 255).any():
+                raise DataError(f"{path}: {int((alpha < 255).sum())} pixel(s) are transparent (alpha < 255); a "
+                                "mask's class is its colour or index alone, and transparent pixels keep a hidden "
+                                "one. Flatten the mask onto its background colour (no alpha) and save it again.")
+        return img
     if table is None:
         def convert(img):
+            img = opaque(img)
             if img.mode == "P":
                 return np.asarray(img)
             if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
@@ -1480,19 +1493,17 @@ def read_mask(path, colors=None) -> np.ndarray:
                 return (codes & 255).astype(np.uint8)
             return _grey(img)
         return _grey_checked(path, _picture_array(path, "mask", convert))
-    codes = _grey_checked(path, _picture_array(path, "mask", _rgb_codes))
+    codes = _grey_checked(path, _picture_array(path, "mask", lambda img: _rgb_codes(opaque(img))))
     values, inverse = np.unique(codes, return_inverse=True)
     unknown = [v for v in values.tolist() if v not in table]
     if unknown:
         first = np.argwhere(codes == unknown[0])[0]
         count = int((codes == unknown[0]).sum())
-        jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-        lossy = " JPEG masks change colours at edges: save masks as PNG." if jpeg else ""
         known = ", ".join(f"{c}: #{k:06x}" for k, c in table.items())
         raise DataError(f"{path}: colour #{unknown[0]:06x} ({count} pixels, first at row {first[0]}, column "
                         f"{first[1]}) is not in the colour table {{{known}}}"
                         f"{f' ({len(unknown) - 1} more unknown colours)' if len(unknown) > 1 else ''}. Add it to the "
-                        f"table or repaint those pixels.{lossy}")
+                        "table or repaint those pixels.")
     lut = np.array([table[v] for v in values.tolist()])
     return lut[inverse.reshape(codes.shape)].astype(np.uint8 if lut.max() < 256 else np.int32)
 

@@ -513,9 +513,12 @@ def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RA
             continue
         bad = [v for v in f["label_values"] if v < 0 or (n_classes is not None and v >= n_classes)]
         if bad:
+            white = bad == [255] and str(f["label_where"]).lower().endswith((".png", ".tif", ".tiff", ".bmp"))
             raise DataError(f"{f['label_where']}: label values {bad} are not in 0..{n_classes - 1} of a "
-                            f"{n_classes}-class model (case {case_id!r} holds {f['label_values']}). Remap them "
-                            f"(LabelRemap / label_map={{old: new}}) or set n_classes={max(bad) + 1}.")
+                            f"{n_classes}-class model (case {case_id!r} holds {f['label_values']}). "
+                            + ("A black-and-white mask (0/255): give the dataset a colour table mapping its grey "
+                               'levels to classes, "colors": {"0": 0, "1": 255} in dataset.json.' if white else
+                               f"Remap them (LabelRemap / label_map={{old: new}}) or set n_classes={max(bad) + 1}."))
         check_spacing(f["spacing"], name=f"{f['where']}: spacing", range_mm=spacing_range)
     return facts
 

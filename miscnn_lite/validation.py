@@ -125,7 +125,13 @@ def robust_folds(table: pd.DataFrame, n_folds: int = 3, key: str = "slice_thickn
     if mode not in ("stratified", "worst_case"):
         raise MiscnnError(f"mode {mode!r}: use 'stratified' or 'worst_case'.")
     ids = _check_ids(table["case"], n_folds)
-    order = [ids[i] for i in np.argsort(table[key].to_numpy(), kind="stable")]
+    values = pd.to_numeric(table[key], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(values).all():                 # argsort would put them all in one block, silently
+        bad = [ids[i] for i in np.flatnonzero(~np.isfinite(values))]
+        raise MiscnnError(f"key {key!r}: no finite value for {len(bad)} case(s) ({', '.join(bad[:5])}"
+                          f"{', ...' if len(bad) > 5 else ''}); fill them in (e.g. from the image headers) or leave "
+                          "those cases out before making folds.")
+    order = [ids[i] for i in np.argsort(values, kind="stable")]
     if mode == "worst_case":
         parts = [list(p) for p in np.array_split(np.array(order, dtype=object), n_folds)]
     else:
@@ -207,9 +213,17 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
                       **({"n_folds": n_folds} if scheme not in ("loo", "split", "holdout") else {}), **kwargs)
         wanted = json.loads(json.dumps(wanted, default=str))                 # as saved: tuples are lists
         differ = [f"{k}: saved {saved[k]!r}, now {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
+        if "n_folds" in wanted and len(folds) != wanted["n_folds"] and "n_folds" not in saved:
+            differ.append(f"n_folds: the file holds {len(folds)} folds, now {wanted['n_folds']!r}")
         if differ:
             raise MiscnnError(f"{path}: holds folds made another way ({'; '.join(differ)}), and the results beside "
                               "them belong to those folds. Use a new results folder (--out) for the new split.")
+        if unrecorded := [k for k in wanted if k not in saved]:
+            import warnings
+            warnings.warn(f"{path}: records no {', '.join(unrecorded)} for its folds, so they cannot be checked "
+                          f"against scheme={scheme!r}; they are used as saved. Pass scheme= to save_folds (e.g. "
+                          "dict(scheme='stratified', key='tumor_volume', n_folds=3)) to have them checked.",
+                          stacklevel=2)
         return folds
     if scheme in ROBUST_SCHEMES:
         raise MiscnnError(f"{path}: no saved folds; make {scheme} folds with robust_folds and save_folds first.")
@@ -475,6 +489,13 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
         items = [ReaderItem(reader, c) for c in [*fold.train, *fold.val]]
         _check_fold_folder(fold_dir, k, fold, segmenter, scoring, items, str(getattr(reader, "root", "the data")))
         if done.exists():
+            name = scoring["postprocess"] or ""
+            if "<lambda>" in name or "<locals>" in name:
+                import warnings
+                warnings.warn(f"{done}: reusing fold {k}'s saved scores; its post-processing is "
+                              f"{scoring['postprocess']!r}, a name any other lambda or local function shares, so a "
+                              "changed rule cannot be told from the one these scores used. After changing it, use a "
+                              "new results folder (or a named module-level function).", stacklevel=2)
             tables.append(pd.read_csv(done, dtype={"case": str}))
             continue
         write_json(fold_dir / FOLD_FILE, _fold_cases(fold, **scoring))   # what the model sees, how it is scored
@@ -510,6 +531,13 @@ def _fold_predictions(results_dir, reader, folds):
     "(k, case, prediction on the case grid) for every saved validation prediction of `folds`."
     from miscnn_lite.io import load_prediction
     for k, fold in enumerate(folds):
+        split = Path(results_dir) / f"fold_{k}" / FOLD_FILE
+        saved = json.loads(split.read_text(encoding="utf-8")) if split.is_file() else None
+        if saved is not None and sorted(map(str, saved.get("val", []))) != sorted(map(str, fold.val)):
+            raise MiscnnError(f"{split}: fold {k} of these results validated {len(saved.get('val', []))} case(s), "
+                              f"the folds given validate {len(fold.val)} (differences: "
+                              f"{sorted(set(map(str, saved.get('val', []))) ^ set(map(str, fold.val)))[:5]}); pass "
+                              "the folds of this results folder (load_folds(results / 'folds.json')).")
         for cid in fold.val:
             path = Path(results_dir) / f"fold_{k}" / "predictions" / f"{cid}.nii.gz"
             if not path.exists():

@@ -335,3 +335,39 @@ def test_foreground_slices_of_a_case_that_is_not_axial_first_warn():
     ras = io.case_from_arrays(image, label, affine=io.affine_from_spacing((2, 1, 1), "RAS"))   # not the identity
     with pytest.warns(UserWarning, match="its 'slices' are not axial"):
         PercentileWindow(0.0, 1.0, region="foreground_slices", samples_per_case=None).fit([ras])
+
+
+def test_masks_that_cannot_be_read_exactly_are_refused(tmp_path):
+    "JPEG masks (lossy at every edge) and masks with transparent pixels (a hidden colour) name the fix."
+    from PIL import Image
+
+    from miscnn_lite.io import read_mask
+    Image.fromarray(np.eye(8, dtype=np.uint8)).save(tmp_path / "m.jpg")
+    with pytest.raises(io.DataError, match="a JPEG mask; JPEG is lossy.*Export the masks as PNG"):
+        read_mask(tmp_path / "m.jpg")
+    erased = np.zeros((8, 8, 4), np.uint8)
+    erased[..., 0] = 255                                    # red everywhere, opaque only on the kidney
+    erased[2:4, 2:4, 3] = 255
+    Image.fromarray(erased, "RGBA").save(tmp_path / "erased.png")
+    for colors in (None, {0: "#000000", 1: "#ff0000"}):
+        with pytest.raises(io.DataError, match="60 pixel\\(s\\) are transparent"):
+            read_mask(tmp_path / "erased.png", colors)
+    erased[..., 3] = 255
+    Image.fromarray(erased, "RGBA").save(tmp_path / "opaque.png")
+    assert (read_mask(tmp_path / "opaque.png", {0: "#000000", 1: "#ff0000"}) == 1).all()
+
+
+def test_black_and_white_masks_point_to_a_colour_table(tmp_path):
+    from PIL import Image
+
+    from miscnn_lite.loading import validate_cases
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    Image.fromarray(np.full((16, 16), 100, np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(mask).save(tmp_path / "masks" / "a.png")
+    reader = io.open_dataset(tmp_path)
+    from miscnn_lite.loading import ReaderItem
+    with pytest.raises(io.DataError, match='black-and-white mask.*"colors": \\{"0": 0, "1": 255\\}'):
+        validate_cases([ReaderItem(reader, "a")], n_classes=2)

@@ -252,3 +252,37 @@ def test_prepare_folds_sees_a_changed_val_fraction_and_fold_model_dirs_its_folds
         fold_model_dirs(run)
     (run / "fold_old" / "model").rmdir()
     assert fold_model_dirs(run) == [run / "fold_0" / "model", run / "fold_1" / "model"]
+
+
+def test_folds_without_recorded_settings_are_counted_and_named(tmp_path):
+    "A folds.json saved without its scheme: the fold count is still checked, and the unchecked settings are named."
+    import pandas as pd
+
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.validation import prepare_folds, robust_folds, save_folds
+    ids = [f"c{i}" for i in range(9)]
+    table = pd.DataFrame(dict(case=ids, slice_thickness=[1, 2, 3, 1, 2, 3, 1, 2, 5]))
+    save_folds(robust_folds(table, 3), tmp_path / "folds.json")
+    with pytest.raises(MiscnnError, match="n_folds: the file holds 3 folds, now 5"):
+        prepare_folds(tmp_path / "folds.json", ids, n_folds=5, scheme="stratified", key="slice_thickness")
+    with pytest.warns(UserWarning, match="records no scheme, n_folds, key"):
+        assert len(prepare_folds(tmp_path / "folds.json", ids, n_folds=3, scheme="stratified",
+                                 key="slice_thickness")) == 3
+    with pytest.raises(MiscnnError, match=r"no finite value for 2 case\(s\) \(c0, c3\)"):
+        robust_folds(table.assign(slice_thickness=[np.nan, 2, 3, np.nan, 2, 3, 1, 2, 5]), 3)
+
+
+def test_postprocessing_is_tuned_on_the_folds_of_its_results_only(tmp_path):
+    "Folds that are not the results folder's (a subset of its validation cases) are named, not tuned on silently."
+    import json
+
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.phantoms import make_phantom_dataset
+    from miscnn_lite.validation import Fold, tune_postprocessing
+    data = make_phantom_dataset(tmp_path / "ph", n_cases=3, shape=(8, 32, 32), progress=False)
+    (tmp_path / "cv" / "fold_0").mkdir(parents=True)
+    (tmp_path / "cv" / "fold_0" / "fold.json").write_text(json.dumps(
+        {"train": ["case_00000"], "val": ["case_00001", "case_00002"]}))
+    fewer = [Fold(train=["case_00000", "case_00002"], val=["case_00001"])]
+    with pytest.raises(MiscnnError, match=r"validated 2 case\(s\), the folds given validate 1"):
+        tune_postprocessing(tmp_path / "cv", data, fewer, {"none": lambda m, case: m}, region=2, nested=False)
