@@ -1002,9 +1002,10 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
             begin()
             save_case(case, out, layout=layout)
             written += 1
-        phase = plan_phantom(tuple(entry["seed"]), entry["tumor_probability"], spacing, None, **options)[0]
+        phase = contrast_phase if contrast_phase != "random" else plan_phantom(    # the drawn one: its own stream
+            tuple(entry["seed"]), entry["tumor_probability"], spacing, None, **options)[0].contrast_phase
         entry.update(orientation=case.orientation, spacing_mm=list(case.spacing),
-                     contrast_phase=phase.contrast_phase, tumor_voxels=int((case.label == 2).sum()))
+                     contrast_phase=phase, tumor_voxels=int((case.label == 2).sum()))
     if extra or other is not None:
         begin()
     for case_id in extra:                          # overwrite: the cases beyond the new dataset go
