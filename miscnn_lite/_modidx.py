@@ -1327,6 +1327,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'miscnn_lite.training._loss': ('training.html#_loss', 'miscnn_lite/training.py'),
                                       'miscnn_lite.training._optimizer_arrays': ( 'training.html#_optimizer_arrays',
                                                                                   'miscnn_lite/training.py'),
+                                      'miscnn_lite.training._picture_classes': ( 'training.html#_picture_classes',
+                                                                                 'miscnn_lite/training.py'),
                                       'miscnn_lite.training._picture_defaults': ( 'training.html#_picture_defaults',
                                                                                   'miscnn_lite/training.py'),
                                       'miscnn_lite.training._read_checksums': ('training.html#_read_checksums', 'miscnn_lite/training.py'),

@@ -1463,8 +1463,9 @@ def _rgb_codes(img) -> np.ndarray:
 def read_mask(path, colors=None) -> np.ndarray:
     """(H, W) class indices of a mask picture.
 
-    A greyscale or palette mask holds the indices (unless `colors` is given); an RGB mask needs
-    `colors` (see `colour_table`), and every colour in it must be in the table."""
+    Without `colors`, a greyscale or palette mask holds the indices and an RGB mask is refused. With
+    `colors` (see `colour_table`) every mask is decoded by its colours, a palette PNG by its palette's
+    colours (so one re-indexed by an image editor still reads right), and every colour must be in the table."""
     path = Path(path)
     table = None if colors is None else colour_table(colors, f"colour table for {path}")
     if path.suffix.lower() in (".jpg", ".jpeg"):
@@ -1493,17 +1494,24 @@ def read_mask(path, colors=None) -> np.ndarray:
                 return (codes & 255).astype(np.uint8)
             return _grey(img)
         return _grey_checked(path, _picture_array(path, "mask", convert))
-    codes = _grey_checked(path, _picture_array(path, "mask", lambda img: _rgb_codes(opaque(img))))
+    def codes_and_indices(img):                       # the indices of a palette or greyscale mask, for the hint
+        img = opaque(img)
+        return _rgb_codes(img), (np.asarray(img) if img.mode in ("P", "L") else None)
+    codes, indices = _picture_array(path, "mask", codes_and_indices)
+    codes = _grey_checked(path, codes)
     values, inverse = np.unique(codes, return_inverse=True)
     unknown = [v for v in values.tolist() if v not in table]
     if unknown:
         first = np.argwhere(codes == unknown[0])[0]
         count = int((codes == unknown[0]).sum())
         known = ", ".join(f"{c}: #{k:06x}" for k, c in table.items())
+        as_indices = indices is not None and set(np.unique(indices).tolist()) <= set(table.values())
         raise DataError(f"{path}: colour #{unknown[0]:06x} ({count} pixels, first at row {first[0]}, column "
                         f"{first[1]}) is not in the colour table {{{known}}}"
-                        f"{f' ({len(unknown) - 1} more unknown colours)' if len(unknown) > 1 else ''}. Add it to the "
-                        "table or repaint those pixels.")
+                        f"{f' ({len(unknown) - 1} more unknown colours)' if len(unknown) > 1 else ''}. "
+                        + ("Its pixel values are all classes of the table: if they are the class indices, read the "
+                           "masks without a colour table (drop colors= or the dataset.json 'colors' entry)."
+                           if as_indices else "Add it to the table or repaint those pixels."))
     lut = np.array([table[v] for v in values.tolist()])
     return lut[inverse.reshape(codes.shape)].astype(np.uint8 if lut.max() < 256 else np.int32)
 

@@ -19,8 +19,8 @@ import keras
 from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
                             check_spacing, dataset_class_names, load_mapping, open_dataset, output_lock,
-                            remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture, is_whole_number,
-                            is_finite_number, json_value, write_json)
+                            read_mask, remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture,
+                            is_whole_number, is_finite_number, json_value, write_json)
 from .augmentation import augmentation_from_dict
 from .preprocessing import ClipHU, LabelRemap, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
@@ -1173,7 +1173,7 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       mixed_precision=None, ema_momentum=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3)
 
 # what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
-# resampling, no HU window (pictures are not in HU); n_classes follows the dataset's colour table
+# resampling, no HU window (pictures are not in HU); n_classes follows the dataset (names, colour table or masks)
 PICTURE_TRAIN_DEFAULTS = dict(ndim=2, patch_shape=(1, 128, 128), target_spacing=None, hu_window=None)
 
 # %% ../nbs/08_training.ipynb #f28a2c75
@@ -1195,10 +1195,36 @@ def _split(items, val_fraction, seed):
     return [items[i] for i in sorted(order[n_val:])], [items[i] for i in sorted(order[:n_val])]
 
 # %% ../nbs/08_training.ipynb #17dbbe6a
-def _picture_defaults(reader) -> dict:
-    "`PICTURE_TRAIN_DEFAULTS` for a 2D picture dataset, with n_classes from its colour table when it has one."
-    colors = getattr(reader, "colors", None)
-    return {**PICTURE_TRAIN_DEFAULTS, **({"n_classes": max(int(c) for c in colors) + 1} if colors else {})}
+def _picture_classes(reader) -> int | None:
+    """How many classes a picture dataset holds: as many as its dataset.json "labels" name, else as its colour
+    table has, else as its masks use (their values must then be 0, 1, …, K-1); None without any mask."""
+    names = dataset_class_names(reader.root)
+    if names is not None:
+        return len(names)
+    if reader.colors:
+        return max(int(c) for c in reader.colors) + 1
+    values = set()
+    for case_id in reader.case_ids:
+        mask = reader._paths(case_id)[1]
+        if mask is not None:
+            values.update(np.unique(read_mask(mask)).tolist())
+    if not values:
+        return None
+    if sorted(values) != list(range(max(values) + 1)):
+        white = sorted(values) == [0, 255]
+        raise DataError(f"{reader.root}: the masks hold the values {sorted(values)[:10]}"
+                        f"{' …' if len(values) > 10 else ''}, not the classes 0, 1, …, K-1, so the number of classes "
+                        "is unknown. " + ('Black-and-white masks (0/255): give the dataset a colour table mapping '
+                                          'grey levels to classes, "colors": {"0": 0, "1": 255} in dataset.json.'
+                                          if white else 'Name the classes in dataset.json ("labels": {"background": '
+                                          '0, ...}), give a colour table, or set "n_classes" in the --config file.'))
+    return max(len(values), 2)
+
+def _picture_defaults(reader, n_classes_given: bool = False) -> dict:
+    """`PICTURE_TRAIN_DEFAULTS` for a 2D picture dataset, with n_classes from the dataset (`_picture_classes`)
+    unless `n_classes_given`."""
+    n_classes = None if n_classes_given else _picture_classes(reader)
+    return {**PICTURE_TRAIN_DEFAULTS, **({} if n_classes is None else {"n_classes": n_classes})}
 
 # %% ../nbs/08_training.ipynb #52ef11e2
 def _train(items, out: Path, opts: dict, progress: bool, class_names=None) -> pd.DataFrame:
@@ -1260,7 +1286,8 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
     if pictures and explicit.get("ndim", 2) != 2:
         raise SettingsError(f"ndim={explicit['ndim']!r}: {data} holds 2D pictures, one slice per case; train them "
                             "with ndim=2 (the default for picture folders).")
-    opts = check_train_settings({**TRAIN_DEFAULTS, **(_picture_defaults(reader) if pictures else {}), **explicit})
+    found = _picture_defaults(reader, "n_classes" in explicit) if pictures else {}
+    opts = check_train_settings({**TRAIN_DEFAULTS, **found, **explicit})
     saved = None if overwrite else _saved_settings(out / TRAIN_SETTINGS_FILE)
     if resume and saved is None:
         raise SettingsError(f"--out {out}: no saved run to resume (no {TRAIN_SETTINGS_FILE}); check the folder, or "
