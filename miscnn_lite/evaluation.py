@@ -873,7 +873,8 @@ def _population_std(values: pd.Series) -> float:
 
 # %% ../nbs/09_evaluation.ipynb #97a11786
 def metric_statistics(table: pd.DataFrame) -> pd.DataFrame:
-    "mean, std (population), median, min, max, count of `value` per label and metric."
+    """mean, std (population, ddof=0 as pymia writes it), median, min, max, count of `value` per label and metric
+    (`validation.summarize` reports the sample std, ddof=1)."""
     grouped = table.groupby(["label", "metric"], sort=False)["value"]
     stats = grouped.agg(mean="mean", std=_population_std, median="median", min="min", max="max", count="count")
     return stats.reset_index()

@@ -174,25 +174,26 @@ def _restore_callback_state(callbacks, state: dict) -> None:
         for a, v in state.get(type(c).__name__, {}).items():
             setattr(c, a, v)
 
-# %% ../nbs/08_training.ipynb #0e6538e6
-def _optimizer_arrays(optimizer) -> dict:
-    return {f"v{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
-
 # %% ../nbs/08_training.ipynb #8fa847a9
-def _load_optimizer_arrays(model, arrays) -> None:
-    "Build the optimizer for `model` and assign saved variables (Adam moments, iteration, learning rate)."
+def _load_checkpoint_weights(model, path) -> None:
+    """Load a checkpoint's `.weights.h5` into `model`: its weights and its optimizer's variables (the optimizer is
+    built first, so Keras fills it). A different optimizer (other variables) is an error, not Keras's warning."""
+    import warnings
     opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
-    if len(opt.variables) != len(arrays):
-        raise MiscnnError(f"checkpoint has {len(arrays)} optimizer variables, the optimizer has {len(opt.variables)}: "
-                          "the model or optimizer changed since the checkpoint. Use a new model folder.")
-    for i, v in enumerate(opt.variables):
-        v.assign(arrays[f"v{i:04d}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)
+    for w in caught:
+        if "Skipping variable loading for optimizer" in str(w.message):
+            raise MiscnnError(f"{path}: {w.message} The model or optimizer changed since the checkpoint; use a new "
+                              "model folder.")
+        warnings.warn(w.message, w.category)
 
 # %% ../nbs/08_training.ipynb #d4ef6548
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Each epoch: weights + optimizer variables + callback/data state to `folder`, a log row, then
+    """Each epoch: weights with the optimizer's variables + callback/data state to `folder`, a log row, then
     `state.json` (last). Put it last in the callback list. The row's `time_s` is the epoch (training and
     validation), without the writing and hashing of its checkpoint."""
     def __init__(self, folder, log_path, dataset=None, others=(), extra_state=None):
@@ -212,19 +213,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         done, epoch_s = epoch + 1, round(time.time() - self._t0, 3)   # the epoch alone, before its checkpoint
         self.folder.mkdir(parents=True, exist_ok=True)
-        weights, optim = f"epoch_{done:04d}.weights.h5", f"epoch_{done:04d}.optimizer.npz"
+        weights = f"epoch_{done:04d}.weights.h5"
         with atomic_path(self.folder / weights) as tmp:
-            self.model.save_weights(tmp)
-        arrays = _optimizer_arrays(self.model.optimizer)
-        with atomic_path(self.folder / optim) as tmp:
-            np.savez(tmp, **arrays)
+            self.model.save_weights(tmp)                  # the optimizer's variables too
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))   # the next epoch's (resume)
         row = {"epoch": done, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"},
                "learning_rate": getattr(self, "_lr", lr), "time_s": epoch_s}
         append_log(self.log_path, row)
-        state = {"epoch": done, "weights": weights, "optimizer": optim, "learning_rate": lr,
+        state = {"epoch": done, "weights": weights, "learning_rate": lr,
                  "callbacks": _callback_state(self.others), **self.extra_state,
-                 "sha256": {name: file_fingerprint(self.folder / name) for name in (weights, optim)}}
+                 "sha256": {weights: file_fingerprint(self.folder / weights)}}
         write_json(self.folder / f"epoch_{done:04d}.state.json", state)
         write_json(self.folder / "state.json", state)
         keep = {f"epoch_{e:04d}" for e in (done, done - 1)}   # this epoch and the one before (the fallback)
@@ -273,14 +271,14 @@ def checkpoint_states(out) -> list[tuple[Path, dict | None]]:
 # %% ../nbs/08_training.ipynb #87a6d5be
 def checkpoint_problem(folder, state: dict | None) -> str | None:
     "Why the checkpoint `state` in `folder` cannot be used (unreadable, missing file, checksum), or None."
-    if state is None or not {"epoch", "weights", "optimizer"} <= set(state):
+    if state is None or not {"epoch", "weights"} <= set(state):
         return "its state file is unreadable"
-    for name in (state["weights"], state["optimizer"]):
-        if not (Path(folder) / name).is_file():
-            return f"{name} is missing"
-        expected = state.get("sha256", {}).get(name)
-        if expected is not None and file_fingerprint(Path(folder) / name) != expected:
-            return f"{name} fails its SHA-256 checksum (damaged or cut short)"
+    name = state["weights"]           # (an `optimizer` .npz of older checkpoints duplicated what this file holds)
+    if not (Path(folder) / name).is_file():
+        return f"{name} is missing"
+    expected = state.get("sha256", {}).get(name)
+    if expected is not None and file_fingerprint(Path(folder) / name) != expected:
+        return f"{name} fails its SHA-256 checksum (damaged or cut short)"
     return None
 
 # %% ../nbs/08_training.ipynb #9ca28ae7
@@ -652,11 +650,7 @@ def _resume(self: Segmenter, out, train_ds, ckpt) -> int:
         why = checkpoint_problem(folder, candidate)
         if why is None:
             try:
-                with warnings.catch_warnings():   # the optimizer's variables come from the .npz just below
-                    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-                    self.model.load_weights(folder / candidate["weights"])
-                with np.load(folder / candidate["optimizer"]) as z:
-                    _load_optimizer_arrays(self.model, {k: z[k] for k in z.files})
+                _load_checkpoint_weights(self.model, folder / candidate["weights"])
                 state = candidate
                 break
             except MiscnnError:

@@ -520,7 +520,9 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
 
 # %% ../nbs/10_validation.ipynb #d941a23a
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    "Mean ± std over all cases (of every fold) per label and metric, from a cross-validation table."
+    """Mean ± std over all cases (of every fold) per label and metric, from a cross-validation table. The std is
+    the sample standard deviation (ddof=1, the spread a paper reports for its cohort); the statistics CSV of
+    `evaluation.metric_statistics` gives the population one (ddof=0, as pymia writes it)."""
     stats = table.groupby(["label", "metric"])["value"].agg(["mean", "std", "median", "min", "max", "count"])
     stats["mean ± std"] = [f"{m:.3f} ± {'n/a' if np.isnan(s) else f'{s:.3f}'}"
                            for m, s in zip(stats["mean"], stats["std"])]

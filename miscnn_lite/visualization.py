@@ -464,7 +464,8 @@ def check_view(data: ViewerData, view: str) -> str:
             "errors": ("label", "prediction"), "uncertainty": ("uncertainty",)}.get(view, ())
     missing = [n for n in need if getattr(data, n) is None]
     if missing:
-        raise MiscnnError(f"view={view!r} needs a {' and a '.join(missing)}; pass {missing[0]}= to the viewer.")
+        named = " and ".join(f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in missing)
+        raise MiscnnError(f"view={view!r} needs {named}; pass {missing[0]}= to the viewer.")
     return view
 
 # %% ../nbs/11_visualization.ipynb #3c5a345b
