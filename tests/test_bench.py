@@ -69,7 +69,11 @@ def test_gpu_benchmark_runs_quick_on_cpu():
     assert r.returncode == 0, r.stderr[-3000:]
     values = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
     assert values["device"] == "cpu"
-    assert float(values["segmenter_vs_torch_step_ratio"]) > 0
+    ms = {k: float(v) for k, v in values.items() if k.endswith("_ms") or k.endswith("_ratio")}
+    assert ms["segmenter_vs_torch_step_ratio"] == pytest.approx(ms["segmenter_step_ms"] / ms["torch_bf16_step_ms"],
+                                                                rel=2e-3)       # host batch against host batch
+    assert ms["segmenter_vs_torch_device_batch_step_ratio"] == pytest.approx(
+        ms["segmenter_device_batch_step_ms"] / ms["torch_bf16_device_batch_step_ms"], rel=2e-3)
     assert float(values["inference_patches_per_s"]) > 0
     # 3 × forward FLOPs of a depth-2, base-4 U-Net on 16×32×32, batch 2
     net = torch_unet.TorchUNet(3, 1, depth=2, base_filters=4)
