@@ -14,15 +14,16 @@ kit does) would reach. Runs with context classes
 Dice of the context classes (TotalSegmentator's labels are model output, not manual; it has no abdominal
 wall muscle, so the muscle Dice counts the phantoms' wall muscle as false).
 With `--mirror`, each run also gets the real-CT kidney Dice of its fold ensemble with test-time mirroring
-(none, left-right, front-back), post-processed as the run was (two largest components after its
-kidney_opening, then its grow_steps).
-With `--open`, each run also gets the real-CT kidney Dice when the two kidney components are counted after a
-morphological opening of radius 0-3 voxels (`keep_largest_components(opening=)`: bridges thinner than the ball
+(none, left-right, front-back), post-processed as the run was (its postprocess choice after its kidney_opening,
+then its grow_steps: `evaluation.postprocess_kidneys`).
+With `--open`, each run also gets the real-CT kidney Dice when its kidney components (as its postprocess keeps
+them) are counted after a morphological opening of radius 0-3 voxels (`opening=`: bridges thinner than the ball
 break, so a bowel loop joined to a kidney by a thin neck becomes a component of its own), then the run's
 grow_steps.
-With `--pair`, each run also gets the real-CT kidney Dice when the two kidney components are chosen as a pair
-(`evaluation.keep_paired_components`: the largest pair on opposite sides of the body's midline at overlapping
-heights) instead of as the two largest, after the run's kidney_opening and before its grow_steps.
+With `--pair`, each run also gets the real-CT kidney Dice with its kidney components kept both ways: as the two
+largest (postprocess kidneys) and as a pair (kidney_pair, `evaluation.keep_paired_components`: the largest pair on
+opposite sides of the body's midline at overlapping heights), after the run's kidney_opening and before its
+grow_steps.
 """
 import argparse
 import json
@@ -32,7 +33,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from miscnn_lite.evaluation import body_midline, grow_by_intensity, keep_largest_components, keep_paired_components
+from miscnn_lite.evaluation import postprocess_kidneys
 from miscnn_lite.io import fetch_example_data, open_dataset, reorient
 from miscnn_lite.phantoms import CONTEXT_LABELS
 from miscnn_lite.validation import ensemble_predict, fold_model_dirs
@@ -41,28 +42,28 @@ STRUCTURES = {"kidney": [2, 3, 23, 24], "liver": [5], "spleen": [1], "muscle": l
               "bowel": [18, 19, 20], "bladder": [21]}    # TotalSegmentator v2 "total" numbers of each organ
 
 
+def run_postprocessing(run: Path) -> dict:
+    "The kidney post-processing a run's manifest records (`evaluation.postprocess_kidneys` arguments)."
+    config = json.loads((run / "manifest.json").read_text())["config"]
+    return dict(mode=config.get("postprocess", "kidneys"), opening=config.get("kidney_opening", 0),
+                grow_steps=config.get("grow_steps", 0))
+
+
 def mirrored(run: Path, case, reference, plain) -> None:
     """Real-CT kidney Dice of the run's fold ensemble under each test-time mirroring (`plain`: its cached
     prediction without), post-processed as the run was."""
-    config = json.loads((run / "manifest.json").read_text())["config"]
-    grow, opening = config.get("grow_steps", 0), config.get("kidney_opening", 0)
     for name, axes in (("none", None), ("left-right", (2,)), ("front-back", (1,))):
         label_map = plain if axes is None else ensemble_predict(fold_model_dirs(run), [case], mirror_axes=axes)[0]
-        label_map = keep_largest_components(np.where(label_map > 2, 0, label_map), labels={"kidneys": (1, 2)}, keep=2,
-                                            opening=opening)
-        kidney = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
+        kidney = postprocess_kidneys(label_map, case.image, **run_postprocessing(run)) > 0
         print(f"    test-time mirroring {name}: real-CT kidney Dice "
               f"{2 * (kidney & reference).sum() / (kidney.sum() + reference.sum()):.4f}")
 
 
 def opened(run: Path, case, reference, plain) -> None:
-    """Real-CT kidney Dice with the two kidney components counted after an opening of radius 0-3 voxels
-    (`evaluation.keep_largest_components(opening=)`; `plain`: the cached fold-ensemble prediction)."""
-    grow = json.loads((run / "manifest.json").read_text())["config"].get("grow_steps", 0)
+    """Real-CT kidney Dice with the kidney components (as the run's postprocess keeps them) counted after an
+    opening of radius 0-3 voxels (`plain`: the cached fold-ensemble prediction)."""
     for radius in (0, 1, 2, 3):
-        label_map = keep_largest_components(np.where(plain > 2, 0, plain), labels={"kidneys": (1, 2)}, keep=2,
-                                            opening=radius)
-        found = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
+        found = postprocess_kidneys(plain, case.image, **{**run_postprocessing(run), "opening": radius}) > 0
         print(f"    opening radius {radius}: real-CT kidney Dice "
               f"{2 * (found & reference).sum() / (found.sum() + reference.sum()):.4f}, "
               f"{int((found & reference).sum()):,} kidney voxels found, {int((found & ~reference).sum()):,} false")
@@ -71,14 +72,8 @@ def opened(run: Path, case, reference, plain) -> None:
 def pair(run: Path, case, reference, plain) -> None:
     """Real-CT kidney Dice with the kidney components kept as the two largest (the run's post-processing) and
     as a left-right pair at one height (`evaluation.keep_paired_components`), each then grown as the run was."""
-    config = json.loads((run / "manifest.json").read_text())["config"]
-    grow, opening = config.get("grow_steps", 0), config.get("kidney_opening", 0)
-    plain = np.where(plain > 2, 0, plain)
-    choices = {"two largest": keep_largest_components(plain, labels={"kidneys": (1, 2)}, keep=2, opening=opening),
-               "left-right pair": keep_paired_components(plain, labels={"kidneys": (1, 2)}, opening=opening,
-                                                         midline=body_midline(case.image))}
-    for name, label_map in choices.items():
-        found = (grow_by_intensity(label_map, case.image, steps=grow) if grow else label_map) > 0
+    for name, mode in (("two largest", "kidneys"), ("left-right pair", "kidney_pair")):
+        found = postprocess_kidneys(plain, case.image, **{**run_postprocessing(run), "mode": mode}) > 0
         print(f"    {name}: real-CT kidney Dice {2 * (found & reference).sum() / (found.sum() + reference.sum()):.4f}, "
               f"{int((found & reference).sum()):,} kidney voxels found, {int((found & ~reference).sum()):,} false")
 

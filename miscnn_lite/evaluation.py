@@ -23,22 +23,23 @@ from .io import (MiscnnError, MissingFileError, DataError, MASK_FOLDERS, atomic_
                             orientation_from_affine, spacing_from_affine, IMAGE_SUFFIXES)
 
 # %% auto #0
-__all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'PAIR_CANDIDATES', 'check_spacing_for',
-           'check_same_grid', 'check_image_axes', 'check_label_map', 'Confusion', 'confusion', 'undefined_ratio',
-           'dice', 'jaccard', 'sensitivity', 'specificity', 'precision', 'false_negative_rate', 'fallout', 'accuracy',
-           'f_measure', 'volume_similarity', 'area_under_curve', 'cohen_kappa', 'dice_score', 'rand_index',
-           'adjusted_rand_index', 'mutual_information', 'variation_of_information', 'global_consistency_error',
-           'volume', 'area', 'interclass_correlation', 'probabilistic_distance', 'mahalanobis_distance',
-           'surface_voxels', 'bounding_box', 'SurfaceDistances', 'surface_distances', 'hausdorff_distance',
-           'average_surface_distance', 'surface_dice', 'surface_overlap', 'surfel_area_table', 'corner_codes',
-           'Surfels', 'surfels', 'surfel_surface_dice', 'mean_absolute_error', 'mean_squared_error',
-           'root_mean_squared_error', 'normalized_root_mean_squared_error', 'peak_signal_to_noise_ratio',
-           'coefficient_of_determination', 'structural_similarity', 'LabelPair', 'Metric', 'get_metric', 'get_metrics',
-           'metrics_table', 'check_binary_mask', 'compute_metrics', 'normalize_regions', 'region_mask', 'evaluate_case',
-           'evaluate_cases', 'kits19_scores', 'metric_statistics', 'format_metrics_table', 'statistics_path',
-           'write_metrics_csv', 'write_statistics_csv', 'plot_metric_distributions', 'match_cases', 'unmatched_cases',
-           'resample_to_grid', 'evaluate_paths', 'keep_largest_components', 'remove_small_components', 'fill_holes',
-           'body_midline', 'keep_paired_components', 'absorb_components', 'grow_by_intensity']
+__all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY_COLUMNS', 'PAIR_CANDIDATES',
+           'KIDNEY_POSTPROCESSING', 'check_spacing_for', 'check_same_grid', 'check_image_axes', 'check_label_map',
+           'Confusion', 'confusion', 'undefined_ratio', 'dice', 'jaccard', 'sensitivity', 'specificity', 'precision',
+           'false_negative_rate', 'fallout', 'accuracy', 'f_measure', 'volume_similarity', 'area_under_curve',
+           'cohen_kappa', 'dice_score', 'rand_index', 'adjusted_rand_index', 'mutual_information',
+           'variation_of_information', 'global_consistency_error', 'volume', 'area', 'interclass_correlation',
+           'probabilistic_distance', 'mahalanobis_distance', 'surface_voxels', 'bounding_box', 'SurfaceDistances',
+           'surface_distances', 'hausdorff_distance', 'average_surface_distance', 'surface_dice', 'surface_overlap',
+           'surfel_area_table', 'corner_codes', 'Surfels', 'surfels', 'surfel_surface_dice', 'mean_absolute_error',
+           'mean_squared_error', 'root_mean_squared_error', 'normalized_root_mean_squared_error',
+           'peak_signal_to_noise_ratio', 'coefficient_of_determination', 'structural_similarity', 'LabelPair', 'Metric',
+           'get_metric', 'get_metrics', 'metrics_table', 'check_binary_mask', 'compute_metrics', 'normalize_regions',
+           'region_mask', 'evaluate_case', 'evaluate_cases', 'kits19_scores', 'metric_statistics',
+           'format_metrics_table', 'statistics_path', 'write_metrics_csv', 'write_statistics_csv',
+           'plot_metric_distributions', 'match_cases', 'unmatched_cases', 'resample_to_grid', 'evaluate_paths',
+           'keep_largest_components', 'remove_small_components', 'fill_holes', 'body_midline', 'keep_paired_components',
+           'absorb_components', 'grow_by_intensity', 'postprocess_kidneys']
 
 # %% ../nbs/09_evaluation.ipynb #a53f8d75
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
@@ -1347,3 +1348,24 @@ def grow_by_intensity(label_map: np.ndarray, image: np.ndarray, steps: int = 1, 
         for label, (lo, hi) in ranges.items():
             out[ndimage.binary_dilation(out == label, structure) & (out == 0) & (image >= lo) & (image <= hi)] = label
     return out.astype(np.asarray(label_map).dtype, copy=False)
+
+# %% ../nbs/09_evaluation.ipynb #b1025aaa
+KIDNEY_POSTPROCESSING = ("none", "kidneys", "kidney_pair")
+
+def postprocess_kidneys(label_map: np.ndarray, image: np.ndarray, mode: str = "kidneys", opening: int = 0,
+                        grow_steps: int = 0) -> np.ndarray:
+    """A KiTS label map (1 kidney, 2 tumor; above 2: context classes, set to background) post-processed by `mode`
+    (see `KIDNEY_POSTPROCESSING`), components counted after an opening of `opening` voxels, then grown
+    `grow_steps` voxel layers within the kidneys' own intensities of `image`."""
+    if mode not in KIDNEY_POSTPROCESSING:
+        raise ValueError(f"postprocess={mode!r}: choose one of {', '.join(map(repr, KIDNEY_POSTPROCESSING))}.")
+    for name, value in (("kidney_opening", opening), ("grow_steps", grow_steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name}={value!r}: give an int >= 0 (voxels; 0: none).")
+    label_map = np.where(label_map > 2, 0, label_map).astype(label_map.dtype)
+    if mode == "kidneys":
+        label_map = keep_largest_components(label_map, labels={"kidneys": (1, 2)}, keep=2, opening=opening)
+    elif mode == "kidney_pair":
+        label_map = keep_paired_components(label_map, labels={"kidneys": (1, 2)}, opening=opening,
+                                           midline=body_midline(image))
+    return grow_by_intensity(label_map, image, steps=grow_steps) if grow_steps else label_map
