@@ -1349,7 +1349,7 @@ def grow_by_intensity(label_map: np.ndarray, image: np.ndarray, steps: int = 1, 
             out[ndimage.binary_dilation(out == label, structure) & (out == 0) & (image >= lo) & (image <= hi)] = label
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
-# %% ../nbs/09_evaluation.ipynb #b1025aaa
+# %% ../nbs/09_evaluation.ipynb #55c37c4a
 KIDNEY_POSTPROCESSING = ("none", "kidneys", "kidney_pair")
 
 def postprocess_kidneys(label_map: np.ndarray, image: np.ndarray, mode: str = "kidneys", opening: int = 0,
