@@ -304,10 +304,11 @@ def _as_image(image, channel, name: str) -> np.ndarray:
 def as_class_map(array, shape, name: str) -> np.ndarray:
     """Check a label/prediction for a viewer; returns an integer (D, H, W) class map.
 
-    Probabilities (D, H, W, C) are argmax-ed over C and a float map with values in [0, 1] is
-    thresholded at 0.5, each with a warning."""
+    Probabilities (D, H, W, C) — (H, W, C) for a one-slice image — are argmax-ed over C and a float map
+    with values in [0, 1] is thresholded at 0.5, each with a warning."""
     a = np.asarray(array)
-    if a.ndim == len(shape) - 1 and shape[0] == 1:
+    flat_probabilities = a.ndim == len(shape) and a.shape[:-1] == tuple(shape)[1:] and a.shape != tuple(shape)
+    if shape[0] == 1 and (a.ndim == len(shape) - 1 or flat_probabilities):
         a = a[None]
     if a.ndim == len(shape) + 1 and a.shape[:-1] == tuple(shape) and a.shape[-1] > 1:
         warnings.warn(f"{name} has shape {a.shape}: {a.shape[-1]} channels of probabilities; showing their argmax "
