@@ -61,7 +61,8 @@ def mirrored(run: Path, case, reference, plain) -> None:
 
 def opened(run: Path, case, reference, plain) -> None:
     """Real-CT kidney Dice with the kidney components (as the run's postprocess keeps them) counted after an
-    opening of radius 0-3 voxels (`plain`: the cached fold-ensemble prediction)."""
+    opening of radius 0-3 voxels (`plain`: the cached fold-ensemble prediction; runs with postprocess none: the
+    opening changes nothing)."""
     for radius in (0, 1, 2, 3):
         found = postprocess_kidneys(plain, case.image, **{**run_postprocessing(run), "opening": radius}) > 0
         print(f"    opening radius {radius}: real-CT kidney Dice "
@@ -70,8 +71,9 @@ def opened(run: Path, case, reference, plain) -> None:
 
 
 def pair(run: Path, case, reference, plain) -> None:
-    """Real-CT kidney Dice with the kidney components kept as the two largest (the run's post-processing) and
-    as a left-right pair at one height (`evaluation.keep_paired_components`), each then grown as the run was."""
+    """Real-CT kidney Dice with the kidney components kept as the two largest (postprocess kidneys) and as a
+    left-right pair at one height (kidney_pair, `evaluation.keep_paired_components`), each after the run's
+    kidney_opening and grown as the run was."""
     for name, mode in (("two largest", "kidneys"), ("left-right pair", "kidney_pair")):
         found = postprocess_kidneys(plain, case.image, **{**run_postprocessing(run), "mode": mode}) > 0
         print(f"    {name}: real-CT kidney Dice {2 * (found & reference).sum() / (found.sum() + reference.sum()):.4f}, "

@@ -1358,8 +1358,8 @@ def postprocess_kidneys(label_map: np.ndarray, image: np.ndarray, mode: str = "k
     (see `KIDNEY_POSTPROCESSING`), components counted after an opening of `opening` voxels, then grown
     `grow_steps` voxel layers within the kidneys' own intensities of `image`."""
     if mode not in KIDNEY_POSTPROCESSING:
-        raise ValueError(f"postprocess={mode!r}: choose one of {', '.join(map(repr, KIDNEY_POSTPROCESSING))}.")
-    for name, value in (("kidney_opening", opening), ("grow_steps", grow_steps)):
+        raise ValueError(f"mode (postprocess)={mode!r}: choose one of {', '.join(map(repr, KIDNEY_POSTPROCESSING))}.")
+    for name, value in (("opening (kidney_opening)", opening), ("grow_steps", grow_steps)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name}={value!r}: give an int >= 0 (voxels; 0: none).")
     label_map = np.where(label_map > 2, 0, label_map).astype(label_map.dtype)

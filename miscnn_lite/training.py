@@ -1190,9 +1190,9 @@ def _split(items, val_fraction, seed):
 
 # %% ../nbs/08_training.ipynb #17dbbe6a
 def _picture_classes(reader) -> int | None:
-    """How many classes a picture dataset holds: as many as its colour table has, else as its dataset.json "labels"
-    name (names that disagree with the table are refused later, naming both), else as its masks use (their values
-    must then be 0, 1, …, K-1); None without any mask."""
+    """How many classes a picture dataset holds: its colour table's highest class + 1, else as many as its
+    dataset.json "labels" name (names that disagree with the table are refused later, naming both), else as its
+    masks use (their values must then be 0, 1, …, K-1); None without any mask."""
     if reader.colors:
         return max(int(c) for c in reader.colors) + 1
     names = dataset_class_names(reader.root)
