@@ -431,7 +431,8 @@ class Segmenter:
         strategy: None (one device), 'mirrored' or a tf.distribute.Strategy (TensorFlow), 'data_parallel'
             or a keras.distribution object (JAX); see `resolve_strategy`.
         seed: a non-negative int that seeds the initial weights (`seed_weights`), data order, patches
-            and augmentation: the same seed trains the same model, whatever ran before.
+            and augmentation: the same seed trains the same model, whatever ran before, on one backend
+            (each backend draws the initial weights from its own generator; the batches are the same).
         initial_weights: 'seed' redraws the model's weights from `seed` (a fresh run); 'keep' trains
             the weights it has (a pretrained model, an ensemble of trained members; `load` keeps them).
         workers, use_multiprocessing: threads (or processes) that prepare batches ahead. The default 2
@@ -863,6 +864,12 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
         with dist:
             self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
                            callbacks=cbs, verbose=verbose, shuffle=False)
+    elif verbose or progress:                          # a finished run: say so, rather than print nothing
+        done = int((getattr(ckpt, "restore", None) or {}).get("epoch", initial_epoch))
+        print(f"{out}: nothing to train; its run " + (
+            f"stopped early at epoch {done} of {epochs} and is finished. Start afresh to train again "
+            "(fit(resume=False), miscnn-lite train --overwrite)." if done < epochs else
+            f"has trained its {done} epochs. Give more epochs to continue it."), "The model files are written again.")
     if (out / BEST_FILE).is_file():
         try:
             _copy_weights(out / BEST_FILE, self.model)
@@ -1264,7 +1271,8 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
     settings are the same (only `epochs` may change); other settings are refused with the differences,
     unless `resume` (continue the saved run; give no differing settings) or `overwrite` (remove the old
     run, keep the cache, start afresh). The `seed` setting fixes the split, the initial weights and the
-    batches, so the same command trains the same model.
+    batches, so the same command trains the same model (on one backend: each draws the initial weights from
+    its own generator).
     Returns the training log."""
     if resume and overwrite:
         raise SettingsError("resume=True and overwrite=True (--resume --overwrite): choose one; --resume continues "
