@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from sim2real_components import run_postprocessing  # bench/, on sys.path when a script runs
 
 from miscnn_lite.evaluation import evaluate_case, postprocess_kidneys
 from miscnn_lite.io import open_dataset
@@ -58,8 +59,7 @@ def main(runs: list[str]) -> pd.DataFrame:
     for run in map(Path, runs):
         config = json.loads((run / "manifest.json").read_text())["config"]
         reader = open_dataset(config.get("data_dir") or run / "phantoms")
-        post = dict(mode=config.get("postprocess", "kidneys"), opening=config.get("kidney_opening", 0),
-                    grow_steps=config.get("grow_steps", 0))
+        post = run_postprocessing(run)
         folds = sorted(int(p.name.split("_")[1]) for p in run.glob("fold_*") if (p / "model").is_dir())
         table = pd.concat([fold_scores(run, k, reader, post) for k in folds], ignore_index=True)
         table.insert(0, "run", run.name)
