@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ from .patching import PatchSampler, class_locations
 __all__ = ['CACHE_SUFFIXES', 'VALIDATION_FILE', 'check_patch_shape', 'file_fingerprint', 'array_fingerprint',
            'config_fingerprint', 'write_npy', 'verify_npy', 'CacheEntry', 'ReaderItem', 'item_source',
            'item_fingerprint', 'check_unique_ids', 'dataset_items', 'PreprocessedCache', 'validate_cases',
-           'sample_patch', 'PatchBatches', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5', 'open_hdf5', 'make_loader']
+           'sample_patch', 'PatchBatches', 'CopyPaste', 'patch_dataset_class', 'HDF5Entry', 'pack_hdf5', 'open_hdf5',
+           'make_loader']
 
 # %% ../nbs/05_loading.ipynb #5e4496b5
 def check_patch_shape(patch_shape, depth: int) -> tuple[int, ...]:
@@ -617,6 +618,7 @@ class PatchBatches:
         augmentation: an AugmentationPipeline (whole batch), or a per-sample callable
             (image, label, rng) -> (image, label).
         augment_ratio: probability that a batch is augmented by a per-sample callable.
+        copy_paste: a `CopyPaste` (lesions of other cases pasted into patches, before augmentation) or None.
         n_classes: if given, labels are one-hot (B, d, h, w, n_classes) float32; else int32 (B, d, h, w, 1).
         seed: base seed. epoch: epoch of the first request of each index (set it to resume).
         fixed: every request is for `epoch` (the same batches every epoch, for validation).
@@ -625,7 +627,7 @@ class PatchBatches:
     def __init__(self, entries, patch_shape, batch_size: int = 2, iterations: int = 150, sampler=None,
                  foreground_fraction: float = 1 / 3, oversample_classes=None, augmentation=None,
                  augment_ratio: float = 0.9, n_classes: int | None = None, seed: int = 0, epoch: int = 0,
-                 fixed: bool = False, _shared_counter: bool = False):
+                 fixed: bool = False, copy_paste: CopyPaste | None = None, _shared_counter: bool = False):
         self.entries = list(entries)
         if not self.entries:
             raise MiscnnError("entries is empty: the loader needs at least one case.")
@@ -640,6 +642,10 @@ class PatchBatches:
                                                None if oversample_classes is None else tuple(oversample_classes))
         self.batch_size, self.iterations = batch_size, iterations
         self.augmentation, self.augment_ratio = augmentation, augment_ratio
+        if copy_paste is not None and not isinstance(copy_paste, CopyPaste):
+            raise MiscnnError(f"copy_paste={copy_paste!r}: give a CopyPaste (e.g. CopyPaste(p=0.5, label=2, into=1)) "
+                              "or None.")
+        self.copy_paste, self._paste_cache = copy_paste, {}     # donors and levels, found on first use
         self.n_classes, self.seed, self.epoch, self.fixed = n_classes, seed, epoch, fixed
         self._requests = _RequestCounter(iterations, shared=_shared_counter)
 
@@ -665,10 +671,14 @@ class PatchBatches:
             raise IndexError(f"batch index {index} outside 0..{self.iterations - 1}")
         rng = np.random.default_rng([self.seed, epoch, index, 0])        # where the patches are
         aug_rng = np.random.default_rng([self.seed, epoch, index, 1])    # how they are augmented
+        paste_rng = np.random.default_rng([self.seed, epoch, index, 3])  # which lesions are pasted where
+        slab = int(getattr(self.sampler, "slab_neighbours", 0))
         order = self.case_order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
         xs, ys = [], []
         for i in order:
             image, label = sample_patch(self.sampler, self.entries[i], rng)
+            if self.copy_paste is not None:
+                image, label = self.copy_paste(image, label, i, self.entries, paste_rng, slab, self._paste_cache)
             xs.append(image[..., None] if image.ndim == len(self.patch_shape) else image)
             ys.append(label)
         _check_batch_parts([self.entries[i] for i in order], xs, ys)
@@ -695,6 +705,122 @@ class PatchBatches:
 
     def on_epoch_end(self):
         "Nothing to do: epochs are counted per index in `__getitem__` (Keras calls this hook irregularly)."
+
+# %% ../nbs/05_loading.ipynb #9da52a1a
+@dataclass
+class CopyPaste:
+    """Paste a lesion of another training case into a patch: object-level augmentation (TumorCP, Yang et al.,
+    MICCAI 2021, pasted KiTS19 tumors into other cases' kidneys).
+
+    With probability `p`, a patch that holds voxels of class `into` gets one connected component (3D, 26-connected)
+    of class `label` from another case of the loader, flipped and turned in-plane at random and centred on a random
+    `into` voxel of the patch: the image takes the donor's values where the component is, the label becomes
+    `label` there. A one-slice (2D or 2.5D) patch takes one slice of the component, with the donor's neighbouring
+    slices in the slab's channels. `keep_contrast`: shift the pasted values by the difference between the two
+    cases' median `into` intensity (per image channel), so the lesion keeps the contrast to its organ it had in its
+    own case (phantoms or scans of other contrast phases differ in the organ's level, not only the lesion's)."""
+    p: float = 0.5
+    label: int = 2
+    into: int = 1
+    keep_contrast: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
+            raise MiscnnError(f"CopyPaste p={self.p!r}: the share of patches that get a lesion, a number in [0, 1] "
+                              "(TumorCP: 0.5).")
+        for name in ("label", "into"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not is_whole_number(value) or value < 1:
+                raise MiscnnError(f"CopyPaste {name}={value!r}: a class id >= 1 (e.g. label=2, tumor, into=1, kidney).")
+        if self.label == self.into:
+            raise MiscnnError(f"CopyPaste label={self.label} and into={self.into}: the pasted class and the class it "
+                              "is pasted into must differ.")
+        if not isinstance(self.keep_contrast, bool):
+            raise MiscnnError(f"CopyPaste keep_contrast={self.keep_contrast!r}: give True or False.")
+        self.p, self.label, self.into = float(self.p), int(self.label), int(self.into)
+
+    def donors(self, entries) -> list:
+        "(entry index, corner (3,), boolean mask crop) of every connected `label` component of `entries`."
+        from scipy import ndimage
+        found = []
+        for i, entry in enumerate(entries):
+            if not len(entry.class_locations().get(self.label, ())):
+                continue
+            parts, _ = ndimage.label(np.asarray(entry.label()) == self.label, structure=np.ones((3, 3, 3)))
+            for j, box in enumerate(ndimage.find_objects(parts), start=1):
+                found.append((i, np.array([s.start for s in box]), parts[box] == j))
+        return found
+
+    def level(self, entry):
+        "Median image value per channel of about 5,000 of `entry`'s `into` voxels; None when it has none."
+        where = np.asarray(entry.class_locations().get(self.into, ()))
+        if not len(where):
+            return None
+        image = np.asarray(entry.image())
+        image = image[..., None] if image.ndim == 3 else image
+        return np.median(image[tuple(where[::max(1, len(where) // 5000)].T)], axis=0)
+
+    def __call__(self, image, label, host, entries, rng, slab_neighbours: int = 0, cache: dict | None = None):
+        """`(image (d, h, w, C'), label (d, h, w))` of case `entries[host]`, with a lesion pasted (copies) or as
+        given. `cache`: a dict kept by the caller for the donors and levels (found once per loader)."""
+        if label is None or rng.random() >= self.p:
+            return image, label
+        cache = {} if cache is None else cache
+        if "donors" not in cache:
+            cache["donors"] = self.donors(entries)
+        flat, k = label.shape[0] == 1, int(slab_neighbours)
+        where = np.argwhere((label[0] if flat else label) == self.into)
+        donors = [d for d in cache["donors"] if d[0] != host]
+        if not len(where) or not donors:
+            return image, label
+        i, corner, mask = donors[rng.integers(len(donors))]
+        source = entries[i].image()
+        if flat:                                   # one slice of the component and its slab's neighbours
+            z = int(rng.integers(mask.shape[0]))
+            zc = np.arange(z - k, z + k + 1)
+            inside = (zc >= 0) & (zc < mask.shape[0])
+            piece = np.zeros((2 * k + 1, *mask.shape[1:]), bool)
+            piece[inside] = mask[zc[inside]]
+            rows = np.clip(zc + corner[0], 0, source.shape[0] - 1)
+        else:
+            piece, rows = mask, np.arange(corner[0], corner[0] + mask.shape[0])
+        values = np.asarray(source[rows][:, corner[1]:corner[1] + mask.shape[1], corner[2]:corner[2] + mask.shape[2]])
+        values = values[..., None] if values.ndim == 3 else values
+        if rng.random() < 0.5:
+            piece, values = piece[:, ::-1], values[:, ::-1]
+        if rng.random() < 0.5:
+            piece, values = piece[:, :, ::-1], values[:, :, ::-1]
+        turns = int(rng.integers(4))
+        piece, values = np.rot90(piece, turns, axes=(1, 2)), np.rot90(values, turns, axes=(1, 2))
+        centre = where[rng.integers(len(where))]
+        size = piece.shape[1:] if flat else piece.shape
+        lo = np.asarray(centre) - np.asarray(size) // 2
+        start, stop = np.maximum(lo, 0), np.minimum(lo + size, label.shape[1:] if flat else label.shape)
+        crop = tuple(slice(a - b, c - b) for a, b, c in zip(start, lo, stop))
+        at = tuple(slice(a, c) for a, c in zip(start, stop))
+        piece, values = piece[(slice(None), *crop) if flat else crop], values[(slice(None), *crop) if flat else crop]
+        if self.keep_contrast:
+            levels = cache.setdefault("levels", {})
+            for j in (host, i):
+                if j not in levels:
+                    levels[j] = self.level(entries[j])
+            if levels[host] is not None and levels[i] is not None:
+                values = values + (levels[host] - levels[i]).astype(values.dtype)
+        image, label = image.copy(), label.copy()
+        if flat:
+            channels = values.shape[-1]
+            for j in range(2 * k + 1):
+                region = image[(0, *at, slice(j * channels, (j + 1) * channels))]
+                region[piece[j]] = values[j][piece[j]]
+            label[(0, *at)][piece[k]] = self.label
+        else:
+            image[at][piece] = values[piece]
+            label[at][piece] = self.label
+        return image, label
+
+    def to_dict(self) -> dict:
+        return {"name": "CopyPaste", **asdict(self)}
+
 
 # %% ../nbs/05_loading.ipynb #0a6e9b92
 _PATCH_DATASET = None

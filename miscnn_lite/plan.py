@@ -16,6 +16,7 @@ from .io import (CorruptFileError, MiscnnError, MissingFileError, SettingsError,
                             write_json)
 from .preprocessing import Pipeline, Step, step_from_dict
 from .patching import PatchSampler, mirror_subsets
+from .loading import CopyPaste
 from .augmentation import ct_augmentation, mirror_augmentation
 from . import models
 from .models import check_model_name, model_options, slice_model
@@ -108,6 +109,8 @@ class TrainingPlan:
     schedule: lr_schedule ('plateau' | 'poly'), epochs, iterations (steps per epoch), batch_size,
         lr_patience, lr_factor, stop_patience.
     augmentation: None, 'ct' (`augmentation.ct_augmentation`) or 'mirror' (left-right flips only).
+    copy_paste: None, or the options of a `loading.CopyPaste` (p, label, into, keep_contrast), e.g. {'p': 0.5}:
+        lesions of other training cases pasted into the training patches (TumorCP).
     preprocessing: the unfitted steps as `Step.to_dict()` dicts (Steps or a Pipeline are converted).
     prediction: overlap, weighting, mirror_axes of the sliding window.
     seed: seeds the initial weights, patches and augmentation.
@@ -121,6 +124,7 @@ class TrainingPlan:
     optimizer: dict = field(default_factory=dict)
     schedule: dict = field(default_factory=dict)
     augmentation: str | None = None
+    copy_paste: dict | None = None
     preprocessing: list = field(default_factory=list)
     prediction: dict = field(default_factory=dict)
     seed: int = 0
@@ -167,7 +171,28 @@ class TrainingPlan:
         for i, step in enumerate(self.preprocessing):          # every step known, with known parameters
             step_from_dict(step, f"preprocessing[{i}]")
         PatchSampler(tuple(self.patch_shape), **self.sampler)  # the patch and the sampler options are valid
+        self._check_copy_paste()
         self._check_network_settings()
+
+    def _check_copy_paste(self):
+        "copy_paste: None or CopyPaste options whose classes the network has."
+        if self.copy_paste is None:
+            return
+        if not isinstance(self.copy_paste, dict):
+            raise SettingsError(f"copy_paste={self.copy_paste!r}: give None or CopyPaste options, e.g. {{'p': 0.5}} "
+                                "(label 2 pasted into class 1).")
+        options = [f.name for f in fields(CopyPaste)]
+        if unknown := sorted(set(self.copy_paste) - set(options)):
+            raise SettingsError(f"copy_paste: unknown option(s) {unknown}; it takes {options}.")
+        try:
+            paste = CopyPaste(**self.copy_paste)
+        except MiscnnError as e:
+            raise SettingsError(f"TrainingPlan: {e}") from e
+        n_classes = self.model_options.get("n_classes")
+        if n_classes is not None and max(paste.label, paste.into) >= n_classes:
+            raise SettingsError(f"copy_paste label={paste.label}, into={paste.into}: the network has n_classes="
+                                f"{n_classes} (classes 0..{n_classes - 1}); give classes it learns.")
+        self.copy_paste = {f: getattr(paste, f) for f in options}
 
     def _check_network_settings(self):
         "What the network and loss will be built from, checked now rather than when training starts."
@@ -304,3 +329,9 @@ def build_augmentation(self: TrainingPlan):
     modalities = max(1, self.model_options["in_channels"] // slices) if slices > 1 else 1   # modalities x slices
     return (ct_augmentation(self.model_options["ndim"], per_channel=slices == 1, modalities=modalities)
             if self.augmentation == "ct" else None)
+
+# %% ../nbs/07b_plan.ipynb #487a76fc
+@patch
+def build_copy_paste(self: TrainingPlan) -> CopyPaste | None:
+    "The `loading.CopyPaste` of `copy_paste`, or None."
+    return None if self.copy_paste is None else CopyPaste(**self.copy_paste)

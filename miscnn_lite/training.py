@@ -24,7 +24,7 @@ from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError,
 from .augmentation import augmentation_from_dict
 from .preprocessing import ClipHU, LabelRemap, Pipeline, Resample, ZScore
 from .patching import PatchSampler, slab_channels, sliding_window_predict
-from .loading import (PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
+from .loading import (CopyPaste, PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
 from .losses import LOSSES, deep_supervision_weights, get_loss, per_class_dice_metrics
@@ -420,6 +420,8 @@ class Segmenter:
             `PatchSampler((1, h, w), slab_neighbours=k)` with a slice model of 2k+1 input channels is 2.5D.
         loss: name from `miscnn_lite.losses.LOSSES` (default 'dice_ce') or a Keras loss.
         augmentation: e.g. `ct_augmentation(3)` or None.
+        copy_paste: a `loading.CopyPaste` (lesions of other training cases pasted into training patches, before
+            the augmentation; TumorCP) or None.
         learning_rate: Adam step size. batch_size: patches per step. iterations: steps per epoch (paper 150).
         overlap, weighting, mirror_axes: sliding-window prediction (see `sliding_window_predict`).
         lr_schedule: 'plateau' (ReduceLROnPlateau with lr_patience, lr_factor) or 'poly' (nnU-Net's
@@ -444,7 +446,7 @@ class Segmenter:
                  weighting: str = "gaussian", mirror_axes=(), lr_patience: int = 20, lr_factor: float = 0.1,
                  stop_patience: int = 150, mixed_precision: str | None = None, strategy=None, seed: int = 0,
                  workers: int = 2, use_multiprocessing: bool = False, class_names=None, lr_schedule: str = "plateau",
-                 initial_weights: str = "seed", ema_momentum: float | None = None):
+                 initial_weights: str = "seed", ema_momentum: float | None = None, copy_paste: CopyPaste | None = None):
         check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
                                  lr_factor, stop_patience, mixed_precision, workers, ema_momentum=ema_momentum)
         if not isinstance(model, keras.Model):
@@ -463,6 +465,10 @@ class Segmenter:
         self.in_channels, self.n_classes = int(model.inputs[0].shape[-1]), int(model.outputs[0].shape[-1])
         check_model(model, self.in_channels, self.n_classes, ndim=3, patch_shape=self.patch_shape)
         self.pipeline, self.loss, self.augmentation = _as_pipeline(pipeline), loss, augmentation
+        if copy_paste is not None and not isinstance(copy_paste, CopyPaste):
+            raise SettingsError(f"Segmenter: copy_paste={copy_paste!r}: give a loading.CopyPaste (e.g. "
+                                "CopyPaste(p=0.5, label=2, into=1)) or None.")
+        self.copy_paste = copy_paste
         self.spacing_range = SPACING_RANGE_MM     # voxel sizes (mm) predict accepts: fit's spacing_range, or load's
         self.settings = dict(learning_rate=learning_rate, batch_size=batch_size, iterations=iterations,
                              overlap=overlap, weighting=weighting, mirror_axes=list(mirror_axes),
@@ -529,6 +535,7 @@ class Segmenter:
                 "n_classes": self.n_classes, "in_channels": self.in_channels,
                 "loss": self.loss if isinstance(self.loss, str) else keras.saving.serialize_keras_object(self.loss),
                 "sampler": sampler, "augmentation": augmentation,
+                "copy_paste": None if self.copy_paste is None else self.copy_paste.to_dict(),
                 "architecture": architecture_fingerprint(self.model), **self.settings}
 
 # %% ../nbs/08_training.ipynb #4a78e14f
@@ -544,7 +551,8 @@ def from_plan(cls: Segmenter, plan: TrainingPlan, **options) -> "Segmenter":
               batch_size=s["batch_size"], iterations=s["iterations"], lr_schedule=s["lr_schedule"],
               lr_patience=s["lr_patience"], lr_factor=s["lr_factor"], stop_patience=s["stop_patience"],
               **plan.prediction, seed=plan.seed, workers=plan.workers, mixed_precision=plan.mixed_precision,
-              class_names=plan.class_names, ema_momentum=plan.optimizer["ema_momentum"], **options)
+              class_names=plan.class_names, ema_momentum=plan.optimizer["ema_momentum"],
+              copy_paste=plan.build_copy_paste(), **options)
     seg.plan = plan
     return seg
 
@@ -629,7 +637,7 @@ def _loaders(self: Segmenter, train, val, cache_dir, progress):
     common = dict(batch_size=s["batch_size"], sampler=self.sampler, seed=s["seed"], workers=s["workers"],
                   use_multiprocessing=s["use_multiprocessing"], targets=len(self.model.outputs))
     train_ds = PatchDataset(cache.prepare(train, progress=progress), self.patch_shape, iterations=s["iterations"],
-                            augmentation=self.augmentation, **common)
+                            augmentation=self.augmentation, copy_paste=self.copy_paste, **common)
     val_ds = None
     if val is not None and len(dataset_items(val)):
         common["seed"] = s["seed"] + 1
@@ -719,7 +727,8 @@ def check_finite_image(case: Case) -> None:
 
 # %% ../nbs/08_training.ipynb #7ee33ccb
 RUN_FREE_SETTINGS = ("format", "overlap", "weighting", "mirror_axes", "workers", "use_multiprocessing", "class_names")
-LATER_SETTINGS = {"ema_momentum": None}   # settings added since config.json began: an older folder had the default
+# settings added since config.json began: an older folder had the default
+LATER_SETTINGS = {"ema_momentum": None, "copy_paste": None}
 
 def _run_settings(config: dict, plan: dict | None) -> dict:
     "What makes a run what it is: config.json without prediction-only settings, the plan without epochs."
@@ -983,7 +992,8 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
                                "checkpoint/ of the run may still hold good weights). "
                                f"({type(e).__name__}: {str(e)[:200]})") from None
     keys = (*SETTING_GROUPS, "use_multiprocessing")       # the constructor settings config.json holds
-    allowed = (*keys, "patch_shape", "sampler", "pipeline", "loss", "augmentation", "strategy", "initial_weights")
+    allowed = (*keys, "patch_shape", "sampler", "pipeline", "loss", "augmentation", "copy_paste", "strategy",
+               "initial_weights")
     if unknown := sorted(set(overrides) - set(allowed)):
         raise SettingsError(f"Segmenter.load: unknown setting(s) {unknown}; choose from {sorted(allowed)}.")
     kwargs = {k: config[k] for k in keys if k in config}
@@ -998,11 +1008,14 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
             import warnings
             warnings.warn(f"{folder / CONFIG_FILE}: its augmentation cannot be rebuilt ({e}); the Segmenter has none "
                           "(pass augmentation= to load to train on with it).")
+    copy_paste = (plan.build_copy_paste() if plan is not None else      # training resumes as it began
+                  CopyPaste(**{k: v for k, v in config["copy_paste"].items() if k != "name"})
+                  if config.get("copy_paste") else None)
     patch_shape = config["patch_shape"]
     if "patch_shape" in overrides and "sampler" not in overrides and sampler is not None:
         sampler = PatchSampler.from_dict({**sampler.to_dict(), "patch_shape": list(overrides["patch_shape"])})
     kwargs.update(dict(patch_shape=patch_shape, sampler=sampler, pipeline=pipeline, loss=loss,
-                       augmentation=augmentation), **overrides)
+                       augmentation=augmentation, copy_paste=copy_paste), **overrides)
     if overrides.get("sampler") is not None and "patch_shape" not in overrides:
         kwargs["patch_shape"] = None                 # the given sampler's
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
