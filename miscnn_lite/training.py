@@ -1184,7 +1184,8 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       base_filters=16, depth=4, loss="dice_ce", learning_rate=1e-3, val_fraction=0.2, seed=0,
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
-                      mixed_precision=None, ema_momentum=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3)
+                      mixed_precision=None, ema_momentum=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3,
+                      copy_paste=0.0)
 
 # what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
 # resampling, no HU window (pictures are not in HU); n_classes follows the dataset (names, colour table or masks)
@@ -1439,6 +1440,9 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
     need(momentum is None or (_is_number(momentum, 0.0, 1.0) and momentum > 0), "ema_momentum",
          "expected null (no weight averaging) or a momentum in (0, 1), e.g. 0.99")
     need(isinstance(o["augmentation"], bool), "augmentation", "expected true or false")
+    need(_is_number(o["copy_paste"], 0.0, 1.0, hi_open=False), "copy_paste",
+         "expected the share of training patches that get a lesion (class 2) of another case pasted into class 1, "
+         "0..1 (0: none; loading.CopyPaste)")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
     window = o["hu_window"]
     need(window is None or (isinstance(window, (list, tuple)) and len(window) == 2
@@ -1480,5 +1484,6 @@ def plan_from_settings(opts: dict) -> TrainingPlan:
                                           ema_momentum=opts.get("ema_momentum")),
         schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
         augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
+        copy_paste={"p": opts["copy_paste"]} if opts.get("copy_paste") else None,
         prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
         mixed_precision=opts["mixed_precision"], workers=opts["workers"])
