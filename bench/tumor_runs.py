@@ -6,7 +6,8 @@ Reads each run folder's result.json, manifest.json and plan.json (the files `mak
 prints a markdown row: the run's name, the parameters that differ from the notebook's defaults (from the
 manifest's config; the loss options from plan.json, so a run of a scratch copy of the notebook is named
 by what it trained), the seed, kidney Dice, tumor Dice (before the rule), the test ensemble's tumor
-Dice, minutes, the 15-minute load average at the end, and the processor. The rows of bench/README.md's
+Dice, minutes, the 15-minute load average at the end, and the processor; with `--split` also the tumor Dice of
+the tumor-bearing cases alone and the tumor-free cases left with a false tumor, both after the rule (`tumor_split`). The rows of bench/README.md's
 "Further tumor levers" table come from here. `--default NAME=VALUE` compares with a default of the
 past instead of the notebook's own (that table: `--default slab_neighbours=2`, the default it was run
 against).
@@ -19,10 +20,13 @@ from pathlib import Path
 from miscnn_lite.experiments import experiments_dir, notebook_parameters
 
 IGNORED = {"data_dir", "out_dir", "seed", "cpu_kernels"}       # where a run lives; seed and kernels get columns
+# parameters added after runs were kept, with the value those runs trained with (a config without the key predates it)
+PREDATING = {"copy_paste": 0.0}
 
 
 def changes(config: dict, plan: dict, defaults: dict) -> str:
     "The parameters of `config` (and loss options of `plan`) that differ from the notebook's defaults."
+    config = {**PREDATING, **config}
     diff = [f"{k}={v}" for k, v in config.items()
             if k in defaults and k not in IGNORED and v != defaults[k]]
     if plan.get("loss_options", {}).get("include_background") is False and "dice_background=False" not in diff:
@@ -38,12 +42,20 @@ def read(folder: Path, name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def row(folder: Path, defaults: dict) -> str:
-    result, manifest, plan = (read(folder, f"{name}.json") for name in ("result", "manifest", "plan"))
+def row(folder: Path, defaults: dict, split: bool = False) -> str:
+    result, manifest = (read(folder, f"{name}.json") for name in ("result", "manifest"))
+    plan = read(folder, "plan.json") if (folder / "plan.json").is_file() else {}   # runs kept in docs/: none
     config = manifest["config"]
+    parts = ""
+    if split:
+        after = result.get("tumor_split", {}).get("after_rule")
+        if after is None:
+            raise SystemExit(f"{folder / 'result.json'}: no tumor_split (a run from before 2026-12-06); leave out --split.")
+        parts = (f" {after['tumor_dice_tumor_cases']:.3f} | {after['tumor_free_cases_with_tumor']} of "
+                 f"{after['tumor_free_cases']} |")
     return (f"| {folder.name} | {changes(config, plan, defaults)} | {config['seed']} | "
             f"{config.get('cpu_kernels', 'onednn')} | {result['kidney_dice']:.3f} | {result['tumor_dice']:.3f} "
-            f"({result['tumor_dice_before_rule']:.3f}) | {result['test_ensemble_dice']['tumor']:.3f} | "
+            f"({result['tumor_dice_before_rule']:.3f}) |{parts} {result['test_ensemble_dice']['tumor']:.3f} | "
             f"{result['minutes']} | {result.get('load_average_15min', '')} | {manifest['machine']['cpu']} |")
 
 
@@ -66,14 +78,17 @@ def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--default", action="append", default=[], metavar="NAME=VALUE",
                         help="compare with this value of a parameter instead of the notebook's default")
+    parser.add_argument("--split", action="store_true",
+                        help="add the tumor Dice of the tumor-bearing cases and the false tumors of tumor-free ones")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
     args = parser.parse_args(argv)
     defaults = notebook_defaults(args.default)
-    print("| run | changed from the default | seed | CPU kernels | kidney | tumor (before the rule) | "
+    split = " tumor-bearing cases | tumor-free with a false tumor |" if args.split else ""
+    print(f"| run | changed from the default | seed | CPU kernels | kidney | tumor (before the rule) |{split} "
           "test ensemble tumor | minutes | load | CPU |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- " * (12 if args.split else 10) + "|")
     for folder in map(Path, args.runs):
-        print(row(folder, defaults))
+        print(row(folder, defaults, args.split))
 
 
 if __name__ == "__main__":

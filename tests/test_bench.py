@@ -142,6 +142,29 @@ def test_tumor_runs_names_what_a_run_changed_from_the_default():
             == "slab_neighbours=3, dice_background=False")
 
 
+def test_tumor_runs_names_parameters_a_run_predates_and_splits_the_tumor_dice(tmp_path):
+    import json
+    import tumor_runs
+    defaults = {"seed": 0, "copy_paste": 0.5}
+    assert tumor_runs.changes({"seed": 0}, {}, defaults) == "copy_paste=0.0"     # kept before the parameter existed
+    assert tumor_runs.changes({"seed": 0, "copy_paste": 0.5}, {}, defaults) == "the default"
+    result = {"kidney_dice": 0.92, "tumor_dice": 0.6, "tumor_dice_before_rule": 0.5,
+              "test_ensemble_dice": {"tumor": 0.55}, "minutes": 7.0,
+              "tumor_split": {"after_rule": {"tumor_dice_tumor_cases": 0.5131, "tumor_free_cases": 19,
+                                             "tumor_free_cases_with_tumor": 2}}}
+    manifest = {"config": {"seed": 1, "cpu_kernels": "eigen"}, "machine": {"cpu": "Some CPU"}}
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    line = tumor_runs.row(tmp_path, defaults, split=True)                   # no plan.json: a run kept in docs/
+    assert line.split(" | ")[1:9] == ["copy_paste=0.0", "1", "eigen", "0.920", "0.600 (0.500)", "0.513", "2 of 19",
+                                      "0.550"]
+    assert "0.513" not in tumor_runs.row(tmp_path, defaults)
+    del result["tumor_split"]
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    with pytest.raises(SystemExit, match="no tumor_split"):
+        tumor_runs.row(tmp_path, defaults, split=True)
+
+
 def test_tumor_runs_compares_with_a_default_of_the_past():
     import tumor_runs
     now = tumor_runs.notebook_defaults()
