@@ -6,11 +6,11 @@ Reads each run folder's result.json, manifest.json and plan.json (the files `mak
 prints a markdown row: the run's name, the parameters that differ from the notebook's defaults (from the
 manifest's config; the loss options from plan.json, so a run of a scratch copy of the notebook is named
 by what it trained), the seed, kidney Dice, tumor Dice (before the rule), the test ensemble's tumor
-Dice, minutes, the 15-minute load average at the end, and the processor; with `--split` also the tumor Dice of
-the tumor-bearing cases alone and the tumor-free cases left with a false tumor, both after the rule (`tumor_split`). The rows of bench/README.md's
-"Further tumor levers" table come from here. `--default NAME=VALUE` compares with a default of the
-past instead of the notebook's own (that table: `--default slab_neighbours=2`, the default it was run
-against).
+Dice, minutes, the 15-minute load average at the end, and the processor; with `--split` also the tumor
+Dice of the tumor-bearing cases alone and the tumor-free cases left with a false tumor, both after the
+rule (`tumor_split`). The rows of bench/README.md's "Further tumor levers" table come from here.
+`--default NAME=VALUE` compares with a default of the past instead of the notebook's own (that table:
+`--default slab_neighbours=2 --default copy_paste=0`, the default it was run against).
 """
 import argparse
 import ast
@@ -50,7 +50,8 @@ def row(folder: Path, defaults: dict, split: bool = False) -> str:
     if split:
         after = result.get("tumor_split", {}).get("after_rule")
         if after is None:
-            raise SystemExit(f"{folder / 'result.json'}: no tumor_split (a run from before 2026-12-06); leave out --split.")
+            raise SystemExit(f"{folder / 'result.json'}: no tumor_split (a run from before 2026-12-06); "
+                             "leave out --split.")
         parts = (f" {after['tumor_dice_tumor_cases']:.3f} | {after['tumor_free_cases_with_tumor']} of "
                  f"{after['tumor_free_cases']} |")
     return (f"| {folder.name} | {changes(config, plan, defaults)} | {config['seed']} | "
