@@ -144,6 +144,7 @@ def test_tumor_runs_names_what_a_run_changed_from_the_default():
 
 def test_tumor_runs_names_parameters_a_run_predates_and_splits_the_tumor_dice(tmp_path):
     import json
+
     import tumor_runs
     defaults = {"seed": 0, "copy_paste": 0.5}
     assert tumor_runs.changes({"seed": 0}, {}, defaults) == "copy_paste=0.0"     # kept before the parameter existed
