@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 import zlib
@@ -718,11 +719,15 @@ class CopyPaste:
     `label` there. A one-slice (2D or 2.5D) patch takes one slice of the component, with the donor's neighbouring
     slices in the slab's channels. `keep_contrast`: shift the pasted values by the difference between the two
     cases' median `into` intensity (per image channel), so the lesion keeps the contrast to its organ it had in its
-    own case (phantoms or scans of other contrast phases differ in the organ's level, not only the lesion's)."""
+    own case (phantoms or scans of other contrast phases differ in the organ's level, not only the lesion's).
+    `scale`: None (pasted at the donor's size) or `(low, high)`: each pasted lesion is resized in-plane by a factor
+    drawn from [low, high] (linear interpolation; the mask where it is over one half), TumorCP's object-level
+    scaling; the slices (z) stay as they are. A lesion that would shrink to nothing is pasted at its own size."""
     p: float = 0.5
     label: int = 2
     into: int = 1
     keep_contrast: bool = True
+    scale: tuple | None = None
 
     def __post_init__(self):
         if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
@@ -737,6 +742,14 @@ class CopyPaste:
                               "is pasted into must differ.")
         if not isinstance(self.keep_contrast, bool):
             raise MiscnnError(f"CopyPaste keep_contrast={self.keep_contrast!r}: give True or False.")
+        if self.scale is not None:
+            pair = self.scale if isinstance(self.scale, (tuple, list)) and len(self.scale) == 2 else ()
+            if (not pair or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                for v in pair) or not 0 < pair[0] <= pair[1]):
+                raise MiscnnError(f"CopyPaste scale={self.scale!r}: None (lesions pasted at their own size) or "
+                                  "(low, high) with 0 < low <= high, the range of the in-plane size factor drawn "
+                                  "per paste, e.g. (0.5, 1.0).")
+            self.scale = (float(pair[0]), float(pair[1]))
         self.p, self.label, self.into = float(self.p), int(self.label), int(self.into)
 
     def donors(self, entries) -> list:
@@ -759,6 +772,19 @@ class CopyPaste:
         image = np.asarray(entry.image())
         image = image[..., None] if image.ndim == 3 else image
         return np.median(image[tuple(where[::max(1, len(where) // 5000)].T)], axis=0)
+
+    @staticmethod
+    def resized(piece, values, factor: float, keep: int | None = None):
+        """`(piece, values)` resized in-plane by `factor` (axes 1 and 2; values linear, the mask where it is over
+        one half); as given when the mask (or its slice `keep`, the one a one-slice patch labels) would be empty."""
+        if factor == 1.0:
+            return piece, values
+        from scipy import ndimage
+        mask = ndimage.zoom(piece.astype(np.float32), (1, factor, factor), order=1) > 0.5
+        if not (mask if keep is None else mask[keep]).any():
+            return piece, values
+        scaled = ndimage.zoom(np.ascontiguousarray(values, np.float32), (1, factor, factor, 1), order=1)
+        return mask, (np.rint(scaled) if np.issubdtype(values.dtype, np.integer) else scaled).astype(values.dtype)
 
     def __call__(self, image, label, host, entries, rng, slab_neighbours: int = 0, cache: dict | None = None):
         """`(image (d, h, w, C'), label (d, h, w))` of case `entries[host]`, with a lesion pasted (copies) or as
@@ -792,6 +818,8 @@ class CopyPaste:
             piece, values = piece[:, :, ::-1], values[:, :, ::-1]
         turns = int(rng.integers(4))
         piece, values = np.rot90(piece, turns, axes=(1, 2)), np.rot90(values, turns, axes=(1, 2))
+        if self.scale is not None:
+            piece, values = self.resized(piece, values, float(rng.uniform(*self.scale)), k if flat else None)
         centre = where[rng.integers(len(where))]
         size = piece.shape[1:] if flat else piece.shape
         lo = np.asarray(centre) - np.asarray(size) // 2
