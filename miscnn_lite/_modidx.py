@@ -610,6 +610,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'miscnn_lite.loading.CopyPaste.__post_init__': ( 'loading.html#copypaste.__post_init__',
                                                                                       'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.donors': ('loading.html#copypaste.donors', 'miscnn_lite/loading.py'),
+                                     'miscnn_lite.loading.CopyPaste.from_dict': ( 'loading.html#copypaste.from_dict',
+                                                                                  'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.level': ('loading.html#copypaste.level', 'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.resized': ('loading.html#copypaste.resized', 'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.to_dict': ('loading.html#copypaste.to_dict', 'miscnn_lite/loading.py'),

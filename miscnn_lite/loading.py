@@ -849,6 +849,11 @@ class CopyPaste:
     def to_dict(self) -> dict:
         return {"name": "CopyPaste", **asdict(self)}
 
+    @classmethod
+    def from_dict(cls, options: dict) -> "CopyPaste":
+        "The `CopyPaste` of `to_dict`'s dict (written before `scale` existed: None)."
+        return cls(**{k: v for k, v in options.items() if k != "name"})
+
 
 # %% ../nbs/05_loading.ipynb #0a6e9b92
 _PATCH_DATASET = None

@@ -754,11 +754,12 @@ def check_same_run(out: Path, seg: "Segmenter") -> None:
     except MiscnnError:
         pass                                  # not a plan this version reads: compared as written
     saved_config = {**LATER_SETTINGS, **saved_config}
-    try:                                      # an augmentation with the fields added since (their defaults)
-        if isinstance(saved_config.get("augmentation"), dict):
-            saved_config["augmentation"] = augmentation_from_dict(saved_config["augmentation"]).to_dict()
-    except MiscnnError:
-        pass
+    for key, rebuild in (("augmentation", augmentation_from_dict), ("copy_paste", CopyPaste.from_dict)):
+        try:                                  # with the fields added since (their defaults)
+            if isinstance(saved_config.get(key), dict):
+                saved_config[key] = rebuild(saved_config[key]).to_dict()
+        except (MiscnnError, TypeError):
+            pass
     as_json = lambda d: json.loads(json.dumps(d, default=json_value))
     saved = as_json(_run_settings(saved_config, saved_plan))
     now = as_json(_run_settings({**seg.config, "has_pipeline": seg.pipeline is not None},
@@ -1009,8 +1010,7 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
             warnings.warn(f"{folder / CONFIG_FILE}: its augmentation cannot be rebuilt ({e}); the Segmenter has none "
                           "(pass augmentation= to load to train on with it).")
     copy_paste = (plan.build_copy_paste() if plan is not None else      # training resumes as it began
-                  CopyPaste(**{k: v for k, v in config["copy_paste"].items() if k != "name"})
-                  if config.get("copy_paste") else None)
+                  CopyPaste.from_dict(config["copy_paste"]) if config.get("copy_paste") else None)
     patch_shape = config["patch_shape"]
     if "patch_shape" in overrides and "sampler" not in overrides and sampler is not None:
         sampler = PatchSampler.from_dict({**sampler.to_dict(), "patch_shape": list(overrides["patch_shape"])})
@@ -1185,7 +1185,7 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
                       mixed_precision=None, ema_momentum=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3,
-                      copy_paste=0.0)
+                      copy_paste=0.0, copy_paste_scale=1.0)
 
 # what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
 # resampling, no HU window (pictures are not in HU); n_classes follows the dataset (names, colour table or masks)
@@ -1443,6 +1443,9 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
     need(_is_number(o["copy_paste"], 0.0, 1.0, hi_open=False), "copy_paste",
          "expected the share of training patches that get a lesion (class 2) of another case pasted into class 1, "
          "0..1 (0: none; loading.CopyPaste)")
+    need(_is_number(o["copy_paste_scale"], 0.0, 1.0, hi_open=False) and o["copy_paste_scale"] > 0, "copy_paste_scale",
+         "expected the smallest in-plane size factor of a pasted lesion, drawn from [copy_paste_scale, 1] per paste, "
+         "in (0, 1] (1: pasted at its own size; e.g. 0.5)")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
     window = o["hu_window"]
     need(window is None or (isinstance(window, (list, tuple)) and len(window) == 2
@@ -1484,6 +1487,8 @@ def plan_from_settings(opts: dict) -> TrainingPlan:
                                           ema_momentum=opts.get("ema_momentum")),
         schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
         augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
-        copy_paste={"p": opts["copy_paste"]} if opts.get("copy_paste") else None,
+        copy_paste=({"p": opts["copy_paste"], **({"scale": [opts["copy_paste_scale"], 1.0]}
+                                                if opts.get("copy_paste_scale", 1.0) < 1 else {})}
+                    if opts.get("copy_paste") else None),
         prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
         mixed_precision=opts["mixed_precision"], workers=opts["workers"])

@@ -149,6 +149,10 @@ def test_tumor_runs_names_parameters_a_run_predates_and_splits_the_tumor_dice(tm
     defaults = {"seed": 0, "copy_paste": 0.5}
     assert tumor_runs.changes({"seed": 0}, {}, defaults) == "copy_paste=0.0"     # kept before the parameter existed
     assert tumor_runs.changes({"seed": 0, "copy_paste": 0.5}, {}, defaults) == "the default"
+    scaled = {**defaults, "copy_paste_scale": 1.0}                         # pasted at their own size before it existed
+    assert tumor_runs.changes({"seed": 0, "copy_paste": 0.5}, {}, scaled) == "the default"
+    shrunk = {"seed": 0, "copy_paste": 0.5, "copy_paste_scale": 0.5}
+    assert tumor_runs.changes(shrunk, {}, scaled) == "copy_paste_scale=0.5"
     result = {"kidney_dice": 0.92, "tumor_dice": 0.6, "tumor_dice_before_rule": 0.5,
               "test_ensemble_dice": {"tumor": 0.55}, "minutes": 7.0,
               "tumor_split": {"after_rule": {"tumor_dice_tumor_cases": 0.5131, "tumor_free_cases": 19,

@@ -199,7 +199,8 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     for bad, words in [(dict(epochs=0), "epochs"), (dict(learning_rate=-1.0), "learning_rate"),
                        (dict(overlap=1.5), "overlap"), (dict(patch_shape=[1, 50, 50]), "patch"),
                        (dict(kidney_opening=-1), "kidney_opening"), (dict(postprocess="all"), "postprocess"),
-                       (dict(copy_paste=1.5), "copy_paste")]:
+                       (dict(copy_paste=1.5), "copy_paste"),
+                       (dict(copy_paste_scale=0), "copy_paste_scale")]:
         with pytest.raises(ExperimentFailed, match=words):        # refused before any results are written
             run_notebook(nb, tmp_path / "b" / "b.ipynb", dict(out_dir=str(tmp_path / "b" / "r"), n_cases=2, **bad))
         assert not (tmp_path / "b" / "r").exists()
