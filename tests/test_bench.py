@@ -204,3 +204,40 @@ def test_every_bench_script_answers_help():
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("ok ") == len(scripts) >= 15
+
+
+def test_tumor_sizes_bins_the_tumor_dice_by_tumor_voxels(tmp_path, capsys):
+    import hashlib
+    import json
+
+    import nibabel as nib
+    import tumor_sizes
+    sizes = {"case_a": 0, "case_b": 100, "case_c": 300, "case_d": 2000, "case_e": 1090}   # tumor voxels (label 2)
+    recorded = {}
+    for case, n in sizes.items():
+        label = np.zeros(4000, np.uint8)
+        label[:n], label[n:n + 50] = 2, 1                                  # tumor voxels, then kidney
+        path = tmp_path / "run" / "phantoms" / case / "segmentation.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(label.reshape(10, 20, 20), np.eye(4)), path)
+        recorded[f"{case}/segmentation.nii.gz"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"data_sha256": recorded}))
+    dice = {"case_a": 1.0, "case_b": 0.2, "case_c": 0.5, "case_d": 0.9, "case_e": 0.7}
+    rows = ["fold,case,label,metric,value"] + [f"0,{c},tumor,DICE,{v}" for c, v in dice.items()]
+    rows += [f"0,{c},kidney,DICE,0.1" for c in dice] + ["1,case_e,tumor,DICE,0.3"]     # case_e in two folds: 0.5
+    (tmp_path / "run" / "metrics_postprocessed.csv").write_text("\n".join(rows) + "\n")
+    got = tumor_sizes.by_size(tumor_sizes.tumor_dice(tmp_path / "run"),
+                              tumor_sizes.tumor_sizes(tmp_path / "run", None, sorted(dice)))
+    assert got == [("tumor-free", 1.0, 1), ("under 255 voxels", 0.2, 1), ("255-1090 voxels", pytest.approx(0.5), 2),
+                   ("over 1090 voxels", 0.9, 1)]
+    tumor_sizes.main([str(tmp_path / "run")])
+    assert capsys.readouterr().out.splitlines()[-1] == "| run | 1.000 (1) | 0.200 (1) | 0.500 (2) | 0.900 (1) |"
+    other = tmp_path / "other" / "case_c" / "segmentation.nii.gz"                 # another file under the same name
+    other.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.full((10, 20, 20), 2, np.uint8), np.eye(4)), other)
+    with pytest.raises(SystemExit, match="case_c/segmentation.nii.gz: not the file"):
+        tumor_sizes.tumor_sizes(tmp_path / "run", tmp_path / "other", ["case_c"])
+    with pytest.raises(SystemExit, match="missing; give --phantoms"):
+        tumor_sizes.tumor_sizes(tmp_path / "run", tmp_path / "other", ["case_a"])
+    with pytest.raises(SystemExit, match="no metrics_postprocessed.csv"):
+        tumor_sizes.tumor_dice(tmp_path / "other")

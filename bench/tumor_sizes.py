@@ -1,0 +1,86 @@
+"""Tumor Dice by tumor size, per finished `kits19_cv` run: which tumors a change reaches.
+
+    python bench/tumor_sizes.py [--phantoms DIR] [--bins 255 1090] RUN_DIR [RUN_DIR ...]
+
+Each validation case's tumor size is the number of tumor voxels (label 2) of its segmentation file: in the run's
+own `phantoms/` folder, or in `--phantoms DIR` for runs kept without their data (`bench/runs`, `docs/runs`), whose
+files must match the run's manifest SHA-256 (the same seed makes the same phantoms on every machine). Each run's
+per-case tumor Dice after the rule (`metrics_postprocessed.csv`) is averaged per size bin, and over the tumor-free
+cases (1 where no tumor is predicted, else 0). Prints one markdown row per run.
+"""
+import argparse
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+TUMOR = 2
+
+
+def tumor_dice(run: Path) -> dict:
+    "case -> mean tumor Dice after the rule over the folds that validated it (one fold each in a k-fold run)."
+    path = run / "metrics_postprocessed.csv"
+    if not path.is_file():
+        raise SystemExit(f"{run}: no metrics_postprocessed.csv; give the folder of a finished kits19_cv run.")
+    scores = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row["label"] == "tumor" and row["metric"] == "DICE":
+                scores.setdefault(row["case"], []).append(float(row["value"]))
+    return {case: float(np.mean(v)) for case, v in scores.items()}
+
+
+def tumor_sizes(run: Path, phantoms: Path | None, cases) -> dict:
+    "case -> tumor voxels, from files whose SHA-256 is the one the run's manifest recorded."
+    folder = phantoms or run / "phantoms"
+    recorded = json.loads((run / "manifest.json").read_text()).get("data_sha256", {})
+    sizes = {}
+    for case in cases:
+        path, name = folder / case / "segmentation.nii.gz", f"{case}/segmentation.nii.gz"
+        if not path.is_file():
+            raise SystemExit(f"{path}: missing; give --phantoms DIR, a folder holding the run's cases (a run with the "
+                             "same seed and phantom settings keeps them in its phantoms/ folder).")
+        if name in recorded and hashlib.sha256(path.read_bytes()).hexdigest() != recorded[name]:
+            raise SystemExit(f"{path}: not the file {run} was scored on (its SHA-256 differs from the run's "
+                             "manifest): give --phantoms of a run with the same seed and phantom settings.")
+        sizes[case] = int((np.asanyarray(nib.load(path).dataobj) == TUMOR).sum())
+    return sizes
+
+
+def by_size(dice: dict, sizes: dict, bins=(255, 1090)) -> list:
+    "[(name, mean Dice or None, cases)] for the tumor-free cases and each size bin (upper edges inclusive)."
+    lo, hi = bins
+    groups = [("tumor-free", lambda n: n == 0), (f"under {lo} voxels", lambda n: 0 < n < lo),
+              (f"{lo}-{hi} voxels", lambda n: lo <= n <= hi), (f"over {hi} voxels", lambda n: n > hi)]
+    rows = []
+    for name, inside in groups:
+        values = [dice[c] for c in dice if inside(sizes[c])]
+        rows.append((name, float(np.mean(values)) if values else None, len(values)))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--phantoms", type=Path, default=None)
+    parser.add_argument("--bins", nargs=2, type=int, default=(255, 1090))
+    args = parser.parse_args(argv)
+    if not 0 < args.bins[0] <= args.bins[1]:
+        raise SystemExit(f"--bins {args.bins[0]} {args.bins[1]}: two tumor sizes in voxels, 0 < low <= high.")
+    header = None
+    for run in args.runs:
+        dice = tumor_dice(run)
+        rows = by_size(dice, tumor_sizes(run, args.phantoms, sorted(dice)), args.bins)
+        if header is None:
+            header = ["run"] + [f"{name}" for name, _, _ in rows]
+            print("| " + " | ".join(header) + " |")
+            print("|" + " --- |" * len(header))
+        cells = [f"{v:.3f} ({n})" if v is not None else f"- ({n})" for _, v, n in rows]
+        print(f"| {run.name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
