@@ -613,6 +613,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'miscnn_lite.loading.CopyPaste.from_dict': ( 'loading.html#copypaste.from_dict',
                                                                                   'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.level': ('loading.html#copypaste.level', 'miscnn_lite/loading.py'),
+                                     'miscnn_lite.loading.CopyPaste.options': ('loading.html#copypaste.options', 'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.resized': ('loading.html#copypaste.resized', 'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.to_dict': ('loading.html#copypaste.to_dict', 'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.HDF5Entry': ('loading.html#hdf5entry', 'miscnn_lite/loading.py'),

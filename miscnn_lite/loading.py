@@ -854,6 +854,14 @@ class CopyPaste:
         "The `CopyPaste` of `to_dict`'s dict (written before `scale` existed: None)."
         return cls(**{k: v for k, v in options.items() if k != "name"})
 
+    @staticmethod
+    def options(p: float, min_scale: float = 1.0) -> dict | None:
+        """A plan's `copy_paste` options (`TrainingPlan.copy_paste`): a share `p` of the patches get a lesion,
+        resized by a factor drawn from [`min_scale`, 1]; None when `p` is 0, no `scale` when `min_scale` is 1."""
+        if not p:
+            return None
+        return {"p": p, **({"scale": [min_scale, 1.0]} if min_scale < 1 else {})}
+
 
 # %% ../nbs/05_loading.ipynb #0a6e9b92
 _PATCH_DATASET = None

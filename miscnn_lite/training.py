@@ -1487,8 +1487,6 @@ def plan_from_settings(opts: dict) -> TrainingPlan:
                                           ema_momentum=opts.get("ema_momentum")),
         schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
         augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
-        copy_paste=({"p": opts["copy_paste"], **({"scale": [opts["copy_paste_scale"], 1.0]}
-                                                if opts.get("copy_paste_scale", 1.0) < 1 else {})}
-                    if opts.get("copy_paste") else None),
+        copy_paste=CopyPaste.options(opts.get("copy_paste", 0.0), opts.get("copy_paste_scale", 1.0)),
         prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
         mixed_precision=opts["mixed_precision"], workers=opts["workers"])
