@@ -21,7 +21,7 @@ from miscnn_lite.experiments import experiments_dir, notebook_parameters
 
 IGNORED = {"data_dir", "out_dir", "seed", "cpu_kernels"}       # where a run lives; seed and kernels get columns
 # parameters added after runs were kept, with the value those runs trained with (a config without the key predates it)
-PREDATING = {"copy_paste": 0.0, "copy_paste_scale": 1.0}
+PREDATING = {"copy_paste": 0.0, "copy_paste_scale": 1.0, "copy_paste_contrast": 1.0}
 
 
 def changes(config: dict, plan: dict, defaults: dict) -> str:

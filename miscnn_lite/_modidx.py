@@ -609,6 +609,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.__post_init__': ( 'loading.html#copypaste.__post_init__',
                                                                                       'miscnn_lite/loading.py'),
+                                     'miscnn_lite.loading.CopyPaste._factor_range': ( 'loading.html#copypaste._factor_range',
+                                                                                      'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.donors': ('loading.html#copypaste.donors', 'miscnn_lite/loading.py'),
                                      'miscnn_lite.loading.CopyPaste.from_dict': ( 'loading.html#copypaste.from_dict',
                                                                                   'miscnn_lite/loading.py'),

@@ -722,12 +722,16 @@ class CopyPaste:
     own case (phantoms or scans of other contrast phases differ in the organ's level, not only the lesion's).
     `scale`: None (pasted at the donor's size) or `(low, high)`: each pasted lesion is resized in-plane by a factor
     drawn from [low, high] (linear interpolation; the mask where it is over one half), TumorCP's object-level
-    scaling; the slices (z) stay as they are. A lesion that would shrink to nothing is pasted at its own size."""
+    scaling; the slices (z) stay as they are. A lesion that would shrink to nothing is pasted at its own size.
+    `contrast`: None, or `(low, high)`: the pasted lesion's mean difference to the host's median `into` intensity is
+    multiplied by a factor drawn per paste from [low, high] (per channel; its texture, the voxels' differences to
+    its mean, kept): factors under 1 paste lesions closer to the organ's attenuation, 0 an isoattenuating one."""
     p: float = 0.5
     label: int = 2
     into: int = 1
     keep_contrast: bool = True
     scale: tuple | None = None
+    contrast: tuple | None = None
 
     def __post_init__(self):
         if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
@@ -742,15 +746,24 @@ class CopyPaste:
                               "is pasted into must differ.")
         if not isinstance(self.keep_contrast, bool):
             raise MiscnnError(f"CopyPaste keep_contrast={self.keep_contrast!r}: give True or False.")
-        if self.scale is not None:
-            pair = self.scale if isinstance(self.scale, (tuple, list)) and len(self.scale) == 2 else ()
-            if (not pair or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                for v in pair) or not 0 < pair[0] <= pair[1]):
-                raise MiscnnError(f"CopyPaste scale={self.scale!r}: None (lesions pasted at their own size) or "
-                                  "(low, high) with 0 < low <= high, the range of the in-plane size factor drawn "
-                                  "per paste, e.g. (0.5, 1.0).")
-            self.scale = (float(pair[0]), float(pair[1]))
+        self.scale = self._factor_range("scale", self.scale, True, "None (lesions pasted at their own size) or "
+                                        "(low, high) with 0 < low <= high, the range of the in-plane size factor "
+                                        "drawn per paste, e.g. (0.5, 1.0).")
+        self.contrast = self._factor_range("contrast", self.contrast, False, "None (the lesion's contrast to the "
+                                           "organ as pasted) or (low, high) with 0 <= low <= high, the range of the "
+                                           "factor on that contrast drawn per paste, e.g. (0.3, 1.0).")
         self.p, self.label, self.into = float(self.p), int(self.label), int(self.into)
+
+    @staticmethod
+    def _factor_range(name: str, value, positive: bool, expected: str):
+        "None, or the (low, high) floats of a range option (low > 0 if `positive`, else >= 0); else a clear error."
+        if value is None:
+            return None
+        pair = value if isinstance(value, (tuple, list)) and len(value) == 2 else ()
+        if (not pair or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                            for v in pair) or not (pair[0] > 0 if positive else pair[0] >= 0) or pair[0] > pair[1]):
+            raise MiscnnError(f"CopyPaste {name}={value!r}: {expected}")
+        return float(pair[0]), float(pair[1])
 
     def donors(self, entries) -> list:
         "(entry index, corner (3,), boolean mask crop) of every connected `label` component of `entries`."
@@ -827,13 +840,18 @@ class CopyPaste:
         crop = tuple(slice(a - b, c - b) for a, b, c in zip(start, lo, stop))
         at = tuple(slice(a, c) for a, c in zip(start, stop))
         piece, values = piece[(slice(None), *crop) if flat else crop], values[(slice(None), *crop) if flat else crop]
-        if self.keep_contrast:
-            levels = cache.setdefault("levels", {})
-            for j in (host, i):
-                if j not in levels:
-                    levels[j] = self.level(entries[j])
-            if levels[host] is not None and levels[i] is not None:
-                values = values + (levels[host] - levels[i]).astype(values.dtype)
+        levels = cache.setdefault("levels", {})
+        for j in (host, i) if self.keep_contrast or self.contrast is not None else ():
+            if j not in levels:
+                levels[j] = self.level(entries[j])
+        if self.keep_contrast and levels[host] is not None and levels[i] is not None:
+            values = values + (levels[host] - levels[i]).astype(values.dtype)
+        if self.contrast is not None:
+            factor = float(rng.uniform(*self.contrast))
+            if levels[host] is not None and piece.any():       # the lesion's mean offset to the host's organ, scaled
+                shift = (factor - 1.0) * (values[piece].mean(axis=0) - levels[host])
+                shift = np.rint(shift) if np.issubdtype(values.dtype, np.integer) else shift
+                values = values + shift.astype(values.dtype)
         image, label = image.copy(), label.copy()
         if flat:
             channels = values.shape[-1]
@@ -855,12 +873,14 @@ class CopyPaste:
         return cls(**{k: v for k, v in options.items() if k != "name"})
 
     @staticmethod
-    def options(p: float, min_scale: float = 1.0) -> dict | None:
+    def options(p: float, min_scale: float = 1.0, min_contrast: float = 1.0) -> dict | None:
         """A plan's `copy_paste` options (`TrainingPlan.copy_paste`): a share `p` of the patches get a lesion,
-        resized by a factor drawn from [`min_scale`, 1]; None when `p` is 0, no `scale` when `min_scale` is 1."""
+        resized by a factor drawn from [`min_scale`, 1], its contrast to the organ multiplied by one from
+        [`min_contrast`, 1]; None when `p` is 0, no `scale` (`contrast`) when `min_scale` (`min_contrast`) is 1."""
         if not p:
             return None
-        return {"p": p, **({"scale": [min_scale, 1.0]} if min_scale < 1 else {})}
+        return {"p": p, **({"scale": [min_scale, 1.0]} if min_scale < 1 else {}),
+                **({"contrast": [min_contrast, 1.0]} if min_contrast < 1 else {})}
 
 
 # %% ../nbs/05_loading.ipynb #0a6e9b92

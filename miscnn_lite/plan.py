@@ -109,7 +109,8 @@ class TrainingPlan:
     schedule: lr_schedule ('plateau' | 'poly'), epochs, iterations (steps per epoch), batch_size,
         lr_patience, lr_factor, stop_patience.
     augmentation: None, 'ct' (`augmentation.ct_augmentation`) or 'mirror' (left-right flips only).
-    copy_paste: None, or the options of a `loading.CopyPaste` (p, label, into, keep_contrast, scale), e.g. {'p': 0.5}:
+    copy_paste: None, or the options of a `loading.CopyPaste` (p, label, into, keep_contrast, scale,
+        contrast), e.g. {'p': 0.5}:
         lesions of other training cases pasted into the training patches (TumorCP).
     preprocessing: the unfitted steps as `Step.to_dict()` dicts (Steps or a Pipeline are converted).
     prediction: overlap, weighting, mirror_axes of the sliding window.

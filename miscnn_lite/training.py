@@ -1185,7 +1185,7 @@ TRAIN_DEFAULTS = dict(epochs=10, iterations=50, batch_size=2, patch_shape=(32, 6
                       target_spacing=(3.22, 1.62, 1.62), hu_window=(-79, 304), normalization="batch",
                       foreground_fraction=1 / 3, augmentation=True, overlap=0.5, mirror_axes=(), workers=2,
                       mixed_precision=None, ema_momentum=None, n_classes=3, spacing_range=SPACING_RANGE_MM, ndim=3,
-                      copy_paste=0.0, copy_paste_scale=1.0)
+                      copy_paste=0.0, copy_paste_scale=1.0, copy_paste_contrast=1.0)
 
 # what changes for a folder of 2D pictures (io.ImageFolderReader): a 2D network on one-slice patches, no
 # resampling, no HU window (pictures are not in HU); n_classes follows the dataset (names, colour table or masks)
@@ -1446,6 +1446,9 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
     need(_is_number(o["copy_paste_scale"], 0.0, 1.0, hi_open=False) and o["copy_paste_scale"] > 0, "copy_paste_scale",
          "expected the smallest in-plane size factor of a pasted lesion, drawn from [copy_paste_scale, 1] per paste, "
          "in (0, 1] (1: pasted at its own size; e.g. 0.5)")
+    need(_is_number(o["copy_paste_contrast"], 0.0, 1.0, hi_open=False), "copy_paste_contrast",
+         "expected the smallest factor on a pasted lesion's contrast to class 1, drawn from [copy_paste_contrast, 1] "
+         "per paste, in [0, 1] (1: the contrast it had; 0: down to isoattenuating; e.g. 0.3)")
     need(isinstance(o["normalization"], str), "normalization", "expected a name such as 'batch' or 'instance'")
     window = o["hu_window"]
     need(window is None or (isinstance(window, (list, tuple)) and len(window) == 2
@@ -1487,6 +1490,7 @@ def plan_from_settings(opts: dict) -> TrainingPlan:
                                           ema_momentum=opts.get("ema_momentum")),
         schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
         augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
-        copy_paste=CopyPaste.options(opts.get("copy_paste", 0.0), opts.get("copy_paste_scale", 1.0)),
+        copy_paste=CopyPaste.options(opts.get("copy_paste", 0.0), opts.get("copy_paste_scale", 1.0),
+                                     opts.get("copy_paste_contrast", 1.0)),
         prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
         mixed_precision=opts["mixed_precision"], workers=opts["workers"])

@@ -114,19 +114,20 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
 def test_kits19_cv_slice_modes(tmp_path, mode):
     """2D and 2.5D runs train a 2D network on one-slice patches and predict every validation case; the 2.5D run
     with deep supervision (three outputs through slice_model, the fold ensemble predicting from the first), the
-    2D run on the KiTS regions (nested region outputs, the region loss); the 2.5D run pastes tumors resized, the 2D
-    run pastes none."""
+    2D run on the KiTS regions (nested region outputs, the region loss); the 2.5D run pastes tumors resized and fainter,
+    the 2D run none."""
     params = dict(TINY_CV, n_folds=2, analysis_mode=mode, slab_neighbours=1, batch_size=4, n_test_cases=1,
                   batch_dice=mode == "2d", deep_supervision=mode == "2.5d", region_based=mode == "2d",
                   dice_background=mode == "2d", ce_class_weights=None if mode == "2d" else [1, 1, 3],
                   augmentation="mirror" if mode == "2.5d" else "none", mirror_axes=[2] if mode == "2.5d" else [],
-                  copy_paste=0.5 if mode == "2.5d" else 0.0, copy_paste_scale=0.5)
+                  copy_paste=0.5 if mode == "2.5d" else 0.0, copy_paste_scale=0.5, copy_paste_contrast=0.3)
     run_notebook(experiments_dir() / "kits19_cv.ipynb", tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), **params))
     plan = json.loads((tmp_path / "fold_0" / "model" / "plan.json").read_text())
     assert plan["augmentation"] == ("mirror" if mode == "2.5d" else None)
     assert plan["prediction"]["mirror_axes"] == ([2] if mode == "2.5d" else [])
-    pasted = plan["copy_paste"]                      # 2.5d: resized pastes; 2d: copy_paste 0 pastes nothing
-    assert (pasted and (pasted["p"], pasted["scale"])) == ((0.5, [0.5, 1.0]) if mode == "2.5d" else None)
+    pasted = plan["copy_paste"]              # 2.5d: resized, fainter pastes; 2d: copy_paste 0 pastes nothing
+    assert (pasted and (pasted["p"], pasted["scale"], pasted["contrast"])) == (
+        (0.5, [0.5, 1.0], [0.3, 1.0]) if mode == "2.5d" else None)
     config = json.loads((tmp_path / "fold_0" / "model" / "config.json").read_text())
     assert config["patch_shape"] == [1, 32, 32]
     assert config["loss"]["class_name"] == ("RegionDiceCELoss" if mode == "2d" else "DiceCELoss")
