@@ -241,3 +241,41 @@ def test_tumor_sizes_bins_the_tumor_dice_by_tumor_voxels(tmp_path, capsys):
         tumor_sizes.tumor_sizes(tmp_path / "run", tmp_path / "other", ["case_a"])
     with pytest.raises(SystemExit, match="no metrics_postprocessed.csv"):
         tumor_sizes.tumor_dice(tmp_path / "other")
+
+
+def test_tumor_sizes_splits_the_small_tumors_by_contrast(tmp_path, capsys):
+    import hashlib
+    import json
+
+    import nibabel as nib
+    import tumor_sizes
+    # small tumors (under 255 voxels) 20, 50 and 90 HU under a 30 HU kidney, one large tumor 10 HU under it, and a
+    # tumor-free case: the contrast is |median tumor - median kidney|, the large and tumor-free cases are left out
+    cases = {"case_a": (100, 10), "case_b": (100, -20), "case_c": (100, -60), "case_d": (500, 20), "case_e": (0, 0)}
+    recorded = {}
+    for case, (n, tumor_hu) in cases.items():
+        label, image = np.zeros(4000, np.uint8), np.full(4000, -100, np.int16)
+        label[:n], label[n:n + 600] = 2, 1
+        image[:n] = tumor_hu
+        image[n:n + 300], image[n + 300:n + 600] = 25, 35              # 300 kidney voxels at 25, 300 at 35: median 30
+        for name, values in (("segmentation", label), ("imaging", image)):
+            path = tmp_path / "run" / "phantoms" / case / f"{name}.nii.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(values.reshape(10, 20, 20), np.eye(4)), path)
+            recorded[f"{case}/{name}.nii.gz"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"data_sha256": recorded}))
+    dice = {"case_a": 0.1, "case_b": 0.4, "case_c": 0.8, "case_d": 0.9, "case_e": 1.0}
+    rows = ["fold,case,label,metric,value"] + [f"0,{c},tumor,DICE,{v}" for c, v in dice.items()]
+    (tmp_path / "run" / "metrics_postprocessed.csv").write_text("\n".join(rows) + "\n")
+    contrast = tumor_sizes.tumor_contrast(tmp_path / "run", None, sorted(dice))
+    assert contrast == {"case_a": 20.0, "case_b": 50.0, "case_c": 90.0, "case_d": 10.0}
+    sizes = tumor_sizes.tumor_sizes(tmp_path / "run", None, sorted(dice))
+    assert tumor_sizes.by_contrast(dice, sizes, contrast, 255) == [
+        ("small, under 40 HU", 0.1, 1), ("small, 40-70 HU", 0.4, 1), ("small, over 70 HU", 0.8, 1)]
+    tumor_sizes.main(["--contrast", "--contrast-bins", "60", "100", str(tmp_path / "run")])
+    assert capsys.readouterr().out.splitlines()[-1] == "| run | 0.250 (2) | 0.800 (1) | - (0) |"
+    (tmp_path / "run" / "phantoms" / "case_b" / "imaging.nii.gz").write_bytes(b"edited")
+    with pytest.raises(SystemExit, match="case_b/imaging.nii.gz: not the file"):
+        tumor_sizes.tumor_contrast(tmp_path / "run", None, ["case_b"])
+    with pytest.raises(SystemExit, match="--contrast-bins 70.0 40.0"):
+        tumor_sizes.main(["--contrast", "--contrast-bins", "70", "40", str(tmp_path / "run")])
