@@ -869,7 +869,7 @@ class CopyPaste:
 
     @classmethod
     def from_dict(cls, options: dict) -> "CopyPaste":
-        "The `CopyPaste` of `to_dict`'s dict (written before `scale` existed: None)."
+        "The `CopyPaste` of `to_dict`'s dict (one written before `scale` or `contrast` existed: None for them)."
         return cls(**{k: v for k, v in options.items() if k != "name"})
 
     @staticmethod
