@@ -50,16 +50,21 @@ def case_array(run: Path, phantoms: Path | None, case: str, file: str) -> np.nda
     return np.asanyarray(nib.load(path).dataobj)
 
 
-def tumor_sizes(run: Path, phantoms: Path | None, cases) -> dict:
-    "case -> tumor voxels, from files whose SHA-256 is the one the run's manifest recorded."
-    return {case: int((case_array(run, phantoms, case, "segmentation.nii.gz") == TUMOR).sum()) for case in cases}
+def case_labels(run: Path, phantoms: Path | None, cases) -> dict:
+    "case -> label map, each read once from a file whose SHA-256 is the one the run's manifest recorded."
+    return {case: case_array(run, phantoms, case, "segmentation.nii.gz") for case in cases}
 
 
-def tumor_contrast(run: Path, phantoms: Path | None, cases) -> dict:
-    "case -> |median tumor intensity - median kidney intensity| (HU) for the cases with a tumor and a kidney."
+def tumor_sizes(labels: dict) -> dict:
+    "case -> tumor voxels of each label map (`case_labels`)."
+    return {case: int((label == TUMOR).sum()) for case, label in labels.items()}
+
+
+def tumor_contrast(run: Path, phantoms: Path | None, labels: dict) -> dict:
+    """case -> |median tumor intensity - median kidney intensity| (HU) for the label maps (`case_labels`) with a
+    tumor and a kidney; the images are read from the run's files, checked as the label maps were."""
     found = {}
-    for case in cases:
-        label = case_array(run, phantoms, case, "segmentation.nii.gz")
+    for case, label in labels.items():
         if (label == TUMOR).any() and (label == KIDNEY).any():
             image = case_array(run, phantoms, case, "imaging.nii.gz")
             found[case] = float(abs(np.median(image[label == TUMOR]) - np.median(image[label == KIDNEY])))
@@ -117,11 +122,13 @@ def main(argv=None):
     header, tables = None, []
     for run in args.runs:
         dice = tumor_dice(run)
-        sizes = tumor_sizes(run, args.phantoms, sorted(dice))
+        labels = case_labels(run, args.phantoms, sorted(dice))
+        sizes = tumor_sizes(labels)
         header = print_rows(run.name, by_size(dice, sizes, args.bins), header)
         if args.contrast:
-            tables.append((run.name, by_contrast(dice, sizes, tumor_contrast(run, args.phantoms, sorted(dice)),
+            tables.append((run.name, by_contrast(dice, sizes, tumor_contrast(run, args.phantoms, labels),
                                                  args.bins[0], args.contrast_bins)))
+        del labels
     if tables:
         print()
         header = None

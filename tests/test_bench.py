@@ -227,7 +227,7 @@ def test_tumor_sizes_bins_the_tumor_dice_by_tumor_voxels(tmp_path, capsys):
     rows += [f"0,{c},kidney,DICE,0.1" for c in dice] + ["1,case_e,tumor,DICE,0.3"]     # case_e in two folds: 0.5
     (tmp_path / "run" / "metrics_postprocessed.csv").write_text("\n".join(rows) + "\n")
     got = tumor_sizes.by_size(tumor_sizes.tumor_dice(tmp_path / "run"),
-                              tumor_sizes.tumor_sizes(tmp_path / "run", None, sorted(dice)))
+                              tumor_sizes.tumor_sizes(tumor_sizes.case_labels(tmp_path / "run", None, sorted(dice))))
     assert got == [("tumor-free", 1.0, 1), ("under 255 voxels", 0.2, 1), ("255-1090 voxels", pytest.approx(0.5), 2),
                    ("over 1090 voxels", 0.9, 1)]
     tumor_sizes.main([str(tmp_path / "run")])
@@ -236,9 +236,9 @@ def test_tumor_sizes_bins_the_tumor_dice_by_tumor_voxels(tmp_path, capsys):
     other.parent.mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.full((10, 20, 20), 2, np.uint8), np.eye(4)), other)
     with pytest.raises(SystemExit, match="case_c/segmentation.nii.gz: not the file"):
-        tumor_sizes.tumor_sizes(tmp_path / "run", tmp_path / "other", ["case_c"])
+        tumor_sizes.case_labels(tmp_path / "run", tmp_path / "other", ["case_c"])
     with pytest.raises(SystemExit, match="missing; give --phantoms"):
-        tumor_sizes.tumor_sizes(tmp_path / "run", tmp_path / "other", ["case_a"])
+        tumor_sizes.case_labels(tmp_path / "run", tmp_path / "other", ["case_a"])
     with pytest.raises(SystemExit, match="no metrics_postprocessed.csv"):
         tumor_sizes.tumor_dice(tmp_path / "other")
 
@@ -267,15 +267,16 @@ def test_tumor_sizes_splits_the_small_tumors_by_contrast(tmp_path, capsys):
     dice = {"case_a": 0.1, "case_b": 0.4, "case_c": 0.8, "case_d": 0.9, "case_e": 1.0}
     rows = ["fold,case,label,metric,value"] + [f"0,{c},tumor,DICE,{v}" for c, v in dice.items()]
     (tmp_path / "run" / "metrics_postprocessed.csv").write_text("\n".join(rows) + "\n")
-    contrast = tumor_sizes.tumor_contrast(tmp_path / "run", None, sorted(dice))
+    labels = tumor_sizes.case_labels(tmp_path / "run", None, sorted(dice))
+    contrast = tumor_sizes.tumor_contrast(tmp_path / "run", None, labels)
     assert contrast == {"case_a": 20.0, "case_b": 50.0, "case_c": 90.0, "case_d": 10.0}
-    sizes = tumor_sizes.tumor_sizes(tmp_path / "run", None, sorted(dice))
+    sizes = tumor_sizes.tumor_sizes(labels)
     assert tumor_sizes.by_contrast(dice, sizes, contrast, 255) == [
         ("small, under 40 HU", 0.1, 1), ("small, 40-70 HU", 0.4, 1), ("small, over 70 HU", 0.8, 1)]
     tumor_sizes.main(["--contrast", "--contrast-bins", "60", "100", str(tmp_path / "run")])
     assert capsys.readouterr().out.splitlines()[-1] == "| run | 0.250 (2) | 0.800 (1) | - (0) |"
     (tmp_path / "run" / "phantoms" / "case_b" / "imaging.nii.gz").write_bytes(b"edited")
     with pytest.raises(SystemExit, match="case_b/imaging.nii.gz: not the file"):
-        tumor_sizes.tumor_contrast(tmp_path / "run", None, ["case_b"])
+        tumor_sizes.tumor_contrast(tmp_path / "run", None, {"case_b": labels["case_b"]})
     with pytest.raises(SystemExit, match="--contrast-bins 70.0 40.0"):
         tumor_sizes.main(["--contrast", "--contrast-bins", "70", "40", str(tmp_path / "run")])
