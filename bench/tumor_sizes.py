@@ -14,6 +14,7 @@ distance in HU between the median of the tumor's voxels and the median of the ki
 """
 import argparse
 import csv
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -37,10 +38,16 @@ def tumor_dice(run: Path) -> dict:
     return {case: float(np.mean(v)) for case, v in scores.items()}
 
 
+@functools.lru_cache
+def recorded_sha256(run: Path) -> dict:
+    "The data SHA-256 the run's manifest recorded, read once per run."
+    return json.loads((run / "manifest.json").read_text()).get("data_sha256", {})
+
+
 def case_array(run: Path, phantoms: Path | None, case: str, file: str) -> np.ndarray:
     "The voxels of `case/file`, from a file whose SHA-256 is the one the run's manifest recorded."
     path, name = (phantoms or run / "phantoms") / case / file, f"{case}/{file}"
-    recorded = json.loads((run / "manifest.json").read_text()).get("data_sha256", {})
+    recorded = recorded_sha256(run)
     if not path.is_file():
         raise SystemExit(f"{path}: missing; give --phantoms DIR, a folder holding the run's cases (a run with the "
                          "same seed and phantom settings keeps them in its phantoms/ folder).")
