@@ -9,9 +9,11 @@ Two CPU fixes of this library, each measured against what it replaces, interleav
 
 conv_rewrite_speedup = time per training step of a U-Net built from Keras's own `Conv3D` /
 `Conv3DTranspose` / time per step of the same network (same weights) built from `SliceConv3D` /
-`ShuffleConv3DTranspose` (models.py: 3D convolutions as 2D convolutions over depth offsets).
-strided_conv_speedup, dilated_conv_speedup: the same for `nnunet_like` (strided-convolution
-down-sampling) and a 3D MS-D net (dilated convolutions).
+`ShuffleConv3DTranspose` with the slices forced (models.py: 3D convolutions as 2D convolutions over depth
+offsets). strided_conv_speedup, dilated_conv_speedup: the same for `nnunet_like` (strided-convolution
+down-sampling) and a 3D MS-D net (dilated convolutions). Under 1 means Keras's `Conv3D` is the faster one in
+this process: `SliceConv3D` itself computes slices only without TensorFlow's oneDNN kernels and for dilated
+kernels (the line `onednn_kernels` says which case this run is; the Keras-vs-PyTorch step uses that choice).
 
 heap_threshold_speedup = time per `fit` step reading a `PatchDataset` with glibc's malloc thresholds
 as TensorFlow's generator dataset leaves them in a fresh process (128 KiB) / the same with the
@@ -44,7 +46,7 @@ import numpy as np
 
 from miscnn_lite.loading import PreprocessedCache, patch_dataset_class
 from miscnn_lite.losses import get_loss
-from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, msd_net, nnunet_like, unet
+from miscnn_lite.models import ShuffleConv3DTranspose, SliceConv3D, _onednn_kernels, msd_net, nnunet_like, unet
 from miscnn_lite.phantoms import generate_phantom
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
 from miscnn_lite.runtime import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, HeapThresholds, _glibc
@@ -64,6 +66,8 @@ def main():
         xs = np.concatenate([ds.batch(i)[0] for i in range(steps)])
         ys = np.concatenate([ds.batch(i)[1] for i in range(steps)])
         vs_torch = pytorch_reference(xs[:2], ys[:2], base, epochs * 3)
+        print(f"onednn_kernels: {_onednn_kernels()} (SliceConv3D computes slices "
+              f"{'for dilated kernels only' if _onednn_kernels() else 'for every convolution'})")
         for name, (ours, theirs) in vs_torch.items():
             print(f"{name}: Keras {ours * 1e3:.0f} ms, plain PyTorch {theirs * 1e3:.0f} ms per step")
             print(f"{name}: {ours / theirs:.3f}")
@@ -209,8 +213,11 @@ def _native(layer):
 
 
 def conv_rewrite(x, y, build, repeats):
-    "Median seconds per train_on_batch of `build()`: (Keras's Conv3D layers, ours), same weights, interleaved."
+    """Median seconds per train_on_batch of `build()`: (Keras's Conv3D layers, ours with the slices forced), same
+    weights, interleaved."""
     ours = build()
+    for layer in ours.layers:
+        if isinstance(layer, SliceConv3D): layer.slices = True          # the rewrite, whichever route is faster
     native = keras.models.clone_model(ours, clone_function=_native)
     native.set_weights(ours.get_weights())
     assert not any(isinstance(l, SliceConv3D) for l in native.layers)

@@ -838,6 +838,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'miscnn_lite.models._main_output': ('models.html#_main_output', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._member_outputs': ('models.html#_member_outputs', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._members': ('models.html#_members', 'miscnn_lite/models.py'),
+                                    'miscnn_lite.models._onednn_kernels': ('models.html#_onednn_kernels', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._output_head': ('models.html#_output_head', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._same_padding': ('models.html#_same_padding', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._tensorflow_backend': ('models.html#_tensorflow_backend', 'miscnn_lite/models.py'),

@@ -9,6 +9,7 @@ __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLI
            'check_model', 'seed_weights', 'load_model']
 
 # %% ../nbs/06_models.ipynb #ebe1d2ab
+import functools
 import inspect
 import os
 import warnings
@@ -59,17 +60,35 @@ def channels_first_call(op, inputs, *args, **kwargs):
     out = op(ops.transpose(inputs, (0, n - 1, *range(1, n - 1))), *args, data_format="channels_first", **kwargs)
     return ops.transpose(out, (0, *range(2, n), 1))
 
+# %% ../nbs/06_models.ipynb #0d1e2f3a
+@functools.lru_cache(maxsize=None)
+def _onednn_kernels() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (its choice, or `TF_ENABLE_ONEDNN_OPTS`;
+    fixed once TensorFlow has decided). False on other backends and where TensorFlow cannot say."""
+    if not _tensorflow_backend(): return False
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 # %% ../nbs/06_models.ipynb #009be672
 @keras.saving.register_keras_serializable(package="miscnn_lite")
 class SliceConv3D(layers.Conv3D):
     """`keras.layers.Conv3D` computed as 2D convolutions over depth offsets (exact; faster
-    training on TensorFlow CPU), strided and dilated ones included; on torch, one convolution of a
-    channels-first view (no copies). Falls back to `Conv3D` for 'valid' padding, groups and
-    channels-first data on TensorFlow, and on other backends."""
+    training on TensorFlow CPU without oneDNN kernels, and for dilated kernels), strided and dilated ones
+    included; on torch, one convolution of a channels-first view (no copies). Falls back to `Conv3D` for
+    'valid' padding, groups and channels-first data on TensorFlow, and on other backends."""
+
+    slices = None      # None: slices where they are the faster route (`_use_slices`); True / False: always / never
 
     def _use_slices(self) -> bool:
-        return (_tensorflow_backend() and self.padding == "same" and self.groups == 1
-                and self.data_format == "channels_last")
+        if not (_tensorflow_backend() and self.padding == "same" and self.groups == 1
+                and self.data_format == "channels_last"):
+            return False
+        if self.slices is not None: return bool(self.slices)
+        return not _onednn_kernels() or any(r > 1 for r in self.dilation_rate)
 
     def convolution_op(self, inputs, kernel):
         if _torch_backend() and self.data_format == "channels_last":

@@ -5,6 +5,8 @@ Tiny networks only (base filters <= 8, depth <= 3, patches <= 32^3).
 """
 import itertools
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -164,6 +166,20 @@ def test_3d_layers_equal_keras_layers_on_this_backend(native, ours):
     target = np.random.default_rng(1).normal(size=out.shape).astype("float32")
     for wa, wb in zip(_weights_after_one_sgd_step(a, x, target), _weights_after_one_sgd_step(b, x, target)):
         np.testing.assert_allclose(wb, wa, atol=1e-4)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a choice between TensorFlow's kernels")
+@pytest.mark.parametrize("flag,expected", [("0", "False True True True"), ("1", "True False False True")])
+def test_slices_follow_tensorflows_onednn_switch(flag, expected):
+    """`TF_ENABLE_ONEDNN_OPTS` switches TensorFlow's oneDNN kernels off (0) or on (1) for a process; SliceConv3D
+    computes plain and strided convolutions as slices only without them, dilated ones as slices either way."""
+    code = ("from miscnn_lite.models import SliceConv3D as S, _onednn_kernels as k; "
+            "print(k(), S(2, 3, padding='same')._use_slices(), S(2, 3, strides=2, padding='same')._use_slices(), "
+            "S(2, 3, padding='same', dilation_rate=2)._use_slices())")
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_ENABLE_ONEDNN_OPTS=flag, TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[-2] == expected
 
 
 if keras.backend.backend() == "torch":      # collected only in the torch run of this file (tests/test_backends.py)
