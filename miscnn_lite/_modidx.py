@@ -842,6 +842,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'miscnn_lite.models._output_head': ('models.html#_output_head', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._same_padding': ('models.html#_same_padding', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._tensorflow_backend': ('models.html#_tensorflow_backend', 'miscnn_lite/models.py'),
+                                    'miscnn_lite.models._tensorflow_onednn': ('models.html#_tensorflow_onednn', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._torch_backend': ('models.html#_torch_backend', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._upsample': ('models.html#_upsample', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models._validate_unet_args': ('models.html#_validate_unet_args', 'miscnn_lite/models.py'),

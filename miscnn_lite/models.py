@@ -62,15 +62,19 @@ def channels_first_call(op, inputs, *args, **kwargs):
 
 # %% ../nbs/06_models.ipynb #0d1e2f3a
 @functools.lru_cache(maxsize=None)
-def _onednn_kernels() -> bool:
-    """Whether TensorFlow runs its oneDNN CPU kernels in this process (its choice, or `TF_ENABLE_ONEDNN_OPTS`;
-    fixed once TensorFlow has decided). False on other backends and where TensorFlow cannot say."""
-    if not _tensorflow_backend(): return False
+def _tensorflow_onednn() -> bool:
+    "TensorFlow's answer: are its oneDNN CPU kernels on in this process? (decided once per process)"
     try:
         from tensorflow.python.util import _pywrap_util_port
-    except ImportError:
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):                # no TensorFlow, or a version without this query
         return False
-    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _onednn_kernels() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (its own choice, or `TF_ENABLE_ONEDNN_OPTS`;
+    fixed once TensorFlow has decided). False on other backends and where TensorFlow cannot say."""
+    return _tensorflow_backend() and _tensorflow_onednn()
 
 
 # %% ../nbs/06_models.ipynb #009be672
@@ -84,6 +88,9 @@ class SliceConv3D(layers.Conv3D):
     slices = None      # None: slices where they are the faster route (`_use_slices`); True / False: always / never
 
     def _use_slices(self) -> bool:
+        """Slices on TensorFlow without oneDNN kernels or for a dilated kernel; `slices` True / False forces it.
+        Read when the layer is traced: set `slices` before the first call (a copy, clone or loaded model starts
+        at None). Both routes give the same result; only the speed differs."""
         if not (_tensorflow_backend() and self.padding == "same" and self.groups == 1
                 and self.data_format == "channels_last"):
             return False
@@ -173,7 +180,7 @@ def _check_choice(name: str, value, choices) -> None:
 # %% ../nbs/06_models.ipynb #f095cb2b
 def _conv_cls(ndim: int, transpose: bool = False):
     """Convolution class for `ndim` spatial axes: Keras's `Conv2D` / `Conv2DTranspose`, and for
-    3D the drop-in `SliceConv3D` / `ShuffleConv3DTranspose` (same weights, faster on a CPU)."""
+    3D the drop-in `SliceConv3D` / `ShuffleConv3DTranspose` (same weights; each takes the faster route it has)."""
     if ndim == 3: return ShuffleConv3DTranspose if transpose else SliceConv3D
     return getattr(layers, f"Conv{ndim}D{'Transpose' if transpose else ''}")
 
