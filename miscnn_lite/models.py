@@ -90,7 +90,8 @@ class SliceConv3D(layers.Conv3D):
     def _use_slices(self) -> bool:
         """Slices on TensorFlow without oneDNN kernels or for a dilated kernel; `slices` True / False forces it.
         Read when the layer is traced: set `slices` before the first call (a copy, clone or loaded model starts
-        at None). Both routes give the same result; only the speed differs."""
+        at None). Both routes compute the same convolution, up to float rounding (which a training run amplifies:
+        the same seed gives other numbers on the other route)."""
         if not (_tensorflow_backend() and self.padding == "same" and self.groups == 1
                 and self.data_format == "channels_last"):
             return False
