@@ -66,8 +66,9 @@ def main():
         xs = np.concatenate([ds.batch(i)[0] for i in range(steps)])
         ys = np.concatenate([ds.batch(i)[1] for i in range(steps)])
         vs_torch = pytorch_reference(xs[:2], ys[:2], base, epochs * 3)
-        print(f"onednn_kernels: {_onednn_kernels()} (SliceConv3D computes slices "
-              f"{'for dilated kernels only' if _onednn_kernels() else 'for every convolution'})")
+        onednn = _onednn_kernels()
+        print(f"onednn_kernels: {onednn} (SliceConv3D computes slices "
+              f"{'for dilated kernels only' if onednn else 'for every convolution'})")
         for name, (ours, theirs) in vs_torch.items():
             print(f"{name}: Keras {ours * 1e3:.0f} ms, plain PyTorch {theirs * 1e3:.0f} ms per step")
             print(f"{name}: {ours / theirs:.3f}")

@@ -143,18 +143,22 @@ def _weights_after_one_sgd_step(layer, x, target):
     return [np_(w) for w in model.get_weights()]
 
 
-@pytest.mark.parametrize("native,ours", [
-    (lambda: layers.Conv3D(4, 3, padding="same"), lambda: SliceConv3D(4, 3, padding="same")),
-    (lambda: layers.Conv3D(4, 3, strides=2, padding="same", use_bias=False),
-     lambda: SliceConv3D(4, 3, strides=2, padding="same", use_bias=False)),
+_PLAIN = (lambda: layers.Conv3D(4, 3, padding="same"), lambda: SliceConv3D(4, 3, padding="same"))
+_STRIDED = (lambda: layers.Conv3D(4, 3, strides=2, padding="same", use_bias=False),
+            lambda: SliceConv3D(4, 3, strides=2, padding="same", use_bias=False))
+
+
+@pytest.mark.parametrize("native,ours,slices", [
+    (*_PLAIN, None), (*_STRIDED, None),
     (lambda: layers.Conv3D(4, (1, 3, 3), dilation_rate=(1, 2, 2), padding="same"),
-     lambda: SliceConv3D(4, (1, 3, 3), dilation_rate=(1, 2, 2), padding="same")),
-    (lambda: layers.Conv3D(4, 3, padding="valid"), lambda: SliceConv3D(4, 3, padding="valid")),
-    (lambda: layers.Conv3DTranspose(4, 2, strides=2), lambda: ShuffleConv3DTranspose(4, 2, strides=2)),
+     lambda: SliceConv3D(4, (1, 3, 3), dilation_rate=(1, 2, 2), padding="same"), None),
+    (lambda: layers.Conv3D(4, 3, padding="valid"), lambda: SliceConv3D(4, 3, padding="valid"), None),
+    (lambda: layers.Conv3DTranspose(4, 2, strides=2), lambda: ShuffleConv3DTranspose(4, 2, strides=2), None),
     (lambda: layers.Conv3DTranspose(4, 3, strides=2, padding="same"),
-     lambda: ShuffleConv3DTranspose(4, 3, strides=2, padding="same")),
-], ids=["3x3x3", "strided", "dilated", "valid", "transposed2x2x2", "transposed3x3x3"])
-@pytest.mark.parametrize("slices", [None, True], ids=["route", "slices"])
+     lambda: ShuffleConv3DTranspose(4, 3, strides=2, padding="same"), None),
+    (*_PLAIN, True), (*_STRIDED, True),          # the slices forced, where the route may take Keras's Conv3D
+], ids=["3x3x3", "strided", "dilated", "valid", "transposed2x2x2", "transposed3x3x3", "3x3x3-slices",
+        "strided-slices"])
 def test_3d_layers_equal_keras_layers_on_this_backend(native, ours, slices):
     """The 3D layers the U-Nets use compute Keras's Conv3D / Conv3DTranspose on every backend (TensorFlow:
     slices where they are faster, or forced, and shuffles; torch: channels-first views): same outputs, same
