@@ -280,3 +280,44 @@ def test_tumor_sizes_splits_the_small_tumors_by_contrast(tmp_path, capsys):
         tumor_sizes.tumor_contrast(tmp_path / "run", None, {"case_b": labels["case_b"]})
     with pytest.raises(SystemExit, match="--contrast-bins 70.0 40.0"):
         tumor_sizes.main(["--contrast", "--contrast-bins", "70", "40", str(tmp_path / "run")])
+
+
+def test_tumor_rule_ceiling_against_a_hand_computed_run(tmp_path, capsys):
+    import nibabel as nib
+    import tumor_rule_ceiling as ceiling
+
+    def save(array, *parts):
+        path = tmp_path.joinpath("run", *parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(array.astype(np.uint8), np.eye(4)), path)
+
+    shape = (6, 6, 12)
+    # case_a: true tumors T1 (8 voxels) and T2 (8 voxels); the network predicts all of T1, half of T2 and a false
+    # 4-voxel component; the rule keeps only T1's component. case_b: tumor-free, a false component the rule keeps.
+    truth, before = np.zeros(shape), np.ones(shape)                      # kidney everywhere else in the predictions
+    truth[0:2, 0:2, 0:2] = truth[0:2, 0:2, 8:10] = 2
+    before[0:2, 0:2, 0:2] = 2                                             # T1 found whole
+    before[0:2, 0:2, 8] = 2                                               # T2: 4 of 8 voxels
+    before[4:6, 4:6, 4] = 2                                               # false, 4 voxels
+    after = before.copy()
+    after[0:2, 0:2, 8] = after[4:6, 4:6, 4] = 1
+    save(truth, "phantoms", "case_a", "segmentation.nii.gz")
+    save(before, "fold_0", "predictions", "case_a.nii.gz")
+    save(after, "fold_0", "predictions_postprocessed", "case_a.nii.gz")
+    free = np.ones(shape)
+    free[3:5, 3:5, 3] = 2                                                 # a false tumor in a tumor-free case
+    save(np.zeros(shape), "phantoms", "case_b", "segmentation.nii.gz")
+    save(free, "fold_1", "predictions", "case_b.nii.gz")
+    save(free, "fold_1", "predictions_postprocessed", "case_b.nii.gz")
+    got = ceiling.run_figures(tmp_path / "run")
+    # case_a: before 2·12/(16+16), rule 2·8/(16+8), oracle (T1 and T2's components) 2·12/(16+12); case_b: 0, 0, 1
+    assert got == {"before": pytest.approx((24 / 32 + 0) / 2), "rule": pytest.approx((16 / 24 + 0) / 2),
+                   "oracle": pytest.approx((24 / 28 + 1) / 2), "cases": 2, "found": 2, "deleted": 1, "free": 1,
+                   "free_kept": 1}
+    ceiling.main([str(tmp_path / "run")])
+    assert capsys.readouterr().out.splitlines()[-1] == "| run | 0.375 | 0.333 | 0.929 | 1 of 2 | 1 of 1 |"
+    (tmp_path / "run" / "fold_1" / "predictions_postprocessed" / "case_b.nii.gz").unlink()
+    with pytest.raises(SystemExit, match="case_b.nii.gz: missing"):
+        ceiling.run_figures(tmp_path / "run")
+    with pytest.raises(SystemExit, match="finished kits19_cv run on phantoms"):
+        ceiling.run_figures(tmp_path / "fold_0")
