@@ -1,11 +1,12 @@
-"""How much a tumor rule could gain on a finished `kits19_cv` run: the ceiling of any rule that keeps or drops whole
-predicted tumor components.
+"""How much a tumor rule could gain on a finished `kits19_cv` run: a practical ceiling for rules that keep or drop
+whole predicted tumor components.
 
     python bench/tumor_rule_ceiling.py RUN_DIR ...
 
 The rule of `kits19_cv` (`tune_postprocessing`) decides per predicted tumor component whether it stays tumor or becomes
-kidney, by its size against the case's kidney (and whether it is the largest). No such rule can do better than an
-oracle that keeps exactly the components that touch a true tumor and drops every other one. Per run this prints the
+kidney, by its size against the case's kidney (and whether it is the largest). An oracle keeps exactly the components
+that touch a true tumor and drops every other one: a practical ceiling for such rules (not a strict one: dropping a
+mostly false component that touches a true tumor could still raise a case's Dice). Per run this prints the
 mean tumor Dice over the validation cases (tumor-free ones score 1 without a predicted tumor, else 0, as in the run):
 
 - `before`: the saved predictions (`fold_K/predictions`, kidney post-processing done, no tumor rule);
