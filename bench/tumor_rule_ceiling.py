@@ -24,13 +24,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from miscnn_lite.evaluation import confusion, dice
+
 TUMOR = 2
 FULL = np.ones((3, 3, 3), bool)      # 26-connectivity, as the rule's components
-
-
-def dice(reference: np.ndarray, prediction: np.ndarray) -> float:
-    total = reference.sum() + prediction.sum()
-    return 1.0 if total == 0 else float(2 * (reference & prediction).sum() / total)
 
 
 def oracle(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -59,9 +56,9 @@ def run_figures(run: Path) -> dict:
                 raise SystemExit(f"{post_path}: missing; the run did not finish its tumor rule.")
             reference = load(run / "phantoms" / case / "segmentation.nii.gz") == TUMOR
             before, after = load(path), load(post_path)
-            scores["before"].append(dice(reference, before == TUMOR))
-            scores["rule"].append(dice(reference, after == TUMOR))
-            scores["oracle"].append(dice(reference, oracle(before, reference)))
+            scores["before"].append(dice(confusion(reference, before == TUMOR)))
+            scores["rule"].append(dice(confusion(reference, after == TUMOR)))
+            scores["oracle"].append(dice(confusion(reference, oracle(before, reference))))
             if not reference.any():
                 free += 1
                 free_kept += bool((after == TUMOR).any())
