@@ -233,6 +233,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._check_replace_with': ( 'evaluation.html#_check_replace_with',
                                                                                         'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation._check_tolerance': ( 'evaluation.html#_check_tolerance',
+                                                                                     'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._components': ('evaluation.html#_components', 'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._connectivity_structure': ( 'evaluation.html#_connectivity_structure',
                                                                                             'miscnn_lite/evaluation.py'),

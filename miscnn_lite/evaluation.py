@@ -45,9 +45,11 @@ __all__ = ['CELL_CORNERS', 'METRICS', 'DEFAULT_METRICS', 'KITS19_REGIONS', 'TIDY
 def check_spacing_for(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
     "`spacing` as `ndim` positive floats (mm per array axis); a clear error when missing or invalid."
     if spacing is None:
+        axes, ones = ("(sz, sy, sx)", "(1, 1, 1)") if ndim == 3 else ("(sy, sx)", "(1, 1)") if ndim == 2 else \
+            ("one value per axis", "1 per axis")
         raise MiscnnError(f"{name} is missing: distance and volume metrics need the voxel size. Pass "
-                         f"{name}=(sz, sy, sx) in mm (io.spacing_from_affine(affine) gives it), "
-                         "or (1, 1, 1) to measure in voxels.")
+                         f"{name}={axes} in mm (io.spacing_from_affine(affine) gives it), "
+                         f"or {ones} to measure in voxels.")
     return check_spacing(spacing, name=name, ndim=ndim)
 
 # %% ../nbs/09_evaluation.ipynb #3a4014a7
@@ -62,10 +64,13 @@ def check_same_grid(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.n
 
 # %% ../nbs/09_evaluation.ipynb #3114d917
 def check_image_axes(array: np.ndarray, name: str = "reference") -> None:
-    "Raise unless `array` is 2D (H, W) or 3D (D, H, W)."
+    "Raise unless `array` is a 2D (H, W) or 3D (D, H, W) array with at least one voxel."
     if array.ndim not in (2, 3):
         raise MiscnnError(f"{name} has {array.ndim} axes (shape {array.shape}); a 2D (H, W) or 3D (D, H, W) "
                          "label map is expected. Take argmax over a channel axis, or squeeze it, first.")
+    if array.size == 0:
+        raise MiscnnError(f"{name} has no voxels (shape {array.shape}): nothing to score. Check the crop or slice "
+                          "that produced it.")
 
 # %% ../nbs/09_evaluation.ipynb #20a10f51
 def check_label_map(label_map: np.ndarray, name: str = "label map") -> np.ndarray:
@@ -117,7 +122,9 @@ def confusion(reference: np.ndarray, prediction: np.ndarray) -> Confusion:
 # %% ../nbs/09_evaluation.ipynb #270268b0
 def undefined_ratio(numerator: float, denominator: float, c: Confusion,
                     best: float = 1.0, worst: float = 0.0) -> float:
-    "`numerator / denominator`, or the empty-mask convention when the denominator is 0."
+    """`numerator / denominator`, or the empty-mask convention when the denominator is 0: `best` when
+    prediction and reference agree on every voxel (e.g. Dice 1 for two empty masks), `worst` otherwise
+    (medpy returns NaN or 0 there; the table "When a ratio is undefined" compares the libraries)."""
     if denominator == 0:
         return best if c.identical else worst
     return numerator / denominator
@@ -305,7 +312,8 @@ def mahalanobis_distance(reference: np.ndarray, prediction: np.ndarray, spacing=
 
 # %% ../nbs/09_evaluation.ipynb #22506457
 def surface_voxels(mask: np.ndarray, connectivity: int = 1) -> np.ndarray:
-    "Boolean map of the voxels of `mask` that touch background (or the image border) via a face."
+    """Boolean map of the voxels of `mask` that touch background (or the image border): through a face
+    (`connectivity=1`, medpy's and MONAI's surface), or also through an edge (2) or a corner (3)."""
     mask = np.asarray(mask, bool)
     structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
@@ -370,7 +378,9 @@ def surface_distances(reference: np.ndarray, prediction: np.ndarray, spacing=Non
 
 # %% ../nbs/09_evaluation.ipynb #144ecb91
 def hausdorff_distance(d: SurfaceDistances, percentile: float = 100.0) -> float:
-    "Hausdorff distance (mm) at `percentile` (100: maximum; 95: HD95) of both directions pooled."
+    """Hausdorff distance (mm) at `percentile` (100: maximum; 95: HD95) of both directions pooled.
+    Empty masks: 0 when both are empty, the image diagonal when one is (medpy raises, DeepMind's
+    surface-distance gives inf; a finite worst case keeps means over cases finite)."""
     if not 0 < percentile <= 100:
         raise MiscnnError(f"percentile {percentile} must be in (0, 100], e.g. 95 for HD95.")
     if not d.comparable:
@@ -381,7 +391,8 @@ def hausdorff_distance(d: SurfaceDistances, percentile: float = 100.0) -> float:
 # %% ../nbs/09_evaluation.ipynb #50c797df
 def average_surface_distance(d: SurfaceDistances, symmetric: bool = True) -> float:
     """Mean surface distance (mm) over the surface voxels of both masks pooled (ASSD), or over the
-    prediction's surface only (`symmetric=False`, directed prediction→reference)."""
+    prediction's surface only (`symmetric=False`, directed prediction→reference). Empty masks: 0 when
+    both are empty, the image diagonal when one is, as `hausdorff_distance`."""
     if not d.comparable:
         return 0.0 if d.reference_empty and d.prediction_empty else d.diagonal_mm
     if not symmetric:
@@ -389,8 +400,15 @@ def average_surface_distance(d: SurfaceDistances, symmetric: bool = True) -> flo
     return float(np.concatenate([d.reference_to_prediction, d.prediction_to_reference]).mean())
 
 # %% ../nbs/09_evaluation.ipynb #dfd7487a
+def _check_tolerance(tolerance_mm) -> None:
+    if not (is_finite_number(tolerance_mm) and tolerance_mm >= 0):
+        raise MiscnnError(f"tolerance_mm={tolerance_mm!r}: give the largest surface distance that counts as a match, "
+                          "in mm (a number >= 0, e.g. the slice thickness).")
+
 def surface_dice(d: SurfaceDistances, tolerance_mm: float = 1.0) -> float:
-    "Fraction of both surfaces' voxels lying within `tolerance_mm` of the other surface."
+    """Fraction of both surfaces' voxels lying within `tolerance_mm` (≥ 0) of the other surface; 1 when
+    both masks are empty, 0 when one is."""
+    _check_tolerance(tolerance_mm)
     if not d.comparable:
         return 1.0 if d.reference_empty and d.prediction_empty else 0.0
     close = (np.count_nonzero(d.reference_to_prediction <= tolerance_mm)
@@ -399,7 +417,8 @@ def surface_dice(d: SurfaceDistances, tolerance_mm: float = 1.0) -> float:
 
 # %% ../nbs/09_evaluation.ipynb #505cb921
 def surface_overlap(d: SurfaceDistances, tolerance_mm: float = 1.0, prediction_to_reference: bool = True) -> float:
-    "Fraction of one surface (prediction's by default) within `tolerance_mm` of the other."
+    "Fraction of one surface (prediction's by default) within `tolerance_mm` (≥ 0) of the other."
+    _check_tolerance(tolerance_mm)
     if not d.comparable:
         return 1.0 if d.reference_empty and d.prediction_empty else 0.0
     distances = d.prediction_to_reference if prediction_to_reference else d.reference_to_prediction
@@ -491,7 +510,9 @@ def surfels(reference: np.ndarray, prediction: np.ndarray, spacing=None) -> Surf
 
 # %% ../nbs/09_evaluation.ipynb #1a6d24ef
 def surfel_surface_dice(s: Surfels, tolerance_mm: float = 1.0) -> float:
-    "Surface area of both masks within `tolerance_mm` of the other surface, over their total area."
+    """Surface area of both masks within `tolerance_mm` (≥ 0) of the other surface, over their total
+    area; 1 when both masks are empty, 0 when one is."""
+    _check_tolerance(tolerance_mm)
     if s.reference_empty or s.prediction_empty:
         return 1.0 if s.reference_empty and s.prediction_empty else 0.0
     close = (s.reference_areas[s.reference_distances <= tolerance_mm].sum()
@@ -505,10 +526,16 @@ def _as_float_pair(reference, prediction):
 
 # %% ../nbs/09_evaluation.ipynb #a59f84af
 def _data_range(reference: np.ndarray, data_range: float | None) -> float:
-    value = float(reference.max() - reference.min()) if data_range is None else float(data_range)
+    "`data_range` checked, or the reference's max - min when it is None."
+    if data_range is not None:
+        if not (is_finite_number(data_range) and data_range > 0):
+            raise MiscnnError(f"data_range={data_range!r}: give the intensity range of the modality as a positive "
+                              "number, e.g. 4095 for 12-bit CT, or None for the reference's max - min.")
+        return float(data_range)
+    value = float(reference.max() - reference.min())
     if value <= 0:
-        raise MiscnnError(f"data_range {value}: the reference is constant. Pass data_range= (the "
-                         "intensity range of the modality, e.g. 4095 for 12-bit CT).")
+        raise MiscnnError(f"data_range: the reference is constant ({reference.min():g}), so its max - min is 0. Pass "
+                          "data_range= (the intensity range of the modality, e.g. 4095 for 12-bit CT).")
     return value
 
 # %% ../nbs/09_evaluation.ipynb #456f6df1
@@ -530,13 +557,18 @@ def root_mean_squared_error(reference, prediction) -> float:
 
 # %% ../nbs/09_evaluation.ipynb #0386d32a
 def normalized_root_mean_squared_error(reference, prediction, data_range: float | None = None) -> float:
-    "RMSE / data_range (default: reference max - min)."
-    return root_mean_squared_error(reference, prediction) / _data_range(np.asarray(reference, np.float64), data_range)
+    "RMSE / data_range (default: reference max - min); 0 for identical images."
+    rmse = root_mean_squared_error(reference, prediction)
+    if data_range is None and rmse == 0:
+        return 0.0                                    # identical, even when constant
+    return rmse / _data_range(np.asarray(reference, np.float64), data_range)
 
 # %% ../nbs/09_evaluation.ipynb #ceb20348
 def peak_signal_to_noise_ratio(reference, prediction, data_range: float | None = None) -> float:
     "10·log10(data_range² / MSE) in dB; inf for identical images."
     mse = mean_squared_error(reference, prediction)
+    if data_range is None and mse == 0:
+        return math.inf                               # identical, even when constant
     data_range = _data_range(np.asarray(reference, np.float64), data_range)
     return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
 
@@ -551,7 +583,7 @@ def coefficient_of_determination(reference, prediction) -> float:
 
 # %% ../nbs/09_evaluation.ipynb #90cc6a58
 def structural_similarity(reference, prediction, data_range: float | None = None, window: int = 7) -> float:
-    "Mean SSIM over (D, H, W) or (H, W) images with a `window`-voxel box filter, in [-1, 1]."
+    "Mean SSIM over (D, H, W) or (H, W) images with a `window`-voxel box filter, in [-1, 1]; 1 for identical images."
     x, y = _as_float_pair(reference, prediction)
     if not (is_whole_number(window) and window >= 3 and window % 2):
         raise MiscnnError(f"window={window!r}: the SSIM window is an odd number of voxels >= 3, e.g. 7.")
@@ -559,7 +591,10 @@ def structural_similarity(reference, prediction, data_range: float | None = None
     if min(x.shape) < window:
         raise MiscnnError(f"image shape {x.shape} is smaller than the SSIM window {window} on some axis; "
                          "pass a smaller odd window=, e.g. 3.")
-    c1, c2 = (0.01 * _data_range(x, data_range)) ** 2, (0.03 * _data_range(x, data_range)) ** 2
+    if data_range is None and np.array_equal(x, y):
+        return 1.0                                    # identical, even when constant
+    data_range = _data_range(x, data_range)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     mean = lambda a: ndimage.uniform_filter(a, size=window)
     n = window ** x.ndim
     mx, my = mean(x), mean(y)
@@ -576,6 +611,8 @@ class LabelPair:
     with the statistics many metrics share, computed on first use."""
     def __init__(self, reference: np.ndarray, prediction: np.ndarray, spacing=None):
         self.reference, self.prediction = check_same_grid(reference, prediction)
+        if spacing is not None:                  # a wrong spacing fails now, not when a distance metric is added
+            check_spacing_for(spacing, self.reference.ndim)
         self._spacing = spacing
 
     @property
@@ -739,7 +776,7 @@ def check_binary_mask(mask, name: str = "mask") -> None:
 # %% ../nbs/09_evaluation.ipynb #2dc2149a
 def compute_metrics(reference: np.ndarray, prediction: np.ndarray, spacing=None,
                     metrics: Iterable[str | Metric] | str | None = None) -> dict[str, float]:
-    """Named metrics of a binary (D, H, W) prediction against a binary reference.
+    """Named metrics of a binary (D, H, W) or (H, W) prediction against a binary reference.
 
     Args:
         spacing: mm per axis; required by distance, volume and area metrics.
@@ -747,10 +784,12 @@ def compute_metrics(reference: np.ndarray, prediction: np.ndarray, spacing=None,
     Returns:
         {metric name: float}."""
     metrics = get_metrics(metrics)
+    reference, prediction = check_same_grid(reference, prediction)
+    check_image_axes(reference, "reference")
     if any(m.kind == "label" for m in metrics):
         for name, mask in (("reference", reference), ("prediction", prediction)):
             check_binary_mask(mask, name)
-    pair = LabelPair(np.asarray(reference), np.asarray(prediction), spacing)
+    pair = LabelPair(reference, prediction, spacing)
     return {m.name: float(m.compute(pair)) for m in metrics}
 
 # %% ../nbs/09_evaluation.ipynb #f77cd906
@@ -819,17 +858,23 @@ def evaluate_case(reference: np.ndarray, prediction: np.ndarray, spacing=None, l
 # %% ../nbs/09_evaluation.ipynb #c9cf39f3
 def evaluate_cases(cases: Iterable[tuple[str, np.ndarray, np.ndarray, object]], labels=None, metrics=None,
                    progress: bool = False) -> pd.DataFrame:
-    """Tidy table over cases; `cases` yields (case_id, reference, prediction, spacing)."""
+    """Tidy table over cases; `cases` yields (case_id, reference, prediction, spacing) with distinct case ids.
+    A region absent from both maps of a case scores as `evaluate_case(require_labels=False)` does (Dice 1,
+    distance 0) and enters the means; nnU-Net and MONAI leave such cases out (NaN)."""
     if progress:
         from tqdm.auto import tqdm
         cases = tqdm(cases, desc="evaluate", unit="case")
-    tables, seen, in_references = [], set(), set()
+    tables, seen, in_references, ids = [], set(), set(), set()
     for item in cases:
         if not isinstance(item, (tuple, list)) or len(item) != 4:
             raise MiscnnError(f"cases: each item is (case_id, reference, prediction, spacing), got "
                               f"{type(item).__name__} of {len(item) if isinstance(item, (tuple, list)) else 1}; give "
                               "spacing=None for metrics without distances.")
         case_id, reference, prediction, spacing = item
+        if case_id in ids:
+            raise MiscnnError(f"cases: case id {case_id!r} occurs twice; give each case its own id (the tables and "
+                              "their means count one row per case and label).")
+        ids.add(case_id)
         tables.append(evaluate_case(reference, prediction, spacing, labels, metrics, case_id, require_labels=False))
         if labels is not None:
             seen |= set(_present_labels(np.asarray(reference), np.asarray(prediction)))
