@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['LOCKED_COMMANDS', 'build_parser', 'main']
+__all__ = ['LOCKED_COMMANDS', 'build_parser', 'Terminated', 'main']
 
 # %% ../nbs/13_cli.ipynb #b4763700
 def _key_value(text: str):
@@ -74,6 +74,7 @@ def _cmd_phantoms(args) -> int:
                           f"smaller volumes cannot show kidneys), e.g. --shape {words(DEFAULT_SHAPE)}.")
     shape = {"shape": tuple(args.shape)} if args.shape else {}
     spacing = {"spacing": tuple(args.spacing)} if args.spacing else {}
+    had_files = args.out.is_dir() and any(args.out.iterdir())
     if args.pictures:
         if args.layout != "kits19" or args.contrast_phase != "venous":
             raise MiscnnError("--layout and --contrast-phase are options of 3D phantoms; --pictures writes venous "
@@ -84,8 +85,8 @@ def _cmd_phantoms(args) -> int:
         out = make_phantom_dataset(args.out, n_cases=args.cases, seed=args.seed, **shape, **spacing,
                                    layout=args.layout, contrast_phase=args.contrast_phase, progress=not args.quiet,
                                    overwrite=args.overwrite)
-    print(f"{args.cases} phantom {'pictures' if args.pictures else 'cases'} in {out} (identical ones already there "
-          "were kept)")
+    print(f"{args.cases} phantom {'pictures' if args.pictures else 'cases'} in {out}"
+          + (" (identical ones already there were kept)" if had_files else ""))
     return 0
 
 # %% ../nbs/13_cli.ipynb #e18e4c46
@@ -135,7 +136,7 @@ def _add_info(sub) -> None:
 # %% ../nbs/13_cli.ipynb #343e37f8
 def _cmd_evaluate(args) -> int:
     from miscnn_lite.evaluation import evaluate_paths, unmatched_cases
-    metrics = args.metrics.split(",") if args.metrics else None
+    metrics = args.metrics                 # None: the defaults; "" is refused as an empty list
     table = evaluate_paths(args.reference, args.prediction, labels=args.labels, metrics=metrics, out=args.out,
                            resample=args.resample)
     print(f"{len(table)} rows written to {args.out}")
@@ -421,17 +422,28 @@ def _message(e: BaseException, limit: int = 2000) -> str:
 # %% ../nbs/13_cli.ipynb #417e3bbd
 LOCKED_COMMANDS = ("cv", "experiment", "sweep")   # train and predict take the lock in their own functions
 
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (`kill`, `timeout`, `docker stop`, Slurm) raised in the main thread: cleaned up as Ctrl-C is."
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `miscnn-lite` console script."
+    import signal
+    import threading
     import warnings
     args = build_parser().parse_args(argv)
     python_format = warnings.formatwarning   # a warning is one line for the user, not Python's file:line and source
     warnings.formatwarning = lambda message, *_, **__: f"miscnn-lite {args.command}: warning: {message}\n"
+    in_main = threading.current_thread() is threading.main_thread()   # only there can a handler be set
+    python_term = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
         return args.func(args) if args.command not in LOCKED_COMMANDS else _run_locked(args)
-    except KeyboardInterrupt:
-        print(f"miscnn-lite {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"miscnn-lite {args.command}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         if _is_user_error(e):
             print(f"miscnn-lite {args.command}: error: {_message(e)}", file=sys.stderr)
@@ -444,3 +456,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         warnings.formatwarning = python_format
+        if in_main:
+            signal.signal(signal.SIGTERM, python_term)

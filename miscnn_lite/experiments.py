@@ -263,7 +263,8 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
         except pm.PapermillExecutionError as e:
             failed = output.with_suffix(".failed.ipynb")
             os.replace(tmp, failed)
-            raise ExperimentFailed(f"{notebook.name}: cell {e.exec_count} failed with {e.ename}: {e.evalue}. "
+            raise ExperimentFailed(f"{notebook.name}: cell {e.exec_count} failed with {e.ename}: "
+                                   f"{str(e.evalue).rstrip('.')}. "
                                    f"The executed notebook is kept at {failed}.", failed) from None
     return output
 
@@ -426,7 +427,11 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
     own = None
     if executor is None and scheduler is not None:
         from distributed import Client
-        own = Client(scheduler)
+        try:
+            own = Client(scheduler)
+        except (ValueError, OSError, TimeoutError) as e:     # a malformed address, or nothing answers there
+            raise MiscnnError(f"scheduler {scheduler!r}: {e}. Give the address of a running Dask scheduler as "
+                              "host:port, e.g. tcp://10.0.0.5:8786 (--scheduler).") from None
         executor = own.get_executor()
     elif executor is None:                                # spawn: safe after TensorFlow/torch are imported
         import multiprocessing

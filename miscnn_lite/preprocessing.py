@@ -696,6 +696,8 @@ def preprocess_dataset(cases, pipeline: Pipeline, out, progress: bool = False) -
         raise MiscnnError(f"{out}: holds files an earlier preprocess did not write ({', '.join(foreign[:3])}"
                           f"{', ...' if len(foreign) > 3 else ''}); give an empty or new folder for the "
                           "preprocessed dataset.")
+    for stale in out.glob(".preprocess.*"):              # the staging folder of a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     items = _iter_cases(cases)
     if progress:
         from tqdm.auto import tqdm

@@ -1115,7 +1115,7 @@ def _unpredicted_error(failed: list, written: list, out) -> MiscnnError:
     """One error for the inputs `predict` could not predict (`failed`: their errors), naming each of them
     and what was written (`written`: prediction paths in `out`); the type of the errors if they share one."""
     kinds = {type(e) for e in failed}
-    shown = "; ".join(str(e) for e in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+    shown = "; ".join(str(e).rstrip(".") for e in failed[:3]) + ("; ..." if len(failed) > 3 else "")
     done = (f"The {len(written)} other prediction(s) are written in {out}: "
             f"{', '.join(str(Path(r).relative_to(out)) for r in written[:3])}{', ...' if len(written) > 3 else ''}."
             if written else f"Nothing was written to {out}.")

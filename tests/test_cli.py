@@ -421,3 +421,35 @@ def test_phantoms_command_spacing_layout_and_phase(tmp_path):
     assert r.returncode == 2 and "contrast_phase 'delayed'" in r.stderr and not (tmp_path / "bad").exists()
     r = run("phantoms", "--out", tmp_path / "pics", "--pictures", "--layout", "nnunet")
     assert r.returncode == 2 and "--layout and --contrast-phase" in r.stderr
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
+    """`kill`, `timeout`, `docker stop` and Slurm send SIGTERM: the command stops as on Ctrl-C, exit 143, and
+    leaves no temporary file."""
+    import signal
+    import time
+    out = tmp_path / "ph"
+    proc = subprocess.Popen([EXE, "phantoms", "--out", str(out), "--cases", "400", "--shape", "24", "48", "48",
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("case_*/segmentation.nii.gz"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "miscnn-lite phantoms: terminated" in err, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    written = list(out.glob("case_*/imaging.nii.gz"))
+    assert 2 <= len(written) < 400                                    # stopped part-way, the cases written kept
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name], sorted(p.name for p in out.rglob("*.tmp*"))
+
+
+def test_evaluate_refuses_an_empty_metric_list(tmp_path):
+    label = np.zeros((5, 10, 12), np.uint8)
+    label[1:3, 2:6, 2:6] = 1
+    save_case(case_from_arrays(np.zeros((5, 10, 12), np.int16), label, spacing=(3.0, 1.0, 1.0), case_id="case_00000"),
+              tmp_path / "ref")
+    r = run("evaluate", "--reference", tmp_path / "ref", "--prediction", tmp_path / "ref", "--metrics", "",
+            "--out", tmp_path / "m.csv")
+    assert r.returncode == 2 and "metrics is empty" in r.stderr, r.stderr
+    assert not (tmp_path / "m.csv").exists()

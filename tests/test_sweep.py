@@ -54,9 +54,11 @@ def test_sweep_command_line_with_processes(tmp_path):
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(tmp_path / "out" / "sweep.csv")
     assert list(table["kidney_dice"]) == [0.2, 0.3]
-    r = subprocess.run([str(exe), "sweep", str(grid), "--out", str(tmp_path / "o2"), "--scheduler", "tcp://127.0.0.1:1"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0
+    for address in ("tcp://127.0.0.1:1", "notanaddress"):        # nothing listens there; not an address at all
+        r = subprocess.run([str(exe), "sweep", str(grid), "--out", str(tmp_path / "o2"), "--scheduler", address],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and f"scheduler {address!r}: " in r.stderr, r.stderr
+        assert "running Dask scheduler as host:port" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_a_failed_job_reports_no_earlier_result(tmp_path):
