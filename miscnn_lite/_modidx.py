@@ -1221,6 +1221,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                           'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing._iter_cases': ( 'preprocessing.html#_iter_cases',
                                                                                       'miscnn_lite/preprocessing.py'),
+                                           'miscnn_lite.preprocessing._nearest_indices': ( 'preprocessing.html#_nearest_indices',
+                                                                                           'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing._pad': ('preprocessing.html#_pad', 'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing._plain': ( 'preprocessing.html#_plain',
                                                                                  'miscnn_lite/preprocessing.py'),

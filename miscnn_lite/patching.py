@@ -297,9 +297,11 @@ def _per_axis(value, name, n=3) -> tuple:
 # %% ../nbs/03_patching.ipynb #182e2b66
 def grid_starts(size: int, patch: int, overlap: float) -> list[int]:
     "Start indices of patches of length `patch` tiling an axis of length `size` with `overlap` in [0, 1)."
-    if not 0 <= overlap < 1:
-        raise MiscnnError(f"overlap: {overlap} must satisfy 0 <= overlap < 1 (0.5 = half a patch shared "
+    if not (is_finite_number(overlap) and 0 <= overlap < 1):
+        raise MiscnnError(f"overlap: {overlap!r} must satisfy 0 <= overlap < 1 (a number; 0.5 = half a patch shared "
                          "with each neighbour, as nnU-Net).")
+    if not (is_whole_number(patch) and patch >= 1):
+        raise MiscnnError(f"patch_shape: patch length {patch!r} must be a whole number of voxels >= 1.")
     if patch > size:
         raise MiscnnError(f"patch_shape: patch length {patch} exceeds the image length {size}. Pad the image "
                          "first (pad_to_shape) or call sliding_window_predict, which pads for you.")
@@ -313,6 +315,9 @@ def patch_grid(shape: Sequence[int], patch_shape: Sequence[int], overlap: float 
 
     `overlap` is a fraction 0 <= overlap < 1 of the patch shared with its neighbour, one value or
     one per axis. Returns a list of `(slice_z, slice_y, slice_x)` in C order."""
+    if len(shape) < 3:
+        raise MiscnnError(f"patch_grid: shape {tuple(shape)} has {len(shape)} axes; give the (D, H, W) shape of the "
+                          "volume (a 2D slice as (1, H, W)).")
     patch_shape = resolve_patch_shape(patch_shape, shape)
     overlaps = _per_axis(overlap, "overlap")
     axes = [grid_starts(s, p, o) for s, p, o in zip(shape[:3], patch_shape, overlaps)]
@@ -326,6 +331,9 @@ def patch_weights(patch_shape: Sequence[int], weighting: str = "gaussian", sigma
         return np.ones(tuple(patch_shape))
     if weighting != "gaussian":
         raise MiscnnError(f"weighting: {weighting!r} is not 'gaussian' or 'mean'.")
+    if not (is_finite_number(sigma_scale) and sigma_scale > 0):
+        raise MiscnnError(f"sigma_scale: {sigma_scale!r} must be a positive number, the Gaussian's σ over the patch "
+                          "length (nnU-Net: 1/8).")
     axes = [np.exp(-0.5 * ((np.arange(p) - (p - 1) / 2) / (p * sigma_scale)) ** 2) for p in patch_shape]
     w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     return w / w.max()

@@ -284,6 +284,13 @@ class MinMax(IntensityStep):
 _INTERPOLATORS = {0: sitk.sitkNearestNeighbor, 1: sitk.sitkLinear, 3: sitk.sitkBSpline}
 
 
+def _nearest_indices(size: int, new_size: int, spacing: float, new_spacing: float) -> np.ndarray:
+    """Index of the input voxel nearest to each output voxel's centre on one axis of two corner-aligned grids.
+    A centre exactly between two input voxels (every output voxel of a 2x coarser grid) takes the upper one,
+    as SimpleITK's rounding does, but always: the 1e-6 keeps floating-point noise from picking sides."""
+    centres = (np.arange(int(new_size)) + 0.5) * (new_spacing / spacing)    # in input voxels from the corner
+    return np.clip(np.floor(centres + 1e-6).astype(np.int64), 0, size - 1)
+
 def resample_array(array: np.ndarray, spacing, new_spacing, new_shape=None, order: int = 1) -> np.ndarray:
     """Resample `array` (D, H, W) or (D, H, W, C) from voxels of `spacing` mm to voxels of `new_spacing` mm.
 
@@ -297,25 +304,33 @@ def resample_array(array: np.ndarray, spacing, new_spacing, new_shape=None, orde
     shape = array.shape[:3]
     if new_shape is None:
         new_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, new_spacing))
+    elif not (len(new_shape) == 3 and all(is_whole_number(n) and n >= 1 for n in new_shape)):
+        raise MiscnnError(f"resample_array: new_shape={tuple(new_shape)!r}; give 3 whole numbers >= 1 (D, H, W), or "
+                          "None for round(shape · spacing / new_spacing).")
+    if not array.dtype.isnative:                          # big-endian arrays (from some NIfTI files) for SimpleITK
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.ndim == 4:
         return np.stack([resample_array(array[..., c], spacing, new_spacing, new_shape, order)
                          for c in range(array.shape[3])], axis=-1)
     if array.ndim != 3:
         raise MiscnnError(f"resample_array: expected a (D, H, W) or (D, H, W, C) array, got shape {array.shape}.")
-    dtype = array.dtype if order == 0 and array.dtype != bool else np.float32
+    if order == 0:                                        # nearest: indices in numpy, one rule for exact ties
+        return array[np.ix_(*(_nearest_indices(n, m, s, t) for n, m, s, t in zip(shape, new_shape, spacing,
+                                                                                   new_spacing)))]
+    dtype = np.float32
     source = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8 if array.dtype == bool else dtype))
     source.SetSpacing(spacing[::-1]); source.SetOrigin([s / 2 for s in spacing[::-1]])   # corner at 0 mm
     f = sitk.ResampleImageFilter()
     f.SetSize([int(n) for n in new_shape[::-1]]); f.SetOutputSpacing(new_spacing[::-1])
     f.SetOutputOrigin([t / 2 for t in new_spacing[::-1]]); f.SetInterpolator(_INTERPOLATORS[order])
     f.SetUseNearestNeighborExtrapolator(True)
-    out = sitk.GetArrayFromImage(f.Execute(source))
-    return out.astype(array.dtype if order == 0 else np.float32, copy=False)
+    return sitk.GetArrayFromImage(f.Execute(source)).astype(np.float32, copy=False)
 
 # %% ../nbs/02_preprocessing.ipynb #017e9c92
 def resample_label(label: np.ndarray, spacing, new_spacing, new_shape=None, mode: str = "nearest") -> np.ndarray:
-    """Resample an integer class map (D, H, W): mode 'nearest', or 'onehot' (linear per class + argmax).
-    Returns (new D, H, W) with the input dtype."""
+    """Resample an integer class map (D, H, W): mode 'nearest', or 'onehot' (linear per class + argmax; a tie
+    goes to the higher class, as in nnU-Net, so a structure one output voxel thick is kept). Returns (new D, H, W)
+    with the input dtype."""
     if mode == "nearest": return resample_array(label, spacing, new_spacing, new_shape, order=0)
     if mode != "onehot":
         raise MiscnnError(f"label_mode={mode!r}, expected 'nearest' or 'onehot'.")
@@ -323,7 +338,7 @@ def resample_label(label: np.ndarray, spacing, new_spacing, new_shape=None, mode
     for c in np.unique(label):
         p = resample_array((label == c).astype(np.float32), spacing, new_spacing, new_shape, order=1)
         if best is None: best, out = p, np.full(p.shape, c, dtype=label.dtype)
-        else: out[p > best] = c; np.maximum(best, p, out=best)
+        else: out[p >= best - 1e-6] = c; np.maximum(best, p, out=best)     # classes ascend: ties to the higher
     return out
 
 # %% ../nbs/02_preprocessing.ipynb #0e8e8dfd
