@@ -42,12 +42,14 @@ import hashlib
 import http.client
 import os
 import re
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -100,6 +102,11 @@ class ChecksumMismatchError(DownloadError):
 
 class UnsafePathError(DownloadError):
     "A file name would place a file outside the output folder."
+
+
+class HostNotFoundError(DownloadError):
+    """The server's host name does not resolve (no network, a proxy needed, a mistyped URL): no retry helps,
+    and every other file of the run would fail the same way, so the run stops at the first."""
 
 
 class LayoutError(DownloadError):
@@ -515,6 +522,16 @@ def download_file(job: DownloadJob, root: Path | str, book: ChecksumBook | None 
             last_problem = _http_error_message(e, job.url)
             continue
         except (_TransientError, urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            reason = getattr(e, "reason", None)
+            if isinstance(reason, socket.gaierror) and reason.errno in (socket.EAI_NONAME,
+                                                                        getattr(socket, "EAI_NODATA", None)):
+                if not part.exists() and dest.parent != root:
+                    with contextlib.suppress(OSError):
+                        dest.parent.rmdir()
+                host = urllib.parse.urlsplit(job.url).hostname
+                raise HostNotFoundError(f"{job.url}: the host name {host!r} cannot be resolved ({reason.strerror}): "
+                                        "check the network connection, the proxy or the URL, then run the same "
+                                        "command again.") from None
             last_problem = str(e.reason if isinstance(e, urllib.error.URLError) else e)
             if isinstance(getattr(e, "reason", None), socket.gaierror):
                 last_problem += "; the host name cannot be resolved: check the network connection or proxy"
@@ -599,6 +616,12 @@ def _run_jobs(jobs: list[DownloadJob], root: Path, book: ChecksumBook, workers: 
             for future in as_completed(futures):
                 try:
                     results.append(future.result())
+                except HostNotFoundError as e:      # every file would fail alike: stop the run here
+                    failures.append(e)
+                    progress.cancelled.set()
+                    for other in futures:
+                        other.cancel()
+                    break
                 except DownloadError as e:
                     failures.append(e)
                 except OSError as e:  # local trouble: disk full, permissions inside OUT
@@ -665,6 +688,8 @@ def download_cases(cases: list[int], out: Path | str, imaging_url: str | None = 
         bar.close()
     if failures:  # a ChecksumMismatchError when that is the only kind of failure, for callers to catch
         _remove_empty_folders(created)
+        if unresolved := [e for e in failures if isinstance(e, HostNotFoundError)]:
+            raise unresolved[0]
         kind = ChecksumMismatchError if all(isinstance(e, ChecksumMismatchError) for e in failures) else DownloadError
         lines = sorted(map(str, failures))        # one line per file: hundreds when the network is down
         more = [f"... and {len(lines) - 5} more files (all listed by --dry-run)"] if len(lines) > 5 else []
@@ -713,10 +738,18 @@ def _summary(results: list[DownloadResult], out: Path, n_cases: int) -> str:
     return f"{len(results)} files ({size_mb:.1f} MiB) in {out} [{parts}]; layout OK for {n_cases} cases"
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     "Command-line entry point; returns 0 on success, 2 on an error (printed as one paragraph)."
     args = build_parser(prog).parse_args(argv)
     name = prog or "download_kits19"
+    in_main = threading.current_thread() is threading.main_thread()
+    python_term = signal.getsignal(signal.SIGTERM) if in_main else None
+    if in_main and python_term in (signal.SIG_DFL, None):     # `kill`, `timeout`, Slurm: stop as on Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         cases = parse_cases(args.cases)
         if not args.no_segmentation and (unlabelled := [i for i in cases if i >= N_LABELLED_CASES]):
@@ -738,6 +771,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; run the same command again to resume.", file=sys.stderr)
         return 130
+    finally:
+        if in_main and python_term in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     print(_summary(results, args.out, len(cases)))
     return 0
 

@@ -531,6 +531,29 @@ def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(server, tmp_path):
 
 def test_unresolvable_host_says_network_and_leaves_no_empty_case_folder(tmp_path):
     job = dk.DownloadJob("http://no-such-host.invalid/case_00000/imaging.nii.gz", "case_00000/imaging.nii.gz")
-    with pytest.raises(dk.DownloadError, match="check the network connection or proxy"):
+    with pytest.raises(dk.DownloadError, match="cannot be resolved .*check the network connection, the proxy"):
         dk.download_file(job, tmp_path, retries=0, backoff_s=0, timeout_s=5)
     assert not (tmp_path / "case_00000").exists()
+
+
+def test_a_host_that_does_not_resolve_stops_the_run_at_once(tmp_path, monkeypatch):
+    "No network (or a mistyped host): no retry helps, so the first file's answer ends the run, with no empty folder."
+    import socket
+    import urllib.error
+    calls = []
+
+    def unresolvable(url, offset, timeout_s):
+        calls.append(url)
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    monkeypatch.setattr(dk, "_open", unresolvable)
+    out = tmp_path / "new" / "kits19"
+    t = time.monotonic()
+    with pytest.raises(dk.HostNotFoundError, match=r"the host name 'kits19\.invalid' cannot be resolved \(Name or "
+                                                   r"service not known\): check the network connection"):
+        download_cases(list(range(40)), out, imaging_url="http://kits19.invalid/images",
+                       segmentation_url="http://kits19.invalid/data", workers=4, retries=3, backoff_s=1.0,
+                       progress=False)
+    assert time.monotonic() - t < 5 and len(calls) <= 4 * 2           # no backoff, no retry, the other files dropped
+    assert not (tmp_path / "new").exists()                            # the folders this run created are gone
+    assert main(["--cases", "0-3", "--out", str(out), "--quiet", "--imaging-url", "http://kits19.invalid/images",
+                 "--segmentation-url", "http://kits19.invalid/data"]) == 2
