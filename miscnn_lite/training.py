@@ -18,7 +18,7 @@ import keras
 
 from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
-                            check_spacing, dataset_class_names, load_mapping, open_dataset, output_lock,
+                            check_spacing, dataset_class_names, load_mapping, NnUNetReader, open_dataset, output_lock,
                             read_mask, remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture,
                             is_whole_number, is_finite_number, json_value, write_json)
 from .augmentation import augmentation_from_dict
@@ -1326,21 +1326,30 @@ def train_command(data, out, epochs=None, iterations=None, batch_size=None, patc
     if out.resolve() == Path(reader.root).resolve():
         raise SettingsError(f"--out {out} is the --data folder: the model, its cache and checkpoints would mix with "
                             "the dataset. Give another folder, e.g. --out model.")
-    with output_lock(out, "miscnn-lite train"):
-        if not overwrite:
-            check_same_dataset(out, data, items)        # before anything is written; fit records the dataset
-            check_epochs_done(out, opts["epochs"])
-        validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
-        if overwrite:
-            _clear_run(out)
-        remove_temporaries(out)
-        write_json(out / TRAIN_SETTINGS_FILE, opts)
-        return _train(items, out, opts, progress, names)
+    created, started = not out.exists(), False
+    try:
+        with output_lock(out, "miscnn-lite train"):
+            if not overwrite:
+                check_same_dataset(out, data, items)        # before anything is written; fit records the dataset
+                check_epochs_done(out, opts["epochs"])
+            validate_cases(items, opts["n_classes"], opts["spacing_range"], record_dir=out / "cache")
+            started = True
+            if overwrite:
+                _clear_run(out)
+            remove_temporaries(out)
+            write_json(out / TRAIN_SETTINGS_FILE, opts)
+            return _train(items, out, opts, progress, names)
+    except BaseException:
+        if created and not started:                         # refused before training: leave no folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 # %% ../nbs/08_training.ipynb #f69d25c7
 def prediction_items(input, out) -> list[Path]:
     """The images `predict` reads from `input` (a NIfTI/NRRD file or picture, a KiTS19 case folder, a KiTS19
-    dataset folder, a picture dataset with `images/`, or a folder of image files), after checking `input` and `out`."""
+    dataset folder, an nnU-Net dataset folder (its `imagesTs/`, else `imagesTr/`) or one of those two folders, a
+    picture dataset with `images/`, or a folder of image files), after checking `input` and `out`. nnU-Net images
+    (`<id>_0000.nii.gz`) are predicted as `<id>.nii.gz`, the name of their label, and a second channel is refused."""
     input = Path(input)
     if not input.exists():
         raise MissingFileError(f"--input {input} does not exist.")
@@ -1353,12 +1362,20 @@ def prediction_items(input, out) -> list[Path]:
         return [input]
     if (input / "images").is_dir():                      # a picture dataset (io.ImageFolderReader)
         return dataset_items(open_dataset(input))
+    nnunet = next(((input, s) for s in ("Ts", "Tr") if (input / f"images{s}").is_dir()), None)
+    if nnunet is None and input.name in ("imagesTs", "imagesTr"):
+        nnunet = (input.parent, input.name[-2:])
+    if nnunet is not None:                               # nnU-Net layout (io.NnUNetReader): <id>_0000 -> <id>
+        items = dataset_items(NnUNetReader(*nnunet))
+        check_prediction_targets(items, out)
+        return items
     items = sorted(p for p in input.iterdir() if p.is_dir() and case_folder_files(p)[0] is not None)
     items = items or sorted(p for p in input.iterdir() if p.is_file()
                             and p.name.lower().endswith(IMAGE_SUFFIXES + PICTURE_SUFFIXES))
     if not items:
-        raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz), no picture dataset (images/) and no "
-                          f"image files ({', '.join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)}).")
+        suffixes = ", ".join(IMAGE_SUFFIXES + PICTURE_SUFFIXES)
+        raise MiscnnError(f"{input}: no KiTS19 case folders (*/imaging.nii.gz), no nnU-Net imagesTs/ or imagesTr/, "
+                          f"no picture dataset (images/) and no image files ({suffixes}).")
     check_prediction_targets(items, out)
     return items
 

@@ -453,3 +453,45 @@ def test_evaluate_refuses_an_empty_metric_list(tmp_path):
             "--out", tmp_path / "m.csv")
     assert r.returncode == 2 and "metrics is empty" in r.stderr, r.stderr
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_predict_and_evaluate_an_nnunet_dataset(tmp_path, capsys):
+    "An nnU-Net dataset (or its imagesTr/) is predicted as <id>.nii.gz, as labelsTr/ names them: evaluate matches."
+    pytest.importorskip("keras")
+    from miscnn_lite.cli import main
+    from miscnn_lite.models import unet
+    from miscnn_lite.phantoms import toy_case
+    from miscnn_lite.training import Segmenter
+    Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), batch_size=2).save(tmp_path / "model")
+    nn = tmp_path / "nn"
+    for k in (0, 1):
+        save_case(toy_case(k, shape=(16, 24, 24)), nn, layout="nnunet")
+    ids = sorted(p.name[: -len(".nii.gz")] for p in (nn / "labelsTr").iterdir())
+    for given in (nn, nn / "imagesTr"):
+        out = tmp_path / f"pred_{given.name}"
+        assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(given), "--out", str(out)]) == 0
+        assert sorted(p.name for p in out.iterdir()) == [f"{i}.nii.gz" for i in ids]
+    assert main(["evaluate", "--reference", str(nn / "labelsTr"), "--prediction", str(tmp_path / "pred_nn"),
+                 "--metrics", "DICE", "--out", str(tmp_path / "m.csv")]) == 0
+    import pandas as pd
+    assert sorted(set(pd.read_csv(tmp_path / "m.csv").case)) == ids
+    shutil.copy(nn / "imagesTr" / f"{ids[0]}_0000.nii.gz", nn / "imagesTr" / f"{ids[0]}_0001.nii.gz")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "model"), "--input", str(nn / "imagesTr"),
+                 "--out", str(tmp_path / "p3")]) == 2                      # a second channel is not a case of its own
+    assert f"{ids[0]}_0001" in capsys.readouterr().err and not (tmp_path / "p3").exists()
+
+
+def test_train_refused_by_the_dataset_check_leaves_no_output_folder(tmp_path, capsys):
+    pytest.importorskip("keras")
+    from miscnn_lite.cli import main
+    from miscnn_lite.phantoms import toy_case
+    for k in (0, 1):
+        case = toy_case(k, shape=(16, 24, 24))
+        if k:
+            label = case.label.copy()
+            label[0, 0, 0] = 7                                     # a label value the 3 classes do not have
+            case = dataclasses.replace(case, label=label)
+        save_case(case, tmp_path / "data")
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "model"), "--epochs", "1"]) == 2
+    assert "label values [7]" in capsys.readouterr().err and not (tmp_path / "model").exists()
