@@ -520,7 +520,8 @@ def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RA
                             f"{n_classes}-class model (case {case_id!r} holds {f['label_values']}). "
                             + ("A black-and-white mask (0/255): give the dataset a colour table mapping its grey "
                                'levels to classes, "colors": {"0": 0, "1": 255} in dataset.json.' if white else
-                               f"Remap them (LabelRemap / label_map={{old: new}}) or set n_classes={max(bad) + 1}."))
+                               f"Remap them (LabelRemap / label_map={{old: new}}) or set n_classes={max(bad) + 1} "
+                               f"(miscnn-lite train: n_classes: {max(bad) + 1} in the --config file)."))
         check_spacing(f["spacing"], name=f"{f['where']}: spacing", range_mm=spacing_range)
     return facts
 

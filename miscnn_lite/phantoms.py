@@ -671,7 +671,7 @@ def _check_orientation(orientation: str) -> str:
 def _check_spacing_arg(spacing) -> tuple[float, float, float]:
     "A `spacing=` argument of the phantom generator: three voxel sizes in mm, else a clear error."
     return check_spacing(spacing, "spacing", ndim=3, range_mm=SPACING_RANGE_MM,
-                         hint="E.g. (2.5, 0.8, 0.8); pass spacing=None to draw one per case.")
+                         hint="E.g. (2.5, 0.8, 0.8); pass spacing=None (leave --spacing out) to draw one per case.")
 
 # %% ../nbs/01_phantoms.ipynb #ea2507cf
 def sample_acquisition(rng: np.random.Generator, spacing: Sequence[float] | None = None,
