@@ -223,7 +223,9 @@ class PercentileWindow(IntensityStep):
 @dataclass
 class ZScore(IntensityStep):
     """(x − mean) / std → float32. mode='image': statistics of each image; mode='dataset': fitted on
-    `samples_per_case` voxels per training case (seeded; None = every voxel) and stored as mean/std."""
+    `samples_per_case` voxels per training case (seeded; None = every voxel) and stored as mean/std;
+    mode='foreground': the same on the voxels with label > 0 only (nnU-Net's CT normalisation: placed before
+    `PercentileWindow(0.005, 0.995, region="foreground")` it reproduces nnU-Net's statistics, taken before the clip)."""
     mode: str = "image"
     samples_per_case: int | None = 100_000
     seed: int = 0
@@ -231,8 +233,8 @@ class ZScore(IntensityStep):
     std: float | None = None
 
     def __post_init__(self):
-        if self.mode not in ("image", "dataset"):
-            raise MiscnnError(f"ZScore: mode={self.mode!r}, expected 'image' or 'dataset'.")
+        if self.mode not in ("image", "dataset", "foreground"):
+            raise MiscnnError(f"ZScore: mode={self.mode!r}, expected 'image', 'dataset' or 'foreground'.")
         self.samples_per_case = check_step_number("ZScore", "samples_per_case", self.samples_per_case, whole=True,
                                                   minimum=1, optional=True)
         self.seed = check_seed(self.seed, "ZScore seed")
@@ -245,16 +247,21 @@ class ZScore(IntensityStep):
     def fit(self, cases):
         if self.mode == "image": return self
         rng = np.random.default_rng(self.seed)
-        values = [_subsample(c.image.ravel(), self.samples_per_case, rng) for c in cases]
+        region = "all" if self.mode == "dataset" else "foreground"
+        values = [_subsample(_region_voxels(c, region), self.samples_per_case, rng) for c in cases]
         if not values:
-            raise MiscnnError("ZScore.fit: no training cases; mode='dataset' needs at least one to fit mean and std.")
+            raise MiscnnError(f"ZScore.fit: no training cases; mode={self.mode!r} needs at least one to fit mean and "
+                              "std.")
         values = np.concatenate(values)
+        if values.size == 0:
+            raise MiscnnError("ZScore.fit: no voxel with label > 0 in any training case; mode='foreground' needs "
+                              "labelled cases with foreground (or use mode='dataset').")
         self.mean, self.std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
         return self
 
     def transform(self, image):
         x = image.astype(np.float32)
-        mean, std = (self.mean, self.std) if self.mode == "dataset" else \
+        mean, std = (self.mean, self.std) if self.mode != "image" else \
             (float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64)))
         return (x - np.float32(mean)) / np.float32(std if std > 0 else 1.0), {"mean": mean, "std": std}
 
