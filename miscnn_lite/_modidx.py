@@ -1421,6 +1421,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'miscnn_lite.validation.Fold.__post_init__': ( 'validation.html#fold.__post_init__',
                                                                                        'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._as_reader': ('validation.html#_as_reader', 'miscnn_lite/validation.py'),
+                                        'miscnn_lite.validation._as_saved': ('validation.html#_as_saved', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._beside': ('validation.html#_beside', 'miscnn_lite/validation.py'),
                                         'miscnn_lite.validation._callable_name': ( 'validation.html#_callable_name',
                                                                                    'miscnn_lite/validation.py'),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import MiscnnError, MissingFileError, check_seed, write_json
+from .io import MiscnnError, MissingFileError, check_seed, json_value, write_json
 from .loading import file_fingerprint
 
 # %% auto #0
@@ -57,8 +57,9 @@ def _check_ids(case_ids, n_folds: int | None = None) -> list[str]:
         if n_folds < 2:
             raise MiscnnError(f"n_folds={n_folds}: cross-validation needs at least 2 folds.")
         if len(ids) < n_folds:
-            raise MiscnnError(f"{len(ids)} cases but n_folds={n_folds}: every fold needs at least one "
-                             f"validation case. Use n_folds <= {len(ids)} or add cases.")
+            advice = f"Use n_folds <= {len(ids)} or add cases." if len(ids) >= 2 else "Add cases: at least 2."
+            raise MiscnnError(f"{len(ids)} case(s) but n_folds={n_folds}: every fold needs at least one "
+                             f"validation case. {advice}")
     return ids
 
 # %% ../nbs/10_validation.ipynb #128d09d4
@@ -87,7 +88,10 @@ def percentage_split(case_ids, val_fraction: float = 0.2, seed: int = 0) -> list
     number = isinstance(val_fraction, (int, float, np.number)) and not isinstance(val_fraction, bool)
     if not number or not 0 < val_fraction < 1:
         raise MiscnnError(f"val_fraction={val_fraction!r}: choose a fraction strictly between 0 and 1.")
-    ids = _check_ids(case_ids, 2)
+    ids = _check_ids(case_ids)
+    if len(ids) < 2:
+        raise MiscnnError(f"percentage_split: {len(ids)} case(s) in case_ids; a split needs at least 2, one to "
+                          "train on and one to validate.")
     n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
     order = np.random.default_rng(check_seed(seed)).permutation(len(ids))
     return _folds_from_parts(ids, [[ids[i] for i in sorted(order[:n_val])]])
@@ -141,9 +145,13 @@ def robust_folds(table: pd.DataFrame, n_folds: int = 3, key: str = "slice_thickn
 
 # %% ../nbs/10_validation.ipynb #c25ded0a
 def fold_table(folds: list[Fold], table: pd.DataFrame | None = None) -> pd.DataFrame:
-    "Which fold validates each case, joined with its acquisition properties when given."
+    """Which fold validates each case, joined with its acquisition properties when given (ids matched as
+    strings, as the folds hold them; a case the table lacks keeps its row, with empty properties)."""
     rows = pd.DataFrame([dict(case=c, fold=i) for i, f in enumerate(folds) for c in f.val])
-    return rows if table is None else rows.merge(table, on="case").sort_values(["fold", "case"], ignore_index=True)
+    if table is None:
+        return rows
+    table = table.assign(case=table["case"].astype(str))
+    return rows.merge(table, on="case", how="left").sort_values(["fold", "case"], ignore_index=True)
 
 # %% ../nbs/10_validation.ipynb #8545765e
 def label_volume_table(reader, labels: dict, case_ids=None) -> pd.DataFrame:
@@ -185,6 +193,13 @@ def load_folds(path) -> list[Fold]:
 # %% ../nbs/10_validation.ipynb #13c99ec2
 ROBUST_SCHEMES = ("stratified", "worst_case")     # robust_folds: folds sorted by a key, not drawn
 
+def _as_saved(o):
+    "A value as `save_folds` writes it (numpy numbers as numbers, arrays as lists); anything else as text."
+    try:
+        return json_value(o)
+    except TypeError:
+        return str(o)
+
 def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str = "kfold", **kwargs) -> list[Fold]:
     """Folds for `case_ids`: read from `path` when it exists (and matches the ids), else made and saved.
 
@@ -211,7 +226,7 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
                                   "Use a new results folder to make the folds again.")
         wanted = dict(scheme=scheme, **({} if scheme in ("loo", "holdout", *ROBUST_SCHEMES) else {"seed": seed}),
                       **({"n_folds": n_folds} if scheme not in ("loo", "split", "holdout") else {}), **kwargs)
-        wanted = json.loads(json.dumps(wanted, default=str))                 # as saved: tuples are lists
+        wanted = json.loads(json.dumps(wanted, default=_as_saved))           # as saved: tuples are lists
         differ = [f"{k}: saved {saved[k]!r}, now {v!r}" for k, v in wanted.items() if k in saved and saved[k] != v]
         if "n_folds" in wanted and len(folds) != wanted["n_folds"] and "n_folds" not in saved:
             differ.append(f"n_folds: the file holds {len(folds)} folds, now {wanted['n_folds']!r}")
@@ -227,6 +242,8 @@ def prepare_folds(path, case_ids, n_folds: int = 3, seed: int = 0, scheme: str =
         return folds
     if scheme in ROBUST_SCHEMES:
         raise MiscnnError(f"{path}: no saved folds; make {scheme} folds with robust_folds and save_folds first.")
+    if scheme == "holdout" and "val_ids" not in kwargs:
+        raise MiscnnError("scheme='holdout' needs val_ids=[...]: the case ids to validate on.")
     makers = dict(kfold=lambda: kfold(ids, n_folds, seed), loo=lambda: leave_one_out(ids),
                   split=lambda: percentage_split(ids, kwargs.get("val_fraction", 0.2), seed),
                   holdout=lambda: holdout(ids, kwargs["val_ids"]))
@@ -426,7 +443,7 @@ def _check_fold_folder(fold_dir: Path, k: int, fold: Fold, segmenter, scoring: d
     done = fold_dir / "metrics.csv"
     if done.exists():
         scored = set(pd.read_csv(done, usecols=["case"], dtype={"case": str})["case"])
-        if scored != set(fold.val):
+        if not scored <= set(fold.val):       # fewer is fine: a case without any label scores no row (labels=None)
             raise MiscnnError(f"{done}: scores the cases {sorted(scored)[:3]}..., but fold {k} validates "
                               f"{sorted(fold.val)[:3]}...: the folder holds another split's results. Use a new "
                               "results folder.")

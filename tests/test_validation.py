@@ -286,3 +286,34 @@ def test_postprocessing_is_tuned_on_the_folds_of_its_results_only(tmp_path):
     fewer = [Fold(train=["case_00000", "case_00002"], val=["case_00001"])]
     with pytest.raises(MiscnnError, match=r"validated 2 case\(s\), the folds given validate 1"):
         tune_postprocessing(tmp_path / "cv", data, fewer, {"none": lambda m, case: m}, region=2, nested=False)
+
+
+def background_only(label_map, case):
+    "A post-processing that predicts nothing (module level, so its name identifies it on resume)."
+    return np.zeros_like(label_map)
+
+
+def test_a_finished_run_resumes_when_a_validation_case_scores_no_row(tmp_path):
+    "With labels=None a case without any label in reference and prediction scores no row; resuming still works."
+    import dataclasses
+
+    from miscnn_lite.io import save_case
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.validation import Fold, cross_validate
+
+    ids = [f"c{i}" for i in range(4)]
+    for i, cid in enumerate(ids):
+        case = dataclasses.replace(toy_case(i, shape=(16, 24, 24)), id=cid)
+        if cid == "c3":
+            case = dataclasses.replace(case, label=np.zeros_like(case.label))      # no foreground at all
+        save_case(case, tmp_path / "data")
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        schedule=dict(epochs=1, iterations=1, batch_size=2))
+    make = lambda k: Segmenter.from_plan(plan.replace(seed=k))   # noqa: E731
+    folds = [Fold(["c0", "c1"], ["c2", "c3"]), Fold(["c2", "c3"], ["c0", "c1"])]
+    first = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False,
+                           postprocess=background_only)
+    assert "c3" not in set(first.case)
+    again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False,
+                           postprocess=background_only)
+    assert again.case.tolist() == first.case.tolist() and again.value.tolist() == first.value.tolist()
