@@ -53,7 +53,9 @@ def soft_sums(g, p):
 
 # %% ../nbs/07_losses.ipynb #ac0b7c3b
 def confusion_sums(y_true, y_pred):
-    "`soft_sums` of the one-hot target of `y_true` (class map or one-hot) and the softmax `y_pred`, per class."
+    """`soft_sums` of the one-hot target of `y_true` (class map or one-hot) and the softmax `y_pred`, per class,
+    summed in float32 (float16 overflows past 65504 voxels, and bfloat16 sums drift)."""
+    y_pred = ops.cast(y_pred, "float32")
     return soft_sums(one_hot_target(y_true, y_pred), y_pred)
 
 # %% ../nbs/07_losses.ipynb #9026e389
@@ -67,6 +69,20 @@ def class_dice(y_true, y_pred, smooth: float = 1e-5):
     return dice_from_sums(*confusion_sums(y_true, y_pred), smooth)
 
 # %% ../nbs/07_losses.ipynb #443e11a7
+def _check_smooth(smooth) -> float:
+    "The smoothing term of a Dice-type ratio: a finite number > 0 (0 gives 0/0 for a class absent from both)."
+    if not (is_finite_number(smooth) and smooth > 0):
+        raise MiscnnError(f"smooth={smooth!r}: expected a small positive number such as 1e-5 (with 0 a class absent "
+                          "from both label and prediction gives 0/0).")
+    return float(smooth)
+
+def _check_flag(value, name: str, meaning: str) -> bool:
+    "A True/False option (numpy's bool too); a string such as 'false' is refused rather than read as True."
+    if isinstance(value, np.bool_): value = bool(value)
+    if not isinstance(value, bool):
+        raise MiscnnError(f"{name}={value!r}: expected {meaning}.")
+    return value
+
 class SegmentationLoss(keras.losses.Loss):
     """Base class: `y_true` integer map (B, ..., 1) or one-hot (B, ..., C); `y_pred` softmax
     (B, ..., C). Subclasses implement `from_sums(tp, fp, fn)` -> (B,) or override `call`.
@@ -76,13 +92,17 @@ class SegmentationLoss(keras.losses.Loss):
         without that class then costs Dice, and a small object's score no longer hangs on one patch."""
     def __init__(self, smooth: float = 1e-5, batch_dice: bool = False, name=None, **kwargs):
         super().__init__(name=name or type(self).__name__, **kwargs)
-        if not (is_finite_number(smooth) and smooth >= 0):
-            raise MiscnnError(f"smooth={smooth!r}: expected a small non-negative number such as 1e-5.")
-        if isinstance(batch_dice, np.bool_): batch_dice = bool(batch_dice)
-        if not isinstance(batch_dice, bool):
-            raise MiscnnError(f"batch_dice={batch_dice!r}: expected True (sums pooled over the batch) or False (per "
-                              "sample).")
-        self.smooth, self.batch_dice = float(smooth), batch_dice
+        self.smooth = _check_smooth(smooth)
+        self.batch_dice = _check_flag(batch_dice, "batch_dice", "True (sums pooled over the batch) or False (per "
+                                                                "sample)")
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        shape = () if sample_weight is None else tuple(getattr(sample_weight, "shape", np.shape(sample_weight)))
+        if any(d not in (1, None) for d in shape[1:]):       # Keras would cross one sample's loss with another's
+            raise MiscnnError(f"{self.name}: sample_weight of shape {shape}: the loss is one value per sample, so "
+                              "give one weight per sample, shape (B,). A voxel mask is not supported: set the masked "
+                              "voxels' labels to a class (or crop them away) instead.")
+        return super().__call__(y_true, y_pred, sample_weight)
 
     def pooled(self, *sums):
         "The (B, C) sums as they are, or summed over the batch to (1, C) when `batch_dice`."
@@ -125,6 +145,9 @@ def _weight_list(class_weights, name: str = "class_weights") -> list[float] | No
     if not all(is_finite_number(w) and w >= 0 for w in class_weights):
         raise MiscnnError(f"{name}={list(class_weights)!r}: every weight must be a finite number >= 0 (a negative "
                           "weight rewards the network for missing that class).")
+    if not any(w > 0 for w in class_weights):
+        raise MiscnnError(f"{name}={list(class_weights)!r}: the weights must not all be zero (that switches the "
+                          "term off: give its loss weight 0 instead).")
     return [float(w) for w in class_weights]
 
 def _term_weight(value, name: str) -> float:
@@ -150,7 +173,8 @@ class ClasswiseDiceLoss(SegmentationLoss):
     def __init__(self, class_weights=None, include_background: bool = True, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
         self.class_weights = _weight_list(class_weights)
-        self.include_background = bool(include_background)
+        self.include_background = _check_flag(include_background, "include_background",
+                                              "True (background in the Dice mean) or False (left out)")
 
     def _weights(self, n_classes):
         w = np.ones(n_classes) if self.class_weights is None else _class_weights(self.class_weights, n_classes)
@@ -204,7 +228,8 @@ class FocalTverskyLoss(TverskyLoss):
     Tversky index of 1 (already well segmented), as the paper's formula does (its text states the opposite aim)."""
     def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4 / 3, smooth: float = 1e-5, **kwargs):
         super().__init__(alpha, beta, smooth, **kwargs)
-        if gamma <= 0: raise MiscnnError(f"gamma={gamma}: expected > 0 (the paper uses 4/3).")
+        if not (is_finite_number(gamma) and gamma > 0):
+            raise MiscnnError(f"gamma={gamma!r}: expected a finite number > 0 (the paper uses 4/3).")
         self.gamma = float(gamma)
 
     def from_sums(self, tp, fp, fn):
@@ -232,7 +257,10 @@ class GeneralizedDiceLoss(SegmentationLoss):
 
 # %% ../nbs/07_losses.ipynb #dcf664b3
 def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
-    "Mean over voxels of -Σ_c w_c·g_c·log(clip(p_c, eps, 1)): (B,). class_weights: C numbers or None (all 1)."
+    """Mean over voxels of -Σ_c w_c·g_c·log(clip(p_c, eps, 1)): (B,), in float32. class_weights: C numbers or None
+    (all 1); the sum is divided by the voxel count, not by Σ w (torch's `cross_entropy(weight=)` divides by the
+    weights of the targets)."""
+    y_pred = ops.cast(y_pred, "float32")
     g = one_hot_target(y_true, y_pred)
     ce = -g * ops.log(ops.clip(y_pred, eps, 1.0))
     if class_weights is not None:
@@ -242,8 +270,9 @@ def cross_entropy(y_true, y_pred, class_weights=None, eps: float = 1e-7):
 # %% ../nbs/07_losses.ipynb #7ddd3d78
 @_register
 class CrossEntropyLoss(SegmentationLoss):
-    """Categorical cross-entropy per sample (mean over voxels), optional class weights. `batch_dice`
-    changes nothing here: with patches of one size, the batch mean of per-patch means is the pooled mean."""
+    """Categorical cross-entropy per sample (mean over voxels), optional class weights (each voxel's -log p
+    counts w_c times, divided by the voxel count: see `cross_entropy`). `batch_dice` changes nothing here: with
+    patches of one size, the batch mean of per-patch means is the pooled mean."""
     def __init__(self, class_weights=None, smooth: float = 1e-5, **kwargs):
         super().__init__(smooth, **kwargs)
         self.class_weights = _weight_list(class_weights)
@@ -269,7 +298,8 @@ class DiceCELoss(SegmentationLoss):
         super().__init__(smooth, **kwargs)
         self.dice_weight = _term_weight(dice_weight, "dice_weight")
         self.ce_weight = _term_weight(ce_weight, "ce_weight")
-        self.include_background = bool(include_background)
+        self.include_background = _check_flag(include_background, "include_background",
+                                              "True (background in the Dice mean) or False (left out)")
         self.class_weights = _weight_list(class_weights)
 
     def call(self, y_true, y_pred):
@@ -395,7 +425,7 @@ class DiceMetric(keras.metrics.Metric):
         if not (is_whole_number(class_id) and class_id >= 0):
             raise MiscnnError(f"DiceMetric(class_id={class_id!r}): give the class as a whole number >= 0 "
                               "(0 = background).")
-        self.class_id, self.smooth = int(class_id), float(smooth)
+        self.class_id, self.smooth = int(class_id), _check_smooth(smooth)
         self.tp, self.fp, self.fn = (self.add_variable(shape=(), initializer="zeros", name=n) for n in ("tp", "fp",
                                                                                                         "fn"))
 
@@ -403,7 +433,7 @@ class DiceMetric(keras.metrics.Metric):
         if sample_weight is not None:
             raise MiscnnError(f"{self.name}: DiceMetric counts every voxel of every sample and does not weight them; "
                               "call it without sample_weight (fit without sample weights), or mask the labels.")
-        y_pred = ops.convert_to_tensor(y_pred)
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")       # counts past 65504 overflow float16
         n_classes = y_pred.shape[-1]
         if not 0 <= self.class_id < n_classes:
             raise MiscnnError(f"DiceMetric(class_id={self.class_id}) but the model predicts {n_classes} classes "
