@@ -496,7 +496,7 @@ class AugmentationPipeline:
     batch_ratio: float = 0.9
 
     def __post_init__(self):
-        if not 0.0 <= self.batch_ratio <= 1.0:
+        if not (is_finite_number(self.batch_ratio) and 0.0 <= self.batch_ratio <= 1.0):
             raise MiscnnError(f"batch_ratio: {self.batch_ratio} is not a probability in [0, 1] "
                              "(CT-cues paper: 0.8 for 2D, 0.9 for 3D batches).")
         self.compose = Compose(list(self.transforms))
