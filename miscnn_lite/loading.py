@@ -725,8 +725,9 @@ class CopyPaste:
     of class `label` from another case of the loader, flipped and turned in-plane at random and centred on a random
     `into` voxel of the patch: the image takes the donor's values where the component is, the label becomes
     `label` there. The component keeps its whole shape, so near the organ's border it reaches past it (as an
-    exophytic renal tumor does; with the toy kidneys of the tests about 15 % of pasted voxels lie outside). A one-slice (2D or 2.5D) patch takes one slice of the component, with the donor's neighbouring
-    slices in the slab's channels. `keep_contrast`: shift the pasted values by the difference between the two
+    exophytic renal tumor does; with small toy kidneys about 15 % of pasted voxels lie outside). A one-slice
+    (2D or 2.5D) patch takes one slice of the component, with the donor's neighbouring slices in the slab's
+    channels. `keep_contrast`: shift the pasted values by the difference between the two
     cases' median `into` intensity (per image channel), so the lesion keeps the contrast to its organ it had in its
     own case (phantoms or scans of other contrast phases differ in the organ's level, not only the lesion's).
     `scale`: None (pasted at the donor's size) or `(low, high)`: each pasted lesion is resized in-plane by a factor
