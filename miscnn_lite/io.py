@@ -1300,7 +1300,13 @@ def load_dicom_series(folder, case_id: str | None = None, orientation: str | Non
     files = list(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
     _check_dicom_geometry(folder, files)
     reader.SetFileNames(files)
-    img = reader.Execute()
+    try:
+        img = reader.Execute()
+    except RuntimeError as e:                    # e.g. one slice of another matrix size in the series
+        detail = next((line.strip() for line in str(e).splitlines() if "mismatch" in line.lower()),
+                      str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+        raise DataError(f"{folder}: the DICOM series cannot be read as one volume ({detail}). Remove the slice(s) "
+                        "that differ from the others, or export the series again.") from None
     affine = _sitk_affine(img)
     case = Case(check_case_id(case_id or folder.name), sitk.GetArrayFromImage(img), None, affine,
                 image_path=folder, original_affine=affine.copy())
@@ -1589,7 +1595,8 @@ def read_picture_sidecar(folder) -> dict:
 # %% ../nbs/00_io.ipynb #95525ec1
 def dataset_class_names(root) -> list[str] | None:
     """Class names by index from `root/dataset.json`'s "labels" ({name: index} or {"index": name});
-    None when there is no dataset.json or no "labels". Indices must be 0, 1, …, K-1."""
+    None when there is no dataset.json or no "labels". Indices must be 0, 1, …, K-1. nnU-Net v2 regions (a list of
+    indices) are skipped; where regions leave classes unnamed (BraTS: "whole_tumor": [1, 2, 3], ...) it is None."""
     path = Path(root) / PICTURE_SIDECAR
     if not path.is_file():
         return None
@@ -1605,6 +1612,9 @@ def dataset_class_names(root) -> list[str] | None:
     except (TypeError, ValueError):
         raise DataError(f'{path}: "labels" {labels!r} mixes names and indices; write {{"background": 0, '
                         '"kidney": 1}} or {"0": "background", "1": "kidney"}.') from None
+    regions = len(pairs) < len(labels)
+    if regions and sorted(names) != list(range(len(names))) and len(pairs) == len(names):
+        return None                                   # region-based labels name regions, not every class
     if sorted(names) != list(range(len(names))) or len(pairs) != len(names):
         raise DataError(f'{path}: "labels" has the class indices {sorted(i for i, _ in pairs)}; number the classes '
                         f"0, 1, …, {len(pairs) - 1} (0 = background), each once.")
