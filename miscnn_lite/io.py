@@ -925,9 +925,9 @@ def load_prediction(path, case: Case) -> np.ndarray:
             on_case, turned_affine = reorient(prediction, affine, case.orientation)
             voxel = spacing_from_affine(turned_affine)
             if on_case.shape[:3] == case.shape[:3] and not np.allclose(voxel, case.spacing, rtol=0.2):  # tilt: 1/cos
-                raise DataError(f"{path}: its voxels are {tuple(round(float(v), 3) for v in voxel)} mm, case "
-                                f"{case.id!r}'s {tuple(round(float(v), 3) for v in case.spacing)} mm: it was written on "
-                                "another grid. Resample it onto the case's (evaluate --resample does).")
+                mm = lambda s: tuple(round(float(v), 3) for v in s)        # noqa: E731
+                raise DataError(f"{path}: its voxels are {mm(voxel)} mm, case {case.id!r}'s {mm(case.spacing)} mm: it "
+                                "was written on another grid. Resample it onto the case's (evaluate --resample does).")
             same_axes = orientation_from_affine(affine) == orientation_from_affine(case.original_affine)
             gap = np.abs(affine[:3, 3] - case.original_affine[:3, 3] if same_axes        # ... if voxel 0 is the
                          else turned_affine[:3, 3] - case.affine[:3, 3]).max()           # same place
