@@ -611,12 +611,12 @@ class LabelPair:
     with the statistics many metrics share, computed on first use."""
     def __init__(self, reference: np.ndarray, prediction: np.ndarray, spacing=None):
         self.reference, self.prediction = check_same_grid(reference, prediction)
-        if spacing is not None:                  # a wrong spacing fails now, not when a distance metric is added
-            check_spacing_for(spacing, self.reference.ndim)
-        self._spacing = spacing
+        # checked once, now: a wrong spacing fails here, not only when a distance metric is added
+        self._spacing = None if spacing is None else check_spacing_for(spacing, self.reference.ndim)
 
     @property
-    def spacing(self) -> tuple[float, ...]: return check_spacing_for(self._spacing, self.reference.ndim)
+    def spacing(self) -> tuple[float, ...]:
+        return self._spacing or check_spacing_for(None, self.reference.ndim)     # None: the missing-spacing error
     @cached_property
     def confusion(self) -> Confusion: return confusion(self.reference, self.prediction)
     @cached_property

@@ -324,8 +324,7 @@ def resample_array(array: np.ndarray, spacing, new_spacing, new_shape=None, orde
     if order == 0:                                        # nearest: indices in numpy, one rule for exact ties
         return array[np.ix_(*(_nearest_indices(n, m, s, t) for n, m, s, t in zip(shape, new_shape, spacing,
                                                                                    new_spacing)))]
-    dtype = np.float32
-    source = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8 if array.dtype == bool else dtype))
+    source = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8 if array.dtype == bool else np.float32))
     source.SetSpacing(spacing[::-1]); source.SetOrigin([s / 2 for s in spacing[::-1]])   # corner at 0 mm
     f = sitk.ResampleImageFilter()
     f.SetSize([int(n) for n in new_shape[::-1]]); f.SetOutputSpacing(new_spacing[::-1])
