@@ -525,6 +525,14 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
+def _nifti_name_problem(path: Path) -> str | None:
+    "Why nibabel cannot open the NIfTI name `path` (it finds .nii or .NII, then any case of .gz), else None."
+    suffix = path.name[-7:] if path.name.lower().endswith(".nii.gz") else path.name[-4:]
+    if suffix[:4] in (".nii", ".NII"):
+        return None
+    return (f"nibabel reads NIfTI names ending in {suffix.lower()} or {suffix.upper()} only; "
+            f"name it {path.name[:-len(suffix)]}{suffix.lower()}.")
+
 # %% ../nbs/00_io.ipynb #15c22964
 class UnreadableFileError(MiscnnError, PermissionError):
     "A file exists but this user may not read it."
@@ -546,10 +554,8 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     check_readable(path)
     if not _is_nifti(path):
         raise DataError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name).")
-    suffix = path.name[-7:] if path.name.lower().endswith(".nii.gz") else path.name[-4:]
-    if suffix[:4] not in (".nii", ".NII"):                # nibabel finds .nii or .NII, then any case of .gz
-        raise DataError(f"{path}: nibabel reads NIfTI names ending in {suffix.lower()} or {suffix.upper()} only; "
-                        f"rename it to {path.name[:-len(suffix)]}{suffix.lower()}.")
+    if problem := _nifti_name_problem(path):
+        raise DataError(f"{path}: {problem}")
     if path.stat().st_size == 0:
         raise CorruptFileError(f"{path}: the file is empty (0 bytes); download or export it again.")
     try:
@@ -602,12 +608,16 @@ def check_affine(affine, where: str, fix: str) -> np.ndarray:
                         f"non-finite); {fix}")
     return a
 
-def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -> Path:
+def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, qform: np.ndarray | None = None,
+               codes: tuple[int, int] = (1, 1)) -> Path:
     """Write `array` with `affine` to `path` (.nii or .nii.gz) atomically, keeping the dtype (float16 as float32,
-    bool as uint8)."""
+    bool as uint8). The header's sform and qform both hold `affine` (codes 1, scanner), unless `qform` gives the qform
+    its own matrix and `codes` the (qform, sform) codes: a source file's, where its two differ (`save_prediction`)."""
     path = Path(path)
     if not _is_nifti(path):
         raise DataError(f"{path}: choose a .nii or .nii.gz file name.")
+    if problem := _nifti_name_problem(path):             # written, it could not be read back
+        raise DataError(f"{path}: {problem}")
     array = np.asarray(array)
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: array dtype {array.dtype} cannot be written as NIfTI; give numbers (a label map "
@@ -619,8 +629,9 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray) -
     elif array.dtype == np.float16:                      # NIfTI has no float16: float32 holds it exactly
         array = array.astype(np.float32)
     img = nib.Nifti1Image(array, affine, dtype=array.dtype)
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
+    img.set_qform(img.affine if qform is None else check_affine(qform, f"{path}: qform", "give a 4×4 matrix or None."),
+                  code=int(codes[0]))
+    img.set_sform(img.affine, code=int(codes[1]))
     img.header.set_xyzt_units("mm")                      # spatial units stated, not 'unknown'
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
@@ -886,8 +897,29 @@ def _check_values_fit(values: np.ndarray, dtype, path) -> None:
         raise DataError(f"{path}: the prediction holds values {values.min()}..{values.max()}, outside {dtype}'s "
                         f"{lo}..{hi} (they would wrap around); save with a wider dtype, e.g. dtype=np.uint16.")
 
+def _source_qform(case: Case, shape: tuple, affine: np.ndarray) -> dict:
+    """`save_nifti`'s `qform` and `codes` from `case`'s NIfTI file where its qform places the file's grid elsewhere
+    than its sform (`load_nifti` warns of such files), for a prediction written on that grid (`shape`, `affine`);
+    else {} (one affine)."""
+    path = case.image_path
+    if path is None or not _is_nifti(Path(path)) or not Path(path).is_file():
+        return {}
+    try:
+        img = nib.load(path)
+        (qform, qcode), (_, scode) = img.get_qform(coded=True), img.get_sform(coded=True)
+    except Exception:                          # gone or unreadable since: the prediction keeps one affine
+        return {}
+    if (qform is None or not scode or img.shape[:3] != shape[:3] or not np.allclose(img.affine, affine, atol=1e-3)
+            or np.allclose(qform, affine, atol=1e-3)):
+        return {}
+    return {"qform": qform, "codes": (int(qcode), int(scode))}  # the codes too: ITK picks one matrix by them
+
 def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, colors=None) -> Path:
     """Write a label map predicted on `case`'s grid to `path`, in the original file's orientation.
+
+    A NIfTI prediction takes the original file's grid voxel for voxel; where that file's qform and sform differ,
+    it takes both, so every viewer places it where it places the image (nibabel reads the sform, ITK may read the
+    qform).
 
     Args:
         prediction: (D, H, W) integer classes on the grid of `case.image`.
@@ -913,7 +945,7 @@ def save_prediction(prediction: np.ndarray, case: Case, path, dtype=np.uint8, co
             prediction, affine = back, case.original_affine
         else:
             prediction, affine = reorient(prediction, case.affine, orientation_from_affine(case.original_affine))
-    return save_nifti(path, prediction.astype(dtype), affine)
+    return save_nifti(path, prediction.astype(dtype), affine, **_source_qform(case, prediction.shape, affine))
 
 # %% ../nbs/00_io.ipynb #af60f8e4
 def load_prediction(path, case: Case) -> np.ndarray:
