@@ -123,7 +123,8 @@ class ResultsBrowser:
         if self.metrics is None:
             return pd.DataFrame()
         m = self.metrics[self.metrics.fold == fold]
-        this = m[m.case == case].pivot_table(index="label", columns="metric", values="value", sort=False)
+        this = m[m.case == case].pivot_table(index="label", columns="metric", values="value", sort=False,
+                                             dropna=False)                  # a metric undefined here stays, as NaN
         mean = m.pivot_table(index="label", columns="metric", values="value", sort=False).reindex_like(this)
         return pd.DataFrame({m: [f"{x:.3g} ({y:.3g})" for x, y in zip(this[m], mean[m])] for m in this.columns},
                             index=this.index)

@@ -11,11 +11,11 @@ import pandas as pd
 from PIL import Image as PILImage
 
 from .io import (MiscnnError, MissingFileError, Case, atomic_path, is_finite_number, is_whole_number,
-                            open_dataset, orientation_from_affine)
+                            open_dataset, orientation_from_affine, read_log)
 from .evaluation import METRICS
 from .visualization import (ERROR_COLORS, KITS19_CLASSES, PLANES, WINDOW_PRESETS, ViewerData, classes_present,
-                                       _foreground_cursor, check_plane_axis, class_colors, default_window, render_view,
-                                       resolve_window, slice_2d, viewer_data)
+                                       _foreground_cursor, check_plane_axis, class_colors, default_window, foreground,
+                                       render_view, resolve_window, slice_2d, viewer_data)
 
 # %% auto #0
 __all__ = ['closed_subplots', 'overlay_figure', 'mosaic_indices', 'mosaic', 'save_gif', 'plot_intensity_histograms',
@@ -50,21 +50,28 @@ def _default_view(data: ViewerData) -> str:
     return "truth" if data.label is not None else "prediction" if data.prediction is not None else "image"
 
 # %% ../nbs/11a_figures.ipynb #3f31dd9c
+def _figure_data(image, label, prediction, spacing, uncertainty, axis) -> tuple[ViewerData, int]:
+    "The viewer's checked arrays and plane for a figure; a 2D image has one plane, axis 0."
+    d, axis = viewer_data(image, label, prediction, spacing, uncertainty=uncertainty), check_plane_axis(axis)
+    if d.is_2d and axis != 0:
+        raise MiscnnError(f"axis={axis}: {d.name} is a 2D image, whose one plane is axis 0; leave axis out.")
+    return d, axis
+
 def overlay_figure(image, label=None, prediction=None, *, axis: int = 0, index: int | None = None, window=None,
                    view: str | None = None, spacing=None, class_names=KITS19_CLASSES, opacity: float = 0.4,
-                   title: str | None = None, size: int = 384):
+                   title: str | None = None, size: int = 384, uncertainty=None):
     """Figure of one slice with its label (and/or prediction) overlaid, with a legend.
 
     Args:
-        image, label, prediction, spacing: as for `SliceViewer`.
+        image, label, prediction, spacing, uncertainty: as for `SliceViewer`.
         axis, index: plane and slice (default: the slice with the most foreground).
         window: preset name, "auto", "min-max" or (level, width); view: one of `VIEWS`.
     Returns:
         matplotlib Figure."""
-    d, axis = viewer_data(image, label, prediction, spacing), check_plane_axis(axis)
+    d, axis = _figure_data(image, label, prediction, spacing, uncertainty, axis)
     view = view or _default_view(d)
     index = _foreground_cursor(d)[axis] if index is None else index
-    level, width = resolve_window(d.image, window or default_window(d.image))
+    level, width = resolve_window(d.image, default_window(d.image) if window is None else window)
     rgb = render_view(d, axis, index, level, width, view, opacity, None, size)
     label, prediction = (None if m is None else slice_2d(m, axis, index) for m in (d.label, d.prediction))
     handles = _legend_handles(d, view, class_names, label, prediction)
@@ -84,7 +91,7 @@ def mosaic_indices(data: ViewerData, n: int, axis: int = 0) -> list[int]:
     "Up to `n` distinct slice indices along `axis`, evenly spaced over the foreground extent (else all)."
     if n < 1:
         raise MiscnnError(f"n={n}: a mosaic needs at least one slice.")
-    fg = data.label if data.label is not None else data.prediction
+    fg = foreground(data)
     size = data.image.shape[axis]
     lo, hi = 0, size - 1
     if fg is not None and fg.any():
@@ -95,15 +102,15 @@ def mosaic_indices(data: ViewerData, n: int, axis: int = 0) -> list[int]:
 # %% ../nbs/11a_figures.ipynb #90b1dcb3
 def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, axis: int = 0, window=None,
            view: str | None = None, spacing=None, class_names=KITS19_CLASSES, opacity: float = 0.4,
-           indices=None, size: int = 160):
+           indices=None, size: int = 160, uncertainty=None):
     """Figure: a grid of slices (evenly spaced over the foreground) with overlays.
 
     Args:
         n, cols: number of slices and of grid columns; indices: explicit slice numbers instead.
         Other arguments as for `overlay_figure`. Returns a matplotlib Figure."""
-    d, axis = viewer_data(image, label, prediction, spacing), check_plane_axis(axis)
+    d, axis = _figure_data(image, label, prediction, spacing, uncertainty, axis)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
-    level, width = resolve_window(d.image, window or default_window(d.image))
+    level, width = resolve_window(d.image, default_window(d.image) if window is None else window)
     indices = mosaic_indices(d, n, axis) if indices is None else [int(i) for i in indices]
     if not indices or not (is_whole_number(cols) and cols >= 1):
         raise MiscnnError(f"indices={indices!r}, cols={cols!r}: a mosaic needs at least one slice and one column.")
@@ -117,16 +124,22 @@ def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, ax
     for ax, i, pic in zip(axes.ravel(), indices, pics):
         ax.imshow(pic, interpolation="nearest")
         ax.set_title(f"{PLANES[axis]} {i}", fontsize=8)
-    handles = _legend_handles(d, view, class_names, d.label, d.prediction)
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    drawn = lambda m: None if m is None else np.stack([slice_2d(m, axis, i) for i in indices])   # noqa: E731
+    handles = _legend_handles(d, view, class_names, drawn(d.label), drawn(d.prediction))   # the classes in the picture
+    if handles:                                # as many entries per row as the figure's width holds (about 1.4 in)
+        ncol = max(1, min(len(handles), int(fig.get_figwidth() / 1.4)))
+        below, height = 0.2 * math.ceil(len(handles) / ncol) + 0.1, fig.get_figheight()   # inches under the slices
+        fig.set_figheight(height + below)
+        fig.subplots_adjust(bottom=below / (height + below))
+        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     sides = " · left: truth, right: prediction" if view == "truth | prediction" else ""
     fig.suptitle(f"{d.name} · window {level:g}/{width:g}{sides}", fontsize=9)
     return fig
 
 # %% ../nbs/11a_figures.ipynb #a5486b59
 def save_gif(path, image, label=None, prediction=None, *, axis: int = 0, step: int = 1, fps: float = 8,
-             window=None, view: str | None = None, spacing=None, opacity: float = 0.4, size: int = 256) -> Path:
+             window=None, view: str | None = None, spacing=None, opacity: float = 0.4, size: int = 256,
+             uncertainty=None) -> Path:
     """Write an animated GIF (looping) through the volume, one frame per `step` slices along `axis`.
 
     Args:
@@ -140,9 +153,9 @@ def save_gif(path, image, label=None, prediction=None, *, axis: int = 0, step: i
     if not (is_whole_number(step) and step >= 1 and is_finite_number(fps) and fps > 0):
         raise MiscnnError(f"step={step!r}, fps={fps!r}: expected a whole step >= 1 (slices) and fps > 0.")
     step = int(step)
-    d, axis = viewer_data(image, label, prediction, spacing), check_plane_axis(axis)
+    d, axis = _figure_data(image, label, prediction, spacing, uncertainty, axis)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
-    level, width = resolve_window(d.image, window or default_window(d.image))
+    level, width = resolve_window(d.image, default_window(d.image) if window is None else window)
     frames = [PILImage.fromarray(render_view(d, axis, i, level, width, view, opacity, None, size))
               for i in range(0, d.image.shape[axis], step)]
     with atomic_path(path) as tmp:
@@ -165,10 +178,13 @@ def _as_cases(data) -> list:
 
 # %% ../nbs/11a_figures.ipynb #7875c940
 def _image_label(item):
-    if isinstance(item, Case):
-        return item.image, item.label
-    image, label = item
-    return np.asarray(image), None if label is None else np.asarray(label)
+    "(image, label) arrays of a case or a pair, refused when they lie on different grids."
+    image, label, name = (item.image, item.label, f"case {item.id!r}") if isinstance(item, Case) else (*item, "a pair")
+    image, label = np.asarray(image), None if label is None else np.asarray(label)
+    if label is not None and label.shape != image.shape:
+        raise MiscnnError(f"{name}: label shape {label.shape} differs from image shape {image.shape}; both must be "
+                          "on one voxel grid (resample the label onto the image first).")
+    return image, label
 
 # %% ../nbs/11a_figures.ipynb #a57bae75
 def plot_intensity_histograms(data, *, class_names=KITS19_CLASSES, bins: int = 100, value_range=None,
@@ -281,6 +297,8 @@ def plot_class_frequencies(table: pd.DataFrame):
     if not need <= set(table.columns):
         raise MiscnnError(f"table has columns {list(table.columns)}; expected a class_frequencies() table "
                           f"with {sorted(need)}.")
+    if table.empty:
+        raise MiscnnError("plot_class_frequencies: the table has no rows; give class_frequencies() labelled cases.")
     total = table.groupby(["class", "name"]).voxels.sum()
     fig, axes = closed_subplots(1, 2, figsize=(9, 3.2))
     a, b = axes[0]
@@ -337,7 +355,6 @@ def plot_training_curves(log, metrics=None, cols: int = 3):
         cols: panels per row.
     Returns:
         matplotlib Figure. Loss panels mark the epoch of the lowest validation value."""
-    from miscnn_lite.training import read_log      # here: drawing figures should not import TensorFlow
     if not isinstance(log, pd.DataFrame) and not Path(log).is_file():
         raise MissingFileError(f"{log}: training log not found (the trainer writes log.tsv in its out folder).")
     table = read_log(log).reset_index(drop=True)            # logs joined with pd.concat repeat their index
@@ -358,7 +375,8 @@ def plot_training_curves(log, metrics=None, cols: int = 3):
     for ax, base in zip(panels, bases):
         for col, style in ((base, "-"), (f"val_{base}", "--")):
             if col in table:
-                ax.plot(table.epoch, table[col], style, label=col, color="C0" if style == "-" else "C1")
+                drawn = table[["epoch", col]].dropna()      # validation every k epochs: its points joined
+                ax.plot(drawn.epoch, drawn[col], style, marker=".", label=col, color="C0" if style == "-" else "C1")
         if "loss" in base and f"val_{base}" in table and table[f"val_{base}"].notna().any():
             best = table.loc[table[f"val_{base}"].idxmin()]
             ax.plot(best.epoch, best[f"val_{base}"], "o", color="C3", label=f"best epoch {int(best.epoch)}")
@@ -386,6 +404,14 @@ def plot_metric_boxplots(table, metrics=None, by: str = "label", cols: int = 3):
                           f"{sorted(need)} (one row per case, label and metric).")
     if table.empty:
         raise MiscnnError("plot_metric_boxplots: the metrics table has no rows.")
+    numbers = pd.to_numeric(table.value, errors="coerce")
+    if odd := sorted(set(table.value[numbers.isna() & table.value.notna()].astype(str)))[:3]:
+        raise MiscnnError(f"metrics table: values {odd} in column 'value' are not numbers; write NaN for a metric "
+                          "that could not be computed.")
+    if table[by].isna().any():
+        raise MiscnnError(f"metrics table: {int(table[by].isna().sum())} row(s) have no {by!r}; fill it in or drop "
+                          "them, so that every case is counted in a box.")
+    table = table.assign(value=numbers)
     metrics = [metrics] if isinstance(metrics, str) else metrics
     metrics = list(dict.fromkeys(table.metric)) if metrics is None else list(metrics)
     unknown = sorted(set(metrics) - set(table.metric))

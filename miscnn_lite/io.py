@@ -25,16 +25,16 @@ import numpy as np
 __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'IMAGE_SUFFIXES', 'PICTURE_SUFFIXES', 'NPY_LOCK',
            'LUMA_WEIGHTS', 'DEFAULT_PALETTE', 'PICTURE_SIDECAR', 'MASK_FOLDERS', 'EXAMPLES_DIR', 'MiscnnError',
            'SettingsError', 'DataError', 'CorruptFileError', 'MissingFileError', 'OutputError', 'output_problem',
-           'atomic_path', 'json_value', 'write_json', 'OutputLockedError', 'remove_temporaries', 'output_lock',
-           'read_yaml', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine', 'check_spacing',
-           'check_orientation', 'affine_from_spacing', 'check_seed', 'as_rng', 'is_finite_number', 'is_whole_number',
-           'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti', 'check_affine', 'save_nifti',
-           'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case', 'check_case_id', 'label_mapping',
-           'validate_case', 'case_from_arrays', 'load_case', 'save_prediction', 'load_prediction', 'save_case',
-           'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader', 'NpzReader', 'load_dicom_series',
-           'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table', 'read_mask', 'write_mask',
-           'write_picture', 'read_picture_sidecar', 'dataset_class_names', 'ImageFolderReader', 'describe_file',
-           'describe', 'fetch_example_data']
+           'atomic_path', 'json_value', 'write_json', 'read_log', 'OutputLockedError', 'remove_temporaries',
+           'output_lock', 'read_yaml', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
+           'check_spacing', 'check_orientation', 'affine_from_spacing', 'check_seed', 'as_rng', 'is_finite_number',
+           'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti',
+           'check_affine', 'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case',
+           'check_case_id', 'label_mapping', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction',
+           'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader',
+           'NpzReader', 'load_dicom_series', 'write_dicom_series', 'open_dataset', 'read_picture', 'colour_table',
+           'read_mask', 'write_mask', 'write_picture', 'read_picture_sidecar', 'dataset_class_names',
+           'ImageFolderReader', 'describe_file', 'describe', 'fetch_example_data']
 
 # %% ../nbs/00_io.ipynb #8d299185
 class MiscnnError(ValueError):
@@ -144,6 +144,25 @@ def write_json(path, obj, indent: int | None = 1, default=json_value, **dumps_op
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=indent, default=default, **dumps_options), encoding="utf-8")
     return Path(path)
+
+# %% ../nbs/00_io.ipynb #6422d7d9
+def read_log(log):
+    """A training log (one row per finished epoch, `epoch` column) as a DataFrame: a DataFrame as it is, or a
+    `.tsv` (what the trainer writes) or `.csv` file; an absent or empty file is an empty log."""
+    import pandas as pd                                  # here: reading cases needs no pandas
+    if isinstance(log, pd.DataFrame):
+        return log
+    path = Path(log)
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame({"epoch": pd.Series(dtype=int)})
+    try:
+        log = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t")
+    except (pd.errors.ParserError, UnicodeDecodeError):
+        log = None
+    if log is None or "epoch" not in log.columns:
+        raise CorruptFileError(f"{path}: not a training log (TSV with an 'epoch' column). Restore it, or delete it: "
+                               "training continues from the checkpoint and writes a new log.")
+    return log
 
 # %% ../nbs/00_io.ipynb #d7f3bbc2
 class OutputLockedError(MiscnnError):

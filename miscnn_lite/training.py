@@ -19,7 +19,7 @@ import keras
 from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError, MissingFileError,
                             SettingsError, SPACING_RANGE_MM, atomic_path, case_folder_files, check_seed,
                             check_spacing, dataset_class_names, load_mapping, NnUNetReader, open_dataset, output_lock,
-                            read_mask, remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture,
+                            read_log, read_mask, remove_temporaries, save_prediction, PICTURE_SUFFIXES, is_picture,
                             is_whole_number, is_finite_number, json_value, write_json)
 from .augmentation import augmentation_from_dict
 from .preprocessing import ClipHU, LabelRemap, Pipeline, Resample, ZScore
@@ -34,13 +34,13 @@ from .runtime import HeapThresholds
 # %% auto #0
 __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE', 'CHECKPOINT_DIR', 'CHECKSUM_FILE',
            'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'TRAIN_SETTINGS_FILE', 'RUN_FREE_SETTINGS', 'LATER_SETTINGS',
-           'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'read_log', 'append_log', 'truncate_log', 'BestModel',
-           'LiveCurves', 'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state',
-           'stopped_early', 'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights',
-           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter',
-           'dataset_fingerprint', 'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path',
-           'check_prediction_targets', 'train_command', 'prediction_items', 'check_inputs_fit_models',
-           'predict_command', 'check_train_settings', 'settings_differences', 'plan_from_settings']
+           'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
+           'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'stopped_early',
+           'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy',
+           'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint',
+           'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets',
+           'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command', 'check_train_settings',
+           'settings_differences', 'plan_from_settings']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -56,24 +56,6 @@ class _ExpectedRetracing(logging.Filter):
 
 if not any(type(f).__name__ == "_ExpectedRetracing" for f in logging.getLogger("tensorflow").filters):
     logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
-
-# %% ../nbs/08_training.ipynb #6422d7d9
-def read_log(log) -> pd.DataFrame:
-    """A training log (one row per finished epoch, `epoch` column) as a DataFrame: a DataFrame as it is, or a
-    `.tsv` (what the trainer writes) or `.csv` file; an absent or empty file is an empty log."""
-    if isinstance(log, pd.DataFrame):
-        return log
-    path = Path(log)
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame({"epoch": pd.Series(dtype=int)})
-    try:
-        log = pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t")
-    except (pd.errors.ParserError, UnicodeDecodeError):
-        log = None
-    if log is None or "epoch" not in log.columns:
-        raise CorruptFileError(f"{path}: not a training log (TSV with an 'epoch' column). Restore it, or delete it: "
-                               "training continues from the checkpoint and writes a new log.")
-    return log
 
 # %% ../nbs/08_training.ipynb #bf116ca7
 def append_log(path, row: dict, keep_until: int | None = None) -> pd.DataFrame:

@@ -25,7 +25,8 @@ __all__ = ['KITS19_CLASSES', 'WINDOW_PRESETS', 'LABEL_COLORS', 'ERROR_COLORS', '
            'window_to_uint8', 'auto_window', 'resolve_window', 'default_window', 'class_colors', 'overlay_labels',
            'error_categories', 'overlay_errors', 'heat_colors', 'overlay_heat', 'in_plane_axes', 'check_plane_axis',
            'slice_2d', 'display_shape', 'resize_nearest', 'ViewerData', 'as_class_map', 'as_label_array',
-           'as_float_map', 'viewer_data', 'render_view', 'check_view', 'encode_png', 'classes_present', 'SliceViewer']
+           'as_float_map', 'viewer_data', 'render_view', 'check_view', 'encode_png', 'foreground', 'classes_present',
+           'SliceViewer']
 
 # %% ../nbs/11_visualization.ipynb #bc2d43ee
 KITS19_CLASSES = ("background", "kidney", "tumor")
@@ -97,8 +98,13 @@ def resolve_window(image: np.ndarray, window="auto") -> tuple[float, float]:
 
 # %% ../nbs/11_visualization.ipynb #39062e30
 def default_window(image: np.ndarray) -> str:
-    "`'abdomen'` when `image` looks like CT in HU (air below -500 present), else `'auto'` (MRI)."
-    return "abdomen" if float(np.min(image)) < -500 else "auto"
+    "`'abdomen'` when `image` looks like CT in HU (air below -500 present; NaN voxels aside), else `'auto'` (MRI)."
+    image = np.asarray(image)
+    if image.dtype.kind == "f":
+        lowest = np.min(image, where=np.isfinite(image), initial=np.inf)
+    else:
+        lowest = image.min() if image.size else 0
+    return "abdomen" if float(lowest) < -500 else "auto"
 
 # %% ../nbs/11_visualization.ipynb #19a4450c
 LABEL_COLORS = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
@@ -288,6 +294,8 @@ def _as_image(image, channel, name: str) -> np.ndarray:
         image = image[None]
     if image.ndim != 3:
         raise MiscnnError(f"{name}: image has shape {image.shape}; expected (D, H, W), (H, W) or (D, H, W, C).")
+    if image.size == 0:
+        raise MiscnnError(f"{name}: image has shape {image.shape}, no voxels to show; check how it was read or cut.")
     if image.dtype.kind not in "iufb":
         raise MiscnnError(f"{name}: image dtype {image.dtype} is not numeric.")
     if image.dtype == bool:
@@ -332,6 +340,9 @@ def as_class_map(array, shape, name: str) -> np.ndarray:
         a = a.astype(np.int64)
     if a.size and a.min() < 0:
         raise MiscnnError(f"{name} has negative values ({int(a.min())}); classes are 0 (background), 1, 2, ...")
+    if a.size and a.max() > np.iinfo(np.int32).max:
+        raise MiscnnError(f"{name} holds class {int(a.max())}; classes are 0 (background), 1, 2, ... (a map this "
+                          "large is not a label map: check the file).")
     return a.astype(np.uint8 if a.size == 0 or a.max() < 256 else np.int32, copy=False)
 
 # %% ../nbs/11_visualization.ipynb #85d2c81c
@@ -391,8 +402,13 @@ def viewer_data(image, label=None, prediction=None, spacing=None, channel: int |
         image = image.image
         if image_path is None:          # no image file whose grid a map file is read onto: the case's own grid
             label, prediction, uncertainty = (_on_case_grid(x, case) for x in (label, prediction, uncertainty))
-        if spacing is not None:         # mm per axis of the case's arrays: turned with them below
-            affine = affine_from_spacing(check_spacing(spacing, name="spacing", ndim=3), case.orientation)
+        if spacing is not None:         # mm per axis of the case's arrays: its axes rescaled, its origin kept
+            spacing = check_spacing(spacing, name="spacing")
+            spacing = (case.spacing[0], *spacing) if len(spacing) == 2 and case.shape[0] == 1 else spacing
+            if len(spacing) != 3:
+                raise MiscnnError(f"spacing {spacing}: expected 3 values (mm per z, y, x), or 2 for a 2D image.")
+            affine = np.array(affine, float)
+            affine[:3, :3] *= np.asarray(spacing) / np.asarray(case.spacing)
             spacing = None
         if case.orientation != "SPL":   # the planes and their head-up flips assume SPL: turn the case and its maps
             if isinstance(uncertainty, (str, Path)):
@@ -493,12 +509,16 @@ def encode_png(rgb: np.ndarray, compress_level: int = 1) -> bytes:
     return buf.getvalue()
 
 # %% ../nbs/11_visualization.ipynb #04ca2e7e
+def foreground(data: ViewerData) -> np.ndarray | None:
+    "Voxels that are foreground in the label or in the prediction (None when there is neither)."
+    maps = [m > 0 for m in (data.label, data.prediction) if m is not None]
+    return np.logical_or.reduce(maps) if maps else None
+
 def _foreground_cursor(data: ViewerData) -> list[int]:
     "Centre voxel of the volume, or the voxel where each axis has the most foreground (label or prediction)."
-    fg = data.label if data.label is not None else data.prediction
+    fg = foreground(data)
     if fg is None or not fg.any():
         return [n // 2 for n in data.image.shape]
-    fg = fg > 0
     return [int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != k)))) for k in range(3)]
 
 # %% ../nbs/11_visualization.ipynb #dba7a454
@@ -538,13 +558,13 @@ class SliceViewer:
         self.cursor = [int(c) for c in cursor] if cursor is not None else _foreground_cursor(d)
         for k, (c, n) in enumerate(zip(self.cursor, d.image.shape)):
             if not 0 <= c < n:
-                raise MiscnnError(f"cursor {tuple(cursor)}: index {c} on axis {k} is outside 0..{n - 1}.")
+                raise MiscnnError(f"cursor {tuple(self.cursor)}: index {c} on axis {k} is outside 0..{n - 1}.")
         self.n_redraws, self.last_redraw_ms, self._hold = 0, 0.0, 0
         both = d.label is not None and d.prediction is not None
         self.views = ["image"] + ["truth"] * (d.label is not None) + ["prediction"] * (d.prediction is not None) \
             + ["truth | prediction", "errors"] * both + ["uncertainty"] * (d.uncertainty is not None)
         view = check_view(d, view) if view is not None else None
-        window = window or default_window(d.image)
+        window = default_window(d.image) if window is None else window     # a (level, width) array too
         level, width = resolve_window(d.image, window)
         self._build(axis if not d.is_2d else 0, view or ("truth | prediction" if both else self.views[-1]),
                     window if isinstance(window, str) else "custom", level, width, opacity)
@@ -638,7 +658,7 @@ def _sync_cursor_sliders(self: SliceViewer):
 @patch
 def set_window(self: SliceViewer, level: float, width: float):
     "Set level and width (HU for CT); the preset becomes 'custom' unless they match one."
-    window_to_uint8(np.zeros(1), level, width)
+    level, width = resolve_window(self.data.image, (level, width))      # both checked
     self._hold += 1
     try:
         for slider, v in ((self.level_slider, level), (self.width_slider, width)):
