@@ -1007,6 +1007,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'miscnn_lite.phantoms._sample_tumor': ('phantoms.html#_sample_tumor', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms._streams': ('phantoms.html#_streams', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms._u': ('phantoms.html#_u', 'miscnn_lite/phantoms.py'),
+                                      'miscnn_lite.phantoms._why_different': ('phantoms.html#_why_different', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms._write_manifest': ('phantoms.html#_write_manifest', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms.best_hu_window': ('phantoms.html#best_hu_window', 'miscnn_lite/phantoms.py'),
                                       'miscnn_lite.phantoms.check_contrast_phase': ( 'phantoms.html#check_contrast_phase',

@@ -416,12 +416,13 @@ SPACING_RANGE_MM = (0.05, 20.0)   # a CT voxel outside this range is almost sure
 
 def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
                   hint: str = "Check the file header (pixdim) or pass the spacing explicitly.",
-                  range_mm: tuple[float, float] | None = None) -> tuple[float, ...]:
+                  range_mm: tuple[float, float] | None = None, range_hint: str | None = None) -> tuple[float, ...]:
     """`spacing` as floats (mm per array axis), else a clear error naming `name`.
 
     ndim: the number of voxel sizes required (None: any). hint: how to fix a zero, negative or
     non-finite voxel size (the default points at the NIfTI header, where such values come from).
-    range_mm: (lo, hi) plausible voxel sizes, e.g. `SPACING_RANGE_MM` for CT; None: no check."""
+    range_mm: (lo, hi) plausible voxel sizes, e.g. `SPACING_RANGE_MM` for CT; None: no check.
+    range_hint: how to fix a size outside `range_mm` (default: a header in another unit, or `spacing_range=`)."""
     not_numbers = isinstance(spacing, (str, bytes)) or np.ndim(spacing) > 1 or any(
         isinstance(s, (bool, np.bool_, str, bytes)) for s in (spacing if isinstance(spacing, (list, tuple)) else ()))
     try:
@@ -438,9 +439,10 @@ def check_spacing(spacing, name: str = "spacing", ndim: int | None = None,
         raise DataError(f"{name} {values} mm is invalid: every voxel size must be a positive number of mm. {hint}")
     if range_mm is not None and not all(range_mm[0] <= v <= range_mm[1] for v in values):
         raise DataError(f"{name} {tuple(round(v, 6) for v in values)} mm is outside the plausible {range_mm[0]}–"
-                        f"{range_mm[1]} mm of a CT voxel: the affine is probably in another unit (metres give "
-                        "~0.001, micrometres ~1000). Fix the header (e.g. scale the affine to mm), or pass "
-                        "spacing_range=(lo, hi) / spacing_range=None if these voxels are real.")
+                        f"{range_mm[1]} mm of a CT voxel" + (f". {range_hint}" if range_hint else
+                        ": the affine is probably in another unit (metres give ~0.001, micrometres ~1000). Fix the "
+                        "header (e.g. scale the affine to mm), or pass spacing_range=(lo, hi) / spacing_range=None "
+                        "if these voxels are real."))
     return values
 
 # %% ../nbs/00_io.ipynb #9c607276

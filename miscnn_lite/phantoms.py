@@ -670,8 +670,9 @@ def _check_orientation(orientation: str) -> str:
 # %% ../nbs/01_phantoms.ipynb #58e45a4a
 def _check_spacing_arg(spacing) -> tuple[float, float, float]:
     "A `spacing=` argument of the phantom generator: three voxel sizes in mm, else a clear error."
-    return check_spacing(spacing, "spacing", ndim=3, range_mm=SPACING_RANGE_MM,
-                         hint="E.g. (2.5, 0.8, 0.8); pass spacing=None (leave --spacing out) to draw one per case.")
+    hint = "E.g. (2.5, 0.8, 0.8); pass spacing=None (leave --spacing out) to draw one per case."
+    return check_spacing(spacing, "spacing", ndim=3, range_mm=SPACING_RANGE_MM, hint=hint,
+                         range_hint=f"Phantoms are drawn with voxels in that range. {hint}")
 
 # %% ../nbs/01_phantoms.ipynb #ea2507cf
 def sample_acquisition(rng: np.random.Generator, spacing: Sequence[float] | None = None,
@@ -897,6 +898,17 @@ def _made_by(path: Path, generator: str) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
 
+def _why_different(out: Path, n_cases: int) -> str:
+    "A clause naming another `n_cases` in `out`'s phantoms.json: it changes which cases are tumor-free."
+    try:
+        before = json.loads((out / "phantoms.json").read_text(encoding="utf-8")).get("n_cases")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not isinstance(before, int) or before == n_cases:
+        return ""
+    return (f" (the folder was made with n_cases={before}; which cases are tumor-free is drawn over the whole "
+            f"dataset, so with n_cases={n_cases} some cases change: a dataset cannot grow in place)")
+
 def _nnunet_dataset_json(labels: dict[int, str], n_cases: int) -> dict:
     "nnU-Net v2's `dataset.json` of a phantom folder: one CT channel, the label names, the case count."
     return {"channel_names": {"0": "CT"}, "labels": {name: k for k, name in sorted(labels.items())},
@@ -996,8 +1008,8 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
         state = _case_state(reader, case)
         if state == "different" and not overwrite:
             raise FileExistsError(f"{out / case.id}: holds a different case than phantom seed {entry['seed']} "
-                                  f"with shape {shape}. Use an empty folder, or pass overwrite=True "
-                                  "(miscnn-lite phantoms --overwrite) to replace it.")
+                                  f"with shape {shape}{_why_different(out, len(plan))}. Use an empty folder, or pass "
+                                  "overwrite=True (miscnn-lite phantoms --overwrite) to replace it.")
         if state != "identical":
             begin()
             save_case(case, out, layout=layout)

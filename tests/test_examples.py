@@ -4,10 +4,12 @@ The session fixture fetches them once into `MISCNN_EXAMPLES` (default ~/.cache/m
 outside the repository); a fetch failure fails these tests with the downloader's message."""
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -123,9 +125,17 @@ def test_damaged_output_is_refused_then_rebuilt_with_force_from_the_cache(exampl
     run = subprocess.run(command, capture_output=True, text=True)
     assert run.returncode == 2 and "miscnn-lite download examples: error: " in run.stderr
     assert "segmentation.nrrd: SHA-256 differs" in run.stderr and "--force" in run.stderr
+    killed, running = tmp_path / ".examples.killed", tmp_path / ".examples.running"   # build folders of other runs
+    for work in (killed, running):
+        (work / "extracted").mkdir(parents=True)
+        (work / "extracted" / "part.nrrd").write_bytes(b"half")
+    two_hours_ago = time.time() - 2 * 3600
+    for path in (killed / "extracted" / "part.nrrd", killed / "extracted", killed):
+        os.utime(path, (two_hours_ago, two_hours_ago))
     run = subprocess.run(command + ["--force"], capture_output=True, text=True)   # archives are cached: offline
     assert run.returncode == 0, run.stderr
-    assert dl.verify(out) == [] and not list(tmp_path.glob(".examples.*"))
+    assert f"removed {killed}, left by a download that was stopped" in run.stderr
+    assert dl.verify(out) == [] and sorted(tmp_path.glob(".examples.*")) == [running]   # a running one's stays
 
 
 def test_force_never_removes_a_folder_the_download_did_not_write(tmp_path):

@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["main", "fetch_examples", "SOURCES", "ExampleDataError"]
@@ -379,8 +380,25 @@ def fetch_examples(out, cache=DEFAULT_CACHE, force: bool = False, quiet: bool = 
     return out
 
 
+STALE_BUILD_S = 3600     # a build folder in which nothing changed for this long was left by a killed run
+
+
+def _remove_stale_builds(out: Path, say) -> None:
+    "Delete the build folders beside `out` that killed runs left (`kill -9`, a power cut); a running build's stay."
+    def mtime(path):
+        try:
+            return path.stat().st_mtime
+        except OSError:                     # removed meanwhile by the run that owns it
+            return 0.0
+    for work in out.parent.glob(f".{out.name}.*"):
+        if work.is_dir() and time.time() - max(map(mtime, [work, *work.rglob("*")])) > STALE_BUILD_S:
+            shutil.rmtree(work, ignore_errors=True)
+            say(f"removed {work}, left by a download that was stopped")
+
+
 def _build_into(out: Path, cache: Path, say) -> None:
     "Fetch, extract and build the datasets in a temporary folder beside `out`, then rename it to `out`."
+    _remove_stale_builds(out, say)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
         work = Path(work)
         members = {}
