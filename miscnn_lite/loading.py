@@ -473,6 +473,13 @@ def _case_facts(item, source_hash: str) -> dict:
     "Label values, shape and spacing of one case, loaded with every check of `load_case` (shapes, affines, NaN)."
     case_id, load, paths = item_source(item)
     case = load()
+    label = case.label
+    if label is not None and label.dtype.kind == "f":             # a Case made in memory: NaN or 1.5 are no class
+        odd = ~np.isfinite(label) | (label != np.round(label))
+        if odd.any():
+            raise DataError(f"{case.label_path or case_id}: the label holds {int(odd.sum())} value(s) that are not "
+                            f"class numbers (e.g. {label[odd][:3].tolist()}); a label map holds 0, 1, 2, ...: repair "
+                            "it (e.g. np.nan_to_num(label, nan=0)) or round it.")
     return {"source_hash": source_hash, "shape": list(case.shape), "spacing": [float(s) for s in case.spacing],
             "where": str(case.image_path or case_id), "label_where": str(case.label_path or case_id),
             "label_values": None if case.label is None else np.unique(case.label).astype(int).tolist()}
@@ -514,6 +521,10 @@ def validate_cases(items, n_classes: int | None = None, spacing_range=SPACING_RA
                                 "the case out of the training folder.")
             continue
         bad = [v for v in f["label_values"] if v < 0 or (n_classes is not None and v >= n_classes)]
+        if bad and bad[0] < 0:
+            raise DataError(f"{f['label_where']}: label values {[v for v in bad if v < 0]} are negative (case "
+                            f"{case_id!r} holds {f['label_values']}); classes are 0 (background), 1, 2, ... Remap "
+                            f"them (LabelRemap / label_map={{{bad[0]}: 0}}).")
         if bad:
             white = bad == [255] and str(f["label_where"]).lower().endswith((".png", ".tif", ".tiff", ".bmp"))
             raise DataError(f"{f['label_where']}: label values {bad} are not in 0..{n_classes - 1} of a "

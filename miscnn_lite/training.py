@@ -39,8 +39,8 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy',
            'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint',
            'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets',
-           'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command', 'check_train_settings',
-           'settings_differences', 'plan_from_settings']
+           'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command', 'plan_from_settings',
+           'check_train_settings', 'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -156,6 +156,18 @@ def _restore_callback_state(callbacks, state: dict) -> None:
         for a, v in state.get(type(c).__name__, {}).items():
             setattr(c, a, v)
 
+def _seed_states(model) -> list[list[int]]:
+    """The states of `model`'s random seed generators (its dropout layers' masks come from them), in a fixed order:
+    Keras keeps them in neither `model.keras` nor a `.weights.h5` file, so a checkpoint records them itself."""
+    return [keras.ops.convert_to_numpy(v).tolist() for v in model.variables if v.name == "seed_generator_state"]
+
+def _restore_seed_states(model, states) -> None:
+    "Set the seed generators' states recorded by `_seed_states` (a checkpoint without them leaves them as they are)."
+    variables = [v for v in model.variables if v.name == "seed_generator_state"]
+    if states is not None and len(states) == len(variables):
+        for v, s in zip(variables, states):
+            v.assign(np.asarray(s, dtype=v.dtype))
+
 # %% ../nbs/08_training.ipynb #8fa847a9
 def _load_checkpoint_weights(model, path) -> None:
     """Load a checkpoint's `.weights.h5` into `model`: its weights and its optimizer's variables (the optimizer is
@@ -203,7 +215,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                "learning_rate": getattr(self, "_lr", lr), "time_s": epoch_s}
         append_log(self.log_path, row)
         state = {"epoch": done, "weights": weights, "learning_rate": lr,
-                 "callbacks": _callback_state(self.others), **self.extra_state,
+                 "callbacks": _callback_state(self.others), "seed_states": _seed_states(self.model), **self.extra_state,
                  "sha256": {weights: file_fingerprint(self.folder / weights)}}
         write_json(self.folder / f"epoch_{done:04d}.state.json", state)
         write_json(self.folder / "state.json", state)
@@ -431,6 +443,9 @@ class Segmenter:
                  initial_weights: str = "seed", ema_momentum: float | None = None, copy_paste: CopyPaste | None = None):
         check_segmenter_settings(batch_size, iterations, learning_rate, overlap, weighting, mirror_axes, lr_patience,
                                  lr_factor, stop_patience, mixed_precision, workers, ema_momentum=ema_momentum)
+        if not isinstance(use_multiprocessing, (bool, np.bool_)):      # "no" would read as True
+            raise SettingsError(f"Segmenter: use_multiprocessing={use_multiprocessing!r}: give True (processes "
+                                "prepare the batches) or False (threads, the default).")
         if not isinstance(model, keras.Model):
             raise SettingsError(f"Segmenter: model={model!r} is not a Keras model; build one first, e.g. "
                                 "Segmenter(models.unet(n_classes=3), patch_shape=(32, 64, 64)), or make the whole "
@@ -452,12 +467,13 @@ class Segmenter:
                                 "CopyPaste(p=0.5, label=2, into=1)) or None.")
         self.copy_paste = copy_paste
         self.spacing_range = SPACING_RANGE_MM     # voxel sizes (mm) predict accepts: fit's spacing_range, or load's
-        self.settings = dict(learning_rate=learning_rate, batch_size=batch_size, iterations=iterations,
+        self.settings = dict(learning_rate=float(learning_rate), batch_size=batch_size, iterations=iterations,
                              overlap=overlap, weighting=weighting, mirror_axes=list(mirror_axes),
                              lr_patience=lr_patience, lr_factor=lr_factor, stop_patience=stop_patience,
                              mixed_precision=mixed_precision, seed=check_seed(seed), workers=workers,
-                             use_multiprocessing=use_multiprocessing, class_names=class_names,
-                             lr_schedule=lr_schedule, ema_momentum=ema_momentum)
+                             use_multiprocessing=bool(use_multiprocessing), class_names=class_names,
+                             lr_schedule=lr_schedule,
+                             ema_momentum=None if ema_momentum is None else float(ema_momentum))
         if lr_schedule not in LR_SCHEDULES:
             raise MiscnnError(f"lr_schedule={lr_schedule!r}: choose one of {LR_SCHEDULES}.")
         if initial_weights not in ("seed", "keep"):
@@ -562,6 +578,8 @@ def check_data(self: Segmenter, cases) -> None:
         raise MiscnnError(f"case {case.id!r} gives {channels} input channel(s){slabs} but the model expects "
                           f"{self.in_channels}: build the model with in_channels={channels}.")
     label = None if case.label is None else self.model_labels(case.label, f"case {case.id!r}")
+    if label is not None and label.dtype.kind == "f" and not np.isfinite(label).all():
+        return                                         # validate_cases names NaN labels, with the case's file
     if label is not None and int(np.max(label)) >= self.n_classes:
         raise MiscnnError(f"case {case.id!r} has label values up to {int(np.max(label))} but the model "
                           f"outputs {self.n_classes} classes (0..{self.n_classes - 1}): build it with "
@@ -653,6 +671,7 @@ def _resume(self: Segmenter, out, train_ds, ckpt) -> int:
         raise CorruptFileError(f"{folder}: no usable checkpoint ({len(states)} tried, all damaged). Remove the "
                                "folder to start this run afresh (or train with --overwrite), or use another --out.")
     truncate_log(out / LOG_FILE, state["epoch"])
+    _restore_seed_states(self.model, state.get("seed_states"))   # the next dropout masks, as in an unbroken run
     train_ds.set_epoch(int(state["epoch"]))     # batches of epoch e depend only on (seed, e, index)
     ckpt.restore = state
     return int(state["epoch"])
@@ -802,10 +821,18 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here
             check_finite_image(item)
-    out.mkdir(parents=True, exist_ok=True)             # after the checks: a refused call leaves no folder
+    new = [[p, *p.parents][sum(not q.exists() for q in [p, *p.parents]) - 1]   # the top folder made for it
+           for p in (out.absolute(), Path(cache_dir).absolute() if cache_dir is not None else None)
+           if p is not None and not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)             # after the checks above
     remaps = self.pipeline is not None and any(isinstance(s, LabelRemap) for s in self.pipeline.steps)
-    validate_cases(items, None if remaps else self.n_classes,     # remapped labels: checked after the pipeline
-                   spacing_range, record_dir=cache_dir or out / "cache")
+    try:
+        validate_cases(items, None if remaps else self.n_classes,     # remapped labels: checked after the pipeline
+                       spacing_range, record_dir=cache_dir or out / "cache")
+    except BaseException:
+        for folder in new:                             # a refused call leaves no folder it made
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     roots = {str(Path(i.reader.root).resolve()) for i in items
              if isinstance(i, ReaderItem) and hasattr(i.reader, "root")}
     where = (str(Path(train).resolve()) if isinstance(train, (str, Path)) else roots.pop() if len(roots) == 1
@@ -1400,6 +1427,27 @@ def _is_int(v, lo: int) -> bool:
 def _is_number(v, lo: float, hi: float, hi_open: bool = True) -> bool:
     return bool(is_finite_number(v) and lo <= v and (v < hi if hi_open else v <= hi))
 
+# %% ../nbs/08_training.ipynb #cc75e8a9
+def plan_from_settings(opts: dict) -> TrainingPlan:
+    """The `TrainingPlan` of checked training settings (`check_train_settings`): the network with depth,
+    base_filters and normalization where it takes them; resample to target_spacing (unless None), clip to
+    hu_window (unless None), z-score over the dataset."""
+    takes = model_options(opts["model"])
+    network = {k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes}
+    steps = [Resample(tuple(opts["target_spacing"]))] if opts["target_spacing"] else []
+    steps += [ClipHU(*opts["hu_window"])] if opts["hu_window"] else []
+    return TrainingPlan(
+        model=opts["model"], model_options=dict(n_classes=opts["n_classes"], ndim=opts["ndim"], **network),
+        patch_shape=opts["patch_shape"], sampler=dict(foreground_fraction=opts["foreground_fraction"]),
+        loss=opts["loss"], optimizer=dict(name="adam", learning_rate=opts["learning_rate"],
+                                          ema_momentum=opts.get("ema_momentum")),
+        schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
+        augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
+        copy_paste=CopyPaste.options(opts.get("copy_paste", 0.0), opts.get("copy_paste_scale", 1.0),
+                                     opts.get("copy_paste_contrast", 1.0)),
+        prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
+        mixed_precision=opts["mixed_precision"], workers=opts["workers"])
+
 # %% ../nbs/08_training.ipynb #9b5d17a9
 _MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 
@@ -1464,7 +1512,12 @@ def check_train_settings(opts: dict, where: str = "settings") -> dict:
         check_patch_shape(o["patch_shape"][1:] if o["ndim"] == 2 else o["patch_shape"], o["depth"])
     except ValueError as e:
         raise SettingsError(f"{where}: {e}") from None
-    return json.loads(json.dumps(o, default=json_value))
+    checked = json.loads(json.dumps(o, default=json_value))
+    try:                          # and the plan's own checks (an axis mirrored twice, a normalization name), before
+        plan_from_settings(checked)         # a train command writes its settings: a refused run leaves nothing
+    except ValueError as e:                 # SettingsError too
+        raise SettingsError(f"{where}: {e}") from None
+    return checked
 
 # %% ../nbs/08_training.ipynb #a14a4746
 def settings_differences(saved: dict, requested: dict, ignore=("epochs",)) -> list[str]:
@@ -1472,24 +1525,3 @@ def settings_differences(saved: dict, requested: dict, ignore=("epochs",)) -> li
     saved = {**json.loads(json.dumps(TRAIN_DEFAULTS, default=json_value)), **saved}
     return [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in requested.items()
             if k not in ignore and saved.get(k) != v]
-
-# %% ../nbs/08_training.ipynb #cc75e8a9
-def plan_from_settings(opts: dict) -> TrainingPlan:
-    """The `TrainingPlan` of checked training settings (`check_train_settings`): the network with depth,
-    base_filters and normalization where it takes them; resample to target_spacing (unless None), clip to
-    hu_window (unless None), z-score over the dataset."""
-    takes = model_options(opts["model"])
-    network = {k: opts[k] for k in ("depth", "base_filters", "normalization") if k in takes}
-    steps = [Resample(tuple(opts["target_spacing"]))] if opts["target_spacing"] else []
-    steps += [ClipHU(*opts["hu_window"])] if opts["hu_window"] else []
-    return TrainingPlan(
-        model=opts["model"], model_options=dict(n_classes=opts["n_classes"], ndim=opts["ndim"], **network),
-        patch_shape=opts["patch_shape"], sampler=dict(foreground_fraction=opts["foreground_fraction"]),
-        loss=opts["loss"], optimizer=dict(name="adam", learning_rate=opts["learning_rate"],
-                                          ema_momentum=opts.get("ema_momentum")),
-        schedule={k: opts[k] for k in ("epochs", "iterations", "batch_size")},
-        augmentation="ct" if opts["augmentation"] else None, preprocessing=steps + [ZScore("dataset")],
-        copy_paste=CopyPaste.options(opts.get("copy_paste", 0.0), opts.get("copy_paste_scale", 1.0),
-                                     opts.get("copy_paste_contrast", 1.0)),
-        prediction=dict(overlap=opts["overlap"], mirror_axes=opts["mirror_axes"]), seed=opts["seed"],
-        mixed_precision=opts["mixed_precision"], workers=opts["workers"])

@@ -283,6 +283,14 @@ def test_segmenter_refuses_settings_out_of_range(setting, value):
         tiny_segmenter(**{setting: value})
 
 
+def test_segmenter_takes_numpy_numbers_and_refuses_a_string_for_a_bool():
+    from miscnn_lite.io import SettingsError
+    seg = tiny_segmenter(learning_rate=np.float32(1e-3), ema_momentum=np.float64(0.9))   # Keras's Adam wants a float
+    assert type(seg.settings["learning_rate"]) is float and seg.settings["ema_momentum"] == 0.9
+    with pytest.raises(SettingsError, match="use_multiprocessing='no': give True"):   # a non-empty string is truthy
+        tiny_segmenter(use_multiprocessing="no")
+
+
 def test_predict_and_evaluate_refuse_what_the_model_cannot_read():
     from dataclasses import replace
 
@@ -357,6 +365,10 @@ def test_fit_refuses_val_cases_from_train_and_no_cases_without_making_a_folder(t
         Segmenter.from_plan(plan).fit(train, [toy_case(1), toy_case(2)], epochs=1, out=tmp_path / "a" / "m")
     with pytest.raises(MiscnnError, match="no cases given"):
         Segmenter.from_plan(plan).fit([], [toy_case(2)], epochs=1, out=tmp_path / "a" / "m")
+    seven = toy_case(3)
+    seven.label[seven.label == 2] = 7                            # a class the 3-class model does not have
+    with pytest.raises(DataError, match="7"):                    # refused by validate_cases, which records in cache/
+        Segmenter.from_plan(plan).fit([toy_case(0), seven], epochs=1, out=tmp_path / "a" / "m")
     assert not (tmp_path / "a").exists()
 
 
