@@ -305,7 +305,8 @@ def _add_sweep(sub) -> None:
 
 # %% ../nbs/13_cli.ipynb #8bb90596
 def _cmd_experiment(args) -> int:
-    from miscnn_lite.experiments import load_parameters, preset_file, run_default_experiment
+    from miscnn_lite.experiments import (check_parameters, experiment_notebook, experiment_parameters,
+                                         load_parameters, preset_file, run_default_experiment)
     from miscnn_lite.io import SettingsError, remove_temporaries
     given = dict(args.param or [])
     for key, option in (("out_dir", "--out"), ("data_dir", "--data")):
@@ -315,8 +316,10 @@ def _cmd_experiment(args) -> int:
     params = {}
     for preset in args.preset or []:                     # in order: a later preset overrides an earlier one
         params.update(load_parameters(preset_file(preset)))
-    remove_temporaries(args.out)                         # a notebook copy left by a killed run (under the lock)
-    run_default_experiment(args.out, data=args.data, parameters={**params, **given}, notebook=args.notebook)
+    params = {**params, **given}
+    check_parameters(experiment_notebook(args.notebook), experiment_parameters(args.out, args.data, params))
+    remove_temporaries(args.out)      # after the checks: a notebook copy left by a killed run (under the lock)
+    run_default_experiment(args.out, data=args.data, parameters=params, notebook=args.notebook)
     return 0
 
 # %% ../nbs/13_cli.ipynb #11f53850

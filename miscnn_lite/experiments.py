@@ -198,6 +198,10 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str, os.PathLike), "bool
 def check_parameters(notebook, parameters: dict) -> dict:
     "Raise a clear error for unknown parameter names or values of the wrong type; return `parameters`."
     declared = notebook_parameters(notebook)
+    if "out_dir" in parameters and "out_dir" not in declared:         # set by --out, not by the user
+        raise MiscnnError(f"{Path(notebook).name}: declares no out_dir parameter; an experiment notebook gets its "
+                          "results folder (--out) as out_dir: add `out_dir = \"results\"` to its parameters cell "
+                          "and write its files there.")
     for name, value in parameters.items():
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1)
@@ -239,7 +243,11 @@ class ExperimentFailed(RuntimeError):
 # %% ../nbs/12_experiments.ipynb #df02c5b7
 def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, progress: bool = False,
                  kernel_name: str | None = None) -> Path:
-    """Execute `notebook` with `parameters` (checked first) and write the executed copy to `output`."""
+    """Execute `notebook` with `parameters` (checked first) and write the executed copy to `output`.
+
+    The kernel runs in `cwd` (default: the notebook's own folder, so that it finds files beside it): give paths in
+    `parameters` as absolute paths (`experiment_parameters` makes them so). A failed run is kept as
+    `<output>.failed.ipynb`; a later success removes it."""
     import papermill as pm
     notebook, output = Path(notebook), Path(output)
     parameters = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in (parameters or {}).items()}
@@ -266,6 +274,7 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
             raise ExperimentFailed(f"{notebook.name}: cell {e.exec_count} failed with {e.ename}: "
                                    f"{str(e.evalue).rstrip('.')}. "
                                    f"The executed notebook is kept at {failed}.", failed) from None
+    output.with_suffix(".failed.ipynb").unlink(missing_ok=True)   # an earlier failure here is not this run's
     return output
 
 # %% ../nbs/12_experiments.ipynb #1ec73b82
@@ -294,10 +303,18 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
     if data is not None:
         params["data_dir"] = str(data)
     params = _resolved_paths(params, check=True)   # checked here, before a kernel starts and writes a folder
+    results = Path(out).resolve()
     for key in PATH_PARAMETERS:
-        if params.get(key) and Path(params[key]).resolve() == Path(out).resolve():
-            raise SettingsError(f"{key} {params[key]} is the results folder --out: folds, figures and the manifest "
-                                "would land among the cases. Give another --out, e.g. results.")
+        if params.get(key) and (results == Path(params[key]).resolve() or
+                                results.is_relative_to(Path(params[key]).resolve())):
+            raise SettingsError(f"{key} {params[key]} holds the results folder --out {out}: folds, figures and the "
+                                "manifest would land among the cases (and be taken for data when the run resumes). "
+                                "Give an --out outside the dataset, e.g. results.")
+    if params.get("data_dir") and params.get("test_data_dir") and \
+            Path(params["data_dir"]).resolve() == Path(params["test_data_dir"]).resolve():
+        raise SettingsError(f"test_data_dir {params['test_data_dir']} is the training data (data_dir): the held-out "
+                            "test score would be measured on cases the models trained on. Give a folder of other "
+                            "cases, or leave test_data_dir out.")
     return params
 
 # %% ../nbs/12_experiments.ipynb #18c1494e
@@ -419,8 +436,8 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
     given = expand_grid(spec)
     runs = [_resolved_paths(p, check=executor is None and scheduler is None) for p in given]
     notebook = experiment_notebook(spec.get("notebook", DEFAULT_EXPERIMENT))
-    for params in runs:                                   # every job is checked before any runs
-        check_parameters(notebook, params)
+    for params in runs:                                   # every job is checked before any runs, as it will run
+        check_parameters(notebook, {**params, "out_dir": str(out)})
     out.mkdir(parents=True, exist_ok=True)
     varied = list((spec.get("grid") or {}))
     folders = [out / _job_name(i, p, varied) for i, p in enumerate(given)]       # named as the spec writes them

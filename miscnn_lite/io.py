@@ -170,9 +170,13 @@ class OutputLockedError(MiscnnError):
 
 # %% ../nbs/00_io.ipynb #bba04886
 def remove_temporaries(folder) -> list[Path]:
-    "Delete hidden temporary files that `atomic_path` (or a killed writer) left under `folder`; returns them."
-    folder = Path(folder)
-    stale = [p for p in folder.rglob(".*") if p.is_file() and ".tmp" in p.name] if folder.is_dir() else []
+    """Delete hidden temporary files that `atomic_path` (or a killed writer) left under `folder`; returns them.
+    A subfolder with a lock of its own (`output_lock`) is another command's output, perhaps being written now: its
+    files are left alone (that command cleans them when it runs)."""
+    folder, stale = Path(folder), []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not os.path.exists(os.path.join(root, d, LOCK_FILE)))
+        stale += [Path(root, f) for f in sorted(files) if f.startswith(".") and ".tmp" in f]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -3,6 +3,7 @@
 # %% ../nbs/10_validation.ipynb #0fd77a15
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -337,10 +338,18 @@ def machine_info() -> dict:
                 tf_enable_onednn_opts=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
 
 # %% ../nbs/10_validation.ipynb #012d0f61
-def _git_commit(cwd) -> str | None:
+def _git_commit(package_dir) -> str | None:
+    """The commit of the kit's own source checkout holding `package_dir`, with "+dirty" when tracked files differ
+    from it; None for an installed package (a repository it is installed into is another project's)."""
+    def git(*args):
+        done = subprocess.run(["git", *args], cwd=package_dir, capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() if done.returncode == 0 else None
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
+        top = git("rev-parse", "--show-toplevel")
+        if not top or Path(top, "miscnn_lite").resolve() != Path(package_dir).resolve():
+            return None
+        head, changes = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        return None if not head else head + ("+dirty" if changes else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -369,7 +378,7 @@ def make_manifest(config: dict, data_dir=None, folds: list[Fold] | None = None, 
                 keras_backend=backend, seeds=seeds or {},
                 data_dir=None if data_dir is None else str(Path(data_dir).resolve()),
                 data_sha256=data_hashes, folds=[asdict(f) for f in folds or []],
-                git_commit=_git_commit(Path(__file__).parent if "__file__" in globals() else Path.cwd()),
+                git_commit=_git_commit(Path(importlib.import_module("miscnn_lite").__file__).parent),
                 machine=machine_info())
 
 # %% ../nbs/10_validation.ipynb #2ff7be25

@@ -357,6 +357,9 @@ def test_experiment_presets_merge_in_order_and_its_folders_are_checked(tmp_path,
     (tmp_path / "b.yaml").write_text("epochs: 2\n")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / ".kits19_cv.abc123.tmp.ipynb").write_text("{}")          # left by a killed run
+    assert main(["experiment", "--out", str(tmp_path / "out"), "-p", "epoch=3"]) == 2     # refused: removes nothing
+    assert "Did you mean 'epochs'" in capsys.readouterr().err and not seen
+    assert (tmp_path / "out" / ".kits19_cv.abc123.tmp.ipynb").exists()
     assert main(["experiment", "--out", str(tmp_path / "out"), "-f", str(tmp_path / "a.yaml"),
                  "-f", str(tmp_path / "b.yaml"), "-p", "seed=4"]) == 0
     assert seen == {"epochs": 2, "seed": 4, "learning_rate": 0.001}
@@ -375,7 +378,7 @@ def test_experiment_presets_merge_in_order_and_its_folders_are_checked(tmp_path,
     monkeypatch.undo()
     save_case(case_from_arrays(np.zeros((4, 8, 8), np.float32), case_id="c0"), tmp_path / "data")
     assert main(["experiment", "--out", str(tmp_path / "data"), "--data", str(tmp_path / "data")]) == 2
-    assert "is the results folder --out" in capsys.readouterr().err
+    assert "holds the results folder --out" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["c0"]
 
 

@@ -93,6 +93,11 @@ def test_kits19_cv_runs_and_resumes(tmp_path):
     assert first["training_minutes"] == round(sum(log["time_s"].sum() for log in logs) / 60, 1)
     run_notebook(nb, tmp_path / "cv2.ipynb", dict(out_dir=str(tmp_path), **TINY_CV, **RULE_GRID))
     assert (tmp_path / "fold_0" / "metrics.csv").stat().st_mtime_ns == before
+    again = json.loads((tmp_path / "manifest.json").read_text())      # the first run's record stays, the rerun is added
+    assert manifest["config"]["data_dir"] is None and again["config"] == manifest["config"]  # repeatable: phantoms
+    assert again["versions"] == manifest["versions"] and again["machine"] == manifest["machine"]
+    assert [set(r) for r in again["resumed"]] == [{"keras_backend", "versions", "python", "platform", "git_commit",
+                                                    "machine"}]
     # the rerun trained nothing: its own minutes are its process's, the training minutes those of the folds' epochs
     assert json.loads((tmp_path / "result.json").read_text())["training_minutes"] == first["training_minutes"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "metrics.csv"), metrics)
@@ -318,3 +323,41 @@ def test_kernel_start_warning_stays_out_of_the_output(tmp_path):
     assert "IPKernelApp" not in done.stderr and "without encryption" not in done.stderr
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
     assert [o.get("text") for o in outputs] == ["x is 3\n"]
+
+
+def _own_notebook(path, parameters: str, body: str):
+    import nbformat
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_own_notebooks_get_clear_errors_and_a_success_clears_an_earlier_failure(tmp_path):
+    from miscnn_lite.experiments import run_default_experiment
+    from miscnn_lite.io import MiscnnError
+    without = _own_notebook(tmp_path / "mine.ipynb", "epochs = 1", "print(epochs)")
+    with pytest.raises(MiscnnError, match=r"mine.ipynb: declares no out_dir parameter; .* add `out_dir = \"results\"`"):
+        run_default_experiment(tmp_path / "r", notebook=str(without), progress=False)
+    flaky = _own_notebook(tmp_path / "flaky.ipynb", "out_dir = 'results'\nfail = False",
+                          "assert not fail, 'asked to fail'")
+    with pytest.raises(ExperimentFailed, match="asked to fail"):
+        run_notebook(flaky, tmp_path / "out" / "run.ipynb", {"out_dir": str(tmp_path / "out"), "fail": True})
+    assert (tmp_path / "out" / "run.failed.ipynb").exists()
+    run_notebook(flaky, tmp_path / "out" / "run.ipynb", {"out_dir": str(tmp_path / "out")})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.ipynb"]     # the old failure is not kept
+
+
+def test_results_inside_the_data_or_testing_on_the_training_data_are_refused(tmp_path):
+    from miscnn_lite.experiments import check_parameters, experiment_parameters
+    from miscnn_lite.io import SettingsError
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SettingsError, match="holds the results folder --out .*Give an --out outside the dataset"):
+        experiment_parameters(tmp_path / "data" / "results", data=tmp_path / "data")
+    with pytest.raises(SettingsError, match="test_data_dir .* is the training data"):
+        experiment_parameters(tmp_path / "r", data=tmp_path / "data",
+                              parameters={"test_data_dir": str(tmp_path / "data")})
+    assert not (tmp_path / "r").exists()
+    check_parameters(experiments_dir() / "kits19_cv.ipynb", {"phantom_shape": None})   # "None: the same", as it says
