@@ -134,6 +134,14 @@ class TrainingPlan:
     workers: int = 2
 
     def __post_init__(self):
+        for name in ("model", "loss"):                  # a list or a number here would fail with Python's TypeError
+            if not isinstance(getattr(self, name), str):
+                raise SettingsError(f"TrainingPlan: {name}={getattr(self, name)!r}: give a name (a string), e.g. "
+                                    f"{'unet' if name == 'model' else 'dice_ce'!r}.")
+        names = self.class_names
+        if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
+            raise SettingsError(f"TrainingPlan: class_names={names!r}: give a list of names, background first, e.g. "
+                                "['background', 'kidney', 'tumor'].")
         check_model_name(self.model)
         if self.loss not in LOSSES:
             raise SettingsError(f"loss={self.loss!r}: unknown loss; choose one of {sorted(LOSSES)}.")
@@ -242,7 +250,7 @@ def from_dict(cls: TrainingPlan, d: dict, source: str = "plan") -> TrainingPlan:
         raise SettingsError(f"{source}: unknown key(s) {unknown}; a plan has {names}. Fix the spelling or remove them.")
     try:
         return cls(**{k: v for k, v in d.items() if k != "format"})
-    except ValueError as e:
+    except (ValueError, TypeError) as e:              # TypeError: a value of a type no check above foresaw
         raise SettingsError(f"{source}: {e}") from None
 
 # %% ../nbs/07b_plan.ipynb #6d6884aa

@@ -541,7 +541,11 @@ class Segmenter:
 def from_plan(cls: Segmenter, plan: TrainingPlan, **options) -> "Segmenter":
     """A new Segmenter built from `plan` (network with weights drawn from its seed, unfitted pipeline,
     sampler, loss, augmentation, schedule and prediction settings); the plan is kept as `.plan`.
-    `options`: constructor arguments a plan does not hold (strategy, use_multiprocessing)."""
+    `options`: constructor arguments a plan does not hold (strategy, use_multiprocessing, initial_weights)."""
+    if held := sorted(set(options) - {"strategy", "use_multiprocessing", "initial_weights"}):
+        raise SettingsError(f"Segmenter.from_plan: {held} are settings the plan holds (or no Segmenter setting); "
+                            f"change the plan instead, e.g. plan.with_settings({held[0]}=...) or "
+                            f"plan.replace({held[0]}=...).")
     s = plan.schedule
     loss = plan.build_loss() if plan.loss_options else plan.loss     # a bare name stays a name in config.json
     seg = cls(plan.build_model(), plan.build_pipeline(), patch_shape=plan.patch_shape, sampler=plan.build_sampler(),
@@ -956,8 +960,10 @@ def _trained_spacing_range(folder: Path):
 def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     """A Segmenter from a model folder written by `save`/`fit` (safe mode), with the plan it was made from
     (`.plan`; None for a folder without plan.json). `overrides` replace saved settings (e.g.
-    mirror_axes=(0, 1, 2) for prediction with test-time augmentation); those a plan holds go into `.plan`
-    too (`TrainingPlan.with_settings`), so it says how this Segmenter predicts."""
+    mirror_axes=(0, 1, 2) for prediction with test-time augmentation); those a plan holds (its settings,
+    `patch_shape`, a loss by name) go into `.plan` too (`TrainingPlan.with_settings`), so it says how this Segmenter
+    predicts; an object a plan cannot hold (a sampler, pipeline, augmentation, copy_paste or loss object) leaves
+    `.plan` None rather than a plan that says otherwise."""
     folder = Path(folder)
     if folder.is_file():
         raise MissingFileError(f"{folder}: is a file; give the model folder that holds it ({folder.parent}).")
@@ -1029,7 +1035,12 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
         kwargs["patch_shape"] = None                 # the given sampler's
     kwargs.setdefault("initial_weights", "keep")   # the trained weights
     seg = cls(model, **kwargs)
-    seg.plan = plan and plan.with_settings(**{k: v for k, v in overrides.items() if k in SETTING_GROUPS})
+    as_plan = {**({"patch_shape": [int(v) for v in overrides["patch_shape"]]} if "patch_shape" in overrides else {}),
+               **({"loss": overrides["loss"], "loss_options": {}} if isinstance(overrides.get("loss"), str) else {})}
+    opaque = [k for k in ("sampler", "pipeline", "augmentation", "copy_paste", "loss")
+              if k in overrides and k not in as_plan]
+    seg.plan = None if plan is None or opaque else plan.with_settings(
+        **{k: v for k, v in overrides.items() if k in SETTING_GROUPS}).replace(**as_plan)
     seg.spacing_range = _trained_spacing_range(folder)
     state = read_checkpoint_state(folder) or {}
     if "epochs" in state and state.get("epoch", 0) < state["epochs"] and not stopped_early(state):

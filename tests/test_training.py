@@ -291,6 +291,39 @@ def test_segmenter_takes_numpy_numbers_and_refuses_a_string_for_a_bool():
         tiny_segmenter(use_multiprocessing="no")
 
 
+def test_load_overrides_reach_the_plan_or_drop_it(tmp_path):
+    "Overrides a plan holds go into `.plan` (saved, it rebuilds the same Segmenter); objects it cannot hold drop it."
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.patching import PatchSampler
+    from miscnn_lite.plan import TrainingPlan
+    from miscnn_lite.training import Segmenter
+    plan = TrainingPlan(model_options=dict(depth=2, base_filters=4), patch_shape=[16, 16, 16],
+                        loss_options=dict(batch_dice=True), schedule=dict(iterations=1, batch_size=2), workers=0)
+    Segmenter.from_plan(plan).fit([toy_case(0)], epochs=1, out=tmp_path / "m")
+    loaded = Segmenter.load(tmp_path / "m", patch_shape=(32, 32, 32), loss="dice", mirror_axes=(2,))
+    assert (loaded.plan.patch_shape, loaded.plan.loss, loaded.plan.loss_options) == ([32, 32, 32], "dice", {})
+    assert loaded.plan.prediction["mirror_axes"] == [2]
+    assert Segmenter.from_plan(loaded.plan).patch_shape == loaded.patch_shape == (32, 32, 32)
+    assert Segmenter.load(tmp_path / "m", sampler=PatchSampler((16, 16, 16), foreground_fraction=1.0)).plan is None
+    with pytest.raises(SettingsError, match=r"from_plan: \['seed'\] are settings the plan holds.*replace\(seed=...\)"):
+        Segmenter.from_plan(plan, seed=3)
+
+
+@pytest.mark.parametrize("changes,words", [(dict(loss=["dice"]), "loss=['dice']: give a name"),
+                                           (dict(model=["unet"]), "model=['unet']: give a name"),
+                                           (dict(class_names="abc"), "class_names='abc': give a list of names"),
+                                           (dict(class_names=5), "class_names=5: give a list")])
+def test_plan_fields_of_the_wrong_type_are_named(changes, words, tmp_path):
+
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.plan import TrainingPlan
+    with pytest.raises(SettingsError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        TrainingPlan(**changes)
+    (tmp_path / "plan.json").write_text(json.dumps({**TrainingPlan().to_dict(), **changes}))
+    with pytest.raises(SettingsError, match="plan.json: TrainingPlan: "):           # the file named, not a TypeError
+        TrainingPlan.load(tmp_path / "plan.json")
+
+
 def test_predict_and_evaluate_refuse_what_the_model_cannot_read():
     from dataclasses import replace
 
