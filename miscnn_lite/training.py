@@ -723,7 +723,11 @@ def check_same_dataset(out: Path, data, items) -> dict:
 
 # %% ../nbs/08_training.ipynb #72e10be2
 def check_finite_image(case: Case) -> None:
-    "Raise when `case.image` holds NaN or infinite voxels (they would spread through the network unseen)."
+    """Raise when `case.image` holds NaN or infinite voxels (they would spread through the network unseen), or is
+    not real numbers (a complex image would lose its imaginary part without a word)."""
+    if np.asarray(case.image).dtype.kind not in "biuf":
+        raise DataError(f"case {case.id!r}: image dtype {np.asarray(case.image).dtype} is not real numbers; give "
+                        "intensities (e.g. np.abs(image) of a complex MR image, or its real part).")
     bad = ~np.isfinite(np.asarray(case.image, np.float32))
     if bad.any():
         raise DataError(f"case {case.id!r}: {int(bad.sum())} image voxel(s) are NaN or infinite, e.g. at "
@@ -1015,7 +1019,13 @@ def load(cls: Segmenter, folder, **overrides) -> "Segmenter":
     kwargs = {k: config[k] for k in keys if k in config}
     sampler = PatchSampler.from_dict(config["sampler"]) if config.get("sampler") else None
     loss = config.get("loss", "dice_ce")
-    loss = loss if isinstance(loss, str) else keras.saving.deserialize_keras_object(loss)
+    if not isinstance(loss, str) and "loss" not in overrides:
+        try:
+            loss = keras.saving.deserialize_keras_object(loss)
+        except (TypeError, ValueError) as e:        # a function or class of the user's that Keras cannot find here
+            raise SettingsError(f"{folder / CONFIG_FILE}: its loss cannot be rebuilt here ({str(e)[:200]}); it is a "
+                                "function or class of your own: pass it again, Segmenter.load(folder, loss=my_loss), "
+                                "or register it with @keras.saving.register_keras_serializable().") from None
     augmentation = plan.build_augmentation() if plan is not None else None   # training resumes as it began
     if plan is None and config.get("augmentation"):
         try:

@@ -324,6 +324,20 @@ def test_plan_fields_of_the_wrong_type_are_named(changes, words, tmp_path):
         TrainingPlan.load(tmp_path / "plan.json")
 
 
+def my_own_loss(y_true, y_pred):
+    import keras
+    return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+
+def test_a_model_trained_with_a_loss_of_ones_own_loads_with_it_given_again(tmp_path):
+    from miscnn_lite.io import SettingsError
+    from miscnn_lite.training import Segmenter
+    folder = tiny_segmenter(loss=my_own_loss).save(tmp_path / "m")
+    with pytest.raises(SettingsError, match=r"config.json: its loss cannot be rebuilt here .*loss=my_loss"):
+        Segmenter.load(folder)
+    assert Segmenter.load(folder, loss=my_own_loss).loss is my_own_loss
+
+
 def test_predict_and_evaluate_refuse_what_the_model_cannot_read():
     from dataclasses import replace
 
@@ -333,6 +347,8 @@ def test_predict_and_evaluate_refuse_what_the_model_cannot_read():
     image[3, 4, 5] = np.nan
     with pytest.raises(DataError, match=r"1 image voxel\(s\) are NaN or infinite, e.g. at \(3, 4, 5\)"):
         seg.predict_probabilities(replace(case, image=image))
+    with pytest.raises(DataError, match="image dtype complex128 is not real numbers"):
+        seg.predict_probabilities(replace(case, image=case.image.astype(complex)))
     with pytest.raises(DataError, match="2 image channel"):
         seg.predict_case(replace(case, image=np.stack([case.image] * 2, axis=-1)))
     with pytest.raises(DataError, match="the model knows classes 0..2"):
