@@ -870,6 +870,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'miscnn_lite.models.dense_unet': ('models.html#dense_unet', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models.downsampling_factor': ('models.html#downsampling_factor', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models.load_model': ('models.html#load_model', 'miscnn_lite/models.py'),
+                                    'miscnn_lite.models.model_defaults': ('models.html#model_defaults', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models.model_options': ('models.html#model_options', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models.msd_net': ('models.html#msd_net', 'miscnn_lite/models.py'),
                                     'miscnn_lite.models.nnunet_like': ('models.html#nnunet_like', 'miscnn_lite/models.py'),

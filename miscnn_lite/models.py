@@ -4,9 +4,9 @@
 __all__ = ['NORMALIZATIONS', 'ACTIVATIONS', 'BLOCKS', 'UPSAMPLINGS', 'DOWNSAMPLINGS', 'MODELS', 'use_classic_threefry',
            'channels_first_call', 'SliceConv3D', 'ShuffleConv3DTranspose', 'normalization_layer', 'activation_layer',
            'conv_norm_act', 'conv_block', 'region_chain', 'NestedRegions', 'unet', 'standard_unet', 'nnunet_like',
-           'residual_unet', 'dense_unet', 'msd_net', 'model_options', 'check_model_name', 'build_model',
-           'average_ensemble', 'stacking_ensemble', 'DropDepth', 'AddDepth', 'slice_model', 'downsampling_factor',
-           'check_model', 'seed_weights', 'load_model']
+           'residual_unet', 'dense_unet', 'msd_net', 'model_options', 'model_defaults', 'check_model_name',
+           'build_model', 'average_ensemble', 'stacking_ensemble', 'DropDepth', 'AddDepth', 'slice_model',
+           'downsampling_factor', 'check_model', 'seed_weights', 'load_model']
 
 # %% ../nbs/06_models.ipynb #ebe1d2ab
 import functools
@@ -388,25 +388,31 @@ def unet(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 4, ba
 # %% ../nbs/06_models.ipynb #b82e26d8
 def standard_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "The paper's 3D U-Net with batch norm: filters 32..512, depth 4 (5 levels), ≈ 22.6 M parameters."
-    return unet(n_classes, in_channels, ndim, **{**dict(depth=4, base_filters=32, max_filters=512,
-                normalization="batch", activation="relu", name="standard_unet"), **kwargs})
+    return unet(n_classes, in_channels, ndim, **{**standard_unet.options, "name": "standard_unet", **kwargs})
+
+standard_unet.options = dict(depth=4, base_filters=32, max_filters=512, normalization="batch", activation="relu")
 
 # %% ../nbs/06_models.ipynb #e1d603c0
 def nnunet_like(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "nnU-Net-style U-Net: instance norm, LeakyReLU 0.01, strided-conv down-sampling, filters 32..320."
-    return unet(n_classes, in_channels, ndim, **{**dict(depth=5, base_filters=32, max_filters=320,
-                normalization="instance", activation="leaky_relu", downsampling="strided",
-                name="nnunet_like"), **kwargs})
+    return unet(n_classes, in_channels, ndim, **{**nnunet_like.options, "name": "nnunet_like", **kwargs})
+
+nnunet_like.options = dict(depth=5, base_filters=32, max_filters=320, normalization="instance",
+                           activation="leaky_relu", downsampling="strided")
 
 # %% ../nbs/06_models.ipynb #1fed7ecd
 def residual_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "Standard U-Net with residual blocks (MIScnn's 'residual' variant)."
-    return standard_unet(n_classes, in_channels, ndim, **{**dict(block="residual", name="residual_unet"), **kwargs})
+    return standard_unet(n_classes, in_channels, ndim, **{**residual_unet.options, "name": "residual_unet", **kwargs})
+
+residual_unet.options = {**standard_unet.options, "block": "residual"}
 
 # %% ../nbs/06_models.ipynb #637a5cec
 def dense_unet(n_classes: int = 3, in_channels: int = 1, ndim: int = 3, **kwargs) -> keras.Model:
     "Standard U-Net with dense blocks (MIScnn's 'dense' variant)."
-    return standard_unet(n_classes, in_channels, ndim, **{**dict(block="dense", name="dense_unet"), **kwargs})
+    return standard_unet(n_classes, in_channels, ndim, **{**dense_unet.options, "name": "dense_unet", **kwargs})
+
+dense_unet.options = {**standard_unet.options, "block": "dense"}
 
 # %% ../nbs/06_models.ipynb #a58d2f4a
 def msd_net(n_classes: int, in_channels: int = 1, ndim: int = 3, depth: int = 100, width: int = 1,
@@ -441,6 +447,14 @@ def model_options(name: str) -> list[str]:
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):    # a preset forwards its options to unet
         parameters = inspect.signature(unet).parameters
     return [n for n in parameters if n not in ("n_classes", "in_channels", "ndim", "name")]
+
+def model_defaults(name: str) -> dict:
+    "The option values the network `name` is built with when they are not given: its preset's, then its signature's."
+    check_model_name(name)
+    builder = MODELS[name]
+    signature = inspect.signature(unet if hasattr(builder, "options") else builder).parameters
+    return {**{n: p.default for n, p in signature.items() if p.default is not p.empty and n != "name"},
+            **getattr(builder, "options", {})}
 
 # %% ../nbs/06_models.ipynb #40b5af91
 def check_model_name(name) -> str:

@@ -224,11 +224,12 @@ class TrainingPlan:
         if o["ndim"] == 2 and self.patch_shape[0] != 1:
             raise SettingsError(f"patch_shape={self.patch_shape}: a 2D network (ndim=2) trains on single slices, "
                                 f"[1, h, w]; e.g. [1, {self.patch_shape[1]}, {self.patch_shape[2]}].")
-        factor = 2 ** int(o["depth"]) if "depth" in o and self.model != "msd_net" else 1
+        depth = o.get("depth", models.model_defaults(self.model).get("depth"))   # the network's own default too
+        factor = 2 ** int(depth) if depth is not None and self.model != "msd_net" else 1
         if any(int(v) % factor for v in free):
             sides = "every side but the slice axis" if o["ndim"] == 2 else "every side"
-            raise SettingsError(f"patch_shape={self.patch_shape}: {self.model} with depth={o['depth']} halves the "
-                                f"patch {o['depth']} times, so {sides} must be divisible by {factor}.")
+            raise SettingsError(f"patch_shape={self.patch_shape}: {self.model} with depth={depth} halves the "
+                                f"patch {depth} times, so {sides} must be divisible by {factor}.")
 
 # %% ../nbs/07b_plan.ipynb #7519ade1
 @patch
