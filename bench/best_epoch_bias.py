@@ -57,6 +57,9 @@ def fold_scores(run: Path, k: int, reader, post: dict) -> pd.DataFrame:
 def main(runs: list[str]) -> pd.DataFrame:
     tables = []
     for run in map(Path, runs):
+        if not (run / "manifest.json").is_file():
+            raise SystemExit(f"{run}: no manifest.json; give the results folder of a kits19_cv run (make experiment "
+                             "writes results/).")
         config = json.loads((run / "manifest.json").read_text())["config"]
         reader = open_dataset(config.get("data_dir") or run / "phantoms")
         post = run_postprocessing(run)

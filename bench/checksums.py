@@ -13,7 +13,9 @@
 Usage: python bench/checksums.py [--quick]; ends with one `name: value` line per figure.
 """
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -40,6 +42,7 @@ def main():
     depth, base, patch, volume = (2, 4, (16, 32, 32), (32, 64, 64)) if args.quick else (4, 16, (32, 64, 64), (128,
                                                                                                               256, 256))
     tmp = Path(tempfile.mkdtemp(prefix="bench_checksums_"))
+    atexit.register(shutil.rmtree, tmp, True)    # ~150 MB at full size: removed however the script ends
     model = unet(3, depth=depth, base_filters=base)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("dice_ce"))
     rng = np.random.default_rng(0)

@@ -7,11 +7,12 @@ inside the iterator; the batch itself takes ~10 ms). With `workers >= 2` Keras's
 `OrderedEnqueuer` prefetches in threads and TensorFlow's prefetching is switched off; the stall
 was not seen. The batches are the same either way (they are seeded per epoch and index).
 
-epoch_time_ratio = mean epoch time with workers=1 / with workers=2, the same 2.5D U-Net, data and
-seeds as the default `kits19_cv` experiment (smaller with --quick); also printed: how many epochs
-had a first step above 1 s. The stall is intermittent, so the ratio varies from run to run.
+epoch_time_ratio = median epoch time with workers=1 / with workers=2 per round, median over rounds (each round
+one fit of each setting, side by side, in alternating order), the same 2.5D U-Net, data and seeds as the default
+`kits19_cv` experiment (smaller with --quick); also printed: how many epochs had a first step above 1 s. The stall
+is intermittent, so the ratio varies from run to run.
 
-Usage: python bench/epoch_start.py [--quick]
+Usage: python bench/epoch_start.py [--quick] [--rounds N]
 """
 import argparse
 import os
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 
 from miscnn_lite import models
+from miscnn_lite.cli import _positive_int  # a count >= 1, as the CLI parses it
 from miscnn_lite.io import open_dataset
 from miscnn_lite.loading import ReaderItem
 from miscnn_lite.patching import PatchSampler
@@ -63,17 +65,29 @@ def run(reader, workers, epochs, iterations, out):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = argparse.ArgumentParser(description="Epoch time of Segmenter.fit with one loader worker vs. two.")
+    ap.add_argument("--quick", action="store_true", help="fewer cases, epochs and steps (the tests' size)")
+    ap.add_argument("--rounds", type=_positive_int, default=3,
+                    help="interleaved rounds, each one fit per setting, in alternating order (default 3)")
     args = ap.parse_args()
-    epochs, iterations, n_cases = (5, 30, 8) if args.quick else (9, 70, 16)
+    epochs, iterations, n_cases = (3, 30, 8) if args.quick else (5, 70, 16)
+    results, ratios = {1: ([], []), 2: ([], [])}, []
     with tempfile.TemporaryDirectory() as d:
         reader = open_dataset(make_phantom_dataset(Path(d) / "phantoms", n_cases=n_cases, seed=0, progress=False))
-        results = {w: run(reader, w, epochs, iterations, Path(d) / f"w{w}") for w in (1, 2)}
+        for r in range(args.rounds):           # side by side: one fit of each per round, which goes first alternating
+            medians = {}
+            for w in ((1, 2) if r % 2 == 0 else (2, 1)):
+                first, total = run(reader, w, epochs, iterations, Path(d) / f"round{r}_w{w}")
+                results[w][0].extend(first)
+                results[w][1].extend(total)
+                medians[w] = float(np.median(total))
+            ratios.append(medians[1] / medians[2])
     for w, (first, total) in results.items():
-        print(f"workers={w}: mean epoch {total.mean():.2f} s, first step {np.median(first):.2f} s median / "
+        first, total = np.array(first), np.array(total)
+        print(f"workers={w}: median epoch {np.median(total):.2f} s, first step {np.median(first):.2f} s median / "
               f"{first.max():.2f} s max, epochs with a first step > 1 s: {(first > 1).sum()} of {len(first)}")
-    print(f"epoch_time_ratio = {results[1][1].mean() / results[2][1].mean():.2f}")
+    print(f"epoch_time_ratio: {np.median(ratios):.2f} (median over {len(ratios)} interleaved rounds: "
+          f"{', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 if __name__ == "__main__":

@@ -152,23 +152,31 @@ def main(argv=None) -> dict:
     volume = rng.normal(size=tuple(2 * p for p in patch)).astype("float32")
     n_patches = len(patch_grid(volume.shape, patch, 0.5))
     forward = lambda batch: keras.ops.convert_to_numpy(seg.model.predict_on_batch(batch)).astype(np.float32)
-    sliding_window_predict(volume, patch, 0.5, forward, batch_size=8)       # warm-up
-    t = time.perf_counter()
-    sliding_window_predict(volume, patch, 0.5, forward, batch_size=8)
-    infer_s = time.perf_counter() - t
     batches = [rng.normal(size=(min(8, n_patches - i), *patch, 1)).astype("float32") for i in range(0, n_patches, 8)]
-    sync(); t = time.perf_counter()              # the Segmenter's forward passes alone, without window merging
-    for batch in batches:
-        forward(batch)
-    sync(); forward_s = time.perf_counter() - t
     net.eval()                                   # the hand-written network over the same number of patches
-    batches = [torch.from_numpy(np.ascontiguousarray(np.moveaxis(b, -1, 1))) for b in batches]
-    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
-        for timed in (False, True):
-            sync(); t = time.perf_counter()
-            for batch in batches:
+    torch_batches = [torch.from_numpy(np.ascontiguousarray(np.moveaxis(b, -1, 1))) for b in batches]
+
+    def sliding_window():                        # the Segmenter's route: patches, forward passes, weighted merge
+        sliding_window_predict(volume, patch, 0.5, forward, batch_size=8)
+
+    def forward_alone():                         # the Segmenter's forward passes alone, without window merging
+        for batch in batches:
+            forward(batch)
+
+    def torch_forward():
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+            for batch in torch_batches:
                 net(batch.to(device).to(memory_format=torch.channels_last_3d)).float().softmax(1).cpu()
-            sync(); torch_infer_s = time.perf_counter() - t
+    inference = {"sliding_window": sliding_window, "forward": forward_alone, "torch": torch_forward}
+    for run in inference.values():               # warm-up
+        run(); sync()
+    infer_times = {name: [] for name in inference}
+    for _ in range(max(3, repeats // 3)):        # interleaved, one pass each per round; medians
+        for name, run in inference.items():
+            sync(); t = time.perf_counter(); run(); sync()
+            infer_times[name].append(time.perf_counter() - t)
+    infer_s, forward_s, torch_infer_s = (float(np.median(infer_times[n]))
+                                         for n in ("sliding_window", "forward", "torch"))
 
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "segmenter_step_ms": seg_s * 1e3, "torch_bf16_step_ms": torch_s * 1e3,

@@ -11,7 +11,9 @@ device, then `Segmenter.fit` for `--epochs` epochs of `--iterations` steps fed b
 of a training epoch the device waits for data. `augmented_patches_per_s`: what the loader delivered.
 """
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ def main(argv=None) -> dict:
     if args.epochs < 2:
         raise SystemExit("--epochs: give at least 2 (the first epoch is the warm-up and is left out).")
     tmp = Path(tempfile.mkdtemp(prefix="gpu_fit_"))
+    atexit.register(shutil.rmtree, tmp, True)    # phantoms and the run folder: removed however the script ends
     t = time.perf_counter()
     data = make_phantom_dataset(tmp / "data", n_cases=args.cases or (3 if quick else 8), shape=shape,
                                 spacing=(1.5, 0.8, 0.8), progress=False)
@@ -70,7 +73,7 @@ def main(argv=None) -> dict:
 
     fitted = segmenter()
     log = fitted.fit(open_dataset(data), epochs=args.epochs, out=tmp / "run")
-    epoch_s = float(log["time_s"].iloc[1:].mean())
+    epoch_s = float(log["time_s"].iloc[1:].median())
     result = {"device": _device(), "workers": workers, "phantoms_s": phantoms_s,
               "premade_step_ms": step_s * 1e3, "fit_epoch_s": epoch_s, "fit_step_ms": epoch_s / iterations * 1e3,
               "input_wait_fraction": max(0.0, 1 - iterations * step_s / epoch_s),

@@ -7,6 +7,9 @@
 3. rss_ratio_20_vs_5: peak RSS of a fresh process running one epoch over 20 vs. 5 cached phantom cases.
    Goal <= 1.2.
 
+Each figure is measured side by side: the two sides alternate within rounds, and a figure is the median of the
+rounds' ratios (the RSS peaks: medians of three fresh processes each, in alternating order).
+
 Usage: python bench/loading.py [--quick]; ends with one `name: value` line per figure.
 """
 import argparse
@@ -48,11 +51,13 @@ def cached_patch_speedup(tmp, shape, patch, repeat):
 
     def from_cache():
         sample_patch(sampler, entry, rng)
-    t_nii, t_cache = median_time(from_nifti, max(3, repeat // 20)), median_time(from_cache, repeat)
-    return t_nii, t_cache
+    rounds = max(3, repeat // 20)                 # side by side: per round one NIfTI read and its share of cache reads
+    times = [(median_time(from_nifti, 1), median_time(from_cache, max(1, repeat // rounds))) for _ in range(rounds)]
+    return (float(np.median([a for a, _ in times])), float(np.median([b for _, b in times])),
+            float(np.median([a / b for a, b in times])))
 
 
-def input_wait_fraction(tmp, steps, epochs):
+def input_wait_fraction(tmp, steps, rounds):
     import keras
 
     from miscnn_lite.augmentation import ct_augmentation
@@ -71,11 +76,16 @@ def input_wait_fraction(tmp, steps, epochs):
         m.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
         return m
     m1, m2 = model(), model()
-    m1.fit(ds, epochs=1, verbose=0); m2.fit(xs, ys, batch_size=2, epochs=1, verbose=0, shuffle=False)  # warm-up
-    t = time.perf_counter(); m1.fit(ds, epochs=epochs, verbose=0); t_loader = time.perf_counter() - t
-    t = time.perf_counter(); m2.fit(xs, ys, batch_size=2, epochs=epochs, verbose=0, shuffle=False)
-    t_premade = time.perf_counter() - t
-    return t_loader / (epochs * steps), t_premade / (epochs * steps)
+    fits = {"loader": lambda: m1.fit(ds, epochs=1, verbose=0),
+            "premade": lambda: m2.fit(xs, ys, batch_size=2, epochs=1, verbose=0, shuffle=False)}
+    for fit in fits.values():                    # warm-up: tracing
+        fit()
+    times = {name: [] for name in fits}
+    for r in range(rounds):                      # side by side: one epoch of each per round, first one alternating
+        for name in (("loader", "premade") if r % 2 == 0 else ("premade", "loader")):
+            t = time.perf_counter(); fits[name](); times[name].append((time.perf_counter() - t) / steps)
+    fractions = [max(0.0, 1 - p / t) for t, p in zip(times["loader"], times["premade"])]
+    return float(np.median(times["loader"])), float(np.median(times["premade"])), float(np.median(fractions))
 
 
 EPOCH_SCRIPT = """
@@ -100,12 +110,13 @@ def rss_ratio(tmp, shape, iterations):
         save_case(generate_phantom(100 + s, shape=shape), data)
     cache = tmp / "rss_cache"
     PreprocessedCache(cache).prepare(sorted(data.iterdir()))           # build once, outside the measurement
-    out = {}
-    for n in (5, 20):
-        res = subprocess.run([sys.executable, "-c", EPOCH_SCRIPT, str(cache), str(n), str(data), str(iterations)],
-                             capture_output=True, text=True, check=True)
-        out[n] = json.loads(res.stdout.strip().splitlines()[-1])
-    return out
+    runs = {5: [], 20: []}
+    for order in ((5, 20), (20, 5), (5, 20)):   # three fresh processes each, in alternating order; medians
+        for n in order:
+            res = subprocess.run([sys.executable, "-c", EPOCH_SCRIPT, str(cache), str(n), str(data), str(iterations)],
+                                 capture_output=True, text=True, check=True)
+            runs[n].append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return {n: {k: float(np.median([r[k] for r in rs])) for k in ("before_kb", "peak_kb")} for n, rs in runs.items()}
 
 
 def main():
@@ -120,11 +131,12 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if "speedup" in parts:
-            t_nii, t_cache = cached_patch_speedup(tmp, shape, (32, 64, 64), 100 if args.quick else 300)
+            t_nii, t_cache, speedup = cached_patch_speedup(tmp, shape, (32, 64, 64), 100 if args.quick else 300)
             print(f"patch via .nii.gz + preprocessing: {t_nii * 1e3:.1f} ms; via cache: {t_cache * 1e3:.3f} ms "
                   f"(volume {shape}, patch 32x64x64)")
         if "wait" in parts:
-            t_loader, t_premade = input_wait_fraction(tmp, steps=10 if args.quick else 20, epochs=2)
+            t_loader, t_premade, wait = input_wait_fraction(tmp, steps=10 if args.quick else 20,
+                                                            rounds=3 if args.quick else 5)
             print(f"fit step with loader + CT augmentation (2 threads): {t_loader * 1e3:.0f} ms; "
                   f"pre-made tensors: {t_premade * 1e3:.0f} ms")
         if "rss" in parts:
@@ -135,9 +147,9 @@ def main():
             vol_mib = np.prod(shape) * 2 / 2**20
             print(f"(one cached volume is {vol_mib:.0f} MiB int16; 20 volumes would be {20 * vol_mib:.0f} MiB)")
     if "speedup" in parts:
-        print(f"cached_patch_speedup: {t_nii / t_cache:.1f}")
+        print(f"cached_patch_speedup: {speedup:.1f}")
     if "wait" in parts:
-        print(f"input_wait_fraction: {max(0.0, 1 - t_premade / t_loader):.3f}")
+        print(f"input_wait_fraction: {wait:.3f}")
     if "rss" in parts:
         print(f"rss_ratio_20_vs_5: {rss[20]['peak_kb'] / rss[5]['peak_kb']:.3f}")
 

@@ -54,9 +54,11 @@ def row(folder: Path, defaults: dict, split: bool = False) -> str:
                              "leave out --split.")
         parts = (f" {after['tumor_dice_tumor_cases']:.3f} | {after['tumor_free_cases_with_tumor']} of "
                  f"{after['tumor_free_cases']} |")
+    test = result.get("test_ensemble_dice")                     # None: a run without test phantoms (sim2real)
+    test_tumor = "–" if not test else f"{test['tumor']:.3f}"
     return (f"| {folder.name} | {changes(config, plan, defaults)} | {config['seed']} | "
             f"{config.get('cpu_kernels', 'onednn')} | {result['kidney_dice']:.3f} | {result['tumor_dice']:.3f} "
-            f"({result['tumor_dice_before_rule']:.3f}) |{parts} {result['test_ensemble_dice']['tumor']:.3f} | "
+            f"({result['tumor_dice_before_rule']:.3f}) |{parts} {test_tumor} | "
             f"{result['minutes']} | {result.get('load_average_15min', '')} | {manifest['machine']['cpu']} |")
 
 

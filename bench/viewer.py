@@ -13,6 +13,7 @@ from statistics import median
 os.environ.setdefault("MPLBACKEND", "Agg")
 import numpy as np
 
+from miscnn_lite.cli import _positive_int  # a count >= 1, as the CLI parses it
 from miscnn_lite.phantoms import generate_phantom
 from miscnn_lite.visualization import SliceViewer, overlay_labels, window_to_uint8
 
@@ -57,8 +58,8 @@ def matplotlib_redraw_ms(image2d, label2d, repeats):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--depth", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--depth", type=_positive_int, default=40)
+    ap.add_argument("--repeats", type=_positive_int, default=30)
     args = ap.parse_args()
     t0 = time.perf_counter()
     case = generate_phantom(seed=0, shape=(args.depth, 512, 512), spacing=(3.0, 0.8, 0.8))

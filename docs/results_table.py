@@ -208,7 +208,8 @@ def sim2real_table(runs: list[dict]) -> str:
                       "attempt is scored on this one scan and the preset's levers were kept or dropped by that "
                       "score (pelvis, fatty muscle, slabs, growth, opening, the pair rule, averaged weights): the "
                       "best rows are tuned on their test scan",
-                      "- phantom CV kidney+tumor Dice: kidney and tumor merged, mean over the folds (as on the real CT)",
+                      "- phantom CV kidney+tumor Dice: kidney and tumor merged, mean over the folds (as on the real "
+                      "CT)",
                       _machines_line(runs)])
 
 
