@@ -829,9 +829,9 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     for item in items:
         if isinstance(item, Case):                     # files are checked when read (load_case); arrays here
             check_finite_image(item)
-    new = [[p, *p.parents][sum(not q.exists() for q in [p, *p.parents]) - 1]   # the top folder made for it
-           for p in (out.absolute(), Path(cache_dir).absolute() if cache_dir is not None else None)
-           if p is not None and not p.exists()]
+    to_make = lambda p: [q for q in [p, *p.parents] if not q.exists()]    # noqa: E731  (mkdir's folders, deepest first)
+    new = [to_make(p)[-1] for p in (out.absolute(), None if cache_dir is None else Path(cache_dir).absolute())
+           if p is not None and not p.exists()]                                 # the top folder made for each
     out.mkdir(parents=True, exist_ok=True)             # after the checks above
     remaps = self.pipeline is not None and any(isinstance(s, LabelRemap) for s in self.pipeline.steps)
     try:
