@@ -50,12 +50,13 @@ def _default_view(data: ViewerData) -> str:
     return "truth" if data.label is not None else "prediction" if data.prediction is not None else "image"
 
 # %% ../nbs/11a_figures.ipynb #3f31dd9c
-def _figure_data(image, label, prediction, spacing, uncertainty, axis) -> tuple[ViewerData, int]:
-    "The viewer's checked arrays and plane for a figure; a 2D image has one plane, axis 0."
+def _figure_data(image, label, prediction, spacing, uncertainty, axis, window) -> tuple[ViewerData, int, float, float]:
+    """The viewer's checked arrays, plane and (level, width) window for a figure; a 2D image has one plane, axis 0;
+    no window: the viewer's default for the image."""
     d, axis = viewer_data(image, label, prediction, spacing, uncertainty=uncertainty), check_plane_axis(axis)
     if d.is_2d and axis != 0:
         raise MiscnnError(f"axis={axis}: {d.name} is a 2D image, whose one plane is axis 0; leave axis out.")
-    return d, axis
+    return (d, axis, *resolve_window(d.image, default_window(d.image) if window is None else window))
 
 def overlay_figure(image, label=None, prediction=None, *, axis: int = 0, index: int | None = None, window=None,
                    view: str | None = None, spacing=None, class_names=KITS19_CLASSES, opacity: float = 0.4,
@@ -68,10 +69,9 @@ def overlay_figure(image, label=None, prediction=None, *, axis: int = 0, index: 
         window: preset name, "auto", "min-max" or (level, width); view: one of `VIEWS`.
     Returns:
         matplotlib Figure."""
-    d, axis = _figure_data(image, label, prediction, spacing, uncertainty, axis)
+    d, axis, level, width = _figure_data(image, label, prediction, spacing, uncertainty, axis, window)
     view = view or _default_view(d)
     index = _foreground_cursor(d)[axis] if index is None else index
-    level, width = resolve_window(d.image, default_window(d.image) if window is None else window)
     rgb = render_view(d, axis, index, level, width, view, opacity, None, size)
     label, prediction = (None if m is None else slice_2d(m, axis, index) for m in (d.label, d.prediction))
     handles = _legend_handles(d, view, class_names, label, prediction)
@@ -108,9 +108,8 @@ def mosaic(image, label=None, prediction=None, *, n: int = 12, cols: int = 6, ax
     Args:
         n, cols: number of slices and of grid columns; indices: explicit slice numbers instead.
         Other arguments as for `overlay_figure`. Returns a matplotlib Figure."""
-    d, axis = _figure_data(image, label, prediction, spacing, uncertainty, axis)
+    d, axis, level, width = _figure_data(image, label, prediction, spacing, uncertainty, axis, window)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
-    level, width = resolve_window(d.image, default_window(d.image) if window is None else window)
     indices = mosaic_indices(d, n, axis) if indices is None else [int(i) for i in indices]
     if not indices or not (is_whole_number(cols) and cols >= 1):
         raise MiscnnError(f"indices={indices!r}, cols={cols!r}: a mosaic needs at least one slice and one column.")
@@ -153,9 +152,8 @@ def save_gif(path, image, label=None, prediction=None, *, axis: int = 0, step: i
     if not (is_whole_number(step) and step >= 1 and is_finite_number(fps) and fps > 0):
         raise MiscnnError(f"step={step!r}, fps={fps!r}: expected a whole step >= 1 (slices) and fps > 0.")
     step = int(step)
-    d, axis = _figure_data(image, label, prediction, spacing, uncertainty, axis)
+    d, axis, level, width = _figure_data(image, label, prediction, spacing, uncertainty, axis, window)
     view = view or ("errors" if d.label is not None and d.prediction is not None else _default_view(d))
-    level, width = resolve_window(d.image, default_window(d.image) if window is None else window)
     frames = [PILImage.fromarray(render_view(d, axis, i, level, width, view, opacity, None, size))
               for i in range(0, d.image.shape[axis], step)]
     with atomic_path(path) as tmp:
