@@ -541,6 +541,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'miscnn_lite.io._remove_empty_folders': ('io.html#_remove_empty_folders', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._remove_stale_lock': ('io.html#_remove_stale_lock', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._rgb_codes': ('io.html#_rgb_codes', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io._scaled': ('io.html#_scaled', 'miscnn_lite/io.py'),
+                                'miscnn_lite.io._shear': ('io.html#_shear', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._sitk_affine': ('io.html#_sitk_affine', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._source_qform': ('io.html#_source_qform', 'miscnn_lite/io.py'),
                                 'miscnn_lite.io._takeover': ('io.html#_takeover', 'miscnn_lite/io.py'),

@@ -571,8 +571,32 @@ def check_readable(path: Path) -> None:
                                   "readable (e.g. chmod a+r), or copy it to a place you own.")
 
 # %% ../nbs/00_io.ipynb #50fe3f76
+def _shear(axes) -> float:
+    "How far the unit columns of a 3×3 axes or direction matrix are from orthonormal (0 for a rectangular grid)."
+    axes = np.asarray(axes, float).reshape(3, 3)
+    unit = axes / np.linalg.norm(axes, axis=0)
+    return float(np.abs(unit.T @ unit - np.eye(3)).max())
+
+def _scaled(proxy) -> np.ndarray:
+    """The voxels of a nibabel array proxy with the header's slope and intercept applied, in a compact dtype: stored
+    integers with whole-number scaling stay integers (int16 where they fit, e.g. CT stored as uint16 with intercept
+    −1024), other scalings give float32. nibabel alone gives float64 for any scaled file: four times the memory."""
+    slope, inter = float(getattr(proxy, "slope", 1.0)), float(getattr(proxy, "inter", 0.0))
+    raw = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+    if (slope, inter) == (1.0, 0.0) or raw.size == 0:
+        return raw
+    if raw.dtype.kind in "iu" and slope.is_integer() and inter.is_integer():
+        ends = [int(raw.min()) * int(slope) + int(inter), int(raw.max()) * int(slope) + int(inter)]
+        dtype = next((t for t in (np.int16, np.int32, np.int64)
+                      if np.iinfo(t).min <= min(ends) and max(ends) <= np.iinfo(t).max), None)
+        if dtype is not None:
+            work = np.int32 if dtype != np.int64 and raw.dtype.itemsize < 4 else np.int64  # holds raw and result
+            return (raw.astype(work) * work(slope) + work(inter)).astype(dtype, copy=False)
+    return raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+
 def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI file. Returns (array as stored, 4×4 affine).
+    """Read a NIfTI file. Returns (array, 4×4 affine): the values as stored, or scaled by the header's slope and
+    intercept where it has them (whole-number scalings of integers stay integers, others come as float32).
 
     A 4D file whose last axis has length 1 is squeezed to 3D; other 4D files are refused."""
     path = Path(path)
@@ -585,7 +609,7 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         raise CorruptFileError(f"{path}: the file is empty (0 bytes); download or export it again.")
     try:
         img = nib.load(path)
-        array = np.asanyarray(img.dataobj)
+        array = _scaled(img.dataobj)
     except Exception as e:  # nibabel raises several types for broken files
         with open(path, "rb") as f:
             head = f.read(348)
@@ -606,8 +630,10 @@ def load_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         warnings.warn(f"{path}: the header's sform (code {int(scode)}) and qform (code {int(qcode)}) place the "
                       f"image differently (sform {np.round(sform, 3).tolist()}, qform {np.round(qform, 3).tolist()}; "
                       "voxel to world mm); the sform is used, as nibabel does, but "
-                      "SimpleITK-based tools (and load_itk_image) read the qform. Rewrite the file with one affine "
-                      "(e.g. save_nifti) so every tool places it alike.", stacklevel=2)
+                      "SimpleITK-based tools (and load_itk_image) read the qform. "
+                      + ("The sform is sheared, which no qform can hold: resample the volume onto a rectangular grid "
+                         if _shear(sform[:3, :3]) > 1e-4 else "Rewrite the file with one affine (e.g. save_nifti) ")
+                      + "so every tool places it alike.", stacklevel=2)
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -649,6 +675,12 @@ def save_nifti(path: str | os.PathLike, array: np.ndarray, affine: np.ndarray, q
                         "as uint8, an image as int16 or float32).")
     affine = check_affine(affine, f"{path}: affine", "give the voxel-to-world matrix of the image, e.g. "
                           "case.affine or affine_from_spacing(spacing).")
+    if qform is None and (shear := _shear(affine[:3, :3])) > 1e-4:   # a qform holds no shear: tools would disagree
+        raise DataError(f"{path}: the affine's axes are sheared (not perpendicular; off by {shear:.2g}). A NIfTI "
+                        "qform cannot hold a shear, so nibabel (sform) and SimpleITK (qform) would place the file "
+                        "differently. Resample the volume onto a rectangular grid first, or pass qform= to say "
+                        "which shear-free placement ITK-based tools should read (save_prediction copies the image "
+                        "file's own).")
     if array.dtype == bool:
         array = array.astype(np.uint8)
     elif array.dtype == np.float16:                      # NIfTI has no float16: float32 holds it exactly
@@ -932,6 +964,8 @@ def _source_qform(case: Case, shape: tuple, affine: np.ndarray) -> dict:
     try:
         img = nib.load(path)
         (qform, qcode), (_, scode) = img.get_qform(coded=True), img.get_sform(coded=True)
+        if qform is None and scode and _shear(img.affine[:3, :3]) > 1e-4:   # a sheared sform alone: no qform to
+            qform = img.header.get_qform()     # offer ITK, as in the image file (save_nifti refuses it otherwise)
     except Exception:                          # gone or unreadable since: the prediction keeps one affine
         return {}
     if (qform is None or not scode or img.shape[:3] != shape[:3] or not np.allclose(img.affine, affine, atol=1e-3)

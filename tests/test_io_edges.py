@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -269,12 +270,59 @@ def test_a_prediction_without_the_images_gantry_tilt_shear_still_loads(tmp_path)
     sheared[1, 2] = 0.4
     sheared[:3, 3] = [200.0, 180.0, -300.0]
     image = np.random.default_rng(0).integers(-1000, 1000, (20, 15, 10)).astype(np.int16)
-    save_nifti(tmp_path / "tilt.nii.gz", image, sheared)
+    nib.save(nib.Nifti1Image(image, sheared), tmp_path / "tilt.nii.gz")    # a converter's sform, qform code 0
     case = load_case(tmp_path / "tilt.nii.gz")
     plain = sheared.copy()
     plain[1, 2] = 0.0
     save_nifti(tmp_path / "label.nii.gz", (image > 0).astype(np.uint8), plain)
     np.testing.assert_array_equal(load_prediction(tmp_path / "label.nii.gz", case), case.image > 0)
+
+
+def test_a_prediction_on_a_sheared_image_keeps_its_placement_in_both_readers(tmp_path):
+    "save_nifti refuses a shear it cannot write twice alike; save_prediction copies a sheared image file's header."
+    import SimpleITK as sitk
+    sheared = np.diag([-0.8, -0.8, 2.5, 1.0])
+    sheared[1, 2] = 0.4
+    image = np.random.default_rng(1).integers(-1000, 1000, (12, 9, 6)).astype(np.int16)
+    with pytest.raises(io.DataError, match="axes are sheared"):
+        save_nifti(tmp_path / "direct.nii.gz", image, sheared)
+    assert not list(tmp_path.iterdir())
+    for qform_code in (0, 1):                     # sform alone (a converter's), or with the shear-free qform beside it
+        source = nib.Nifti1Image(image, sheared)
+        source.set_qform(sheared, code=qform_code)
+        nib.save(source, tmp_path / f"ct{qform_code}.nii.gz")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")       # the two-affine warning, tested elsewhere
+            case = load_case(tmp_path / f"ct{qform_code}.nii.gz")
+            written = save_prediction((case.image > 0).astype(np.uint8), case, tmp_path / f"p{qform_code}.nii.gz")
+            np.testing.assert_array_equal(load_prediction(written, case), case.image > 0)
+        back = nib.load(written)
+        assert back.get_qform(coded=True)[1] == qform_code and back.get_sform(coded=True)[1] == 2
+        np.testing.assert_allclose(back.affine, sheared, atol=1e-5)
+        if qform_code:                            # ITK reads the qform: the prediction lies where the image does
+            ct, label = sitk.ReadImage(str(tmp_path / "ct1.nii.gz")), sitk.ReadImage(str(written))
+            np.testing.assert_allclose(label.GetDirection(), ct.GetDirection(), atol=1e-6)
+            np.testing.assert_allclose(label.GetOrigin(), ct.GetOrigin(), atol=1e-4)
+
+
+@pytest.mark.parametrize("stored, high, slope, inter, dtype", [
+    (np.uint16, 4095, 1, -1024, np.int16),      # CT as unsigned with an intercept: HU fit int16
+    (np.uint16, 65535, 1, -1024, np.int32),     # 65535 - 1024 does not
+    (np.int8, 127, 2, -7, np.int16),            # whole-number slope: integers, widened to hold the range
+    (np.int32, 2**31 - 1, 3, 0, np.int64),
+    (np.int16, 32767, 0.5, 3, np.float32),      # a fractional slope: float32, not float64
+    (np.float32, 1.0, 2.0, 1.0, np.float32),
+])
+def test_a_scaled_file_keeps_nibabels_values_in_a_compact_dtype(tmp_path, stored, high, slope, inter, dtype):
+    low = np.iinfo(stored).min if np.dtype(stored).kind in "iu" else 0.0
+    raw = np.linspace(low, high, 120).reshape(4, 5, 6).astype(stored)     # the range's ends decide the dtype
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(slope, inter)
+    nib.save(img, tmp_path / "s.nii.gz")
+    values, _ = load_nifti(tmp_path / "s.nii.gz")
+    expected = np.asanyarray(nib.load(tmp_path / "s.nii.gz").dataobj)      # nibabel's float64 reference
+    assert values.dtype == dtype
+    np.testing.assert_allclose(values.astype(np.float64), expected, rtol=1e-6 if dtype == np.float32 else 0)
 
 
 def test_a_wrong_orientation_is_named_when_the_dataset_is_opened(tmp_path):
