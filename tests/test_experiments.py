@@ -206,7 +206,11 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
     with pytest.raises(ExperimentFailed, match="analysis_mode"):
         run_notebook(nb, tmp_path / "cv.ipynb", dict(out_dir=str(tmp_path), analysis_mode="4d", n_cases=2))
     assert (tmp_path / "cv.failed.ipynb").exists() and not (tmp_path / "cv.ipynb").exists()
-    for bad, words in [(dict(epochs=0), "epochs"), (dict(learning_rate=-1.0), "learning_rate"),
+    early = "cell 3 failed with ValueError: "          # the cell that imports TensorFlow, before its import
+    for bad, words in [(dict(epochs=0), early + r"epochs=0: give a whole number >= 1\. "),
+                       (dict(n_folds=1), early + r"n_folds=1: give a whole number >= 2\. "),
+                       (dict(batch_size=0), early + r"batch_size=0: give a whole number >= 1\. "),
+                       (dict(learning_rate=-1.0), "learning_rate"),
                        (dict(overlap=1.5), "overlap"), (dict(patch_shape=[1, 50, 50]), "patch"),
                        (dict(kidney_opening=-1), "kidney_opening"), (dict(postprocess="all"), "postprocess"),
                        (dict(copy_paste=1.5), "copy_paste"),
