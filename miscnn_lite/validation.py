@@ -506,6 +506,16 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
         if unknown:
             raise MiscnnError(f"fold {k}: case id(s) {unknown[:5]} are not in {getattr(reader, 'root', 'the dataset')}"
                               f"; make the folds from this dataset's case ids.")
+    folds_path, as_ids = out / "folds.json", lambda fs: [(list(map(str, f.train)), list(map(str, f.val))) for f in fs]
+    if folds_path.is_file():                     # the folder's folds (prepare_folds, or an earlier call) must be these
+        saved = load_folds(folds_path)
+        if as_ids(saved) != as_ids(folds):
+            k = next((k for k, (a, b) in enumerate(zip(as_ids(saved), as_ids(folds))) if a != b),
+                     min(len(saved), len(folds)))
+            raise MiscnnError(f"{folds_path}: holds {len(saved)} fold(s), {len(folds)} given, and fold {k} differs; "
+                              "the results in this folder belong to its folds: pass load_folds of that file, or use a "
+                              "new results folder.")
+    keep_folds = not folds_path.is_file() and not any(out.glob("fold_*"))   # a new folder: it will say what it holds
     tables = []
     for k, fold in enumerate(folds):
         fold_dir = out / f"fold_{k}"
@@ -524,6 +534,9 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
                               "new results folder (or a named module-level function).", stacklevel=2)
             tables.append(pd.read_csv(done, dtype={"case": str}))
             continue
+        if keep_folds:                           # hand-made folds too, once the first fold's work begins
+            save_folds(folds, folds_path, {"scheme": "given to cross_validate"})
+            keep_folds = False
         write_json(fold_dir / FOLD_FILE, _fold_cases(fold, **scoring))   # what the model sees, how it is scored
         segmenter.fit([ReaderItem(reader, c) for c in fold.train], [ReaderItem(reader, c) for c in fold.val],
                       epochs=epochs, out=fold_dir / "model", progress=progress)

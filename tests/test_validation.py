@@ -175,7 +175,7 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
     from miscnn_lite.evaluation import keep_largest_components
     from miscnn_lite.io import MiscnnError, save_case
     from miscnn_lite.plan import TrainingPlan
-    from miscnn_lite.validation import FOLD_FILE, Fold, cross_validate, kfold
+    from miscnn_lite.validation import FOLD_FILE, Fold, cross_validate, kfold, load_folds
 
     ids = [f"{i:03d}" for i in range(4)]
     for i, cid in enumerate(ids):
@@ -229,8 +229,13 @@ def test_cross_validate_resumes_only_its_own_split_and_keeps_zero_padded_ids(tmp
     (tmp_path / "run" / "fold_0" / "metrics.csv").unlink()        # fold 0 interrupted, resumed with another split
     other = kfold(ids, 2, seed=5)
     assert other[0].val != folds[0].val
+    assert load_folds(tmp_path / "run" / "folds.json") == folds       # cross_validate kept the folds it was given
+    with pytest.raises(MiscnnError, match=r"folds.json: holds 2 fold\(s\), 2 given, and fold 0 differs"):
+        cross_validate(tmp_path / "data", other, make, tmp_path / "run", epochs=1, progress=False)
+    (tmp_path / "run" / "folds.json").unlink()                      # a folder without it: each fold's own record
     with pytest.raises(MiscnnError, match="trained on another split"):
         cross_validate(tmp_path / "data", other, make, tmp_path / "run", epochs=1, progress=False)
+    assert not (tmp_path / "run" / "folds.json").exists()        # a refused call writes nothing
 
 
 def test_prepare_folds_sees_a_changed_val_fraction_and_fold_model_dirs_its_folds(tmp_path):
