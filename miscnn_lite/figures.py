@@ -218,13 +218,16 @@ def plot_intensity_histograms(data, *, class_names=KITS19_CLASSES, bins: int = 1
     fig, ax = closed_subplots(figsize=(7, 3.5))
     ax = ax[0, 0]
     for k in classes:
-        counts = sum(np.histogram(img[lab == k], edges)[0] for img, lab in items)
+        values = [img[lab == k] for img, lab in items]
+        finite = [v[np.isfinite(v)] for v in values]              # the legend counts what the histogram can hold
+        n_finite, n_other = sum(v.size for v in finite), sum(v.size for v in values) - sum(v.size for v in finite)
+        counts = sum(np.histogram(v, edges)[0] for v in finite)
         if density and counts.sum():
             counts = counts / counts.sum() / np.diff(edges)
         color = "0.5" if k == 0 else class_colors(k + 1)[k] / 255
         name = class_names[k] if k < len(class_names) else f"class {k}"
-        ax.stairs(counts, edges, label=f"{name} ({int(sum((lab == k).sum() for _, lab in items)):,} voxels)",
-                  color=color, linewidth=1.5)
+        ax.stairs(counts, edges, label=f"{name} ({n_finite:,} voxels"
+                  + (f"; {n_other:,} NaN or infinite left out)" if n_other else ")"), color=color, linewidth=1.5)
     in_hu = default_window(items[0][0]) == "abdomen"
     if window is not None and not (isinstance(window, str) and window in WINDOW_PRESETS and not in_hu):
         level, width = resolve_window(items[0][0], window)
