@@ -235,6 +235,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._check_replace_with': ( 'evaluation.html#_check_replace_with',
                                                                                         'miscnn_lite/evaluation.py'),
+                                        'miscnn_lite.evaluation._check_size_rule': ( 'evaluation.html#_check_size_rule',
+                                                                                     'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._check_tolerance': ( 'evaluation.html#_check_tolerance',
                                                                                      'miscnn_lite/evaluation.py'),
                                         'miscnn_lite.evaluation._components': ('evaluation.html#_components', 'miscnn_lite/evaluation.py'),

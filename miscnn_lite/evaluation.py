@@ -1247,6 +1247,14 @@ def keep_largest_components(label_map: np.ndarray, labels=None, keep: int = 1, c
     return out.astype(np.asarray(label_map).dtype, copy=False)
 
 # %% ../nbs/09_evaluation.ipynb #c7e443e4
+def _check_size_rule(min_volume_mm3, min_fraction) -> None:
+    "Refuse a size threshold that is not a number >= 0 (a fraction: in [0, 1]): NaN would switch the rule off."
+    if not (is_finite_number(min_volume_mm3) and min_volume_mm3 >= 0):
+        raise MiscnnError(f"min_volume_mm3 {min_volume_mm3!r} must be a number >= 0 (a volume in mm³, e.g. 100).")
+    if not (is_finite_number(min_fraction) and 0 <= min_fraction <= 1):
+        raise MiscnnError(f"min_fraction {min_fraction!r} must be in [0, 1] (e.g. 0.02: 2 % of the foreground "
+                          "volume).")
+
 def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, spacing=None, labels=None,
                             connectivity: int | None = None, replace_with: int = 0, min_fraction: float = 0.0,
                             fraction_of=None) -> np.ndarray:
@@ -1255,11 +1263,7 @@ def remove_small_components(label_map: np.ndarray, min_volume_mm3: float = 0.0, 
     labels; None: all foreground, labels > 0), become `replace_with` (default 0, background; e.g. 1
     turns small tumor specks into kidney). A fraction is a size relative to the patient's own organ,
     so it means the same at every voxel spacing and body size."""
-    if not (is_finite_number(min_volume_mm3) and min_volume_mm3 >= 0):
-        raise MiscnnError(f"min_volume_mm3 {min_volume_mm3!r} must be a number >= 0 (a volume in mm³, e.g. 100).")
-    if not (is_finite_number(min_fraction) and 0 <= min_fraction <= 1):
-        raise MiscnnError(f"min_fraction {min_fraction!r} must be in [0, 1] (e.g. 0.02: 2 % of the foreground "
-                          "volume).")
+    _check_size_rule(min_volume_mm3, min_fraction)
     replace_with = _check_replace_with(replace_with, np.asarray(label_map).dtype)
     out = check_label_map(label_map, "label_map").copy()
     if min_volume_mm3 > 0 and spacing is None:
@@ -1350,7 +1354,9 @@ def absorb_components(label_map: np.ndarray, label: int, into: int, spacing=None
                       min_volume_mm3: float = 0.0, min_fraction: float = 0.0, fraction_of=None) -> np.ndarray:
     """Copy of a label map whose components of `label` become `into`: all but the largest (if
     `largest_only`), then those below `min_volume_mm3` (needs `spacing`) or below `min_fraction` of
-    the volume of `fraction_of` (as `remove_small_components`). Unchanged if no rule is set."""
+    the volume of `fraction_of` (as `remove_small_components`). An unchanged copy if no rule is set."""
+    _check_size_rule(min_volume_mm3, min_fraction)
+    label_map = check_label_map(label_map, "label_map").copy()    # never the caller's own array
     if largest_only:
         label_map = keep_largest_components(label_map, labels=[label], replace_with=into)
     if min_volume_mm3 > 0 or min_fraction > 0:

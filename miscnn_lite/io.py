@@ -928,6 +928,10 @@ def load_case(image_path, label_path=None, case_id: str | None = None, orientati
         label, label_affine = read_mask(label_path)[None], affine
     else:
         label, label_affine = (None, None) if label_path is None else load_image(label_path)
+        if label is not None and label.ndim == image.ndim == 3 and not np.allclose(label_affine, affine, atol=1e-3):
+            same_voxels = regrid(label, label_affine, affine)   # the image's grid with axes permuted or flipped:
+            if same_voxels is not None and same_voxels.shape == image.shape:   # NIfTI (i, j, k) beside NRRD (k, j, i),
+                label, label_affine = same_voxels, affine                     # or another orientation of one grid
     case_id = case_id or image_stem(image_path)
     case = Case(case_id, image, label, affine, image_path, None if label_path is None else Path(label_path),
                 original_affine=affine.copy())
@@ -1107,18 +1111,31 @@ def _oriented_header(case_id, shape, affine, dtype, has_label: bool, orientation
 
 # %% ../nbs/00_io.ipynb #3a770e6c
 def _read_header(path: Path) -> tuple[tuple[int, ...], np.ndarray, str]:
-    "(shape, RAS affine, dtype) of an image file without reading its voxels."
-    if _is_nifti(path):
-        img = nib.load(path)
-        return img.shape[:3], img.affine, str(img.get_data_dtype())
-    import SimpleITK as sitk
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    info = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
-    info.SetSpacing(reader.GetSpacing()); info.SetOrigin(reader.GetOrigin()); info.SetDirection(reader.GetDirection())
-    dtype = sitk.GetArrayViewFromImage(info).dtype
-    return tuple(reader.GetSize()[::-1]), _sitk_affine(info), str(dtype)
+    """(shape, RAS affine, dtype) of an image file without reading its voxels; a file `load_image` would refuse
+    (unreadable, corrupt, not one 3D volume) is refused here too, by name."""
+    check_readable(path)
+    try:
+        if _is_nifti(path):
+            img = nib.load(path)
+            shape, affine, dtype = img.shape, img.affine, str(img.get_data_dtype())
+        else:
+            import SimpleITK as sitk
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            info = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())
+            info.SetSpacing(reader.GetSpacing()); info.SetOrigin(reader.GetOrigin())
+            info.SetDirection(reader.GetDirection())
+            shape, affine = tuple(reader.GetSize()[::-1]), _sitk_affine(info)
+            dtype = str(sitk.GetArrayViewFromImage(info).dtype)
+    except Exception as e:                              # nibabel and ITK raise several types for broken files
+        raise CorruptFileError(f"{path}: its header cannot be read ({type(e).__name__}: {e}). The file is corrupt or "
+                               "truncated: download or export it again.") from e
+    if len(shape) == 4 and shape[3] == 1:               # as load_nifti squeezes it
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise DataError(f"{path}: image has shape {tuple(shape)}; a 3D volume is expected.")
+    return tuple(shape), affine, dtype
 
 # %% ../nbs/00_io.ipynb #ed2a3cbf
 def _images_only(paths) -> tuple[list[Path], list[Path]]:
@@ -1289,8 +1306,7 @@ class NpzReader(CaseReader):
         _warn_ignored(self.root, hidden)
         return index
     def has_label(self, case_id):
-        with NPY_LOCK, np.load(self._paths(case_id)[0]) as z:
-            return "label" in z.files
+        return self.header(case_id)["has_label"]
     def load_case(self, case_id: str, **kwargs) -> Case:
         path = self._paths(case_id)[0]
         try:
@@ -1322,14 +1338,25 @@ class NpzReader(CaseReader):
         return case
     def header(self, case_id):
         path = self._paths(case_id)[0]
-        with zipfile.ZipFile(path) as zf, zf.open("image.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f)
-        with NPY_LOCK, np.load(path) as z:                # the small arrays only, not the image
-            affine = (z["affine"] if "affine" in z.files
-                      else affine_from_spacing(z["spacing"] if "spacing" in z.files else (1.0, 1.0, 1.0)))
-            has_label = "label" in z.files
+        try:
+            with zipfile.ZipFile(path) as zf:
+                if "image.npy" not in zf.namelist():
+                    raise DataError(f"{path}: no 'image' array (found {sorted(n[:-4] for n in zf.namelist())}); save "
+                                    "with np.savez(path, image=..., label=...).")
+                with zf.open("image.npy") as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+            with NPY_LOCK, np.load(path) as z:            # the small arrays only, not the image
+                affine = (z["affine"] if "affine" in z.files
+                          else affine_from_spacing(z["spacing"] if "spacing" in z.files else (1.0, 1.0, 1.0)))
+                has_label = "label" in z.files
+        except MiscnnError:
+            raise
+        except Exception as e:                            # not a zip, a pickled array, a truncated member
+            raise DataError(f"{path}: cannot be read as .npz ({type(e).__name__}: {e}); write it again with "
+                            "np.savez.") from e
         return _oriented_header(case_id, tuple(shape)[:3], np.asarray(affine, float), str(dtype), has_label,
                                 self.orientation)
 
@@ -1419,6 +1446,17 @@ def write_dicom_series(volume: np.ndarray, folder, spacing=(2.5, 0.7, 0.7), orig
     the LPS world position (x, y, z) mm of the first voxel, as DICOM's Image Position (Patient)."""
     import SimpleITK as sitk
     volume = np.asarray(volume)
+    if volume.ndim != 3 or 0 in volume.shape:
+        raise DataError(f"write_dicom_series: volume has shape {volume.shape}; give a (D, H, W) volume with at least "
+                        "one slice (a 2D slice: volume[None]).")
+    spacing = check_spacing(spacing, "write_dicom_series: spacing", ndim=3, hint="give (sz, sy, sx) in mm, e.g. "
+                            "(2.5, 0.7, 0.7).")
+    try:
+        position = tuple(float(o) for o in origin)
+    except (TypeError, ValueError):
+        position = ()
+    if len(position) != 3 or not all(np.isfinite(position)):
+        raise DataError(f"write_dicom_series: origin {origin!r} must be three finite numbers (x, y, z) in mm.")
     if volume.dtype.kind not in "iub" and not np.array_equal(volume, np.round(volume)):
         raise DataError("write_dicom_series: the volume has fractional values; round it (HU are whole numbers).")
     if volume.size and (volume.min() < -32768 or volume.max() > 32767):
@@ -1430,8 +1468,8 @@ def write_dicom_series(volume: np.ndarray, folder, spacing=(2.5, 0.7, 0.7), orig
                           "into an empty or new folder.")
     folder.mkdir(parents=True, exist_ok=True)
     img = sitk.GetImageFromArray(volume.astype(np.int16))
-    img.SetSpacing(tuple(float(s) for s in spacing[::-1]))
-    img.SetOrigin(tuple(float(o) for o in origin))
+    img.SetSpacing(spacing[::-1])
+    img.SetOrigin(position)
     digest = int(hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12], 16) % 10**12   # the same in
     series_uid = "1.2.826.0.1.3680043.2.1125." + str(digest)                                   # every process
     paths = []
@@ -1673,9 +1711,11 @@ MASK_FOLDERS = ("masks", "labels")
 
 def read_picture_sidecar(folder) -> dict:
     """`spacing` (sy, sx mm) and `colors` (a colour table) of a picture dataset from `folder/dataset.json`
-    (or the one in the folder above, for a `masks/` folder); {} when there is none. Other keys are ignored."""
+    (or the one in the folder above, for a mask folder: `masks/`, `labels/`, nnU-Net's `labelsTr/`); {} when there
+    is none. Other keys are ignored. A dataset root never reads the file above it, which belongs to something else."""
     folder = Path(folder)
-    for candidate in (folder / PICTURE_SIDECAR, folder.parent / PICTURE_SIDECAR):
+    above = [folder.parent / PICTURE_SIDECAR] if folder.name in (*MASK_FOLDERS, "labelsTr", "labelsTs") else []
+    for candidate in (folder / PICTURE_SIDECAR, *above):
         if candidate.is_file():
             data = load_mapping(candidate, "picture dataset description")
             out = {}
@@ -1784,8 +1824,12 @@ class ImageFolderReader(CaseReader):
     def header(self, case_id: str) -> dict:
         from PIL import Image
         image_path, mask_path = self._paths(case_id)
-        with Image.open(image_path) as img:
-            width, height, mode = *img.size, img.mode
+        try:
+            with Image.open(image_path) as img:
+                width, height, mode = *img.size, img.mode
+        except OSError as e:                              # PIL's UnidentifiedImageError is one
+            raise CorruptFileError(f"{image_path}: cannot be read as a picture ({type(e).__name__}: {e}); export it "
+                                   "again as PNG, JPEG, TIFF or BMP.") from e
         return dict(case=case_id, shape=(1, height, width), spacing=(1.0, *self.spacing), orientation="SPL",
                     file_orientation="SPL", dtype=mode, has_label=mask_path is not None)
 

@@ -517,3 +517,20 @@ def test_cli_evaluate(kits_folders, capsys):
     table = pd.read_csv(out)
     assert len(table) == 3 * 2 * 3 and set(table.metric) == {"DICE", "HDRFDST95", "AVGDIST"}
     assert (root / "cli" / "metrics_statistics.csv").exists()
+
+
+def test_absorb_components_returns_a_copy_and_refuses_thresholds_that_switch_it_off():
+    from miscnn_lite.evaluation import absorb_components
+    from miscnn_lite.io import MiscnnError
+    label_map = np.zeros((1, 6, 6), np.uint8)
+    label_map[0, :3, :3], label_map[0, 1, 1], label_map[0, 5, 5] = 1, 2, 2
+    same = absorb_components(label_map, label=2, into=1)                    # no rule: equal values, another array
+    assert same is not label_map and np.array_equal(same, label_map)
+    same[0, 0, 0] = 7
+    assert label_map[0, 0, 0] == 1
+    largest = absorb_components(label_map, label=2, into=1, largest_only=True)   # a tie: the first in C order stays
+    assert largest[0, 1, 1] == 2 and largest[0, 5, 5] == 1
+    for bad in (dict(min_volume_mm3=float("nan"), spacing=(1, 1, 1)), dict(min_volume_mm3=-5, spacing=(1, 1, 1)),
+                dict(min_fraction=float("nan")), dict(min_fraction=1.5)):
+        with pytest.raises(MiscnnError, match="must be"):
+            absorb_components(label_map, label=2, into=1, **bad)

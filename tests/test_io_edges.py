@@ -423,3 +423,84 @@ def test_black_and_white_masks_point_to_a_colour_table(tmp_path):
     from miscnn_lite.loading import ReaderItem
     with pytest.raises(io.DataError, match='black-and-white mask.*"colors": \\{"0": 0, "1": 255\\}'):
         validate_cases([ReaderItem(reader, "a")], n_classes=2)
+
+
+def test_a_label_on_the_same_grid_in_another_format_or_axis_order_loads(tmp_path):
+    "NIfTI reads (i, j, k), ITK (k, j, i): a Slicer-style segmentation.nrrd beside imaging.nii.gz is the same grid."
+    import SimpleITK as sitk
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    affine[:3, 3] = [10.0, 20.0, -30.0]
+    image = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    label = (image % 3).astype(np.uint8)
+    case_dir = tmp_path / "kits" / "case_00000"
+    case_dir.mkdir(parents=True)
+    save_nifti(case_dir / "imaging.nii.gz", image, affine)
+    save_nifti(tmp_path / "seg.nii.gz", label, affine)
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "seg.nii.gz")), str(case_dir / "segmentation.nrrd"))
+    case = io.open_dataset(tmp_path / "kits").load_case("case_00000")
+    np.testing.assert_array_equal(case.label, io.reorient(label, affine)[0])
+    np.testing.assert_array_equal(case.image, io.reorient(image, affine)[0])
+    turned, turned_affine = io.reorient(label, affine, "LAS")            # the same voxels, stored another way round
+    save_nifti(tmp_path / "turned.nii.gz", turned, turned_affine)
+    np.testing.assert_array_equal(load_case(case_dir / "imaging.nii.gz", tmp_path / "turned.nii.gz").label, case.label)
+    shifted = affine.copy()
+    shifted[0, 3] += 5.0                                                  # other voxels: still refused
+    save_nifti(tmp_path / "shifted.nii.gz", label, shifted)
+    with pytest.raises(DataError, match="shifted.nii.gz"):
+        load_case(case_dir / "imaging.nii.gz", tmp_path / "shifted.nii.gz")
+
+
+def test_a_picture_dataset_reads_no_description_from_the_folder_above_it(tmp_path):
+    "A dataset.json above a dataset root belongs to something else; above a masks/ folder it is the dataset's."
+    (tmp_path / "dataset.json").write_text(json.dumps({"spacing": [0.2, 0.2], "colors": {"0": "#000000",
+                                                                                          "1": "#ffffff"}}))
+    root = tmp_path / "xray"
+    write_picture(root / "images" / "a.png", np.zeros((4, 4), np.uint8))
+    io.write_mask(root / "masks" / "a.png", np.eye(4, dtype=np.uint8))
+    reader = io.open_dataset(root)
+    assert reader.spacing == (1.0, 1.0) and not reader.colors
+    np.testing.assert_array_equal(reader.load_case("a").label[0], np.eye(4))
+    (root / "dataset.json").write_text(json.dumps({"spacing": [0.5, 0.25]}))
+    assert io.read_picture_sidecar(root / "masks") == {"spacing": (0.5, 0.25)}      # a mask folder's dataset
+    assert io.read_picture_sidecar(root) == {"spacing": (0.5, 0.25)}
+
+
+def test_headers_refuse_what_load_case_refuses_by_name(tmp_path):
+    from miscnn_lite.io import CorruptFileError
+    kits = tmp_path / "kits"
+    save_nifti(kits / "case_00000" / "imaging.nii.gz", np.zeros((4, 5, 6), np.int16), np.eye(4))
+    (kits / "case_00001").mkdir()
+    (kits / "case_00001" / "imaging.nii.gz").write_bytes((kits / "case_00000" / "imaging.nii.gz").read_bytes()[:30])
+    save_nifti(kits / "case_00002" / "imaging.nii.gz", np.zeros((4, 5, 6, 2), np.int16), np.eye(4))
+    reader = io.open_dataset(kits)
+    assert reader.header("case_00000")["shape"] == (6, 5, 4)
+    with pytest.raises(CorruptFileError, match=r"case_00001/imaging.nii.gz: its header cannot be read"):
+        reader.header("case_00001")
+    with pytest.raises(DataError, match=r"case_00002/imaging.nii.gz: image has shape \(4, 5, 6, 2\); a 3D volume"):
+        reader.header("case_00002")
+    npz = tmp_path / "npz"
+    npz.mkdir()
+    np.savez(npz / "a.npz", img=np.zeros((2, 3, 4)))
+    (npz / "b.npz").write_bytes(b"not a zip file")
+    reader = io.open_dataset(npz)
+    with pytest.raises(DataError, match=r"a.npz: no 'image' array \(found \['img'\]\)"):
+        reader.header("a")
+    for call in (reader.header, reader.has_label):
+        with pytest.raises(DataError, match=r"b.npz: cannot be read as .npz \(BadZipFile"):
+            call("b")
+    pictures = tmp_path / "pictures"
+    (pictures / "images").mkdir(parents=True)
+    (pictures / "images" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    with pytest.raises(CorruptFileError, match=r"x.png: cannot be read as a picture"):
+        io.open_dataset(pictures).header("x")
+
+
+def test_write_dicom_series_refuses_what_is_not_a_volume_before_making_its_folder(tmp_path):
+    for volume, spacing, origin, words in [
+            (np.zeros((4, 4), np.int16), (2.5, 0.7, 0.7), (0, 0, 0), r"shape \(4, 4\); give a \(D, H, W\) volume"),
+            (np.zeros((2, 3, 4, 5), np.int16), (2.5, 0.7, 0.7), (0, 0, 0), r"shape \(2, 3, 4, 5\)"),
+            (np.zeros((2, 3, 4), np.int16), (1, -1, 1), (0, 0, 0), r"spacing \(1.0, -1.0, 1.0\) mm is invalid"),
+            (np.zeros((2, 3, 4), np.int16), (1, 1, 1), (0, np.nan), r"origin \(0, nan\) must be three finite")]:
+        with pytest.raises(DataError, match=words):
+            write_dicom_series(volume, tmp_path / "series", spacing, origin)
+        assert not (tmp_path / "series").exists()
