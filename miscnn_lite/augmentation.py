@@ -45,12 +45,15 @@ def _as_label(label, spatial_shape):
     return label
 
 # %% ../nbs/04_augmentation.ipynb #2c6fd0ae
-def _check_range(value, name, low=-np.inf, high=np.inf):
-    if np.ndim(value) != 1 or len(value) != 2 or not all(isinstance(v, (int, float, np.number)) for v in value):
-        raise MiscnnError(f"{name}: {value!r} is not an interval; give two numbers (low, high), e.g. (0.0, 0.1).")
-    lo, hi = value
+def _check_range(value, name, low=-np.inf, high=np.inf) -> tuple[float, float]:
+    "`value` as a (low, high) float pair within [`low`, `high`], else a clear error naming `name`."
+    if np.ndim(value) != 1 or len(value) != 2 or not all(is_finite_number(v) for v in value):
+        raise MiscnnError(f"{name}: {value!r} is not an interval; give two finite numbers (low, high), e.g. "
+                          "(0.0, 0.1).")
+    lo, hi = (float(v) for v in value)
     if not low <= lo <= hi <= high:
-        raise MiscnnError(f"{name}: {tuple(value)} must be an interval (low <= high) within [{low}, {high}].")
+        raise MiscnnError(f"{name}: {(lo, hi)} must be an interval (low <= high) within [{low}, {high}].")
+    return lo, hi
 
 # %% ../nbs/04_augmentation.ipynb #a4237dd3
 @dataclass(kw_only=True)
@@ -65,13 +68,15 @@ class Transform:
     def __post_init__(self):
         if not (is_finite_number(self.p) and 0.0 <= self.p <= 1.0):
             raise MiscnnError(f"{type(self).__name__}: p={self.p!r} is not a probability in [0, 1].")
-        for name, (low, high) in self.checked_ranges.items():
-            _check_range(getattr(self, name), name, low, high)
+        for name, (low, high) in self.checked_ranges.items():      # plain float pairs: JSON, == and to_dict agree
+            setattr(self, name, _check_range(getattr(self, name), name, low, high))
         for name, (low, high, whole) in self.checked_numbers.items():
             v = getattr(self, name)
             if not (is_finite_number(v) and low <= v <= high and (is_whole_number(v) or not whole)):
                 raise MiscnnError(f"{type(self).__name__}: {name}={v!r} must be a {'whole ' if whole else ''}number "
                                   f"in [{low}, {high}].")
+            if whole:
+                setattr(self, name, int(v))                       # 1.0 from YAML: scipy wants an int order
 
     def __call__(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         "Augment `image` (D, H, W[, C]) and `label` (D, H, W) or None; return them with the same shapes."
@@ -157,9 +162,11 @@ class BatchgeneratorsTransform(Transform):
 
     def __post_init__(self):
         super().__post_init__()
-        if getattr(self, "order", 0) not in (0, 1, 3):
-            raise MiscnnError(f"{type(self).__name__}: order={self.order!r}; give 0 (nearest), 1 (linear) or 3 "
-                              "(cubic) for the image's interpolation.")
+        if hasattr(self, "order"):
+            if not is_whole_number(self.order) or self.order not in (0, 1, 3):   # a bool is no order
+                raise MiscnnError(f"{type(self).__name__}: order={self.order!r}; give 0 (nearest), 1 (linear) or 3 "
+                                  "(cubic) for the image's interpolation.")
+            self.order = int(self.order)                         # 3.0 from YAML: scipy wants an int
 
     def make(self, spatial_shape: tuple):
         if self.builds is None:
@@ -499,7 +506,11 @@ class AugmentationPipeline:
         if not (is_finite_number(self.batch_ratio) and 0.0 <= self.batch_ratio <= 1.0):
             raise MiscnnError(f"batch_ratio: {self.batch_ratio} is not a probability in [0, 1] "
                              "(CT-cues paper: 0.8 for 2D, 0.9 for 3D batches).")
-        self.compose = Compose(list(self.transforms))
+
+    @property
+    def compose(self) -> Compose:
+        "The transforms as they are now (a list edited after creation included, as `to_dict` and `==` see it)."
+        return Compose(list(self.transforms))
 
     def augment_sample(self, image, label, rng):
         "All transforms on one sample (no batch ratio)."
@@ -516,7 +527,8 @@ class AugmentationPipeline:
                               "image of the batch (or labels=None).")
         if rng.random() >= self.batch_ratio:
             return images.astype(np.float32), labels
-        out = [self.compose(images[b], None if labels is None else labels[b], rng) for b in range(len(images))]
+        compose = self.compose
+        out = [compose(images[b], None if labels is None else labels[b], rng) for b in range(len(images))]
         return (np.stack([o[0] for o in out]),
                 None if labels is None else np.stack([o[1] for o in out]))
 

@@ -28,7 +28,7 @@ __all__ = ['LOCK_FILE', 'SPACING_RANGE_MM', 'NIFTI_SUFFIXES', 'ITK_SUFFIXES', 'I
            'atomic_path', 'json_value', 'write_json', 'read_log', 'OutputLockedError', 'remove_temporaries',
            'output_lock', 'read_yaml', 'load_mapping', 'spacing_from_affine', 'orientation_from_affine',
            'check_spacing', 'check_orientation', 'affine_from_spacing', 'check_seed', 'as_rng', 'is_finite_number',
-           'is_whole_number', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti',
+           'is_whole_number', 'fits_dtype', 'reorient', 'regrid', 'UnreadableFileError', 'check_readable', 'load_nifti',
            'check_affine', 'save_nifti', 'is_picture', 'image_stem', 'load_itk_image', 'load_image', 'Case',
            'check_case_id', 'label_mapping', 'validate_case', 'case_from_arrays', 'load_case', 'save_prediction',
            'load_prediction', 'save_case', 'CaseReader', 'case_folder_files', 'KiTS19Reader', 'NnUNetReader',
@@ -506,6 +506,13 @@ def is_whole_number(value) -> bool:
     return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
             and float(value).is_integer())
 
+def fits_dtype(value: float, dtype) -> bool:
+    "True when `value` is stored unchanged in `dtype`: a finite number in a float type, a whole one in range else."
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return is_finite_number(value)
+    return is_whole_number(value) and np.iinfo(dtype).min <= value <= np.iinfo(dtype).max
+
 # %% ../nbs/00_io.ipynb #b38a2036
 def reorient(array: np.ndarray, affine: np.ndarray, orientation: str = "SPL") -> tuple[np.ndarray, np.ndarray]:
     """Permute/flip the first three axes of `array` so they point along `orientation`.
@@ -872,6 +879,9 @@ def validate_case(case: Case, affine_tolerance: float = 1e-3, label_affine: np.n
     case.id = check_case_id(case.id)                      # 5 becomes "5": ids name files
     if case.image.ndim != 3:
         raise DataError(f"{where}: image has shape {case.image.shape}; a 3D (D, H, W) volume is expected.")
+    if 0 in case.image.shape:                             # every step after this would invent or fail on voxels
+        raise DataError(f"{where}: image has shape {case.image.shape}, no voxel: an empty volume. Export it again, "
+                        "or leave this case out of the dataset.")
     if case.image.dtype.kind not in "biuf":
         raise DataError(f"{where}: image dtype {case.image.dtype} is not a number type; give intensities as "
                         "numbers (e.g. np.asarray(image, np.float32)).")

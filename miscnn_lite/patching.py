@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .io import MiscnnError, as_rng, is_finite_number, is_whole_number
+from .io import MiscnnError, as_rng, fits_dtype, is_finite_number, is_whole_number
 
 # %% auto #0
 __all__ = ['ANALYSIS_MODES', 'reads_on_slicing', 'as_channels_last', 'check_label', 'resolve_patch_shape', 'analysis_patch_shape',
@@ -79,7 +79,7 @@ def resolve_patch_shape(patch_shape: Sequence[int | None], image_shape: Sequence
         raise MiscnnError(f"patch_shape: expected 3 entries (d, h, w), got {patch_shape!r}. "
                          "Use 1 for the slice axis of a 2D patch, e.g. (1, 128, 128).")
     out = tuple(int(s) if p is None else p for p, s in zip(patch_shape, image_shape[:3]))
-    if any(not isinstance(p, (int, np.integer)) or p < 1 for p in out):
+    if any(not isinstance(p, (int, np.integer)) or isinstance(p, (bool, np.bool_)) or p < 1 for p in out):
         raise MiscnnError(f"patch_shape: entries must be positive integers or None, got {tuple(patch_shape)}.")
     return tuple(int(p) for p in out)
 
@@ -201,8 +201,18 @@ class PatchSampler:
             if not (is_whole_number(getattr(self, name)) and getattr(self, name) >= lo):
                 raise MiscnnError(f"{name}: {getattr(self, name)!r} must be a whole number >= {lo}.")
         _check_fraction(self.foreground_fraction, "foreground_fraction")
+        for name in ("min_std", "pad_value"):            # NaN would pass every comparison, or pad with NaN
+            value = getattr(self, name)
+            if not ((value is None and name == "pad_value") or (is_finite_number(value) and
+                                                                (name != "min_std" or value >= 0))):
+                raise MiscnnError(f"{name}: {value!r} must be a finite number{' >= 0' if name == 'min_std' else ''}"
+                                  f"{' or None (the image minimum)' if name == 'pad_value' else ''}.")
         if self.foreground_classes is not None:
-            self.foreground_classes = tuple(int(c) for c in self.foreground_classes)
+            classes = self.foreground_classes
+            if isinstance(classes, (str, bytes)) or np.ndim(classes) != 1 or not all(map(is_whole_number, classes)):
+                raise MiscnnError(f"foreground_classes: {classes!r} must be a list of class labels (whole numbers), "
+                                  "e.g. (1, 2) for KiTS19 kidney and tumor.")
+            self.foreground_classes = tuple(int(c) for c in classes)
             if not self.foreground_classes or min(self.foreground_classes) < 1:
                 raise MiscnnError(f"foreground_classes: {self.foreground_classes} must be non-empty labels >= 1 "
                                  "(0 is background); e.g. (1, 2) for KiTS19 kidney and tumor.")
@@ -222,6 +232,9 @@ class PatchSampler:
         patch = resolve_patch_shape(self.patch_shape, image.shape)
         if any(p > s for p, s in zip(patch, image.shape)):
             pad_value = float(image.min()) if self.pad_value is None else self.pad_value
+            if not fits_dtype(pad_value, image.dtype):
+                raise MiscnnError(f"pad_value: {pad_value!r} does not fit this {image.dtype} image (it would pad with "
+                                  "another value); give a value of its range, or None for the image minimum.")
             image, pads = pad_to_shape(image, patch, pad_value)
             label, _ = pad_to_shape(label, patch, 0)
             if locations is not None:

@@ -16,7 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .io import (CorruptFileError, DataError, MiscnnError, MissingFileError, Case, case_from_arrays,
-                            check_case_id, check_seed, check_spacing, is_finite_number, is_whole_number, label_mapping,
+                            check_case_id, check_seed, check_spacing, fits_dtype, is_finite_number, is_whole_number,
+                            label_mapping,
                             write_json)
 
 # %% auto #0
@@ -129,6 +130,10 @@ def check_step_number(step: str, name: str, value, whole: bool = False, minimum:
     return int(value) if whole else value
 
 # %% ../nbs/02_preprocessing.ipynb #411fd537
+def _float32_bounds(lo, hi) -> tuple[np.float32, np.float32]:
+    "Clip bounds as float32: numpy float64 scalars would promote a float32 image to float64 (NumPy 2, NEP 50)."
+    return np.float32(lo), np.float32(hi)
+
 @register_step
 @dataclass
 class ClipHU(IntensityStep):
@@ -145,7 +150,7 @@ class ClipHU(IntensityStep):
                              "Example: ClipHU(lo=-79, hi=304).")
 
     def transform(self, image):
-        return np.clip(image.astype(np.float32), self.lo, self.hi), {}
+        return np.clip(image.astype(np.float32), *_float32_bounds(self.lo, self.hi)), {}
 
 # %% ../nbs/02_preprocessing.ipynb #ed01521a
 def _region_voxels(case: Case, region: str) -> np.ndarray:
@@ -201,6 +206,9 @@ class PercentileWindow(IntensityStep):
                              f"lower={self.lower}, upper={self.upper}. Example: lower=0.6, upper=0.99.")
         if self.region not in REGIONS:
             raise MiscnnError(f"PercentileWindow: region={self.region!r}, expected one of {REGIONS}.")
+        if self.lo is not None and self.hi is not None and self.lo > self.hi:
+            raise MiscnnError(f"PercentileWindow: the fitted window lo={self.lo} > hi={self.hi} would map every voxel "
+                              "to hi; give lo <= hi (in HU), or leave both None and fit the step.")
 
     @property
     def fitted(self): return self.lo is not None and self.hi is not None
@@ -216,7 +224,7 @@ class PercentileWindow(IntensityStep):
         return self
 
     def transform(self, image):
-        return np.clip(image.astype(np.float32), self.lo, self.hi), {}
+        return np.clip(image.astype(np.float32), *_float32_bounds(self.lo, self.hi)), {}
 
 # %% ../nbs/02_preprocessing.ipynb #345c4206
 @register_step
@@ -309,6 +317,8 @@ def resample_array(array: np.ndarray, spacing, new_spacing, new_shape=None, orde
     if order not in _INTERPOLATORS:
         raise MiscnnError(f"resample_array: order={order}, expected 0 (nearest), 1 (linear) or 3 (cubic).")
     shape = array.shape[:3]
+    if 0 in shape:                                        # SimpleITK would read past an empty image
+        raise MiscnnError(f"resample_array: the array has shape {array.shape}, no voxel to resample.")
     if new_shape is None:
         new_shape = tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, new_spacing))
     elif not (len(new_shape) == 3 and all(is_whole_number(n) and n >= 1 for n in new_shape)):
@@ -483,7 +493,7 @@ class PadCrop(Step):
         crop = [[max(n - t, 0) // 2, max(n - t, 0) - max(n - t, 0) // 2] for n, t in zip(shape, target)]
         fill = float(case.image.min()) if self.image_fill == "minimum" else float(self.image_fill)
         dtype = case.image.dtype
-        if dtype.kind in "iu" and not (fill.is_integer() and np.iinfo(dtype).min <= fill <= np.iinfo(dtype).max):
+        if dtype.kind in "iu" and not fits_dtype(fill, dtype):
             raise MiscnnError(f"PadCrop: image_fill={self.image_fill!r} does not fit case {case.id!r}'s {dtype} image; "
                               "give a value of its range, or convert the image to float32 first.")
         image = _pad(_crop(case.image, crop), pad, fill)

@@ -166,3 +166,37 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="needs a 'transforms' list"):
         augmentation_from_dict({"name": "Compose"})
     assert Mirror(axes=2).axes == (2,)
+
+
+def test_intervals_and_orders_are_plain_checked_numbers_and_a_pipeline_runs_what_it_holds():
+    import json
+
+    from miscnn_lite.augmentation import (
+        AugmentationPipeline,
+        Brightness,
+        GaussianNoise,
+        Mirror,
+        NoiseMap,
+        Rotation,
+        Scaling,
+        augmentation_from_dict,
+    )
+    for make in (lambda: GaussianNoise(variance_range=(0, np.inf)), lambda: Brightness(multiplier_range=(1, np.inf)),
+                 lambda: Scaling(scale_range=(1, np.inf)), lambda: NoiseMap(std_range=(0, np.inf)),
+                 lambda: GaussianNoise(variance_range=(False, True)), lambda: Scaling(scale_range=(np.nan, 1.0))):
+        with pytest.raises(ValueError, match="is not an interval; give two finite numbers"):
+            make()
+    scaling = Scaling(scale_range=np.array([0.9, 1.1]), order=1.0)          # numpy and YAML numbers: plain values
+    assert scaling.scale_range == (0.9, 1.1) and type(scaling.order) is int and scaling.order == 1
+    assert json.loads(json.dumps(scaling.to_dict()))["scale_range"] == [0.9, 1.1]
+    assert augmentation_from_dict(scaling.to_dict()) == scaling
+    for order in (True, 2, 1.5):
+        with pytest.raises(ValueError, match=f"order={order!r}; give 0"):
+            Rotation(order=order)
+    pipeline = AugmentationPipeline([Mirror(p=0.0)], batch_ratio=1.0)
+    pipeline.transforms.append(Brightness(p=1.0, multiplier_range=(2, 2)))  # edited after creation
+    ones = np.ones((1, 4, 4, 4), np.float32)
+    again = augmentation_from_dict(pipeline.to_dict())
+    assert again == pipeline
+    np.testing.assert_array_equal(pipeline(ones, None, 0)[0], again(ones, None, 0)[0])
+    assert pipeline(ones, None, 0)[0].max() == 2.0

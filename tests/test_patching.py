@@ -216,3 +216,24 @@ def test_progress_bar_does_not_change_the_result(capsys):
     loud = sliding_window_predict(volume, (8, 8, 8), 0.5, lambda b: b, 3, progress=True)
     np.testing.assert_array_equal(quiet, loud)
     assert "sliding window" in capsys.readouterr().err
+
+
+def test_sampler_numbers_are_checked_when_made_and_a_pad_value_must_fit_the_image():
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.patching import PatchSampler
+    for bad, words in [(dict(pad_value=float("nan")), "pad_value: nan must be a finite number or None"),
+                       (dict(pad_value="air"), "pad_value: 'air' must be"), (dict(min_std=float("nan")), "min_std"),
+                       (dict(min_std=-1.0), "min_std: -1.0 must be a finite number >= 0"),
+                       (dict(foreground_classes=(1.7,)), r"foreground_classes: \(1.7,\) must be a list of class"),
+                       (dict(foreground_classes="12"), "foreground_classes: '12'"),
+                       (dict(foreground_classes=(True,)), "foreground_classes"),
+                       (dict(patch_shape=(True, 4, 4)), "entries must be positive integers")]:
+        with pytest.raises(MiscnnError, match=words):
+            PatchSampler(**{"patch_shape": (4, 4, 4), **bad})
+    assert PatchSampler((4, 4, 4), foreground_classes=(1.0, 2)).foreground_classes == (1, 2)
+    image, label = np.full((2, 2, 2), 7, np.uint8), np.zeros((2, 2, 2), np.uint8)
+    for value in (300.0, -1024.0, 2.5):
+        with pytest.raises(MiscnnError, match=f"pad_value: {value!r} does not fit this uint8 image"):
+            PatchSampler((4, 4, 4), pad_value=value, foreground_fraction=0.0)(image, label, 0)
+    patch, _ = PatchSampler((4, 4, 4), pad_value=3, foreground_fraction=0.0)(image, label, 0)
+    assert sorted(np.unique(patch).tolist()) == [3, 7]

@@ -323,3 +323,19 @@ def test_every_registered_step_round_trips_through_json():
     assert {type(s).__name__ for s in examples} <= set(STEPS)
     for s in examples:
         assert STEPS[type(s).__name__].from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+def test_clip_steps_keep_float32_with_numpy_bounds_and_refuse_an_inverted_window():
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.preprocessing import ClipHU, PercentileWindow, resample_array
+    image = np.array([[[-200, 0, 500]]], np.int16)
+    clipped = ClipHU(*np.array([-79.0, 304.0]))(case_from_arrays(image, spacing=(1, 1, 1))).image
+    assert clipped.dtype == np.float32 and clipped.ravel().tolist() == [-79.0, 0.0, 304.0]
+    window = PercentileWindow(lo=np.float64(-50.0), hi=np.float64(50.0))
+    assert window(case_from_arrays(image, spacing=(1, 1, 1))).image.dtype == np.float32
+    with pytest.raises(MiscnnError, match="lo=50.0 > hi=-50.0"):
+        PercentileWindow(lo=50.0, hi=-50.0)
+    with pytest.raises(MiscnnError, match=r"shape \(0, 4, 4\), no voxel to resample"):
+        resample_array(np.zeros((0, 4, 4), np.float32), (2, 1, 1), (1, 1, 1))
+    with pytest.raises(MiscnnError, match=r"shape \(0, 4, 4\), no voxel: an empty volume"):
+        case_from_arrays(np.zeros((0, 4, 4), np.float32), spacing=(2, 1, 1))
