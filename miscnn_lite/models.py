@@ -112,7 +112,10 @@ class SliceConv3D(layers.Conv3D):
                      dilation_rate=(rh, rw))                         # in-plane stride and dilation: the 2D conv's own
         zs = ops.shape(z)
         taps = ops.split(ops.reshape(z, (-1, d, zs[1], zs[2], kd * c_out)), kd, axis=-1)
-        out_d, before, total = _same_padding(d, (kd - 1) * rd + 1, sd)
+        if sd == 1:          # 'same' at stride 1 pads k_eff − 1 at any depth: Python ints even where d is unknown
+            out_d, before, total = d, (kd - 1) * rd // 2, (kd - 1) * rd
+        else:
+            out_d, before, total = _same_padding(d, (kd - 1) * rd + 1, sd)
         out = None
         # output slice j reads tap t at slice j·sd + t·rd − before
         for t, tap in enumerate(taps):

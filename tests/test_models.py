@@ -175,6 +175,22 @@ def test_3d_layers_equal_keras_layers_on_this_backend(native, ours, slices):
         np.testing.assert_allclose(wb, wa, atol=1e-4)
 
 
+@pytest.mark.parametrize("slices", [True, None], ids=["slices-forced", "route-as-chosen"])
+def test_3d_layers_predict_volumes_of_several_sizes_in_one_traced_model(slices):
+    """Keras retraces `predict` with unknown spatial sizes once a second size comes: every 3D layer (stride 1,
+    dilated, strided, transposed) then computes with a depth it does not know, and gives the eager outputs."""
+    x_in = keras.Input((None, None, None, 2))
+    plain, dilated = SliceConv3D(3, 3, padding="same"), SliceConv3D(3, 3, padding="same", dilation_rate=2)
+    strided, up = SliceConv3D(3, 3, strides=2, padding="same"), ShuffleConv3DTranspose(3, 2, strides=2)
+    for layer in (plain, dilated, strided):
+        layer.slices = slices
+    model = keras.Model(x_in, up(strided(dilated(plain(x_in)))))
+    rng = np.random.default_rng(0)
+    for shape in [(4, 6, 8), (6, 4, 10), (2, 8, 6)]:
+        x = rng.normal(size=(1, *shape, 2)).astype("float32")
+        np.testing.assert_allclose(model.predict(x, verbose=0), np_(model(x)), atol=1e-5)
+
+
 _ROUTE_PROBE = """
 import tensorflow as tf
 from miscnn_lite.models import SliceConv3D as S, _onednn_kernels
