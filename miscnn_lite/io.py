@@ -1349,7 +1349,7 @@ class NpzReader(CaseReader):
     def header(self, case_id):
         path = self._paths(case_id)[0]
         try:
-            with zipfile.ZipFile(path) as zf:
+            with NPY_LOCK, zipfile.ZipFile(path) as zf:   # numpy's header parser is not thread-safe (NPY_LOCK)
                 if "image.npy" not in zf.namelist():
                     raise DataError(f"{path}: no 'image' array (found {sorted(n[:-4] for n in zf.namelist())}); save "
                                     "with np.savez(path, image=..., label=...).")

@@ -377,7 +377,11 @@ class PreprocessedCache:
         self.stats = {"built": 0, "reused": 0, "stale": 0, "corrupt": 0}
 
     def _paths(self, case_id):
-        return tuple(self.folder / f"{case_id}{suffix}" for suffix in CACHE_SUFFIXES)
+        paths = tuple(self.folder / f"{case_id}{suffix}" for suffix in CACHE_SUFFIXES)
+        if any(p.name == "config.json" for p in paths):   # the folder's own record: the case would overwrite it
+            raise MiscnnError(f"case id {case_id!r}: its cache file would be {self.folder / 'config.json'}, the cache "
+                              "folder's own settings file; rename the case (e.g. case_config).")
+        return paths
 
     def _check(self, case_id, source_hash):
         "Return (entry or None, reason it cannot be used)."
@@ -648,9 +652,22 @@ class PatchBatches:
             raise MiscnnError(f"batch_size={batch_size!r}, iterations={iterations!r}: both must be whole numbers >= 1.")
         batch_size, iterations = int(batch_size), int(iterations)
         seed, epoch = check_seed(seed, "PatchBatches seed"), check_seed(epoch, "PatchBatches epoch")
+        if np.ndim(patch_shape) != 1 or len(patch_shape) != 3 or not all(is_whole_number(p) and p >= 1
+                                                                          for p in patch_shape):
+            raise MiscnnError(f"patch_shape={patch_shape!r}: give 3 whole numbers >= 1 (d, h, w), e.g. (32, 64, 64).")
         self.patch_shape = tuple(int(p) for p in patch_shape)
+        if oversample_classes is not None and (np.ndim(oversample_classes) != 1
+                                               or not all(map(is_whole_number, oversample_classes))):
+            raise MiscnnError(f"oversample_classes={oversample_classes!r}: give a list of class labels, e.g. [2] for "
+                              "the tumor, or None.")
         if oversample_classes:
             _check_classes_present(self.entries, oversample_classes)
+        if not isinstance(fixed, bool):
+            raise MiscnnError(f"fixed={fixed!r}: give True (the same batches every epoch) or False.")
+        drawn = getattr(sampler, "patch_shape", None)       # what the model is checked against must be what comes
+        if drawn is not None and None not in tuple(drawn) and tuple(int(p) for p in drawn) != self.patch_shape:
+            raise MiscnnError(f"sampler draws {tuple(drawn)} patches, patch_shape is {self.patch_shape}: give one "
+                              "shape to both (or leave sampler out: the default draws patch_shape).")
         self.sampler = sampler or PatchSampler(self.patch_shape, foreground_fraction,
                                                None if oversample_classes is None else tuple(oversample_classes))
         self.batch_size, self.iterations = batch_size, iterations
@@ -665,6 +682,13 @@ class PatchBatches:
             raise MiscnnError(f"copy_paste={copy_paste!r}: give a CopyPaste (e.g. CopyPaste(p=0.5, label=2, into=1)) "
                               "or None.")
         self.copy_paste, self._paste_cache = copy_paste, {}     # donors and levels, found on first use
+        if copy_paste is not None and copy_paste.p > 0:
+            found = {int(c) for e in self.entries for c in e.meta.get("classes", [])}
+            if missing := [f"{name} {c}" for name, c in (("label", copy_paste.label), ("into", copy_paste.into))
+                           if int(c) not in found]:
+                import warnings
+                warnings.warn(f"copy_paste: no case of these {len(self.entries)} holds {' or '.join(missing)} "
+                              f"(classes found: {sorted(found)}), so nothing will be pasted.", stacklevel=2)
         self.n_classes = None if n_classes is None else int(n_classes)
         self.seed, self.epoch, self.fixed = seed, epoch, fixed
         self._requests = _RequestCounter(iterations, shared=_shared_counter)
@@ -927,6 +951,9 @@ def patch_dataset_class():
                 keras.utils.PyDataset.__init__(self, workers=workers, use_multiprocessing=use_multiprocessing,
                                                max_queue_size=max_queue_size)
                 PatchBatches.__init__(self, entries, patch_shape, _shared_counter=use_multiprocessing, **kwargs)
+                if not (is_whole_number(targets) and targets >= 1):
+                    raise MiscnnError(f"targets={targets!r}: the number of model outputs that learn the label, a "
+                                      "whole number >= 1 (1 + the deep-supervision heads).")
                 self.targets = int(targets)
 
             def __getitem__(self, index: int):

@@ -1,4 +1,5 @@
 """Cache, loader and HDF5 pack on phantom files: staleness, corruption, bounds, workers, memory."""
+import json
 import os
 import threading
 import tracemalloc
@@ -321,3 +322,36 @@ def test_slice_sampler_and_a_direct_patch_sampler_call_read_an_hdf5_pack(tmp_pat
         return
     for x, y in zip(sample_patch(SliceSampler(2), packed, rng()), sample_patch(SliceSampler(2), entries[0], rng())):
         np.testing.assert_array_equal(x, y)
+
+
+def test_loader_arguments_are_checked_by_name_and_a_copy_paste_without_donors_says_so(tmp_path):
+    from miscnn_lite.io import MiscnnError, case_from_arrays
+    from miscnn_lite.loading import CopyPaste, PatchBatches, PreprocessedCache, patch_dataset_class
+    from miscnn_lite.patching import PatchSampler
+
+    def case(cid, seed):
+        label = np.zeros((8, 12, 12), np.uint8)
+        label[2:6, 3:8, 3:8], label[3:5, 4:6, 4:6] = 1, 2
+        return case_from_arrays(np.random.default_rng(seed).normal(size=(8, 12, 12)).astype(np.float32), label,
+                                case_id=cid)
+    entries = PreprocessedCache(tmp_path / "cache").prepare([case("a", 0), case("b", 1)])
+    for kwargs, words in [(dict(patch_shape=8), r"patch_shape=8: give 3 whole numbers"),
+                          (dict(patch_shape=(4, 4)), r"patch_shape=\(4, 4\)"),
+                          (dict(oversample_classes=2), "oversample_classes=2: give a list of class labels"),
+                          (dict(fixed="no"), "fixed='no': give True"),
+                          (dict(sampler=PatchSampler((2, 2, 2))), r"sampler draws \(2, 2, 2\) patches, patch_shape is "
+                                                                  r"\(4, 4, 4\)")]:
+        with pytest.raises(MiscnnError, match=words):
+            PatchBatches(entries, **{"patch_shape": (4, 4, 4), **kwargs})
+    for targets in (0, -1, 2.7):
+        with pytest.raises(MiscnnError, match=f"targets={targets!r}: the number of model outputs"):
+            patch_dataset_class()(entries, (4, 4, 4), targets=targets)
+    for paste, words in [(CopyPaste(1.0, 2, 5), "holds into 5"), (CopyPaste(1.0, 7, 1), "holds label 7")]:
+        with pytest.warns(UserWarning, match=rf"copy_paste: no case of these 2 {words} \(classes found: \[1, 2\]\)"):
+            PatchBatches(entries, (4, 4, 4), copy_paste=paste)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # donors and hosts present: no word
+        PatchBatches(entries, (4, 4, 4), copy_paste=CopyPaste(1.0, 2, 1))
+    with pytest.raises(MiscnnError, match="case id 'config': its cache file would be .*config.json, the cache folder"):
+        PreprocessedCache(tmp_path / "cache").prepare([case("config", 2)])
+    assert json.loads(next((tmp_path / "cache").glob("*/config.json")).read_text())["seed"] == 0   # kept
