@@ -1130,6 +1130,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                  'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing.OneHot.__call__': ( 'preprocessing.html#onehot.__call__',
                                                                                           'miscnn_lite/preprocessing.py'),
+                                           'miscnn_lite.preprocessing.OneHot.__post_init__': ( 'preprocessing.html#onehot.__post_init__',
+                                                                                               'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing.OneHot.from_dict': ( 'preprocessing.html#onehot.from_dict',
                                                                                            'miscnn_lite/preprocessing.py'),
                                            'miscnn_lite.preprocessing.OneHot.inverse': ( 'preprocessing.html#onehot.inverse',

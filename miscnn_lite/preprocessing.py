@@ -569,6 +569,9 @@ class OneHot:
     """One-hot helper: (D, H, W) integer labels in 0..n_classes−1 → (D, H, W, n_classes) float32, and back."""
     n_classes: int
 
+    def __post_init__(self):
+        self.n_classes = check_step_number("OneHot", "n_classes", self.n_classes, whole=True, minimum=2)
+
     def __call__(self, label: np.ndarray) -> np.ndarray:
         label = _integer_labels(label, "OneHot")
         if label.size and (label.min() < 0 or label.max() >= self.n_classes):
@@ -583,7 +586,7 @@ class OneHot:
     def to_dict(self): return {"step": "OneHot", "n_classes": int(self.n_classes)}
 
     @classmethod
-    def from_dict(cls, d): return cls(int(d["n_classes"]))
+    def from_dict(cls, d): return cls(d["n_classes"])
 
 # %% ../nbs/02_preprocessing.ipynb #0e04c0c4
 FORMAT = "miscnn_lite.preprocessing/1"

@@ -339,3 +339,14 @@ def test_clip_steps_keep_float32_with_numpy_bounds_and_refuse_an_inverted_window
         resample_array(np.zeros((0, 4, 4), np.float32), (2, 1, 1), (1, 1, 1))
     with pytest.raises(MiscnnError, match=r"shape \(0, 4, 4\), no voxel: an empty volume"):
         case_from_arrays(np.zeros((0, 4, 4), np.float32), spacing=(2, 1, 1))
+
+
+def test_one_hot_checks_its_class_count_when_made_and_when_read():
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.preprocessing import OneHot
+    for bad in (2.5, "3", 1, True):
+        with pytest.raises(MiscnnError, match=f"OneHot: n_classes={bad!r} is not allowed; give a whole number >= 2"):
+            OneHot(bad)
+    with pytest.raises(MiscnnError, match="n_classes=2.7"):
+        OneHot.from_dict({"step": "OneHot", "n_classes": 2.7})                 # before: read as 2
+    assert OneHot(3.0).to_dict() == {"step": "OneHot", "n_classes": 3}
