@@ -66,12 +66,7 @@ examples: setup
 
 # two pytest workers: notebooks and experiments spend much of their time in single-threaded Python;
 # worksteal hands a waiting test to whichever worker is idle, so no worker idles while the other has a queue
-# TensorFlow runs its oneDNN kernels by its own choice only where the CPU has AVX-512; elsewhere it picks its generic
-# kernels, and the 3D U-Net's training step took 877 ms against 369 ms with oneDNN on an AVX2 AMD EPYC (two runs of
-# bench/training.py, bench/runs/cpu_avx2_amd_2026-12-07): the tests run with oneDNN unless the caller chose (each
-# route keeps tests that pick it in their own process)
 test: setup browser lint check-clean check-sync check-bundle examples
-	TF_ENABLE_ONEDNN_OPTS=$${TF_ENABLE_ONEDNN_OPTS:-1} \
 	$(VENV)/bin/python -m pytest tests -q -p no:cacheprovider -n 2 --dist worksteal --durations=15
 
 # runs the bundled copy of experiments/kits19_cv.ipynb: bundle first, so an edit in experiments/ is what runs
