@@ -26,9 +26,9 @@ __all__ = ['DEFAULT_SHAPE', 'MIN_SHAPE', 'INPLANE_SPACING_MM', 'SLICE_THICKNESS_
            'kidney_regions', 'check_fov_z', 'check_pelvis', 'sample_pelvis', 'render_anatomy', 'check_myosteatosis',
            'sample_muscle_hu', 'check_distractors', 'sample_distractors', 'check_perirenal_bowel',
            'sample_perirenal_bowel', 'context_labels', 'Acquisition', 'sample_acquisition', 'scanner_effects',
-           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'phantom_dataset_plan',
-           'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms', 'WindowBaseline', 'best_hu_window',
-           'window_dice']
+           'stored_orientation', 'plan_phantom', 'generate_phantom', 'toy_case', 'check_dataset_options',
+           'phantom_dataset_plan', 'make_phantom_dataset', 'make_picture_dataset', 'describe_phantoms',
+           'WindowBaseline', 'best_hu_window', 'window_dice']
 
 # %% ../nbs/01_phantoms.ipynb #238bda7d
 DEFAULT_SHAPE = (48, 96, 96)      # (D, H, W) voxels: small enough for CPU training in minutes
@@ -758,6 +758,11 @@ def plan_phantom(seed: int | Sequence[int] = 0, tumor_probability: float = 0.8,
     return anatomy, sample_acquisition(scanner, spacing, orientation)
 
 # %% ../nbs/01_phantoms.ipynb #514f9ca1
+def _check_context(context) -> bool:
+    if not isinstance(context, (bool, np.bool_)):
+        raise MiscnnError(f"context {context!r}: give True (label the organs around the kidneys too) or False.")
+    return bool(context)
+
 def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAULT_SHAPE,
                      spacing: Sequence[float] | None = None, tumor_probability: float = 0.8,
                      orientation: str | None = "SPL", case_id: str | None = None,
@@ -793,9 +798,7 @@ def generate_phantom(seed: int | Sequence[int] = 0, shape: Sequence[int] = DEFAU
     Returns:
         `Case` with image (D, H, W) int16 HU, label (D, H, W) uint8 (0 background, 1 kidney, 2 tumor;
         with `context`, 3-7 the `CONTEXT_LABELS`)."""
-    shape, (lo, hi) = _check_shape(shape), check_fov_z(fov_z)
-    if not isinstance(context, (bool, np.bool_)):
-        raise MiscnnError(f"context {context!r}: give True (label the organs around the kidneys too) or False.")
+    shape, (lo, hi), context = _check_shape(shape), check_fov_z(fov_z), _check_context(context)
     if case_id is not None and (not isinstance(case_id, str) or not case_id.strip()):
         raise MiscnnError(f"case_id {case_id!r}: expected a non-empty name, e.g. 'case_00000', or None for "
                           "'phantom_<seed>'.")
@@ -835,6 +838,22 @@ def _check_n_cases(n_cases) -> int:
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
         raise MiscnnError(f"n_cases {n_cases!r}: expected a positive number of cases, e.g. n_cases=12.")
     return int(n_cases)
+
+# %% ../nbs/01_phantoms.ipynb #c798ccbf
+def check_dataset_options(n_cases: int = 12, shape: Sequence[int] = DEFAULT_SHAPE,
+                          spacing: Sequence[float] | None = None, contrast_phase: str = "venous",
+                          fov_z: Sequence[float] = (-1.0, 1.0), myosteatosis: float = 0.0, distractors: int = 0,
+                          kidney_scale: float = 1.0, pelvis: str = "simple", perirenal_bowel: int = 0,
+                          context: bool = False) -> dict:
+    """`make_phantom_dataset`'s settings (the same names), checked and normalised; raises `MiscnnError` naming the
+    first bad one. Nothing is drawn or written."""
+    return dict(n_cases=_check_n_cases(n_cases), shape=_check_shape(shape),
+                spacing=None if spacing is None else _check_spacing_arg(spacing),
+                contrast_phase=check_contrast_phase(contrast_phase), fov_z=check_fov_z(fov_z),
+                myosteatosis=check_myosteatosis(myosteatosis), distractors=check_distractors(distractors),
+                kidney_scale=check_kidney_scale(kidney_scale), pelvis=check_pelvis(pelvis),
+                perirenal_bowel=check_perirenal_bowel(perirenal_bowel), context=_check_context(context))
+
 
 # %% ../nbs/01_phantoms.ipynb #e98970aa
 def phantom_dataset_plan(n_cases: int = 12, seed: int = 0, tumor_probability: float = 0.8) -> list[dict]:
@@ -959,11 +978,12 @@ def make_phantom_dataset(out_dir, n_cases: int = 12, seed: int = 0, shape: Seque
     "complete": false from the first file written until the last; the nnU-Net layout gets nnU-Net's
     `dataset.json` too."""
     from tqdm.auto import tqdm
-    out, shape, contrast_phase = _check_out_dir(out_dir), _check_shape(shape), check_contrast_phase(contrast_phase)
-    spacing, fov_z = None if spacing is None else _check_spacing_arg(spacing), check_fov_z(fov_z)
-    myosteatosis, distractors = check_myosteatosis(myosteatosis), check_distractors(distractors)
-    kidney_scale = check_kidney_scale(kidney_scale)
-    pelvis, perirenal_bowel = check_pelvis(pelvis), check_perirenal_bowel(perirenal_bowel)
+    out = _check_out_dir(out_dir)
+    checked = check_dataset_options(n_cases, shape, spacing, contrast_phase, fov_z, myosteatosis, distractors,
+                                    kidney_scale, pelvis, perirenal_bowel, context)
+    shape, spacing, contrast_phase, fov_z = (checked[k] for k in ("shape", "spacing", "contrast_phase", "fov_z"))
+    myosteatosis, distractors, kidney_scale = (checked[k] for k in ("myosteatosis", "distractors", "kidney_scale"))
+    pelvis, perirenal_bowel = checked["pelvis"], checked["perirenal_bowel"]
     plan = phantom_dataset_plan(n_cases, seed, tumor_probability)
     reader, written = _existing(out, layout), 0
     extra = sorted(set(reader.case_ids) - {e["case_id"] for e in plan}) if reader is not None else []
