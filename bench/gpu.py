@@ -7,8 +7,8 @@ In one run, interleaved (median of several steps each):
 - the training step through `Segmenter`'s path: the model `Segmenter(..., mixed_precision="mixed_bfloat16")`
   compiles (Adam, Dice+CE, per-class Dice metrics), `train_on_batch`;
 - the same network hand-written in PyTorch (`bench/torch_unet.py`), bf16 autocast, channels_last_3d, fed the
-  same way: the batch copied from host memory each step (`torch_bf16_step_ms`, the headline ratio's
-  denominator), and already on the device (`torch_bf16_device_batch_step_ms`, against the Segmenter's
+  same way: the batch copied from host memory each step (`torch_step_ms`, the headline ratio's
+  denominator), and already on the device (`torch_device_batch_step_ms`, against the Segmenter's
   `segmenter_device_batch_step_ms`: `segmenter_vs_torch_device_batch_step_ratio`);
 - model FLOP utilisation (MFU): 3 × the forward convolution FLOPs per step / step time / the device's
   peak bf16 rate (`--peak-tflops`; known GPUs by name, else none is printed);
@@ -19,6 +19,9 @@ Also timed, to show where the Segmenter's time goes: the same step with the batc
 (`segmenter_device_batch_step_ms`: no host-to-device copy), and with `--compile` the Segmenter's model
 recompiled with `jit_compile=True` (Keras wraps its train step in `torch.compile`; compile time reported).
 `--profile FILE` writes torch.profiler's kernel table of three steps of each side.
+Both sides compute in bf16 on a GPU; on a CPU in float32 (`--precision` to choose): a CPU without native bf16
+(AVX2 only) runs bf16 convolutions 10-25x slower, and a CPU run is a check that every figure is produced. The run
+files of 2026-12-04 name the PyTorch figures `torch_bf16_*`.
 Goals: segmenter_vs_torch_step_ratio <= 1.3, inference_patches_per_s >= 100 (GPU).
 """
 import argparse
@@ -79,6 +82,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny sizes that run on a CPU in seconds")
     ap.add_argument("--repeats", type=_positive_int, default=None, help="timed steps per side (default 10, quick 3)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak bf16 TFLOP/s for MFU")
+    ap.add_argument("--precision", choices=("bf16", "float32"), default=None,
+                    help="both sides' compute precision (default: bf16 on a GPU, float32 on a CPU)")
     ap.add_argument("--compile", action="store_true", help="also time the model compiled with jit_compile=True")
     ap.add_argument("--profile", type=Path, default=None, help="write the profiler's kernel table to this file")
     args = ap.parse_args(argv)
@@ -88,11 +93,13 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (3 if args.quick else 10)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    precision = args.precision or ("bf16" if device == "cuda" else "float32")
+    policy = "mixed_bfloat16" if precision == "bf16" else None
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, *patch, 1)).astype("float32")
     y = rng.integers(0, 3, size=(2, *patch, 1)).astype("int32")
 
-    seg = Segmenter(unet(3, depth=depth, base_filters=base), patch_shape=patch, mixed_precision="mixed_bfloat16",
+    seg = Segmenter(unet(3, depth=depth, base_filters=base), patch_shape=patch, mixed_precision=policy,
                     loss="dice_ce", seed=0)
     net = TorchUNet(3, 1, depth=depth, base_filters=base).to(device).to(memory_format=torch.channels_last_3d)
     keras_trainable = sum(int(np.prod(w.shape)) for w in seg.model.trainable_weights)
@@ -104,7 +111,7 @@ def main(argv=None) -> dict:
 
     def torch_device_step(inputs=xt, labels=yt):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = net(inputs)
         dice_ce_loss(logits, labels).backward()
         optimizer.step()
@@ -124,7 +131,7 @@ def main(argv=None) -> dict:
              "torch_device_batch": torch_device_step}
     if args.compile:
         compiled = Segmenter(unet(3, depth=depth, base_filters=base), patch_shape=patch,
-                             mixed_precision="mixed_bfloat16", loss="dice_ce", seed=0).model
+                             mixed_precision=policy, loss="dice_ce", seed=0).model
         compiled.compile(optimizer=keras.optimizers.Adam(1e-3), loss=compiled.loss,
                          metrics=per_class_dice_metrics(3, ["background", "class1", "class2"]), jit_compile=True)
         steps["segmenter_compiled"] = lambda: compiled.train_on_batch(x_dev, y_dev)
@@ -149,9 +156,7 @@ def main(argv=None) -> dict:
     seg_s, torch_s = step_s["segmenter"], step_s["torch"]
     train_flops = 3 * conv_flops(net, (1, *patch)) * len(x)
 
-    # two patch lengths per axis on a GPU (27 patches at overlap 0.5); 1.5 for --quick (8 patches): a CPU without
-    # native bf16 runs about 4 patches/s, and the quick run only shows that every figure is produced
-    volume = rng.normal(size=tuple(p + p // 2 if args.quick else 2 * p for p in patch)).astype("float32")
+    volume = rng.normal(size=tuple(2 * p for p in patch)).astype("float32")
     n_patches = len(patch_grid(volume.shape, patch, 0.5))
     forward = lambda batch: keras.ops.convert_to_numpy(seg.model.predict_on_batch(batch)).astype(np.float32)
     batches = [rng.normal(size=(min(8, n_patches - i), *patch, 1)).astype("float32") for i in range(0, n_patches, 8)]
@@ -166,7 +171,7 @@ def main(argv=None) -> dict:
             forward(batch)
 
     def torch_forward():
-        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
             for batch in torch_batches:
                 net(batch.to(device).to(memory_format=torch.channels_last_3d)).float().softmax(1).cpu()
     inference = {"sliding_window": sliding_window, "forward": forward_alone, "torch": torch_forward}
@@ -180,26 +185,26 @@ def main(argv=None) -> dict:
     infer_s, forward_s, torch_infer_s = (float(np.median(infer_times[n]))
                                          for n in ("sliding_window", "forward", "torch"))
 
-    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-              "segmenter_step_ms": seg_s * 1e3, "torch_bf16_step_ms": torch_s * 1e3,
+    result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "precision": precision,
+              "segmenter_step_ms": seg_s * 1e3, "torch_step_ms": torch_s * 1e3,
               "segmenter_vs_torch_step_ratio": seg_s / torch_s,
               "segmenter_device_batch_step_ms": step_s["segmenter_device_batch"] * 1e3,
-              "torch_bf16_device_batch_step_ms": step_s["torch_device_batch"] * 1e3,
+              "torch_device_batch_step_ms": step_s["torch_device_batch"] * 1e3,
               "segmenter_vs_torch_device_batch_step_ratio": step_s["segmenter_device_batch"]
               / step_s["torch_device_batch"],
               "train_tflop_per_step": train_flops / 1e12, "inference_patches_per_s": n_patches / infer_s,
               "segmenter_forward_patches_per_s": n_patches / forward_s,
-              "torch_bf16_inference_patches_per_s": n_patches / torch_infer_s}
+              "torch_inference_patches_per_s": n_patches / torch_infer_s}
     if args.compile:
         result["segmenter_compiled_step_ms"] = step_s["segmenter_compiled"] * 1e3
         result["segmenter_compiled_vs_torch_device_batch_step_ratio"] = (step_s["segmenter_compiled"]
                                                                          / step_s["torch_device_batch"])
         result["segmenter_compiled_warmup_s"] = warmup_s["segmenter_compiled"]
-    peak = peak_tflops(args.peak_tflops)
+    peak = peak_tflops(args.peak_tflops) if precision == "bf16" else None     # a bf16 peak: MFU of bf16 runs
     if peak:
         result["mfu_segmenter"] = train_flops / seg_s / (peak * 1e12)
         result["mfu_torch"] = train_flops / torch_s / (peak * 1e12)
-    print(f"3D U-Net depth {depth}, base {base}, patch {patch}, batch 2, {result['device']}, "
+    print(f"3D U-Net depth {depth}, base {base}, patch {patch}, batch 2, {result['device']}, {precision}, "
           f"{repeats} interleaved steps each")
     for key, value in result.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")

@@ -9,6 +9,8 @@ device, then `Segmenter.fit` for `--epochs` epochs of `--iterations` steps fed b
 (`PatchDataset`, CT augmentation, `--workers` threads) from the preprocessed cache of `--cases` phantoms.
 `input_wait_fraction` = 1 - (steps x premade step) / (time of the fitted epochs after the first): the share
 of a training epoch the device waits for data. `augmented_patches_per_s`: what the loader delivered.
+The model trains in bf16 (`mixed_bfloat16`) on a GPU and in float32 on a CPU (`--precision` to choose): a CPU
+without native bf16 (AVX2 only) runs bf16 convolutions 10-25x slower.
 """
 import argparse
 import atexit
@@ -39,12 +41,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--cases", type=_positive_int, default=None, help="phantom cases (default 8, quick 3)")
     ap.add_argument("--epochs", type=_positive_int, default=3, help="fitted epochs; the first (warm-up) is left out")
     ap.add_argument("--iterations", type=_positive_int, default=None, help="steps per epoch (default 40, quick 3)")
+    ap.add_argument("--precision", choices=("bf16", "float32"), default=None,
+                    help="compute precision (default: bf16 on a GPU, float32 on a CPU)")
     args = ap.parse_args(argv)
     quick = args.quick
     patch, base, depth = ((16, 32, 32), 4, 2) if quick else ((80, 160, 160), 32, 4)
     shape = (32, 64, 64) if quick else (128, 256, 256)
     workers = args.workers or (2 if quick else os.cpu_count())
     iterations = args.iterations or (3 if quick else 40)
+    precision = args.precision or ("float32" if _device().endswith("cpu") else "bf16")
     if args.epochs < 2:
         raise SystemExit("--epochs: give at least 2 (the first epoch is the warm-up and is left out).")
     tmp = Path(tempfile.mkdtemp(prefix="gpu_fit_"))
@@ -57,7 +62,7 @@ def main(argv=None) -> dict:
     def segmenter():
         return Segmenter(unet(3, depth=depth, base_filters=base), Pipeline([ClipHU(-79, 304), ZScore("dataset")]),
                          patch_shape=patch, batch_size=2, iterations=iterations, augmentation=ct_augmentation(),
-                         mixed_precision="mixed_bfloat16", workers=workers, seed=0)
+                         mixed_precision="mixed_bfloat16" if precision == "bf16" else None, workers=workers, seed=0)
 
     seg = segmenter()                            # the step alone, on one pre-made batch on the device
     rng = np.random.default_rng(0)
@@ -74,7 +79,7 @@ def main(argv=None) -> dict:
     fitted = segmenter()
     log = fitted.fit(open_dataset(data), epochs=args.epochs, out=tmp / "run")
     epoch_s = float(log["time_s"].iloc[1:].median())
-    result = {"device": _device(), "workers": workers, "phantoms_s": phantoms_s,
+    result = {"device": _device(), "precision": precision, "workers": workers, "phantoms_s": phantoms_s,
               "premade_step_ms": step_s * 1e3, "fit_epoch_s": epoch_s, "fit_step_ms": epoch_s / iterations * 1e3,
               "input_wait_fraction": max(0.0, 1 - iterations * step_s / epoch_s),
               "augmented_patches_per_s": 2 * iterations / epoch_s}

@@ -4,6 +4,7 @@ pytest runs this file on TensorFlow; tests/test_backends.py runs it again with K
 KERAS_BACKEND=jax, the JAX process with two virtual CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=2), where the data-parallel test must run.
 """
+import json
 import os
 import warnings
 
@@ -15,7 +16,7 @@ from miscnn_lite.io import MiscnnError
 from miscnn_lite.models import unet
 from miscnn_lite.phantoms import toy_case
 from miscnn_lite.preprocessing import ClipHU, Pipeline, ZScore
-from miscnn_lite.training import Segmenter
+from miscnn_lite.training import CHECKPOINT_DIR, Segmenter
 
 TRAIN = [toy_case(s) for s in range(2)]
 
@@ -88,6 +89,8 @@ def test_averaged_weights_are_the_moving_average_of_the_steps_on_this_backend(tm
         np.testing.assert_allclose(keras.ops.convert_to_numpy(v), a, atol=1e-6)
     assert not np.allclose(average[0], raw.steps[-1][0], atol=1e-6)
     segmenter(ema_momentum=0.8).fit(TRAIN, None, epochs=2, out=tmp_path / "cut", callbacks=[StopAfter1()])
+    state = json.loads((tmp_path / "cut" / CHECKPOINT_DIR / "state.json").read_text())
+    assert state["callbacks"]["AveragedWeights"] == {"in_model": True}     # the checkpoint holds the average
     resumed = Segmenter.load(tmp_path / "cut", workers=1)
     with warnings.catch_warnings(record=True) as caught:        # Keras's warning of an unbuilt optimizer is not shown
         warnings.simplefilter("always")

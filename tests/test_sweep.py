@@ -1,4 +1,5 @@
 """`miscnn-lite sweep`: a grid of papermill jobs on a Dask LocalCluster and on local processes."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,9 +55,10 @@ def test_sweep_command_line_with_processes(tmp_path):
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(tmp_path / "out" / "sweep.csv")
     assert list(table["kidney_dice"]) == [0.2, 0.3]
+    quick = dict(os.environ, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s")   # Dask retries 30 s by default
     for address in ("tcp://127.0.0.1:1", "notanaddress"):        # nothing listens there; not an address at all
         r = subprocess.run([str(exe), "sweep", str(grid), "--out", str(tmp_path / "o2"), "--scheduler", address],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, env=quick)
         assert r.returncode == 2 and f"scheduler {address!r}: " in r.stderr, r.stderr
         assert "running Dask scheduler as host:port" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
