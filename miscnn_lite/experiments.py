@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .io import DataError, MiscnnError, MissingFileError, SettingsError, atomic_path, load_mapping
+from .io import (DataError, MiscnnError, MissingFileError, SettingsError, atomic_path, load_mapping,
+    remove_temporaries)
 
 if TYPE_CHECKING:                                   # for annotations only: pandas loads when a sweep runs
     import pandas as pd
@@ -274,6 +275,14 @@ def run_notebook(notebook, output, parameters: dict | None = None, cwd=None, pro
             raise ExperimentFailed(f"{notebook.name}: cell {e.exec_count} failed with {e.ename}: "
                                    f"{str(e.evalue).rstrip('.')}. "
                                    f"The executed notebook is kept at {failed}.", failed) from None
+        except Exception as e:      # the kernel died (e.g. out of memory) or never started: no cell raised
+            failed = output.with_suffix(".failed.ipynb")
+            kept = Path(tmp).is_file()          # papermill saves the notebook after every cell
+            if kept:
+                os.replace(tmp, failed)
+            raise ExperimentFailed(f"{notebook.name}: the run stopped with {type(e).__name__}: "
+                                   f"{str(e).strip().rstrip('.')}. " + (f"The notebook as far as it ran is kept at "
+                                   f"{failed}." if kept else "No cell ran."), failed) from None
     output.with_suffix(".failed.ipynb").unlink(missing_ok=True)   # an earlier failure here is not this run's
     return output
 
@@ -303,6 +312,11 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
     if data is not None:
         params["data_dir"] = str(data)
     params = _resolved_paths(params, check=True)   # checked here, before a kernel starts and writes a folder
+    _check_dataset_paths(params, out)
+    return params
+
+def _check_dataset_paths(params: dict, out) -> None:
+    "Refuse results written into a dataset folder of `params`, and a test set that is the training data."
     results = Path(out).resolve()
     for key in PATH_PARAMETERS:
         if params.get(key) and (results == Path(params[key]).resolve() or
@@ -315,7 +329,6 @@ def experiment_parameters(out, data=None, parameters: dict | None = None) -> dic
         raise SettingsError(f"test_data_dir {params['test_data_dir']} is the training data (data_dir): the held-out "
                             "test score would be measured on cases the models trained on. Give a folder of other "
                             "cases, or leave test_data_dir out.")
-    return params
 
 # %% ../nbs/12_experiments.ipynb #18c1494e
 def run_default_experiment(out="results", data=None, parameters: dict | None = None,
@@ -340,9 +353,12 @@ def expand_grid(spec: dict) -> list[dict]:
         raise MiscnnError("sweep spec: sets no parameters; give base (shared values) and grid (a list of values per "
                           "varied name), e.g. grid: {seed: [0, 1, 2]}.")
     for key in ("base", "grid"):
-        if not isinstance(spec.get(key) or {}, dict):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
             raise MiscnnError(f"sweep spec: {key} must be a mapping of parameter names to values "
                               f"(e.g. {key}: {{epochs: 3}}), got {spec[key]!r}.")
+    if "notebook" in spec and not isinstance(spec["notebook"], (str, os.PathLike)):
+        raise MiscnnError(f"sweep spec: notebook must be a shipped notebook's name or a path, e.g. "
+                          f"notebook: {DEFAULT_EXPERIMENT}, got {spec['notebook']!r}.")
     base, grid = dict(spec.get("base") or {}), dict(spec.get("grid") or {})
     if "out_dir" in base or "out_dir" in grid:
         raise MiscnnError("sweep spec: out_dir cannot be set: each job writes into its own folder under the sweep's "
@@ -378,6 +394,8 @@ def _run_job(notebook: str, folder: str, params: dict) -> dict:
     start = time.time()
     folder = Path(folder)
     row = dict(job=folder.name, status="ok", error="", notebook=str(folder / "run.ipynb"))
+    if folder.is_dir():
+        remove_temporaries(folder)                      # what a killed earlier run of this job left half-written
     try:
         run_notebook(notebook, folder / "run.ipynb", {**params, "out_dir": str(folder)})
     except ExperimentFailed as e:
@@ -438,9 +456,11 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
     notebook = experiment_notebook(spec.get("notebook", DEFAULT_EXPERIMENT))
     for params in runs:                                   # every job is checked before any runs, as it will run
         check_parameters(notebook, {**params, "out_dir": str(out)})
-    out.mkdir(parents=True, exist_ok=True)
     varied = list((spec.get("grid") or {}))
     folders = [out / _job_name(i, p, varied) for i, p in enumerate(given)]       # named as the spec writes them
+    for folder, params in zip(folders, runs):
+        _check_dataset_paths(params, folder)
+    out.mkdir(parents=True, exist_ok=True)
     own = None
     if executor is None and scheduler is not None:
         from distributed import Client
@@ -455,7 +475,14 @@ def run_sweep(spec, out, executor=None, scheduler: str | None = None, max_worker
         executor = own = ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = [executor.submit(_run_job, str(notebook), str(f), p) for f, p in zip(folders, runs)]
-        rows = [{**p, **fut.result()} for p, fut in zip(runs, futures)]
+        rows = []
+        for f, p, fut in zip(folders, runs, futures):
+            try:
+                rows.append({**p, **fut.result()})
+            except Exception as e:      # its worker process died (out of memory, killed): the other jobs still count
+                rows.append({**p, "job": f.name, "status": "failed", "notebook": "",
+                             "error": f"{type(e).__name__}: {str(e).strip() or 'no message'} (the job's worker "
+                                      "process stopped; rerun the sweep to run it again)"})
     finally:
         if own is not None:
             (own.close if hasattr(own, "close") else own.shutdown)()

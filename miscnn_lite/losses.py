@@ -458,6 +458,9 @@ class DiceMetric(keras.metrics.Metric):
 def per_class_dice_metrics(n_classes: int, class_names=None, include_background: bool = False):
     """One `DiceMetric` per class, named `dice_<class name>` (KiTS19: class_names=['background',
     'kidney', 'tumor'] gives dice_kidney, dice_tumor)."""
+    if class_names is not None and (isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names)):
+        raise MiscnnError(f"class_names={class_names!r}: give a list of names, one per class, background first, e.g. "
+                          "['background', 'kidney', 'tumor'].")
     names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
     if len(names) != n_classes:
         raise MiscnnError(f"class_names has {len(names)} entries for n_classes={n_classes}: give one name per class.")

@@ -23,7 +23,7 @@ from .io import (Case, CorruptFileError, DataError, IMAGE_SUFFIXES, MiscnnError,
                             is_whole_number, is_finite_number, json_value, write_json)
 from .augmentation import augmentation_from_dict
 from .preprocessing import ClipHU, LabelRemap, Pipeline, Resample, ZScore
-from .patching import PatchSampler, slab_channels, sliding_window_predict
+from .patching import PatchSampler, mirror_subsets, slab_channels, sliding_window_predict
 from .loading import (CopyPaste, PreprocessedCache, check_patch_shape, patch_dataset_class, item_source,
                                  dataset_items, ReaderItem, file_fingerprint, validate_cases)
 from .models import MODELS, check_model, load_model, model_options, seed_weights
@@ -36,11 +36,11 @@ __all__ = ['MODEL_FILE', 'PIPELINE_FILE', 'CONFIG_FILE', 'LOG_FILE', 'BEST_FILE'
            'KERAS_DISTRIBUTIONS', 'TRAIN_DATA_FILE', 'TRAIN_SETTINGS_FILE', 'RUN_FREE_SETTINGS', 'LATER_SETTINGS',
            'TRAIN_DEFAULTS', 'PICTURE_TRAIN_DEFAULTS', 'append_log', 'truncate_log', 'BestModel', 'LiveCurves',
            'NonFiniteLossError', 'StopOnNonFiniteLoss', 'EpochCheckpoint', 'read_checkpoint_state', 'stopped_early',
-           'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights', 'with_dtype_policy',
-           'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter', 'dataset_fingerprint',
-           'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path', 'check_prediction_targets',
-           'train_command', 'prediction_items', 'check_inputs_fit_models', 'predict_command', 'plan_from_settings',
-           'check_train_settings', 'settings_differences']
+           'check_epochs', 'check_epochs_done', 'checkpoint_states', 'checkpoint_problem', 'AveragedWeights',
+           'with_dtype_policy', 'resolve_strategy', 'poly_learning_rate', 'architecture_fingerprint', 'Segmenter',
+           'dataset_fingerprint', 'check_same_dataset', 'check_finite_image', 'check_same_run', 'prediction_path',
+           'check_prediction_targets', 'train_command', 'prediction_items', 'check_inputs_fit_models',
+           'predict_command', 'plan_from_settings', 'check_train_settings', 'settings_differences']
 
 # %% ../nbs/08_training.ipynb #e4f04fa9
 MODEL_FILE, PIPELINE_FILE, CONFIG_FILE, LOG_FILE, BEST_FILE, CHECKPOINT_DIR = (
@@ -236,6 +236,12 @@ def read_checkpoint_state(out) -> dict | None:
 def stopped_early(state: dict | None) -> bool:
     "Whether a checkpoint state records that EarlyStopping ended its run (finished, not paused)."
     return bool((state or {}).get("callbacks", {}).get("EarlyStopping", {}).get("stopped_epoch", 0))
+
+def check_epochs(epochs) -> int:
+    "`epochs` as an int: a whole number >= 1 (`fit` and `validation.cross_validate` check it before writing)."
+    if not is_whole_number(epochs) or epochs < 1:
+        raise SettingsError(f"epochs={epochs!r}: train for a whole number of epochs >= 1.")
+    return int(epochs)
 
 def check_epochs_done(out, epochs: int) -> None:
     """Refuse to continue the run in `out` to fewer epochs than it has trained: its weights would be saved as a
@@ -814,9 +820,7 @@ def fit(self: Segmenter, train, val=None, epochs: int | None = None, out=None, c
     train, val = ([train] if isinstance(train, Case) else train), ([val] if isinstance(val, Case) else val)
     if epochs is None:
         epochs = int(self.plan.schedule.get("epochs", 10)) if self.plan is not None else 10
-    if not is_whole_number(epochs) or epochs < 1:
-        raise SettingsError(f"epochs={epochs!r}: train for a whole number of epochs >= 1.")
-    epochs = int(epochs)
+    epochs = check_epochs(epochs)
     out = Path(out) if out is not None else Path(_temporary_run_folder())
     self.check_data(train)
     _warn_per_channel_slabs(self.augmentation, self.slab_neighbours, self.in_channels)
@@ -919,24 +923,33 @@ def _read_checksums(folder: Path) -> dict:
 # %% ../nbs/08_training.ipynb #bd6abf02
 @patch
 def save(self: Segmenter, folder, model: bool = True) -> Path:
-    "Write model.keras (if `model`), pipeline.json and plan.json (if any) and config.json into `folder`. Returns it."
+    """Write pipeline.json and plan.json (if any), config.json and model.keras (if `model`) into `folder`, each
+    atomically, and its SHA-256 into checksums.json as soon as it is in place: a save cut short (Ctrl-C, a full
+    disk) leaves every file matching its checksum, so the folder still loads. Returns `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if self.pipeline is not None:
-        self.pipeline.save(folder / PIPELINE_FILE)
-    write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
-    if self.plan is not None:
-        self.plan.save(folder / PLAN_FILE)
     absent = [PIPELINE_FILE] * (self.pipeline is None) + [PLAN_FILE] * (self.plan is None)
+    sums = {k: v for k, v in _read_checksums(folder).items() if k not in absent}
+
+    def in_place(name: str) -> None:
+        sums[name] = file_fingerprint(folder / name)
+        write_json(folder / CHECKSUM_FILE, sums)
+    if absent:
+        write_json(folder / CHECKSUM_FILE, sums)
     for name in absent:                             # an earlier run's file must not describe this one
         (folder / name).unlink(missing_ok=True)
+    if self.pipeline is not None:
+        self.pipeline.save(folder / PIPELINE_FILE)
+        in_place(PIPELINE_FILE)
+    write_json(folder / CONFIG_FILE, {**self.config, "has_pipeline": self.pipeline is not None})
+    in_place(CONFIG_FILE)
+    if self.plan is not None:
+        self.plan.save(folder / PLAN_FILE)
+        in_place(PLAN_FILE)
     if model:
         with atomic_path(folder / MODEL_FILE) as tmp:
             self.model.save(tmp)
-    written = ([CONFIG_FILE] + [PIPELINE_FILE] * (self.pipeline is not None) + [PLAN_FILE] * (self.plan is not None)
-               + [MODEL_FILE] * model)
-    kept = {k: v for k, v in _read_checksums(folder).items() if k not in absent}   # files not rewritten
-    write_json(folder / CHECKSUM_FILE, {**kept, **{name: file_fingerprint(folder / name) for name in written}})
+        in_place(MODEL_FILE)
     return folder
 
 # %% ../nbs/08_training.ipynb #17afa9f0
@@ -1067,6 +1080,8 @@ def predict_probabilities(self: Segmenter, case: Case, progress: bool = False, m
     """(D, H, W, n_classes) float32 class probabilities of `case` on its own grid (preprocessing undone).
     `mirror_axes` replaces the saved test-time mirroring for this call (None: the saved setting)."""
     s = self.settings
+    if mirror_axes is not None:
+        mirror_subsets(mirror_axes)                           # a clear error for e.g. mirror_axes=2
     mirror_axes = s["mirror_axes"] if mirror_axes is None else mirror_axes
     check_finite_image(case)
     check_spacing(case.spacing, name=f"{case.image_path or f'case {case.id!r}'}: spacing",
@@ -1120,10 +1135,11 @@ def prediction_path(item, case: Case, out: Path) -> Path:
     return out / f"{case.id}.nii.gz"
 
 # %% ../nbs/08_training.ipynb #350914ca
-def check_prediction_targets(items, out) -> None:
+def check_prediction_targets(items, out, path_of=prediction_path) -> None:
     """Raise before anything is predicted when two of `items` would be written to the same prediction file
     (`a.nii` and `a.nii.gz` in one folder), which would keep only the last of them, or when a prediction file
-    would be one of the input files (an image or label predicted into its own folder would be overwritten)."""
+    would be one of the input files (an image or label predicted into its own folder would be overwritten).
+    `path_of(item, case, out)`: where a prediction goes (`case` has `id` and `image_path` only)."""
     from types import SimpleNamespace
     seen, inputs = {}, set()
     for item in items:
@@ -1131,7 +1147,7 @@ def check_prediction_targets(items, out) -> None:
     for item in items:
         case_id, _, paths = item_source(item, with_label=False)
         image = item.image_path if isinstance(item, Case) else (paths or [None])[0]
-        target = prediction_path(item, SimpleNamespace(id=case_id, image_path=image), Path(out))
+        target = path_of(item, SimpleNamespace(id=case_id, image_path=image), Path(out))
         if target.resolve() in inputs:
             raise MiscnnError(f"{target}: is an input file; predicting into it would overwrite it. Write the "
                               "predictions to another folder (e.g. --out predictions).")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import MiscnnError, MissingFileError, check_seed, json_value, write_json
+from .io import CorruptFileError, MiscnnError, MissingFileError, check_seed, is_finite_number, json_value, write_json
 from .loading import file_fingerprint
 
 # %% auto #0
@@ -395,7 +395,11 @@ def load_manifest(path) -> dict:
         path = path / "manifest.json"
     if not path.exists():
         raise MissingFileError(f"{path}: no manifest here (is it a results folder?).")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:                         # JSONDecodeError, UnicodeDecodeError
+        raise CorruptFileError(f"{path}: not a readable manifest ({e}); it was damaged or edited. Restore it, or "
+                               "use a new results folder.") from None
 
 def data_changes(results, data_dir) -> list[str]:
     """How the files under `data_dir` differ from those the manifest of the results folder `results` recorded
@@ -414,6 +418,11 @@ def _as_reader(data):
     "A dataset reader as given, or opened from a dataset folder."
     from miscnn_lite.io import open_dataset
     return data if hasattr(data, "case_ids") else open_dataset(data)
+
+def _check_folds_given(folds) -> None:
+    if not folds:
+        raise MiscnnError("folds: no folds given; make them with kfold(case_ids, n_folds) or prepare_folds, or read a "
+                          "results folder's with load_folds(results / 'folds.json').")
 
 # %% ../nbs/10_validation.ipynb #79213edc
 FOLD_FILE = "fold.json"       # the cases a fold folder's model trains and validates on, and how it is scored
@@ -496,10 +505,9 @@ def cross_validate(data, folds: list[Fold], make_segmenter, out, epochs: int = 1
     from miscnn_lite.evaluation import evaluate_case, write_metrics_csv
     from miscnn_lite.io import save_prediction
     from miscnn_lite.loading import ReaderItem
-    reader = _as_reader(data)
-    out = Path(out)
-    if not folds:
-        raise MiscnnError("folds: no folds given; make them with kfold(case_ids, n_folds) or prepare_folds.")
+    from miscnn_lite.training import check_epochs
+    reader, out, epochs = _as_reader(data), Path(out), check_epochs(epochs)    # checked before anything is written
+    _check_folds_given(folds)
     known = set(reader.case_ids)
     for k, fold in enumerate(folds):
         unknown = sorted(set(map(str, [*fold.train, *fold.val])) - known)
@@ -571,6 +579,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 def _fold_predictions(results_dir, reader, folds):
     "(k, case, prediction on the case grid) for every saved validation prediction of `folds`."
     from miscnn_lite.io import load_prediction
+    _check_folds_given(folds)
     for k, fold in enumerate(folds):
         split = Path(results_dir) / f"fold_{k}" / FOLD_FILE
         saved = json.loads(split.read_text(encoding="utf-8")) if split.is_file() else None
@@ -610,13 +619,17 @@ def tune_postprocessing(results_dir, data, folds: list[Fold], candidates: dict, 
                          "{'none': lambda m, case: m, 'largest': lambda m, case: keep_largest_components(m, [2])}.")
     if nested and len(folds) < 2:
         raise MiscnnError("nested=True needs at least two folds (each fold is tuned on the others); use nested=False.")
-    names, rows = list(candidates), []
+    names, rows, present = list(candidates), [], False
     for k, case, prediction in _fold_predictions(results_dir, reader, folds):
         reference = region_mask(case.label, labels)
+        present = present or bool(reference.any() or region_mask(prediction, labels).any())
         for name in names:
             processed = candidates[name](prediction, case)
             rows.append(dict(fold=k, case=case.id, candidate=name,
                              dice=dice(confusion(reference, region_mask(processed, labels)))))
+    if not present:                                 # every candidate would score 1 everywhere: no choice to make
+        raise MiscnnError(f"region {region!r}: label(s) {list(labels)} occur in no reference and no prediction of "
+                          "these folds; give a label the models predict (e.g. 2 for the KiTS19 tumor).")
     scores = pd.DataFrame(rows)
 
     def best(subset):
@@ -639,6 +652,8 @@ def tune_min_volume(results_dir, data, folds: list[Fold], region, candidates_mm3
         (scores with a `min_volume_mm3` column, choice {k: volume, "all": volume}); ties go to the smaller volume."""
     from miscnn_lite.evaluation import normalize_regions, remove_small_components
     (labels,) = normalize_regions([region]).values()
+    if isinstance(candidates_mm3, (str, bytes)) or not all(is_finite_number(v) for v in candidates_mm3):
+        raise MiscnnError(f"candidates_mm3 {candidates_mm3!r}: give a list of volumes >= 0 in mm³, e.g. [0, 50, 100].")
     volumes = sorted({float(v) for v in candidates_mm3})
     if not volumes or min(volumes) < 0:
         raise MiscnnError(f"candidates_mm3 {list(candidates_mm3)}: give volumes >= 0 in mm³, e.g. [0, 50, 100].")
@@ -740,7 +755,7 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         (D, H, W) uint8 label maps (or the tuples above), or the written prediction paths."""
     from miscnn_lite.io import Case, save_prediction
     from miscnn_lite.loading import dataset_items, item_source
-    from miscnn_lite.training import Segmenter
+    from miscnn_lite.training import Segmenter, check_prediction_targets
     model_dirs = [Path(model_dirs)] if isinstance(model_dirs, (str, Path)) else [Path(d) for d in model_dirs]
     if not model_dirs:
         raise MiscnnError("ensemble_predict: no model folders given.")
@@ -760,6 +775,11 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
                           f"(LabelRemap {remaps}), so class k is another structure in each; give models trained "
                           "with the same label mapping.")
     items = dataset_items(cases)
+    if not items:
+        raise MiscnnError("ensemble_predict: no cases to predict; give Cases, image paths, case folders or a reader.")
+    path_of = path_of or (lambda item, case, out: out / f"{case.id}.nii.gz")
+    if out is not None:               # before anything is predicted: no input overwritten, no two cases in one file
+        check_prediction_targets(items, Path(out), path_of)
     if progress:
         from tqdm.auto import tqdm
         items = tqdm(items, desc="predicting", unit="case")
@@ -778,7 +798,7 @@ def ensemble_predict(model_dirs, cases, out=None, progress: bool = False, postpr
         if out is None:
             results.append((label_map, maps["entropy"], maps["variance"]) if uncertainty else label_map)
             continue
-        path = path_of(item, case, Path(out)) if path_of else Path(out) / f"{case.id}.nii.gz"
+        path = path_of(item, case, Path(out))
         for name, value in maps.items():
             if value is not None:
                 save_prediction(value, case, _beside(path, name), dtype=np.float32)

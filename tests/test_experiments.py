@@ -244,9 +244,23 @@ def test_failing_run_keeps_executed_notebook(tmp_path):
                        (dict(grow_steps=-1), "grow_steps=-1: give an int >= 0"),
                        (dict(augmentation="heavy"), "augmentation='heavy': choose none, ct"),
                        (dict(mirror_axes=[2, 2]), r"mirror_axes=\[2, 2\]: give distinct axes"),
-                       (dict(phantom_context=True, region_based=True), "region_based=True trains only the kidney")]:
+                       (dict(phantom_context=True, region_based=True), "region_based=True trains only the kidney"),
+                       (dict(fold_key="tumour_volume"), "fold_key='tumour_volume': choose"),
+                       (dict(window="Clip"), "window='Clip': choose 'clip'"),
+                       (dict(intensity_normalization="z-score"), "intensity_normalization='z-score': choose"),
+                       (dict(clip_hu=[1, 2, 3]), r"clip_hu=\[1, 2, 3\]: give \[low, high\]"),
+                       (dict(n_test_cases=-3), "n_test_cases=-3: give a whole number >= 0"),
+                       (dict(data_dir=str(tmp_path / "data"), test_data_dir=str(tmp_path / "data")),
+                        "test_data_dir=.* is the training data")]:
         with pytest.raises(ExperimentFailed, match=early + words):
             run_notebook(nb, tmp_path / "c.ipynb", dict(out_dir=str(tmp_path / "c"), **small, **bad))
+        assert not (tmp_path / "c").exists()
+    import papermill as pm  # papermill alone checks no types (run_notebook refuses these before a kernel)
+    for bad, words in [(dict(region_based="false", dice_background=False), "region_based='false': give true or false"),
+                       (dict(phantom_fov_z=1), r"phantom_fov_z=1: give a list e.g. with papermill -y")]:
+        with pytest.raises(pm.PapermillExecutionError, match=words):
+            pm.execute_notebook(str(nb), str(tmp_path / "pm.ipynb"), parameters=dict(out_dir=str(tmp_path / "c"),
+                                **small, **bad), cwd=str(nb.parent), progress_bar=False)
         assert not (tmp_path / "c").exists()
 
 

@@ -111,3 +111,54 @@ def test_sweep_resolves_relative_dataset_paths_before_any_job(tmp_path, monkeypa
     with pytest.raises(MissingFileError, match=f"data_dir {tmp_path / 'data' / 'kits19'}: no such dataset folder"):
         run_sweep(spec, tmp_path / "sweep")
     assert not (tmp_path / "sweep").exists()
+
+
+class _DiesOnSecond(_Inline):
+    "An executor whose second job's worker process dies (as a pool reports it)."
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+        self.n = getattr(self, "n", 0) + 1
+        if self.n != 2:
+            return super().submit(fn, *args)
+        future = Future()
+        future.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+        return future
+
+
+def test_a_dead_worker_fails_its_job_and_the_sweep_table_keeps_the_others(tmp_path):
+    nb = demo_notebook(tmp_path / "demo.ipynb")
+    table = run_sweep({"notebook": str(nb), "grid": {"epochs": [1, 2, 3]}}, tmp_path / "out", executor=_DiesOnSecond())
+    assert list(table["status"]) == ["ok", "failed", "ok"]
+    assert list(table["kidney_dice"].round(2).fillna(-1)) == [0.1, -1, 0.3]
+    assert "BrokenProcessPool" in table.loc[1, "error"] and "worker process stopped" in table.loc[1, "error"]
+    assert (tmp_path / "out" / "sweep.csv").is_file()
+
+
+def test_sweep_specs_with_a_bad_notebook_or_an_output_inside_the_data_are_refused(tmp_path):
+    from miscnn_lite.experiments import expand_grid
+    from miscnn_lite.io import MiscnnError, SettingsError
+    for spec in ({"notebook": 5, "grid": {"epochs": [1]}}, {"notebook": None, "grid": {"epochs": [1]}}):
+        with pytest.raises(MiscnnError, match="sweep spec: notebook must be a shipped notebook's name or a path"):
+            expand_grid(spec)
+    with pytest.raises(MiscnnError, match="sweep spec: base must be a mapping"):
+        expand_grid({"base": 0, "grid": {"epochs": [1]}})
+    (tmp_path / "data").mkdir()
+    nb = demo_notebook(tmp_path / "demo.ipynb")
+    spec = {"notebook": str(nb), "base": {"data_dir": str(tmp_path / "data")}, "grid": {"epochs": [1]}}
+    nb.write_text(nb.read_text().replace("epochs = 3", "data_dir = None\\nepochs = 3"))
+    with pytest.raises(SettingsError, match="holds the results folder"):
+        run_sweep(spec, tmp_path / "data" / "sweep", executor=_Inline())
+    assert not (tmp_path / "data" / "sweep").exists()
+
+
+def test_a_dead_kernel_keeps_the_notebook_as_far_as_it_ran(tmp_path):
+    from miscnn_lite.experiments import ExperimentFailed, run_notebook
+    nb = demo_notebook(tmp_path / "demo.ipynb")
+    cells = nbformat.read(nb, as_version=4)
+    cells.cells.append(nbformat.v4.new_code_cell("import os\nos._exit(1)        # as the out-of-memory killer would"))
+    nbformat.write(cells, nb)
+    with pytest.raises(ExperimentFailed, match=r"the run stopped with DeadKernelError: .*kept at .*run.failed.ipynb"):
+        run_notebook(nb, tmp_path / "out" / "run.ipynb", {"out_dir": str(tmp_path / "out")})
+    kept = nbformat.read(tmp_path / "out" / "run.failed.ipynb", as_version=4)
+    assert len(kept.cells) == 4 and (tmp_path / "out" / "result.json").is_file()    # parameters injected; ran up to it

@@ -745,3 +745,32 @@ def test_train_and_predict_refuse_writing_into_their_input_folder(tmp_path):
     with pytest.raises(SettingsError, match="--out .* is the --input folder"):
         prediction_items(tmp_path / "data", tmp_path / "data" / ".")
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["toy_000", "toy_001"]   # nothing written
+
+
+def test_a_save_cut_short_leaves_a_folder_that_loads(tmp_path, monkeypatch):
+    "Each file's checksum is written once it is in place: Ctrl-C while the model is written leaves a loadable folder."
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import Segmenter
+    seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), seed=0)
+    seg.save(tmp_path / "m")
+    seg.settings["overlap"] = 0.25
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(seg.model, "save", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        seg.save(tmp_path / "m")
+    again = Segmenter.load(tmp_path / "m")                # the new config.json, the earlier model.keras
+    assert again.settings["overlap"] == 0.25
+    assert sorted(json.loads((tmp_path / "m" / "checksums.json").read_text())) == ["config.json", "model.keras"]
+
+
+def test_prediction_mirror_axes_and_class_names_are_checked():
+    from miscnn_lite.io import MiscnnError
+    from miscnn_lite.models import unet
+    from miscnn_lite.training import Segmenter
+    with pytest.raises(MiscnnError, match=r"class_names='abc': give a list of names, one per class"):
+        Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), class_names="abc")
+    seg = Segmenter(unet(3, depth=2, base_filters=4), patch_shape=(16, 16, 16), class_names=["bg", "kidney", "tumor"])
+    with pytest.raises(MiscnnError, match="mirror_axes: 2 must be a list of distinct spatial axes"):
+        seg.predict_probabilities(toy_case(0, shape=(16, 24, 24)), mirror_axes=2)

@@ -4,7 +4,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from miscnn_lite.io import load_nifti, load_prediction
+from miscnn_lite.io import MiscnnError, load_nifti, load_prediction
 from miscnn_lite.models import unet
 from miscnn_lite.phantoms import toy_case
 from miscnn_lite.training import Segmenter
@@ -42,6 +42,19 @@ def test_ensemble_is_mean_of_member_probabilities(tmp_path):
     np.testing.assert_array_equal(post, keep_largest_components(expected, labels={"foreground": (1, 2)}))
     with pytest.raises(FileNotFoundError, match="no fold_K/model"):
         fold_model_dirs(tmp_path / "pred")
+    from miscnn_lite.io import save_nifti
+    image = tmp_path / "flat" / f"{case.id}.nii.gz"          # an image whose prediction would be itself
+    save_nifti(image, case.image, case.affine)
+    before = image.read_bytes()
+    with pytest.raises(MiscnnError, match="is an input file; predicting into it would overwrite it"):
+        ensemble_predict(dirs, [image], out=tmp_path / "flat")
+    assert image.read_bytes() == before
+    save_nifti(tmp_path / "flat" / f"{case.id}.nii", case.image, case.affine)
+    with pytest.raises(MiscnnError, match="would both be predicted into"):
+        ensemble_predict(dirs, [image, tmp_path / "flat" / f"{case.id}.nii"], out=tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(MiscnnError, match="no cases to predict"):
+        ensemble_predict(dirs, [], out=tmp_path / "other")
 
 
 def test_ensemble_uncertainty_maps(tmp_path):
@@ -322,3 +335,40 @@ def test_a_finished_run_resumes_when_a_validation_case_scores_no_row(tmp_path):
     again = cross_validate(tmp_path / "data", folds, make, tmp_path / "run", epochs=1, progress=False,
                            postprocess=background_only)
     assert again.case.tolist() == first.case.tolist() and again.value.tolist() == first.value.tolist()
+
+
+def test_tuning_rescoring_and_manifests_refuse_bad_input_before_writing(tmp_path):
+    "An absent region, a string of volumes, no folds, epochs=0 and a damaged manifest: named errors, nothing written."
+    from miscnn_lite.io import CorruptFileError, SettingsError, open_dataset, save_prediction
+    from miscnn_lite.phantoms import make_phantom_dataset
+    from miscnn_lite.validation import (
+        Fold,
+        cross_validate,
+        load_manifest,
+        rescore_cross_validation,
+        tune_min_volume,
+        tune_postprocessing,
+    )
+    data = make_phantom_dataset(tmp_path / "ph", n_cases=2, shape=(8, 32, 32), progress=False)
+    reader = open_dataset(data)
+    folds = [Fold(train=["case_00000"], val=["case_00001"]), Fold(train=["case_00001"], val=["case_00000"])]
+    for k, fold in enumerate(folds):                     # perfect predictions, saved as cross_validate saves them
+        case = reader.load_case(fold.val[0])
+        save_prediction(case.label, case, tmp_path / "cv" / f"fold_{k}" / "predictions" / f"{case.id}.nii.gz")
+    keep = {"none": lambda m, case: m}
+    _, choice = tune_postprocessing(tmp_path / "cv", reader, folds, keep, region=1)
+    assert choice == {0: "none", 1: "none", "all": "none"}
+    with pytest.raises(MiscnnError, match=r"region 7: label\(s\) \[7\] occur in no reference and no prediction"):
+        tune_postprocessing(tmp_path / "cv", reader, folds, keep, region=7)
+    with pytest.raises(MiscnnError, match="candidates_mm3 '100': give a list of volumes"):
+        tune_min_volume(tmp_path / "cv", reader, folds, region=1, candidates_mm3="100")
+    for call in (lambda: tune_postprocessing(tmp_path / "cv", reader, [], keep, region=1, nested=False),
+                 lambda: rescore_cross_validation(tmp_path / "cv", reader, [], lambda k: keep["none"])):
+        with pytest.raises(MiscnnError, match="folds: no folds given"):
+            call()
+    with pytest.raises(SettingsError, match="epochs=0: train for a whole number of epochs >= 1"):
+        cross_validate(reader, folds, lambda k: None, tmp_path / "new", epochs=0)
+    assert not (tmp_path / "new").exists()                # nothing written: a rerun with epochs=1 is not blocked
+    (tmp_path / "cv" / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptFileError, match=r"manifest.json: not a readable manifest"):
+        load_manifest(tmp_path / "cv")
